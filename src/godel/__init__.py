@@ -1,0 +1,3 @@
+"""Godel: an open control plane for AI coding agents."""
+
+__version__ = "0.1.0"

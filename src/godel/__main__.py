@@ -1,0 +1,3 @@
+from godel.cli.main import run
+
+run()

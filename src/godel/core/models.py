@@ -1,0 +1,178 @@
+"""Domain entities with the spec's fields (§2.1, §2.2), as plain dataclasses.
+
+Names are Python's (snake_case); the API renders them in the spec's camelCase. An agent's ``status`` and
+``lifecycle_state`` are properties derived from its one stored ``state``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from godel.core.states import (
+    LIFECYCLE_OF,
+    STATUS_OF,
+    AgentState,
+    AgentStatus,
+    LifecycleState,
+    NodeStatus,
+    SessionStatus,
+    TaskStatus,
+    TeamStatus,
+)
+
+
+class CleanupPolicy(StrEnum):
+    IMMEDIATE = "immediate"  # remove the worktree as soon as the agent ends (the branch stays)
+    ON_SUCCESS = "on-success"  # remove it only when the agent completed; keep failed ones to inspect
+    DELAYED = "delayed"  # remove it ``cleanup_delay`` seconds after the agent ends
+    MANUAL = "manual"  # never remove it automatically (the default: nothing is thrown away unasked)
+
+
+@dataclass
+class Agent:
+    id: str
+    task: str
+    model: str = ""
+    state: AgentState = AgentState.PENDING
+    label: str | None = None
+    team_id: str | None = None
+    kind: str = "command"  # the adapter's short name
+    config: dict[str, Any] = field(default_factory=dict)  # spec AgentConfig + adapter options
+    # Workspace
+    repo: str | None = None  # the source repository's path
+    base_ref: str = "HEAD"
+    base_commit: str | None = None  # base_ref resolved at spawn
+    branch: str | None = None
+    worktree: str | None = None
+    commits: list[str] = field(default_factory=list)
+    snapshot_from: str | None = None  # fork: the snapshot the workspace starts from
+    setup: str | None = None  # shell command run in the workspace before the agent starts
+    cleanup: CleanupPolicy = CleanupPolicy.MANUAL
+    cleanup_delay: float = 0.0
+    # Scheduling
+    priority: int = 0
+    timeout: float | None = None  # hard wall-clock limit in seconds for one attempt
+    node_id: str | None = None
+    next_attempt_at: datetime | None = None  # retry backoff: not admitted before this time
+    # Process (the runtime's handle, persisted so a restarted server can re-adopt it)
+    pid: int | None = None
+    pid_started: float | None = None  # the process's start time, to tell it from a reused pid
+    log_dir: str | None = None
+    log_offsets: dict[str, int] = field(default_factory=dict)
+    exit_code: int | None = None
+    outcome: dict[str, Any] = field(default_factory=dict)  # result text, final/error signals, diff stats
+    # Lifecycle
+    spawned_at: datetime | None = None  # accepted (spec: spawnedAt)
+    started_at: datetime | None = None  # entered executing, this attempt
+    completed_at: datetime | None = None
+    pause_time: datetime | None = None
+    paused_by: str | None = None
+    runtime: float = 0.0  # seconds of active execution over all attempts
+    updated_at: datetime | None = None
+    # Resilience
+    retry_count: int = 0
+    max_retries: int = 0
+    last_error: str | None = None
+    # Budget
+    budget_limit: float | None = None
+    budget_consumed: float = 0.0
+    # Context (spec fields kept as documents)
+    context: dict[str, Any] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> AgentStatus:
+        return STATUS_OF[self.state]
+
+    @property
+    def lifecycle_state(self) -> LifecycleState:
+        return LIFECYCLE_OF[self.state]
+
+
+@dataclass
+class Team:
+    id: str
+    name: str
+    description: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    execution_strategy: str = "parallel"
+    status: TeamStatus = TeamStatus.CREATING
+    budget_allocated: float | None = None
+    budget_consumed: float = 0.0
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    completed_at: datetime | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Session:
+    id: str
+    agent_id: str
+    parent_id: str | None = None
+    status: SessionStatus = SessionStatus.PENDING
+    context: dict[str, Any] = field(default_factory=dict)  # messages, variables, artifacts
+    depth: int = 0
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    completed_at: datetime | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Task:
+    id: str
+    title: str
+    description: str = ""
+    priority: int = 0
+    status: TaskStatus = TaskStatus.PENDING
+    agent_id: str | None = None
+    team_id: str | None = None
+    attempts: int = 0
+    result: dict[str, Any] | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    completed_at: datetime | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Snapshot:
+    id: str
+    agent_id: str
+    ref: str  # refs/godel/snapshots/<id>
+    commit: str  # a commit whose tree is the whole working tree (untracked files included, ignored ones not)
+    parent_commit: str  # the branch HEAD the snapshot was taken on
+    label: str | None = None
+    created_at: datetime | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Node:
+    id: str
+    name: str
+    hostname: str = ""
+    status: NodeStatus = NodeStatus.ONLINE
+    max_agents: int = 0
+    current_agents: int = 0
+    last_heartbeat: datetime | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TransitionRecord:
+    """Who moved an agent from which state to which, why and when (one row per transition)."""
+
+    agent_id: str
+    from_state: AgentState
+    to_state: AgentState
+    trigger: str
+    actor: str  # "user:<name>", "scheduler", "supervisor", "api", "ws"
+    reason: str | None
+    at: datetime
+    event_sequence: int | None = None
+    id: int | None = None

@@ -1,0 +1,344 @@
+"""The seams of Godel, declared together: Store, EventBus, Runtime, AgentAdapter, Clock.
+
+Each back-end registers under a short name and passes the same conformance suite
+(``tests/conformance/``). The data types that cross a seam are defined here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
+
+from godel.core.events import Event, EventFilter
+from godel.core.models import Agent, Node, Session, Snapshot, TransitionRecord
+from godel.core.states import AgentState, AgentStatus
+from godel.core.transitions import Trigger
+
+# --------------------------------------------------------------------------------------------------- clock
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+    def monotonic(self) -> float: ...
+
+
+# --------------------------------------------------------------------------------------------------- store
+
+
+@dataclass(frozen=True)
+class AgentQuery:
+    status: Sequence[AgentStatus] = ()
+    states: Sequence[AgentState] = ()
+    team_id: str | None = None
+    label: str | None = None
+    model: str | None = None
+    node_id: str | None = None
+    limit: int = 50
+    cursor: str | None = None  # opaque; from the previous Page
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    cursor: str | None  # pass back to get the next page; None when there is none
+    has_more: bool
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    filter: EventFilter = EventFilter()
+    since: int | None = None  # only events with sequence > since
+    after: datetime | None = None
+    before: datetime | None = None
+    limit: int = 100
+    descending: bool = False  # newest first (for "tail N")
+
+
+CommitListener = Callable[[list[Event]], Awaitable[None]]
+
+
+class Store(Protocol):
+    """Typed repository over the SQL tables. Every state change goes through ``transition_agent``, which
+    commits the row change, the transition record and the event together; committed events are handed to the
+    listener (the bus) only after the commit."""
+
+    def set_commit_listener(self, listener: CommitListener | None) -> None: ...
+    async def migrate(self) -> None: ...
+    async def ping(self) -> None: ...
+    async def close(self) -> None: ...
+
+    # agents
+    async def create_agent(self, agent: Agent, *, actor: str) -> tuple[Agent, Event]: ...
+    async def get_agent(self, agent_id: str) -> Agent: ...
+    async def list_agents(self, query: AgentQuery) -> Page[Agent]: ...
+    async def count_agents(self, states: Sequence[AgentState], node_id: str | None = None) -> int: ...
+    async def admissible_agents(self, now: datetime, limit: int) -> list[Agent]: ...
+    async def transition_agent(
+        self,
+        agent_id: str,
+        trigger: Trigger,
+        *,
+        actor: str,
+        reason: str | None = None,
+        changes: dict[str, Any] | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> tuple[Agent, Event]: ...
+    async def update_agent(self, agent_id: str, changes: dict[str, Any]) -> Agent: ...
+    async def delete_agent(self, agent_id: str, *, actor: str) -> Event: ...
+    async def transitions(self, agent_id: str) -> list[TransitionRecord]: ...
+
+    # events
+    async def append_events(
+        self, events: Sequence[Event], *, agent_changes: dict[str, dict[str, Any]] | None = None
+    ) -> list[Event]: ...
+    async def get_event(self, event_id: str) -> Event: ...
+    async def query_events(self, query: EventQuery) -> list[Event]: ...
+    async def last_sequence(self) -> int: ...
+
+    # snapshots, sessions, nodes
+    async def add_snapshot(self, snapshot: Snapshot) -> Snapshot: ...
+    async def get_snapshot(self, snapshot_id: str) -> Snapshot: ...
+    async def list_snapshots(self, agent_id: str) -> list[Snapshot]: ...
+    async def delete_snapshot(self, snapshot_id: str) -> None: ...
+    async def create_session(self, session: Session) -> Session: ...
+    async def get_session(self, session_id: str) -> Session: ...
+    async def upsert_node(self, node: Node) -> Node: ...
+    async def list_nodes(self) -> list[Node]: ...
+
+
+# ----------------------------------------------------------------------------------------------------- bus
+
+
+class Backpressure(StrEnum):
+    DROP = "drop"  # drop new events when the buffer is full (metrics, non-critical)
+    BLOCK = "block"  # make the publisher wait for space (critical consumers)
+    SLIDING = "sliding"  # drop the oldest buffered event (real-time views)
+
+
+class Subscription(Protocol):
+    id: str
+    filter: EventFilter
+    dropped: int
+
+    def __aiter__(self) -> AsyncIterator[Event]: ...
+    async def get(self, timeout: float | None = None) -> Event | None: ...
+    def close(self) -> None: ...
+
+
+class EventBus(Protocol):
+    async def dispatch(self, events: Sequence[Event]) -> None:
+        """Deliver events that are already committed (the store's commit listener)."""
+
+    def subscribe(
+        self,
+        filter: EventFilter,
+        *,
+        buffer_size: int = 1000,
+        policy: Backpressure = Backpressure.SLIDING,
+    ) -> Subscription: ...
+
+    def stream(
+        self, filter: EventFilter, *, since: int | None, buffer_size: int = 1000
+    ) -> AsyncIterator[Event]:
+        """Replay committed events after ``since`` from the store, then continue live, with no gap and no
+        duplicate (events are ordered by sequence)."""
+
+    def stats(self) -> dict[str, Any]: ...
+
+
+# ------------------------------------------------------------------------------------------------- runtime
+
+
+@dataclass(frozen=True)
+class RuntimeCapabilities:
+    name: str
+    isolation: str  # "worktree" (filesystem only), "namespace", "container", "vm", "remote"
+    pause: bool
+    snapshot: str  # "git-ref", "filesystem", "vm-memory", "none"
+    resource_limits: tuple[str, ...] = ()
+    network_isolation: bool = False
+
+
+@dataclass
+class WorkspaceSpec:
+    agent_id: str
+    repo: Path
+    base_ref: str = "HEAD"
+    branch: str | None = None  # default godel/<agent-id>
+    from_snapshot: str | None = None  # fork: the snapshot id to start the working tree from
+    setup: str | None = None
+    setup_timeout: float = 600.0
+
+
+@dataclass
+class RuntimeHandle:
+    """Everything needed to find an agent's workspace and process again, also after a server restart."""
+
+    agent_id: str
+    runtime: str
+    workspace: Path
+    repo: Path
+    branch: str
+    base_commit: str
+    log_dir: Path
+    pid: int | None = None
+    pid_started: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LaunchSpec:
+    """What an adapter asks the runtime to run. stdin is always closed (agents run headless)."""
+
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)  # added to a minimal inherited environment
+    cwd: Path | None = None  # default: the workspace
+    files: dict[Path, str] = field(default_factory=dict)  # config files to write before launch (absolute)
+
+
+class ProcessState(StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"  # paused
+    EXITED = "exited"  # ended; exit_code known
+    GONE = "gone"  # not there and no recorded exit (killed with the server, pid reused…)
+
+
+@dataclass(frozen=True)
+class ProcessStatus:
+    state: ProcessState
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True)
+class OutputLine:
+    stream: Literal["stdout", "stderr"]
+    text: str
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    id: str
+    ref: str
+    commit: str
+    parent_commit: str
+    created_at: datetime
+
+
+@runtime_checkable
+class Runtime(Protocol):
+    """Seed 000's RuntimeProvider, split so the supervisor can record each phase: ``prepare`` creates the
+    workspace (initializing → spawning), ``start`` launches the process (spawning → executing)."""
+
+    name: str
+
+    def capabilities(self) -> RuntimeCapabilities: ...
+    async def prepare(self, spec: WorkspaceSpec) -> RuntimeHandle: ...
+    async def start(self, handle: RuntimeHandle, launch: LaunchSpec) -> RuntimeHandle: ...
+    async def spawn(self, spec: WorkspaceSpec, launch: LaunchSpec) -> RuntimeHandle: ...
+    async def adopt(self, handle: RuntimeHandle) -> bool:
+        """True when the recorded process still runs (and is the same process); the runtime then watches it."""
+    async def terminate(self, handle: RuntimeHandle, *, grace: float = 5.0) -> None: ...
+    async def pause(self, handle: RuntimeHandle) -> None: ...
+    async def resume(self, handle: RuntimeHandle) -> None: ...
+    async def status(self, handle: RuntimeHandle) -> ProcessStatus: ...
+    async def wait_for_state(
+        self, handle: RuntimeHandle, states: set[ProcessState], timeout: float
+    ) -> ProcessStatus: ...
+    async def read_output(
+        self, handle: RuntimeHandle, offsets: dict[str, int], *, final: bool = False
+    ) -> tuple[list[OutputLine], dict[str, int]]:
+        """Complete lines written since ``offsets`` (bytes per stream) and the new offsets. With ``final``, a
+        last line without a newline is returned too."""
+    async def exec(self, handle: RuntimeHandle, argv: Sequence[str], *, timeout: float = 60.0) -> ExecResult: ...
+    def exec_stream(self, handle: RuntimeHandle, argv: Sequence[str]) -> AsyncIterator[OutputLine]: ...
+    async def read_file(self, handle: RuntimeHandle, path: str) -> bytes: ...
+    async def write_file(self, handle: RuntimeHandle, path: str, data: bytes) -> None: ...
+    async def upload_dir(self, handle: RuntimeHandle, local: Path, path: str) -> None: ...
+    async def download_dir(self, handle: RuntimeHandle, path: str, local: Path) -> None: ...
+    async def diff(self, handle: RuntimeHandle) -> str:
+        """The workspace's changes against its base commit (committed, staged, unstaged and untracked)."""
+    async def commits(self, handle: RuntimeHandle) -> list[str]: ...
+    async def snapshot(self, handle: RuntimeHandle, snapshot_id: str) -> SnapshotInfo: ...
+    async def restore(self, handle: RuntimeHandle, snapshot_id: str) -> None: ...
+    async def list_snapshots(self, handle: RuntimeHandle) -> list[SnapshotInfo]: ...
+    async def delete_snapshot(self, handle: RuntimeHandle, snapshot_id: str) -> None: ...
+    async def cleanup(self, handle: RuntimeHandle) -> None:
+        """Remove the workspace (a dirty one is snapshotted first); the branch is kept."""
+
+
+# -------------------------------------------------------------------------------------------------- agents
+
+
+class SignalKind(StrEnum):
+    MESSAGE = "message"
+    TOOL_CALL = "tool_call"
+    TOOL_RESULT = "tool_result"
+    USAGE = "usage"
+    NEEDS_INPUT = "needs_input"
+    ERROR = "error"
+    FINAL = "final"  # the agent's own terminal event, with its result text and success flag
+
+
+@dataclass(frozen=True)
+class AgentSignal:
+    kind: SignalKind
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LaunchRequest:
+    agent_id: str
+    task: str
+    model: str
+    workspace: Path
+    config_dir: Path  # a private, per-run directory for the CLI's config (outside the workspace)
+    options: dict[str, Any] = field(default_factory=dict)  # the agent's config from the spawn request
+    gateway_url: str | None = None
+    gateway_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Evidence:
+    exit_code: int | None
+    signals: list[AgentSignal]  # the outcome-relevant ones: FINAL and ERROR, in order
+    changed_files: int  # files differing from the base commit
+    commits: int  # commits on the branch since the base
+    timed_out: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    success: bool
+    reason: str
+    result: str | None = None
+
+
+class StreamParser(Protocol):
+    def feed(self, stream: str, line: str) -> list[AgentSignal]: ...
+    def finish(self) -> list[AgentSignal]: ...
+
+
+class AgentAdapter(Protocol):
+    """How one agent CLI is launched and understood."""
+
+    name: str
+
+    def validate(self, options: dict[str, Any]) -> None:
+        """Raise ValidationError for options this adapter cannot run (checked before anything is created)."""
+    def launch(self, request: LaunchRequest) -> LaunchSpec: ...
+    def parser(self) -> StreamParser: ...
+    def outcome(self, evidence: Evidence) -> Outcome: ...

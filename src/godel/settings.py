@@ -1,0 +1,108 @@
+"""Typed configuration.
+
+Precedence: explicit arguments (CLI flags) > ``GODEL_*`` environment > ``./godel.toml`` (or the file named by
+``GODEL_CONFIG``) > ``~/.config/godel/config.toml`` > the defaults below. Secrets are never stored here, only
+the *names* of environment variables that hold them. The environment is read only when ``Settings()`` is built.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def _toml_files() -> list[Path]:
+    files = [Path.home() / ".config" / "godel" / "config.toml"]
+    explicit = os.environ.get("GODEL_CONFIG")
+    files.append(Path(explicit) if explicit else Path("godel.toml"))
+    return [f for f in files if f.is_file()]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GODEL_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".godel")
+    """Where Godel keeps its data: ``godel.db``, ``logs/``, ``worktrees/``, ``run/``."""
+
+    database_url: str | None = None
+    """SQLAlchemy async URL. Unset: SQLite at ``$GODEL_HOME/godel.db``. For a team:
+    ``postgresql+asyncpg://user@host/db``."""
+
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    """SQLite's ``synchronous`` pragma in WAL mode. NORMAL survives a crash of Godel (kill -9) without losing a
+    committed write; FULL also survives a power loss, at a cost per commit."""
+
+    host: str = "127.0.0.1"
+    """Address ``godel serve`` binds. Keep 127.0.0.1 unless the API is protected."""
+
+    port: int = 7373
+    """Port ``godel serve`` listens on."""
+
+    url: str = "http://127.0.0.1:7373"
+    """Where the CLI and the client find the server."""
+
+    node_name: str = Field(default_factory=socket.gethostname)
+    """This node's name (one embedded server is one node)."""
+
+    max_concurrent_agents: int = 32
+    """Agents admitted at once on this node (initializing through completing, paused included)."""
+
+    on_shutdown: Literal["leave", "terminate"] = "leave"
+    """What ``godel serve`` does with running agents when it stops: ``leave`` them running so the next start
+    re-adopts them (their output keeps going to their log files), or ``terminate`` them (agents end ``killed``)."""
+
+    kill_grace: float = 5.0
+    """Seconds between SIGTERM and SIGKILL when an agent is killed or times out."""
+
+    default_timeout: float = 3600.0
+    """Hard wall-clock limit of one agent attempt, in seconds, when the spawn request gives none."""
+
+    retry_backoff: float = 2.0
+    """Base of the exponential retry delay: attempt n waits ``retry_backoff * 2**(n-1)`` seconds."""
+
+    retry_backoff_max: float = 300.0
+    """Upper bound of the retry delay in seconds."""
+
+    watch_interval: float = 0.1
+    """Seconds between two passes of the supervisor over running agents (exit, output, timeouts)."""
+
+    reconcile_interval: float = 1.0
+    """Seconds between two admission passes when nothing wakes the scheduler earlier."""
+
+    log_level: str = "info"
+    """Server log level."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Later files win among themselves, so the repo's godel.toml goes before the user's config.
+        tomls = [TomlConfigSettingsSource(settings_cls, toml_file=f) for f in reversed(_toml_files())]
+        return (init_settings, env_settings, *tomls)
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.home / 'godel.db'}"
+
+    @property
+    def worktrees_dir(self) -> Path:
+        return self.home / "worktrees"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
