@@ -53,8 +53,9 @@ class Page(Generic[T]):
 
 @dataclass(frozen=True)
 class EventQuery:
-    filter: EventFilter = EventFilter()
+    filter: EventFilter = field(default_factory=EventFilter)
     since: int | None = None  # only events with sequence > since
+    until: int | None = None  # only events with sequence < until (paging backwards)
     after: datetime | None = None
     before: datetime | None = None
     limit: int = 100
@@ -144,9 +145,7 @@ class EventBus(Protocol):
         policy: Backpressure = Backpressure.SLIDING,
     ) -> Subscription: ...
 
-    def stream(
-        self, filter: EventFilter, *, since: int | None, buffer_size: int = 1000
-    ) -> AsyncIterator[Event]:
+    def stream(self, filter: EventFilter, *, since: int | None, buffer_size: int = 1000) -> AsyncIterator[Event]:
         """Replay committed events after ``since`` from the store, then continue live, with no gap and no
         duplicate (events are ordered by sequence)."""
 
@@ -251,6 +250,7 @@ class Runtime(Protocol):
     async def spawn(self, spec: WorkspaceSpec, launch: LaunchSpec) -> RuntimeHandle: ...
     async def adopt(self, handle: RuntimeHandle) -> bool:
         """True when the recorded process still runs (and is the same process); the runtime then watches it."""
+
     async def terminate(self, handle: RuntimeHandle, *, grace: float = 5.0) -> None: ...
     async def pause(self, handle: RuntimeHandle) -> None: ...
     async def resume(self, handle: RuntimeHandle) -> None: ...
@@ -263,6 +263,7 @@ class Runtime(Protocol):
     ) -> tuple[list[OutputLine], dict[str, int]]:
         """Complete lines written since ``offsets`` (bytes per stream) and the new offsets. With ``final``, a
         last line without a newline is returned too."""
+
     async def exec(self, handle: RuntimeHandle, argv: Sequence[str], *, timeout: float = 60.0) -> ExecResult: ...
     def exec_stream(self, handle: RuntimeHandle, argv: Sequence[str]) -> AsyncIterator[OutputLine]: ...
     async def read_file(self, handle: RuntimeHandle, path: str) -> bytes: ...
@@ -271,6 +272,7 @@ class Runtime(Protocol):
     async def download_dir(self, handle: RuntimeHandle, path: str, local: Path) -> None: ...
     async def diff(self, handle: RuntimeHandle) -> str:
         """The workspace's changes against its base commit (committed, staged, unstaged and untracked)."""
+
     async def commits(self, handle: RuntimeHandle) -> list[str]: ...
     async def snapshot(self, handle: RuntimeHandle, snapshot_id: str) -> SnapshotInfo: ...
     async def restore(self, handle: RuntimeHandle, snapshot_id: str) -> None: ...
@@ -339,6 +341,7 @@ class AgentAdapter(Protocol):
 
     def validate(self, options: dict[str, Any]) -> None:
         """Raise ValidationError for options this adapter cannot run (checked before anything is created)."""
+
     def launch(self, request: LaunchRequest) -> LaunchSpec: ...
     def parser(self) -> StreamParser: ...
     def outcome(self, evidence: Evidence) -> Outcome: ...

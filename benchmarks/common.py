@@ -1,0 +1,286 @@
+"""What every benchmark shares: percentiles, the ``Figure`` record, tmpfs work directories that clean up after
+themselves (processes included), a repository generator and a description of the machine.
+
+Conventions:
+- Every directory a benchmark creates lives under ``/dev/shm/godel-bench-*`` (tmpfs) and is removed at the
+  end, after every process whose command line or working directory points into it has been killed (by pid).
+- Latencies are in milliseconds. Percentiles interpolate linearly between the two nearest ranks.
+- For a rate (higher is better) the "p95" column holds the rate 95% of the samples met or beat (the 5th
+  percentile), so that p95/p99 always mean "the slow tail".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import secrets
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+from rich.console import Console
+
+TMPFS = Path("/dev/shm")
+PREFIX = "godel-bench-"
+
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "Godel Bench",
+    "GIT_AUTHOR_EMAIL": "bench@godel.invalid",
+    "GIT_COMMITTER_NAME": "Godel Bench",
+    "GIT_COMMITTER_EMAIL": "bench@godel.invalid",
+}
+
+# ---------------------------------------------------------------------------------------------- statistics
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100), linear between closest ranks; NaN for no samples."""
+    if not samples:
+        return math.nan
+    s = sorted(samples)
+    pos = (len(s) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = math.ceil(pos)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+@dataclass(frozen=True)
+class Stats:
+    n: int
+    p50: float
+    p95: float
+    p99: float
+    mean: float
+    min: float
+    max: float
+
+    @classmethod
+    def of(cls, samples: Sequence[float], *, higher_is_better: bool = False) -> Stats:
+        if not samples:
+            nan = math.nan
+            return cls(0, nan, nan, nan, nan, nan, nan)
+        tail = (lambda q: 100.0 - q) if higher_is_better else (lambda q: q)
+        return cls(
+            n=len(samples),
+            p50=percentile(samples, 50),
+            p95=percentile(samples, tail(95)),
+            p99=percentile(samples, tail(99)),
+            mean=sum(samples) / len(samples),
+            min=min(samples),
+            max=max(samples),
+        )
+
+    def at(self, q: str) -> float:
+        return float(getattr(self, q))
+
+
+@dataclass
+class Figure:
+    """One measured figure beside its baseline (both measured in the same run)."""
+
+    bench: str
+    name: str
+    unit: str
+    godel: list[float]
+    baseline: list[float] | None = None
+    baseline_label: str = ""
+    target: str = ""
+    met: bool | None = None  # None: no target for this figure
+    higher_is_better: bool = False
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def godel_stats(self) -> Stats:
+        return Stats.of(self.godel, higher_is_better=self.higher_is_better)
+
+    @property
+    def baseline_stats(self) -> Stats | None:
+        if self.baseline is None:
+            return None
+        return Stats.of(self.baseline, higher_is_better=self.higher_is_better)
+
+    def ratio(self, q: str = "p95") -> float | None:
+        """Godel / baseline at the same percentile (for rates too: <1 means Godel is slower there)."""
+        base = self.baseline_stats
+        if base is None:
+            return None
+        b = base.at(q)
+        return self.godel_stats.at(q) / b if b else math.nan
+
+    def to_json(self) -> dict[str, Any]:
+        def stats(s: Stats | None) -> dict[str, float] | None:
+            return None if s is None else {k: _round(v) for k, v in s.__dict__.items()}
+
+        return {
+            "bench": self.bench,
+            "name": self.name,
+            "unit": self.unit,
+            "higherIsBetter": self.higher_is_better,
+            "godel": stats(self.godel_stats),
+            "baseline": stats(self.baseline_stats),
+            "baselineLabel": self.baseline_label,
+            "ratio": {q: _round(self.ratio(q)) for q in ("p50", "p95", "p99")} if self.baseline else None,
+            "target": self.target,
+            "met": self.met,
+            "notes": self.notes,
+            "extra": self.extra,
+            "samples": {
+                "godel": [_round(v) for v in self.godel],
+                "baseline": [_round(v) for v in self.baseline] if self.baseline is not None else None,
+            },
+        }
+
+
+def _round(v: float | None) -> float | None:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return round(v, 4)
+
+
+# ------------------------------------------------------------------------------------------------- config
+
+
+@dataclass
+class Config:
+    quick: bool
+    console: Console
+    run_id: str = field(default_factory=lambda: f"{os.getpid()}-{secrets.token_hex(3)}")
+
+    def log(self, message: str) -> None:
+        self.console.log(message)
+
+    def pick(self, full: int, quick: int) -> int:
+        return quick if self.quick else full
+
+
+# -------------------------------------------------------------------------------------- directories, procs
+
+
+def owned_dirs(run_id: str | None = None) -> list[Path]:
+    pattern = f"{PREFIX}{run_id}-*" if run_id else f"{PREFIX}*"
+    return sorted(TMPFS.glob(pattern))
+
+
+def processes_under(root: Path) -> list[psutil.Process]:
+    """Processes (other than this one) whose command line or working directory points into ``root``."""
+    me = os.getpid()
+    needle = str(root)
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        if proc.info["pid"] == me:
+            continue
+        cmdline = " ".join(proc.info.get("cmdline") or [])
+        cwd = proc.info.get("cwd") or ""
+        if needle in cmdline or cwd.startswith(needle):
+            found.append(proc)
+    return found
+
+
+def kill_processes_under(root: Path) -> int:
+    """SIGKILL, one pid at a time, every process started for a work directory; returns how many."""
+    procs = processes_under(root)
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(procs, timeout=5)
+    return len(procs)
+
+
+@contextlib.contextmanager
+def workdir(cfg: Config, name: str) -> Iterator[Path]:
+    """A fresh directory on tmpfs; on exit its processes are killed and it is removed."""
+    path = TMPFS / f"{PREFIX}{cfg.run_id}-{name}"
+    path.mkdir(parents=True)
+    try:
+        yield path
+    finally:
+        killed = kill_processes_under(path)
+        if killed:
+            cfg.log(f"[yellow]{name}: killed {killed} leftover process(es) under {path}")
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------- git
+
+
+def git_env() -> dict[str, str]:
+    return {**os.environ, **GIT_IDENTITY}
+
+
+def git(repo: Path, *args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True, env=git_env())
+    return out.stdout.strip()
+
+
+def make_repo(path: Path, *, files: int, dirs: int) -> str:
+    """A repository of ``files`` small text files spread over ``dirs`` directories, one commit on ``main``;
+    returns the commit."""
+    path.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True, env=git_env())
+    for i in range(files):
+        d = path / f"pkg{i % dirs:03d}"
+        d.mkdir(exist_ok=True)
+        (d / f"mod{i:05d}.py").write_text(
+            f'"""Module {i}."""\n\n\ndef f{i}(x: int) -> int:\n    return x * {i} + {i % 7}\n'
+        )
+    (path / "README.md").write_text("# bench repo\n")
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "initial")
+    return git(path, "rev-parse", "HEAD")
+
+
+# -------------------------------------------------------------------------------------------------- time
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_time(text: str) -> datetime:
+    """An API timestamp ("…Z" or "+00:00") as an aware datetime."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def ms_between(start: datetime, end: datetime) -> float:
+    return (end - start).total_seconds() * 1000.0
+
+
+def ms_since(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0
+
+
+# ------------------------------------------------------------------------------------------------ machine
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    try:
+        git_version = subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        git_version = "unknown"
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "ramGiB": round(psutil.virtual_memory().total / 2**30, 1),
+        "kernel": platform.release(),
+        "python": sys.version.split()[0],
+        "sqlite": sqlite3.sqlite_version,
+        "git": git_version,
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+    }

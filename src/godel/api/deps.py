@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from godel.scheduler.plane import ControlPlane
+
+
+def _plane(request: Request) -> ControlPlane:
+    plane: ControlPlane = request.app.state.plane
+    return plane
+
+
+Plane = Annotated[ControlPlane, Depends(_plane)]

@@ -1,0 +1,181 @@
+"""``/api/v1/agents``: spawn, query and command agents."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse
+
+from godel.api.deps import Plane
+from godel.api.schemas import (
+    CreateAgent,
+    CreateSnapshot,
+    Fork,
+    Reason,
+    Restore,
+    agent_json,
+    event_json,
+    log_json,
+    ok,
+    page,
+    pattern_error,
+    snapshot_json,
+    transition_json,
+)
+from godel.core.events import EventFilter
+from godel.core.ports import AgentQuery, EventQuery
+from godel.core.states import AgentState, AgentStatus
+from godel.errors import FieldError, ValidationError
+from godel.scheduler.plane import SpawnRequest
+
+router = APIRouter(prefix="/agents", tags=["agents"])
+
+_ENDED = {AgentState.COMPLETED.value, AgentState.FAILED.value, AgentState.KILLED.value}
+
+
+@router.post("", status_code=201)
+async def create_agent(body: CreateAgent, plane: Plane) -> JSONResponse:
+    agent = await plane.spawn(SpawnRequest(**body.model_dump()))
+    return JSONResponse(ok(agent_json(agent)), status_code=201)
+
+
+@router.get("")
+async def list_agents(
+    plane: Plane,
+    status: Annotated[list[AgentStatus] | None, Query()] = None,
+    team_id: Annotated[str | None, Query(alias="teamId")] = None,
+    label: str | None = None,
+    model: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    result = await plane.list_agents(
+        AgentQuery(status=status or (), team_id=team_id, label=label, model=model, limit=limit, cursor=cursor)
+    )
+    return page([agent_json(a) for a in result.items], limit=limit, cursor=result.cursor, has_more=result.has_more)
+
+
+@router.get("/{agent_id}")
+async def get_agent(agent_id: str, plane: Plane) -> dict[str, Any]:
+    return ok(agent_json(await plane.get(agent_id)))
+
+
+@router.delete("/{agent_id}")
+async def delete_agent(agent_id: str, plane: Plane, force: bool = False) -> dict[str, Any]:
+    await plane.delete(agent_id, force=force)
+    return ok({"id": agent_id, "deleted": True})
+
+
+@router.post("/{agent_id}/kill")
+async def kill(agent_id: str, plane: Plane, body: Reason | None = None) -> dict[str, Any]:
+    return ok(agent_json(await plane.kill(agent_id, reason=body.reason if body else None)))
+
+
+@router.post("/{agent_id}/pause")
+async def pause(agent_id: str, plane: Plane, body: Reason | None = None) -> dict[str, Any]:
+    return ok(agent_json(await plane.pause(agent_id, reason=body.reason if body else None)))
+
+
+@router.post("/{agent_id}/resume")
+async def resume(agent_id: str, plane: Plane, body: Reason | None = None) -> dict[str, Any]:
+    return ok(agent_json(await plane.resume(agent_id, reason=body.reason if body else None)))
+
+
+@router.post("/{agent_id}/restart")
+async def restart(agent_id: str, plane: Plane, body: Reason | None = None) -> dict[str, Any]:
+    return ok(agent_json(await plane.restart(agent_id, reason=body.reason if body else None)))
+
+
+@router.get("/{agent_id}/transitions")
+async def transitions(agent_id: str, plane: Plane) -> dict[str, Any]:
+    return ok({"items": [transition_json(t) for t in await plane.transitions(agent_id)]})
+
+
+@router.get("/{agent_id}/logs", response_model=None)
+async def logs(
+    agent_id: str,
+    plane: Plane,
+    tail: Annotated[int, Query(ge=0, le=100_000)] = 100,
+    stream: Literal["stdout", "stderr"] | None = None,
+    follow: bool = False,
+) -> dict[str, Any] | EventSourceResponse:
+    lines = await plane.logs(agent_id, tail=tail, stream=stream)
+    if not follow:
+        return ok({"items": [log_json(e) for e in lines]})
+    since = lines[-1].sequence if lines else await plane.store.last_sequence()
+
+    async def events() -> AsyncIterator[dict[str, Any]]:
+        for e in lines:
+            yield {"event": "log", "id": str(e.sequence), "data": json.dumps(log_json(e))}
+        agent = await plane.get(agent_id)
+        if agent.state.value in _ENDED:
+            yield {"event": "end", "data": json.dumps({"state": agent.state.value})}
+            return
+        flt = EventFilter(patterns=("agent:*",), agent_id=agent_id)
+        async for e in plane.bus.stream(flt, since=since):
+            if e.type == "agent:log":
+                if stream is None or e.payload.get("stream") == stream:
+                    yield {"event": "log", "id": str(e.sequence), "data": json.dumps(log_json(e))}
+            elif e.payload.get("to") in _ENDED:
+                yield {"event": "end", "data": json.dumps({"state": e.payload["to"]})}
+                return
+
+    return EventSourceResponse(events(), ping=15)
+
+
+@router.get("/{agent_id}/events")
+async def agent_events(
+    agent_id: str,
+    plane: Plane,
+    since: Annotated[int | None, Query(ge=0)] = None,
+    type: Annotated[list[str] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    await plane.get(agent_id)
+    patterns = _patterns(type)
+    events = await plane.events(
+        EventQuery(filter=EventFilter(patterns=patterns, agent_id=agent_id), since=since, limit=limit)
+    )
+    cursor = str(events[-1].sequence) if events else None
+    return page([event_json(e) for e in events], limit=limit, cursor=cursor, has_more=len(events) == limit)
+
+
+@router.get("/{agent_id}/diff")
+async def diff(agent_id: str, plane: Plane) -> dict[str, Any]:
+    return ok(await plane.diff(agent_id))
+
+
+@router.get("/{agent_id}/snapshots")
+async def list_snapshots(agent_id: str, plane: Plane) -> dict[str, Any]:
+    return ok({"items": [snapshot_json(s) for s in await plane.snapshots(agent_id)]})
+
+
+@router.post("/{agent_id}/snapshots", status_code=201)
+async def create_snapshot(agent_id: str, plane: Plane, body: CreateSnapshot | None = None) -> JSONResponse:
+    snap = await plane.snapshot(agent_id, label=body.label if body else None)
+    return JSONResponse(ok(snapshot_json(snap)), status_code=201)
+
+
+@router.post("/{agent_id}/restore")
+async def restore(agent_id: str, body: Restore, plane: Plane) -> dict[str, Any]:
+    return ok(agent_json(await plane.restore(agent_id, body.snapshot_id)))
+
+
+@router.post("/{agent_id}/fork", status_code=201)
+async def fork(agent_id: str, plane: Plane, body: Fork | None = None) -> JSONResponse:
+    body = body or Fork()
+    overrides = body.model_dump(exclude={"snapshot_id"})
+    agent = await plane.fork(agent_id, snapshot_id=body.snapshot_id, overrides=overrides)
+    return JSONResponse(ok(agent_json(agent)), status_code=201)
+
+
+def _patterns(raw: list[str] | None) -> tuple[str, ...]:
+    patterns = tuple(p.strip() for item in raw or [] for p in item.split(",") if p.strip())
+    why = pattern_error(list(patterns))
+    if why:
+        raise ValidationError(f"bad event pattern {why}", [FieldError("type", why)])
+    return patterns

@@ -1,0 +1,195 @@
+"""Request bodies (pydantic, camelCase on the wire, unknown fields refused) and the JSON shapes of entities.
+
+Entity rendering is hand-written rather than pydantic response models: the shapes are the spec's, the
+domain objects are plain dataclasses, and one function per entity keeps the wire format in one place.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from godel.core.events import Event, validate_pattern
+from godel.core.models import Agent, CleanupPolicy, Snapshot, TransitionRecord
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class CreateAgent(Body):
+    task: NonEmpty
+    repo: NonEmpty
+    base_ref: NonEmpty = "HEAD"
+    label: Annotated[str, Field(max_length=255)] | None = None
+    team_id: str | None = None
+    agent: NonEmpty = "command"
+    command: str | None = None
+    model: str = ""
+    priority: int = 0
+    timeout: Annotated[float, Field(gt=0)] | None = None
+    max_retries: Annotated[int, Field(ge=0, le=100)] = 0
+    cleanup: CleanupPolicy = CleanupPolicy.MANUAL
+    cleanup_delay: Annotated[float, Field(ge=0)] = 0.0
+    setup: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    config: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    budget_limit: Annotated[float, Field(ge=0)] | None = None
+
+
+class Reason(Body):
+    reason: str | None = None
+
+
+class CreateSnapshot(Body):
+    label: Annotated[str, Field(max_length=255)] | None = None
+
+
+class Restore(Body):
+    snapshot_id: NonEmpty
+
+
+class Fork(Body):
+    snapshot_id: str | None = None
+    task: str | None = None
+    label: str | None = None
+    command: str | None = None
+    agent: str | None = None
+    model: str | None = None
+    priority: int | None = None
+    timeout: Annotated[float, Field(gt=0)] | None = None
+
+
+class PublishEvent(Body):
+    type: Annotated[str, Field(min_length=3, max_length=100, pattern=r"^[a-z0-9_.-]+(:[a-z0-9_.-]+)+$")]
+    payload: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+def pattern_error(patterns: list[str]) -> str | None:
+    for p in patterns:
+        why = validate_pattern(p)
+        if why:
+            return f"{p!r}: {why}"
+    return None
+
+
+def _t(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def agent_json(a: Agent) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "label": a.label,
+        "teamId": a.team_id,
+        "kind": a.kind,
+        "model": a.model,
+        "task": a.task,
+        "status": a.status.value,
+        "lifecycleState": a.lifecycle_state.value,
+        "state": a.state.value,
+        "repo": a.repo,
+        "baseRef": a.base_ref,
+        "baseCommit": a.base_commit,
+        "branch": a.branch,
+        "worktree": a.worktree,
+        "commits": a.commits,
+        "priority": a.priority,
+        "timeout": a.timeout,
+        "cleanup": a.cleanup.value,
+        "cleanupDelay": a.cleanup_delay,
+        "setup": a.setup,
+        "nodeId": a.node_id,
+        "pid": a.pid,
+        "exitCode": a.exit_code,
+        "outcome": a.outcome,
+        "spawnedAt": _t(a.spawned_at),
+        "startedAt": _t(a.started_at),
+        "completedAt": _t(a.completed_at),
+        "pauseTime": _t(a.pause_time),
+        "pausedBy": a.paused_by,
+        "runtime": a.runtime,
+        "retryCount": a.retry_count,
+        "maxRetries": a.max_retries,
+        "lastError": a.last_error,
+        "nextAttemptAt": _t(a.next_attempt_at),
+        "budgetLimit": a.budget_limit,
+        "budgetConsumed": a.budget_consumed,
+        "config": a.config,
+        "metadata": {**a.metadata, "worktree": a.worktree, "snapshotFrom": a.snapshot_from},
+        "updatedAt": _t(a.updated_at),
+    }
+
+
+def event_json(e: Event) -> dict[str, Any]:
+    md = e.metadata
+    return {
+        "id": e.id,
+        "type": e.type,
+        "timestamp": int(e.timestamp.timestamp() * 1000),
+        "source": {
+            "component": e.source.component,
+            "instance": e.source.instance,
+            "version": e.source.version,
+        },
+        "payload": e.payload,
+        "metadata": {
+            "correlationId": md.correlation_id,
+            "causationId": md.causation_id,
+            "userId": md.user_id,
+            "agentId": md.agent_id,
+            "teamId": md.team_id,
+            "workflowId": md.workflow_id,
+            "traceId": md.trace_id,
+        },
+        "sequence": e.sequence,
+    }
+
+
+def log_json(e: Event) -> dict[str, Any]:
+    return {
+        "sequence": e.sequence,
+        "timestamp": _t(e.timestamp),
+        "stream": e.payload.get("stream"),
+        "line": e.payload.get("line"),
+    }
+
+
+def snapshot_json(s: Snapshot) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "agentId": s.agent_id,
+        "ref": s.ref,
+        "commit": s.commit,
+        "parentCommit": s.parent_commit,
+        "label": s.label,
+        "createdAt": _t(s.created_at),
+    }
+
+
+def transition_json(t: TransitionRecord) -> dict[str, Any]:
+    return {
+        "fromState": t.from_state.value,
+        "toState": t.to_state.value,
+        "trigger": t.trigger,
+        "actor": t.actor,
+        "reason": t.reason,
+        "at": _t(t.at),
+        "eventSequence": t.event_sequence,
+    }
+
+
+def ok(data: Any) -> dict[str, Any]:
+    return {"success": True, "data": data}
+
+
+def page(items: list[Any], *, limit: int, cursor: str | None, has_more: bool) -> dict[str, Any]:
+    return ok({"items": items, "pagination": {"limit": limit, "cursor": cursor, "hasMore": has_more}})

@@ -1,0 +1,178 @@
+"""The API of docs/api.md, written once for both clients.
+
+Each method only says which request it is; ``_call`` sends it. ``GodelClient`` is ``Endpoints[dict]`` (its
+``_call`` blocks and returns the data) and ``AsyncGodelClient`` is ``Endpoints[Awaitable[dict]]`` (its
+``_call`` is a coroutine), so the request table is not duplicated and both stay typed. Methods return the
+envelope's ``data`` untouched; streams and cursor-following live in the concrete clients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+R = TypeVar("R")
+JSON = dict[str, Any]
+
+API = "/api/v1"
+
+
+def camelize(fields: Mapping[str, Any]) -> JSON:
+    """Top-level ``snake_case`` keys to the API's ``camelCase``; ``None`` means "not given" and is dropped."""
+    out: JSON = {}
+    for key, value in fields.items():
+        if value is None:
+            continue
+        head, *rest = key.split("_")
+        out[head + "".join(part[:1].upper() + part[1:] for part in rest)] = value
+    return out
+
+
+def agent_path(agent_id: str, *rest: str) -> str:
+    # Quoted so that a stray "/" in an id cannot reach another route.
+    return "/".join((f"{API}/agents/{quote(agent_id, safe='')}", *rest))
+
+
+def patterns_param(patterns: str | Sequence[str] | None) -> list[str] | None:
+    if patterns is None:
+        return None
+    return [patterns] if isinstance(patterns, str) else list(patterns)
+
+
+class Endpoints(Generic[R]):
+    def _call(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None) -> R:
+        raise NotImplementedError
+
+    # Agents
+    def spawn_agent(self, **fields: Any) -> R:
+        """``POST /agents``: keyword arguments in snake_case (``base_ref``, ``max_retries``…) or camelCase."""
+        return self._call("POST", f"{API}/agents", json=camelize(fields))
+
+    def list_agents(
+        self,
+        *,
+        status: str | None = None,
+        team_id: str | None = None,
+        label: str | None = None,
+        model: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> R:
+        query = camelize(
+            {
+                "status": status,
+                "team_id": team_id,
+                "label": label,
+                "model": model,
+                "limit": limit,
+                "cursor": cursor,
+            }
+        )
+        return self._call("GET", f"{API}/agents", params=query)
+
+    def get_agent(self, agent_id: str) -> R:
+        return self._call("GET", agent_path(agent_id))
+
+    def delete_agent(self, agent_id: str, force: bool = False) -> R:
+        return self._call("DELETE", agent_path(agent_id), params={"force": True} if force else None)
+
+    def kill(self, agent_id: str, reason: str | None = None) -> R:
+        return self._action(agent_id, "kill", reason)
+
+    def pause(self, agent_id: str, reason: str | None = None) -> R:
+        return self._action(agent_id, "pause", reason)
+
+    def resume(self, agent_id: str, reason: str | None = None) -> R:
+        return self._action(agent_id, "resume", reason)
+
+    def restart(self, agent_id: str, reason: str | None = None) -> R:
+        return self._action(agent_id, "restart", reason)
+
+    def _action(self, agent_id: str, action: str, reason: str | None) -> R:
+        return self._call("POST", agent_path(agent_id, action), json=camelize({"reason": reason}))
+
+    def transitions(self, agent_id: str) -> R:
+        return self._call("GET", agent_path(agent_id, "transitions"))
+
+    def logs(self, agent_id: str, *, tail: int | None = None, stream: str | None = None) -> R:
+        return self._call("GET", agent_path(agent_id, "logs"), params=camelize({"tail": tail, "stream": stream}))
+
+    def agent_events(
+        self, agent_id: str, *, since: int | None = None, type: str | None = None, limit: int | None = None
+    ) -> R:
+        query = camelize({"since": since, "type": type, "limit": limit})
+        return self._call("GET", agent_path(agent_id, "events"), params=query)
+
+    def diff(self, agent_id: str) -> R:
+        return self._call("GET", agent_path(agent_id, "diff"))
+
+    def snapshots(self, agent_id: str) -> R:
+        return self._call("GET", agent_path(agent_id, "snapshots"))
+
+    def snapshot(self, agent_id: str, *, label: str | None = None) -> R:
+        return self._call("POST", agent_path(agent_id, "snapshots"), json=camelize({"label": label}))
+
+    def restore(self, agent_id: str, snapshot_id: str) -> R:
+        return self._call("POST", agent_path(agent_id, "restore"), json={"snapshotId": snapshot_id})
+
+    def fork(
+        self,
+        agent_id: str,
+        *,
+        snapshot_id: str | None = None,
+        task: str | None = None,
+        label: str | None = None,
+        command: str | None = None,
+        **fields: Any,
+    ) -> R:
+        """``POST /agents/{id}/fork``; extra keywords (``agent``, ``priority``, ``timeout``) pass through."""
+        body = camelize({"snapshot_id": snapshot_id, "task": task, "label": label, "command": command, **fields})
+        return self._call("POST", agent_path(agent_id, "fork"), json=body)
+
+    # Events
+    def events(
+        self,
+        *,
+        type: str | Sequence[str] | None = None,
+        agent_id: str | None = None,
+        team_id: str | None = None,
+        since: int | None = None,
+        after: str | None = None,
+        before: str | None = None,
+        limit: int | None = None,
+    ) -> R:
+        query = camelize(
+            {
+                "type": patterns_param(type),
+                "agent_id": agent_id,
+                "team_id": team_id,
+                "since": since,
+                "after": after,
+                "before": before,
+                "limit": limit,
+            }
+        )
+        return self._call("GET", f"{API}/events", params=query)
+
+    def get_event(self, event_id: str) -> R:
+        return self._call("GET", f"{API}/events/{quote(event_id, safe='')}")
+
+    def publish_event(
+        self, type: str, payload: Mapping[str, Any] | None = None, metadata: Mapping[str, Any] | None = None
+    ) -> R:
+        body = {"type": type, "payload": dict(payload or {}), "metadata": dict(metadata or {})}
+        return self._call("POST", f"{API}/events", json=body)
+
+    # Health
+    def health(self) -> R:
+        return self._call("GET", "/health")
+
+    def health_ready(self) -> R:
+        return self._call("GET", "/health/ready")
+
+    def health_detailed(self) -> R:
+        return self._call("GET", "/health/detailed")
+
+    def capabilities(self) -> R:
+        return self._call("GET", "/capabilities")

@@ -1,0 +1,144 @@
+"""``GodelClient``: the blocking SDK the CLI uses.
+
+with GodelClient() as godel:                      # GODEL_URL, else Settings().url
+    agent = godel.spawn_agent(task="fix it", repo="/src/app", command="make fix")
+    for line in godel.follow_logs(agent["id"]):
+        print(line["line"])
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+
+from godel.client.endpoints import API, JSON, Endpoints, agent_path, camelize, patterns_param
+from godel.client.envelope import translate, unwrap
+from godel.client.errors import ServerNotRunningError
+from godel.client.sse import SSEDecoder, decode
+from godel.client.streams import Resumption, log_item, stream_item
+from godel.settings import Settings
+
+
+def default_url() -> str:
+    return Settings().url
+
+
+class GodelClient(Endpoints[JSON]):
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.base_url = (base_url or default_url()).rstrip("/")
+        self.timeout = timeout
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport, headers=headers)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> GodelClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None) -> JSON:
+        try:
+            response = self._http.request(method, path, params=params, json=json)
+        except httpx.TransportError as exc:
+            raise translate(exc, self.base_url) from exc
+        return unwrap(response)
+
+    def iter_agents(
+        self,
+        *,
+        status: str | None = None,
+        team_id: str | None = None,
+        label: str | None = None,
+        model: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[JSON]:
+        """Every matching agent, newest first, following ``pagination.cursor`` page by page."""
+        cursor: str | None = None
+        while True:
+            page = self.list_agents(
+                status=status, team_id=team_id, label=label, model=model, limit=limit, cursor=cursor
+            )
+            yield from page.get("items", [])
+            pagination = page.get("pagination") or {}
+            cursor = pagination.get("cursor")
+            if not pagination.get("hasMore") or not cursor:
+                return
+
+    def follow_logs(self, agent_id: str, *, tail: int | None = None, stream: str | None = None) -> Iterator[JSON]:
+        """Log lines as they are written, until the server says the agent is done (``event: end``)."""
+        query = camelize({"follow": True, "tail": tail, "stream": stream})
+        decoder = SSEDecoder()
+        with self._open_sse(agent_path(agent_id, "logs"), query, None) as lines:
+            for sse in decode(decoder, lines):
+                if sse.event == "end":
+                    return
+                item = log_item(sse)
+                if item is not None:
+                    yield item
+
+    def stream_events(
+        self,
+        patterns: str | Sequence[str] = "*",
+        *,
+        agent_id: str | None = None,
+        team_id: str | None = None,
+        since: int | None = None,
+        reconnect: bool = True,
+        max_reconnects: int = 5,
+    ) -> Iterator[JSON]:
+        """Events as they commit. A dropped stream is resumed with ``Last-Event-ID``, so none are lost; a
+        server that was never reached fails at once instead of being waited for."""
+        resume = Resumption(since, max_reconnects if reconnect else 0)
+        while True:
+            decoder = SSEDecoder(resume.last_id)
+            query = camelize(
+                {
+                    "type": patterns_param(patterns),
+                    "agent_id": agent_id,
+                    "team_id": team_id,
+                    "since": resume.since,
+                }
+            )
+            try:
+                with self._open_sse(f"{API}/events/stream", query, resume.last_id) as lines:
+                    resume.opened()
+                    for sse in decode(decoder, lines):
+                        item = stream_item(sse)
+                        if item is not None:
+                            yield item
+            except ServerNotRunningError:
+                if not resume.may_retry():
+                    raise
+            else:
+                if not reconnect:
+                    return
+            time.sleep(resume.dropped(decoder))
+
+    @contextmanager
+    def _open_sse(self, path: str, params: Mapping[str, Any], last_event_id: str | None) -> Iterator[Iterator[str]]:
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = last_event_id
+        # Events may be minutes apart: only connecting is bounded, not waiting for the next line.
+        timeout = httpx.Timeout(self.timeout, read=None)
+        try:
+            with self._http.stream("GET", path, params=params, headers=headers, timeout=timeout) as response:
+                if not response.is_success:
+                    response.read()
+                    unwrap(response)
+                yield response.iter_lines()
+        except httpx.TransportError as exc:
+            raise translate(exc, self.base_url) from exc

@@ -1,0 +1,148 @@
+"""A small async wrapper around the ``git`` command line.
+
+Git runs as a subprocess through asyncio so a slow checkout never blocks the event loop, and every failure
+is translated here, once, into ``godel.errors.GitError`` (command, return code, stderr). Callers above this
+module never see ``CalledProcessError`` or a raw return code.
+
+Two details matter for correctness:
+
+* Variables such as ``GIT_DIR`` or ``GIT_INDEX_FILE`` inherited from the server's environment (a server
+  started from a git hook, a test run inside one) would silently point every command at the wrong
+  repository, so they are removed before each call.
+* ``tree_of_workdir`` captures the *whole* working tree (tracked changes and untracked, non-ignored files)
+  as a tree object without touching the real index: the agent may be running ``git`` in the same worktree,
+  and a snapshot must not change what it has staged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from godel.errors import FieldError, GitError, NotAGitRepositoryError, RefNotFoundError, RuntimeFailure
+
+# Variables that redirect git to another repository, index or object store; never inherited.
+_REDIRECTING = frozenset(
+    {
+        "GIT_DIR",
+        "GIT_WORK_TREE",
+        "GIT_INDEX_FILE",
+        "GIT_OBJECT_DIRECTORY",
+        "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+        "GIT_COMMON_DIR",
+        "GIT_NAMESPACE",
+        "GIT_PREFIX",
+        "GIT_CEILING_DIRECTORIES",
+    }
+)
+
+# Godel's own commits (snapshots) carry Godel's identity; the user's git config may have none.
+GODEL_IDENTITY = {
+    "GIT_AUTHOR_NAME": "Godel",
+    "GIT_AUTHOR_EMAIL": "godel@localhost",
+    "GIT_COMMITTER_NAME": "Godel",
+    "GIT_COMMITTER_EMAIL": "godel@localhost",
+}
+
+
+def _git_env(extra: Mapping[str, str] | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _REDIRECTING}
+    env["GIT_TERMINAL_PROMPT"] = "0"  # never wait for credentials on a closed stdin
+    env["LC_ALL"] = "C"  # messages we may match on stay in English
+    if extra:
+        env.update(extra)
+    return env
+
+
+async def git_bytes(
+    *args: str, cwd: Path, check: bool = True, env: Mapping[str, str] | None = None
+) -> tuple[int, bytes, bytes]:
+    """Run ``git *args`` in ``cwd``; return (returncode, stdout, stderr). Raises GitError when ``check``."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "git",
+            *args,
+            cwd=cwd,
+            env=_git_env(env),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except FileNotFoundError as exc:  # git missing, or cwd gone
+        if shutil.which("git") is None:
+            raise RuntimeFailure("git is not installed") from exc
+        raise GitError(args, -1, f"cannot run in {cwd}: {exc}") from exc
+    out, err = await proc.communicate()
+    rc = proc.returncode if proc.returncode is not None else -1
+    if check and rc != 0:
+        raise GitError(args, rc, err.decode("utf-8", errors="replace"))
+    return rc, out, err
+
+
+async def git(*args: str, cwd: Path, check: bool = True, env: Mapping[str, str] | None = None) -> str:
+    """Run ``git *args`` in ``cwd`` and return its stdout as text (trailing newline stripped)."""
+    _, out, _ = await git_bytes(*args, cwd=cwd, check=check, env=env)
+    return out.decode("utf-8", errors="replace").rstrip("\n")
+
+
+async def repo_root(path: Path) -> Path:
+    """The top level of the working tree containing ``path``; NotAGitRepositoryError otherwise."""
+    if not path.is_dir():
+        raise NotAGitRepositoryError(f"{path} is not a directory", [FieldError("repo", "not a directory")])
+    rc, out, err = await git_bytes("rev-parse", "--show-toplevel", cwd=path, check=False)
+    if rc != 0 or not out.strip():
+        raise NotAGitRepositoryError(
+            f"{path} is not a git repository with a working tree",
+            [FieldError("repo", err.decode("utf-8", errors="replace").strip() or "not a git repository")],
+        )
+    return Path(out.decode().strip())
+
+
+async def resolve_commit(repo: Path, ref: str, *, field: str = "base_ref") -> str:
+    """The full commit id ``ref`` names; RefNotFoundError when it names none."""
+    # A leading dash would be read as an option; no valid ref starts with one.
+    if not ref or ref.startswith("-"):
+        raise RefNotFoundError(f"invalid ref {ref!r}", [FieldError(field, "invalid ref")])
+    rc, out, _ = await git_bytes("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", cwd=repo, check=False)
+    if rc != 0:
+        raise RefNotFoundError(
+            f"ref {ref!r} does not name a commit in {repo}", [FieldError(field, f"unknown ref {ref!r}")]
+        )
+    return out.decode().strip()
+
+
+async def ref_exists(repo: Path, ref: str) -> bool:
+    rc, _, _ = await git_bytes("show-ref", "--verify", "--quiet", ref, cwd=repo, check=False)
+    return rc == 0
+
+
+async def is_dirty(workdir: Path) -> bool:
+    """True when the working tree differs from HEAD (untracked files count, ignored ones do not)."""
+    return bool(await git("status", "--porcelain", "--untracked-files=all", cwd=workdir))
+
+
+async def tree_of_workdir(workdir: Path) -> str:
+    """Write a tree object of the whole working tree and return its id; the real index is left untouched."""
+    index_path = Path(await git("rev-parse", "--path-format=absolute", "--git-path", "index", cwd=workdir))
+    with tempfile.TemporaryDirectory(prefix="godel-index-") as tmp:
+        temp_index = Path(tmp) / "index"
+        env = {"GIT_INDEX_FILE": str(temp_index)}
+        # Seeding from a copy of the real index keeps git's stat cache, so `add -A` rehashes only files that
+        # changed instead of every file in the tree; `read-tree HEAD` is the fallback when there is no index.
+        copied = await asyncio.to_thread(_copy_if_exists, index_path, temp_index)
+        if not copied:
+            await git("read-tree", "HEAD", cwd=workdir, env=env)
+        await git("add", "-A", cwd=workdir, env=env)
+        return await git("write-tree", cwd=workdir, env=env)
+
+
+def _copy_if_exists(src: Path, dst: Path) -> bool:
+    try:
+        shutil.copyfile(src, dst)
+    except FileNotFoundError:
+        return False
+    return True

@@ -1,0 +1,309 @@
+"""The local runtime: a git worktree per agent, the agent as a plain process on this machine.
+
+This is the default back-end of the embedded mode. It isolates the filesystem view only (each agent has its
+own worktree and branch; it runs as the server's user), and in exchange it needs nothing but git and a POSIX
+shell. The pieces live in their own modules and this class composes them into the ``Runtime`` protocol:
+
+* ``worktrees`` creates and removes workspaces, all-or-nothing;
+* ``processes`` launches agents so they survive a server restart, and observes, signals and adopts them;
+* ``snapshots`` keeps snapshots as commits under ``refs/godel/snapshots/``;
+* ``paths`` confines every client-supplied path to the workspace.
+
+Git always runs as an asyncio subprocess; file copies and /proc scans run in a worker thread, so a thousand
+agents can be watched from one event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import shutil
+import signal
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+from godel.core.ports import (
+    ExecResult,
+    LaunchSpec,
+    OutputLine,
+    ProcessState,
+    ProcessStatus,
+    RuntimeCapabilities,
+    RuntimeHandle,
+    SnapshotInfo,
+    WorkspaceSpec,
+)
+from godel.errors import FieldError, NotFoundError, ValidationError
+from godel.runtimes import snapshots, worktrees
+from godel.runtimes.git import is_dirty
+from godel.runtimes.lines import LineSplitter, StreamName, read_output
+from godel.runtimes.paths import confine
+from godel.runtimes.processes import LocalProcesses, agent_env
+
+
+class LocalRuntime:
+    name = "local"
+
+    def __init__(self, worktrees_root: Path | None = None, logs_root: Path | None = None) -> None:
+        if worktrees_root is None or logs_root is None:
+            from godel.settings import Settings  # only when not told: the environment is read at the edge
+
+            settings = Settings()
+            worktrees_root = worktrees_root or settings.worktrees_dir
+            logs_root = logs_root or settings.logs_dir
+        self.worktrees_root = worktrees_root
+        self.logs_root = logs_root
+        self._worktrees = worktrees.Worktrees(worktrees_root)
+        self._processes = LocalProcesses()
+
+    def capabilities(self) -> RuntimeCapabilities:
+        return RuntimeCapabilities(name=self.name, isolation="worktree", pause=True, snapshot="git-ref")
+
+    # -------------------------------------------------------------------------------------- lifecycle
+
+    async def prepare(self, spec: WorkspaceSpec) -> RuntimeHandle:
+        ws = await self._worktrees.create(spec)
+        return RuntimeHandle(
+            agent_id=spec.agent_id,
+            runtime=self.name,
+            workspace=ws.path,
+            repo=ws.repo,
+            branch=ws.branch,
+            base_commit=ws.base_commit,
+            log_dir=self.logs_root / spec.agent_id,
+            extra={"created_branch": ws.created_branch},
+        )
+
+    async def start(self, handle: RuntimeHandle, launch: LaunchSpec) -> RuntimeHandle:
+        pid, started = await self._processes.start(handle, launch)
+        return dataclasses.replace(handle, pid=pid, pid_started=started)
+
+    async def spawn(self, spec: WorkspaceSpec, launch: LaunchSpec) -> RuntimeHandle:
+        handle = await self.prepare(spec)
+        try:
+            return await self.start(handle, launch)
+        except BaseException:  # nothing ran in it: take back the workspace and a branch made for it
+            branch = handle.branch if handle.extra.get("created_branch") else None
+            await self._worktrees.discard(handle.repo, handle.workspace, branch)
+            raise
+
+    async def adopt(self, handle: RuntimeHandle) -> bool:
+        """True when the process still runs and is the recorded one, or when it finished while no server was
+        watching (its exit status and output are on disk); ``status`` then reports what happened."""
+        return self._processes.adopt(handle)
+
+    async def terminate(self, handle: RuntimeHandle, *, grace: float = 5.0) -> None:
+        await self._processes.terminate(handle, grace)
+
+    async def pause(self, handle: RuntimeHandle) -> None:
+        await self._processes.pause(handle)
+
+    async def resume(self, handle: RuntimeHandle) -> None:
+        await self._processes.resume(handle)
+
+    async def status(self, handle: RuntimeHandle) -> ProcessStatus:
+        return self._processes.status(handle)
+
+    async def wait_for_state(
+        self,
+        handle: RuntimeHandle,
+        states: set[ProcessState],
+        timeout: float,
+    ) -> ProcessStatus:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        delay = 0.005
+        while True:
+            st = self._processes.status(handle)
+            if st.state in states:
+                return st
+            if loop.time() >= deadline:
+                raise TimeoutError(f"agent {handle.agent_id} is {st.state}, not {sorted(states)}, after {timeout}s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    async def read_output(
+        self, handle: RuntimeHandle, offsets: dict[str, int], *, final: bool = False
+    ) -> tuple[list[OutputLine], dict[str, int]]:
+        # A stat per stream when nothing changed, at most 1 MiB read otherwise: fine on the loop.
+        return read_output(handle.log_dir, offsets, final)
+
+    async def cleanup(self, handle: RuntimeHandle) -> None:
+        """Stop what still runs, snapshot a dirty workspace as ``final-<agent-id>`` (its id is left in
+        ``handle.extra["final_snapshot"]``), then remove the worktree. The branch is kept."""
+        if self._processes.status(handle).state in (ProcessState.RUNNING, ProcessState.STOPPED):
+            await self.terminate(handle)
+        if handle.workspace.is_dir() and await is_dirty(handle.workspace):
+            info = await snapshots.take(handle, await snapshots.free_final_id(handle))
+            handle.extra["final_snapshot"] = info.id
+        await self._worktrees.remove(handle)
+
+    # ------------------------------------------------------------------------------------------- exec
+
+    async def _spawn_exec(self, handle: RuntimeHandle, argv: Sequence[str]) -> asyncio.subprocess.Process:
+        if not argv:
+            raise ValidationError("empty command", [FieldError("argv", "must not be empty")])
+        if not os.path.isdir(handle.workspace):
+            raise NotFoundError(
+                f"the workspace of agent {handle.agent_id} is gone",
+                details={"workspace": str(handle.workspace)},
+            )
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=handle.workspace,
+            env=agent_env({"GODEL_WORKSPACE": str(handle.workspace)}),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # a timeout kills the command's whole group
+        )
+
+    @staticmethod
+    async def _kill(proc: asyncio.subprocess.Process) -> None:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+
+    async def exec(
+        self,
+        handle: RuntimeHandle,
+        argv: Sequence[str],
+        *,
+        timeout: float = 60.0,
+    ) -> ExecResult:
+        """Run a command in the workspace. A missing program gives 127, like a shell; TimeoutError (after
+        killing the command) when it outlives ``timeout``."""
+        try:
+            proc = await self._spawn_exec(handle, argv)
+        except (FileNotFoundError, PermissionError) as exc:
+            return ExecResult(127 if isinstance(exc, FileNotFoundError) else 126, "", f"{argv[0]}: {exc}\n")
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        except BaseException as exc:
+            await self._kill(proc)
+            if isinstance(exc, TimeoutError):
+                raise TimeoutError(f"{argv[0]} did not finish within {timeout:g}s") from exc
+            raise
+        code = proc.returncode if proc.returncode is not None else -1
+        return ExecResult(code, out.decode("utf-8", errors="replace"), err.decode("utf-8", errors="replace"))
+
+    async def exec_stream(self, handle: RuntimeHandle, argv: Sequence[str]) -> AsyncIterator[OutputLine]:
+        """Lines of a command's stdout and stderr as they come; closing the iterator early kills it."""
+        try:
+            proc = await self._spawn_exec(handle, argv)
+        except (FileNotFoundError, PermissionError) as exc:  # no exit status to carry a 127 here
+            raise ValidationError(f"cannot run {argv[0]!r}: {exc}", [FieldError("argv", str(exc))]) from exc
+        # Bounded, so a slow consumer slows the readers instead of growing memory.
+        queue: asyncio.Queue[OutputLine | None] = asyncio.Queue(maxsize=1000)
+
+        async def pump(name: StreamName, reader: asyncio.StreamReader | None) -> None:
+            splitter = LineSplitter()
+            while reader is not None and (chunk := await reader.read(65536)):
+                for text in splitter.feed(chunk):
+                    await queue.put(OutputLine(name, text))
+            for text in splitter.flush():
+                await queue.put(OutputLine(name, text))
+            await queue.put(None)
+
+        # One reader per pipe so neither can fill up and stall the command; both end with the command.
+        pumps = [
+            asyncio.create_task(pump("stdout", proc.stdout), name=f"exec-stream-stdout-{proc.pid}"),
+            asyncio.create_task(pump("stderr", proc.stderr), name=f"exec-stream-stderr-{proc.pid}"),
+        ]
+        try:
+            ended = 0
+            while ended < len(pumps):
+                item = await queue.get()
+                if item is None:
+                    ended += 1
+                else:
+                    yield item
+            await proc.wait()
+        finally:
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            await self._kill(proc)
+
+    # ------------------------------------------------------------------------------------------ files
+
+    async def read_file(self, handle: RuntimeHandle, path: str) -> bytes:
+        target = confine(handle.workspace, path)
+        try:
+            return await asyncio.to_thread(target.read_bytes)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise NotFoundError(f"no file {path!r} in the workspace", details={"path": path}) from exc
+        except IsADirectoryError as exc:
+            raise ValidationError(f"{path!r} is a directory", [FieldError("path", "is a directory")]) from exc
+
+    async def write_file(self, handle: RuntimeHandle, path: str, data: bytes) -> None:
+        target = confine(handle.workspace, path)
+        if target.is_dir():
+            raise ValidationError(f"{path!r} is a directory", [FieldError("path", "is a directory")])
+        await asyncio.to_thread(_write, target, data)
+
+    async def upload_dir(self, handle: RuntimeHandle, local: Path, path: str) -> None:
+        """Copy a local directory into the workspace at ``path``; symlinks are copied as links. Every
+        destination is confined on its own, so an existing symlink in the workspace cannot redirect it."""
+        if not local.is_dir():
+            raise ValidationError(f"{local} is not a directory", [FieldError("local", "not a directory")])
+        confine(handle.workspace, path)
+        await asyncio.to_thread(_upload, handle.workspace, local, path)
+
+    async def download_dir(self, handle: RuntimeHandle, path: str, local: Path) -> None:
+        """Copy a workspace directory out; symlinks are copied as links, never followed (no content from
+        outside the workspace leaves through them)."""
+        source = confine(handle.workspace, path)
+        if not source.is_dir():
+            raise NotFoundError(f"no directory {path!r} in the workspace", details={"path": path})
+        await asyncio.to_thread(shutil.copytree, source, local, symlinks=True, dirs_exist_ok=True)
+
+    # ------------------------------------------------------------------------------- changes, snapshots
+
+    async def diff(self, handle: RuntimeHandle) -> str:
+        return await worktrees.diff(handle)
+
+    async def commits(self, handle: RuntimeHandle) -> list[str]:
+        return await worktrees.commits(handle)
+
+    async def snapshot(self, handle: RuntimeHandle, snapshot_id: str) -> SnapshotInfo:
+        return await snapshots.take(handle, snapshot_id)
+
+    async def restore(self, handle: RuntimeHandle, snapshot_id: str) -> None:
+        await snapshots.restore(handle, snapshot_id)
+
+    async def list_snapshots(self, handle: RuntimeHandle) -> list[SnapshotInfo]:
+        return await snapshots.list_for(handle)
+
+    async def delete_snapshot(self, handle: RuntimeHandle, snapshot_id: str) -> None:
+        await snapshots.delete(handle, snapshot_id)
+
+
+def _write(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+
+
+def _upload(workspace: Path, local: Path, path: str) -> None:
+    prefix = Path(path)
+    for dirpath, dirnames, filenames in os.walk(local):  # does not descend into symlinked directories
+        base = Path(dirpath)
+        for name in [*dirnames, *filenames]:
+            src = base / name
+            rel = str(prefix / src.relative_to(local))
+            if src.is_symlink():
+                parent = confine(workspace, str(Path(rel).parent))
+                parent.mkdir(parents=True, exist_ok=True)
+                link = parent / name
+                if link.is_symlink() or link.is_file():
+                    link.unlink()
+                os.symlink(os.readlink(src), link)
+            elif src.is_dir():
+                confine(workspace, rel).mkdir(parents=True, exist_ok=True)
+            else:
+                dest = confine(workspace, rel)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dest)

@@ -1,0 +1,357 @@
+"""Agent processes that outlive the server.
+
+An agent must keep running when the server is killed (``kill -9``, a crash, an upgrade) and be re-adopted by
+the next server. So nothing ties the agent to the server's life:
+
+* It is launched through a tiny ``sh`` wrapper (``WRAPPER``) in its own session and process group, with stdin
+  on ``/dev/null`` and stdout/stderr opened straight onto ``stdout.log``/``stderr.log`` in its log directory.
+  There is no pipe to the server, so a dead server cannot SIGPIPE the agent or lose its output.
+* The wrapper waits for the agent and records its exit status in an ``exit`` file (written to a temporary
+  name, then renamed, so a reader never sees half of it). The status is therefore known even if the run ended
+  while no server was watching. The wrapper catches TERM/INT/HUP with a no-op trap so that a signal sent to
+  the group ends the agent but not the wrapper, which still records the agent's status (a caught signal is
+  reset to its default in the child, unlike an ignored one, so the agent is unaffected).
+* The pid is recorded with the process's start time; a pid is only trusted when both match, which guards
+  against the pid having been reused by an unrelated process since.
+
+Children started by this server are kept as ``Popen`` objects so they are reaped (no zombies); processes
+adopted after a restart are observed through psutil. When the wrapper itself dies by a signal (SIGKILL), the
+supervisor records ``128 + signal`` in the exit file on its behalf, the shell's convention. When a run ends,
+whatever it left running in its process group (``dev-server &``) is killed as the wrapper is reaped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from godel.core.ports import LaunchSpec, ProcessState, ProcessStatus, RuntimeHandle
+from godel.errors import AgentSpawnError
+
+# $1 is the exit file; the rest is the agent's argv. `command -p` finds mv even if the agent's PATH is odd.
+WRAPPER = (
+    'f=$1; shift; trap : HUP INT TERM; "$@"; c=$?; printf "%s\\n" "$c" >"$f.tmp" && command -p mv -f "$f.tmp" "$f"'
+)
+
+_CLOCK_SLACK = 0.05  # seconds of tolerance when comparing process start times
+
+# The only variables an agent inherits from the server: enough to find programs and a home. Anything else
+# (provider API keys above all) must be passed explicitly through LaunchSpec.env.
+_INHERITED = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
+
+
+def agent_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: os.environ[k] for k in _INHERITED if k in os.environ}
+    env.setdefault("PATH", os.defpath)
+    env.update(extra or {})
+    return env
+
+
+def exit_file(handle: RuntimeHandle) -> Path:
+    return handle.log_dir / "exit"
+
+
+def read_exit(handle: RuntimeHandle) -> int | None:
+    try:
+        text = exit_file(handle).read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def record_exit(handle: RuntimeHandle, code: int) -> None:
+    """Record an exit status on the wrapper's behalf, unless it recorded one itself."""
+    if read_exit(handle) is not None or not handle.log_dir.is_dir():
+        return
+    tmp = handle.log_dir / "exit.godel.tmp"
+    tmp.write_text(f"{code}\n")
+    os.replace(tmp, exit_file(handle))
+
+
+def write_private(path: Path, content: str) -> None:
+    """Write a config file readable by its owner only (it may hold a gateway key)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(fd, 0o600)  # the file may have existed with a wider mode
+        f.write(content)
+
+
+def _retire_previous_run(log_dir: Path) -> None:
+    """Move an earlier attempt's logs and exit file into ``run-N/``: a stale ``exit`` would end the new run
+    at once, and old output must be kept, not overwritten."""
+    names = [n for n in ("stdout.log", "stderr.log", "exit") if (log_dir / n).exists()]
+    if not names:
+        return
+    n = 1
+    while (log_dir / f"run-{n}").exists():
+        n += 1
+    (log_dir / f"run-{n}").mkdir()
+    for name in names:
+        os.replace(log_dir / name, log_dir / f"run-{n}" / name)
+
+
+def _popen(handle: RuntimeHandle, launch: LaunchSpec) -> subprocess.Popen[bytes]:
+    log_dir = handle.log_dir
+    log_dir.mkdir(parents=True, exist_ok=True)
+    _retire_previous_run(log_dir)
+    for path, content in launch.files.items():
+        write_private(path, content)
+    cwd = handle.workspace / launch.cwd if launch.cwd else handle.workspace  # an absolute cwd wins the join
+    argv = ["/bin/sh", "-c", WRAPPER, "godel-run", str(exit_file(handle)), *launch.argv]
+    with open(log_dir / "stdout.log", "ab") as out, open(log_dir / "stderr.log", "ab") as err:
+        return subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=agent_env(launch.env),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,  # own session and group: signals reach the whole tree, not the server
+            close_fds=True,
+        )
+
+
+@dataclass
+class _Tree:
+    leader: psutil.Process | None  # the wrapper, verified; its pid is the process group id
+    members: list[psutil.Process] = field(default_factory=list)  # all its descendants when last looked
+    strays: list[psutil.Process] = field(default_factory=list)  # those that left the group (setsid)
+
+    def add(self, other: _Tree) -> None:
+        known = {p.pid for p in self.members}
+        self.leader = other.leader
+        self.members += [p for p in other.members if p.pid not in known]
+        known = {p.pid for p in self.strays}
+        self.strays += [p for p in other.strays if p.pid not in known]
+
+
+def _scan(leader: psutil.Process) -> _Tree:
+    try:
+        members = leader.children(recursive=True)
+    except psutil.Error:
+        members = []
+    strays = []
+    for proc in members:
+        with contextlib.suppress(OSError):
+            if os.getpgid(proc.pid) != leader.pid:
+                strays.append(proc)
+    return _Tree(leader, members, strays)
+
+
+def _reap(child: subprocess.Popen[bytes]) -> int | None:
+    """Reap the wrapper if it has ended, first killing what the run left behind in its process group
+    (``server &``): the run is over, and its leftovers would otherwise live on unowned. Until the wrapper is
+    reaped its pid cannot be reused, so the group id still names this run's group and nothing else."""
+    try:
+        ended = os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:  # already reaped (by Popen itself)
+        return child.poll()
+    if ended is None:
+        return None
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(child.pid, signal.SIGKILL)
+    return child.wait()
+
+
+def _stop_pending(pid: int) -> bool:
+    """Whether SIGSTOP is pending for ``pid`` (Linux; elsewhere False)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        pending = int(fields.get("SigPnd", "0"), 16) | int(fields.get("ShdPnd", "0"), 16)
+    except (OSError, ValueError):
+        return False
+    return bool(pending & (1 << (signal.SIGSTOP - 1)))
+
+
+def _stopped(proc: psutil.Process) -> bool:
+    """Stopped, or certain to stop before it runs again. The second case is real: a shell whose vfork child
+    was stopped before it could exec waits for that child uninterruptibly ("disk-sleep") with its own
+    SIGSTOP pending, and stays so until continued."""
+    status = proc.status()
+    if status in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP):
+        return True
+    return status == psutil.STATUS_DISK_SLEEP and _stop_pending(proc.pid)
+
+
+def _running(proc: psutil.Process) -> bool:
+    """Alive and not (about to be) stopped."""
+    try:
+        return not _stopped(proc) and proc.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.Error:
+        return False
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+class LocalProcesses:
+    """Start, observe, signal and adopt agent processes on this machine."""
+
+    def __init__(self) -> None:
+        # Our own children by pid, with their start time; polled so they are reaped.
+        self._children: dict[int, tuple[subprocess.Popen[bytes], float]] = {}
+        # Children whose exit file exists but which had not been reaped yet; polled on every status().
+        self._exiting: dict[int, RuntimeHandle] = {}
+        self._procs: dict[int, psutil.Process] = {}
+
+    async def start(self, handle: RuntimeHandle, launch: LaunchSpec) -> tuple[int, float]:
+        if not launch.argv:
+            raise AgentSpawnError("nothing to run: empty argv")
+        try:
+            # fork+exec of a large server takes milliseconds; keep it off the loop.
+            child = await asyncio.to_thread(_popen, handle, launch)
+        except OSError as exc:
+            raise AgentSpawnError(f"cannot start the agent: {exc}", details={"argv": launch.argv}) from exc
+        started = psutil.Process(child.pid).create_time()  # we have not reaped it, so the pid is still ours
+        self._children[child.pid] = (child, started)
+        return child.pid, started
+
+    def _sweep(self) -> None:
+        for handle in list(self._exiting.values()):
+            self._live(handle)
+
+    def _live(self, handle: RuntimeHandle) -> psutil.Process | None:
+        """The wrapper process if it is alive and is the one recorded in the handle (not a reused pid)."""
+        pid, expected = handle.pid, handle.pid_started
+        if pid is None:
+            return None
+        own = self._children.get(pid)
+        if own is not None and (expected is None or abs(own[1] - expected) <= _CLOCK_SLACK):
+            child, expected = own
+            rc = _reap(child)
+            if rc is not None:
+                self._children.pop(pid, None)
+                self._exiting.pop(pid, None)
+                self._procs.pop(pid, None)
+                record_exit(handle, rc if rc >= 0 else 128 - rc)
+                return None
+        if expected is None:  # an adopted process we cannot identify is not trusted
+            return None
+        proc = self._procs.get(pid)
+        if proc is None or abs(proc.create_time() - expected) > _CLOCK_SLACK:
+            try:
+                proc = psutil.Process(pid)
+                started = proc.create_time()
+            except psutil.Error:
+                return None
+            if abs(started - expected) > _CLOCK_SLACK:
+                return None
+            self._procs[pid] = proc
+        if not _alive(proc):
+            self._procs.pop(pid, None)
+            return None
+        return proc
+
+    def adopt(self, handle: RuntimeHandle) -> bool:
+        return self._live(handle) is not None or read_exit(handle) is not None
+
+    def status(self, handle: RuntimeHandle) -> ProcessStatus:
+        """A few syscalls (exit file, waitpid, /proc stat): cheap enough to run on the loop for each agent."""
+        if self._exiting:
+            self._sweep()
+        code = read_exit(handle)
+        if code is not None:
+            if handle.pid in self._children and self._live(handle) is not None:
+                self._exiting[handle.pid] = handle  # the wrapper is between its rename and its exit
+            return ProcessStatus(ProcessState.EXITED, code)
+        proc = self._live(handle)
+        if proc is not None:
+            with contextlib.suppress(psutil.Error):
+                return ProcessStatus(ProcessState.STOPPED if _stopped(proc) else ProcessState.RUNNING)
+        # Dead: it may have written its exit file between our first look and now.
+        code = read_exit(handle)
+        if code is not None:
+            return ProcessStatus(ProcessState.EXITED, code)
+        return ProcessStatus(ProcessState.GONE)
+
+    # ------------------------------------------------------------------------------------------- signals
+
+    @staticmethod
+    def _send(tree: _Tree, sig: signal.Signals) -> None:
+        if tree.leader is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(tree.leader.pid, sig)
+        # killpg misses the strays; SIGKILL also goes to every member one by one, for those left behind
+        # when the wrapper is already gone (it cannot be delivered twice in a way anyone notices).
+        for proc in tree.members if sig == signal.SIGKILL else tree.strays:
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(sig)  # psutil checks the pid was not reused
+
+    async def _tree(self, handle: RuntimeHandle) -> _Tree:
+        leader = self._live(handle)
+        if leader is None:
+            return _Tree(None)
+        # Finding descendants scans /proc: milliseconds with many processes, so in a thread.
+        return await asyncio.to_thread(_scan, leader)
+
+    async def pause(self, handle: RuntimeHandle) -> None:
+        """SIGSTOP the tree; returns once every process in it has stopped (a signal takes effect when its
+        target is next scheduled), so "paused" means nothing runs any more. Each look rescans the tree: a
+        child whose fork completed as the signal went out has it pending and is waited for too."""
+        tree = await self._tree(handle)
+        if tree.leader is None:
+            return
+        self._send(tree, signal.SIGSTOP)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2.0
+        while loop.time() < deadline:
+            now = await self._tree(handle)
+            if now.leader is None:
+                return
+            known = {p.pid for p in tree.strays}
+            self._send(_Tree(None, strays=[p for p in now.strays if p.pid not in known]), signal.SIGSTOP)
+            tree.add(now)
+            if not any(_running(p) for p in (now.leader, *now.members)):
+                return
+            await asyncio.sleep(0.005)
+
+    async def resume(self, handle: RuntimeHandle) -> None:
+        self._send(await self._tree(handle), signal.SIGCONT)
+
+    async def _wait_gone(self, handle: RuntimeHandle, tree: _Tree, within: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            if self._live(handle) is None and not any(_alive(p) for p in tree.members):
+                return True
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+
+    async def terminate(self, handle: RuntimeHandle, grace: float) -> None:
+        """TERM (and CONT, in case it is paused) to the tree; KILL whatever is left after ``grace``. Returns
+        once every process seen is dead, so the workspace can be removed safely afterwards.
+
+        One TERM can be lost: if it arrives in the instant the wrapper is between forking the agent and
+        exec'ing it (or while a pause holds it there), the wrapper's trap consumes it in the child. The KILL
+        after the grace covers that case."""
+        tree = await self._tree(handle)
+        if tree.leader is None:
+            return
+        self._send(tree, signal.SIGTERM)
+        self._send(tree, signal.SIGCONT)  # a stopped process acts on TERM only once continued
+        sent = signal.SIGTERM
+        if not await self._wait_gone(handle, tree, grace):
+            tree.add(await self._tree(handle))  # include children forked during the grace period
+            self._send(tree, signal.SIGKILL)
+            sent = signal.SIGKILL
+            await self._wait_gone(handle, tree, 5.0)
+        if self._live(handle) is None:
+            record_exit(handle, 128 + sent)  # an adopted wrapper killed outright recorded nothing itself

@@ -1,0 +1,466 @@
+"""The control plane: the service every front end (REST, WebSocket, later teams and workflows) calls.
+
+It composes the store, the bus, the runtime and the supervisor, validates requests before anything is
+created, and carries out user commands (kill, pause, resume, restart, delete, snapshot, restore, fork). All
+state changes go through ``Store.transition_agent``; all events reach subscribers through the bus after
+commit. ``start``/``stop`` own the server's background loops (see ``TaskSupervisor``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from godel import __version__
+from godel.agents import adapter_names, get_adapter
+from godel.bus import MemoryBus
+from godel.core.clock import SystemClock
+from godel.core.events import Event, EventFilter, make_event
+from godel.core.ids import branch_for, new_id, new_snapshot_id
+from godel.core.models import Agent, CleanupPolicy, Node, Snapshot
+from godel.core.ports import AgentQuery, Clock, EventQuery, Page, Runtime, Store
+from godel.core.states import ACTIVE, AgentState, AgentStatus, NodeStatus, states_with_status
+from godel.core.transitions import Trigger, plan
+from godel.errors import ConflictError, FieldError, SnapshotNotFoundError, ValidationError
+from godel.runtimes import get_runtime, runtime_names
+from godel.runtimes.git import repo_root, resolve_commit
+from godel.scheduler.handles import handle_of
+from godel.scheduler.supervisor import Supervisor
+from godel.scheduler.tasks import TaskSupervisor
+from godel.settings import Settings
+from godel.store import open_store
+
+log = structlog.get_logger("godel.plane")
+
+
+@dataclass
+class SpawnRequest:
+    task: str
+    repo: str
+    base_ref: str = "HEAD"
+    label: str | None = None
+    team_id: str | None = None
+    agent: str = "command"
+    command: str | None = None
+    model: str = ""
+    priority: int = 0
+    timeout: float | None = None
+    max_retries: int = 0
+    cleanup: CleanupPolicy = CleanupPolicy.MANUAL
+    cleanup_delay: float = 0.0
+    setup: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    budget_limit: float | None = None
+    snapshot_from: str | None = None  # set by fork
+
+
+class ControlPlane:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: Store | None = None,
+        runtime: Runtime | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.store: Store = store or open_store(
+            settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous, clock=self.clock
+        )
+        self.bus = MemoryBus()
+        self.runtime: Runtime = runtime or get_runtime(
+            "local", worktrees_root=settings.worktrees_dir, logs_root=settings.logs_dir
+        )
+        self.node = Node(
+            id=str(uuid.uuid5(uuid.NAMESPACE_DNS, f"godel-node.{settings.node_name}")),
+            name=settings.node_name,
+            hostname=settings.node_name,
+            max_agents=settings.max_concurrent_agents,
+        )
+        self.supervisor = Supervisor(
+            store=self.store, runtime=self.runtime, settings=settings, clock=self.clock, node_id=self.node.id
+        )
+        self.tasks = TaskSupervisor()
+        self.started_at = self.clock.now()
+        self.reconcile_report: dict[str, int] = {}
+
+    # -------------------------------------------------------------------------------------------- lifecycle
+
+    async def start(self, *, background: bool = True) -> None:
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        await self.store.migrate()
+        self.bus.attach(self.store)
+        self.node.status = NodeStatus.ONLINE
+        self.node.last_heartbeat = self.clock.now()
+        await self.store.upsert_node(self.node)
+        self.reconcile_report = await self.supervisor.reconcile_on_start()
+        log.info("reconciled", **self.reconcile_report)
+        if background:
+            # Order matters for shutdown (reverse): stop admitting first, then stop watching.
+            self.tasks.start("watch", self.supervisor.watch_loop, why="ingest output, notice exits and timeouts")
+            self.tasks.start("admission", self.supervisor.admission_loop, why="admit pending agents by priority")
+
+    async def stop(self) -> None:
+        await self.tasks.stop()
+        if self.settings.on_shutdown == "terminate":
+            for agent_id in list(self.supervisor.watched):
+                try:
+                    await self.kill(agent_id, actor="server", reason="server shutdown (on_shutdown=terminate)")
+                except Exception:
+                    log.exception("could not terminate agent at shutdown", agent=agent_id)
+        else:
+            # Commit the output read so far; the processes keep running and are re-adopted on next start.
+            await self.supervisor.tick()
+        await self.supervisor.drain()
+        self.node.status = NodeStatus.OFFLINE
+        await self.store.upsert_node(self.node)
+        self.bus.close()
+        await self.store.close()
+
+    # ------------------------------------------------------------------------------------------------ spawn
+
+    async def spawn(self, req: SpawnRequest, *, actor: str = "api") -> Agent:
+        try:
+            adapter = get_adapter(req.agent)
+        except ValidationError as exc:
+            raise type(exc)(exc.message, [FieldError("agent", exc.message)]) from exc
+        options = {**req.config}
+        if req.command is not None:
+            options["command"] = req.command
+        if req.env:
+            options["env"] = dict(req.env)
+        adapter.validate(options)
+        repo = await repo_root(Path(req.repo).expanduser())
+        base_commit = await resolve_commit(repo, req.base_ref)
+        agent_id = new_id()
+        agent = Agent(
+            id=agent_id,
+            task=req.task,
+            model=req.model,
+            label=req.label,
+            team_id=req.team_id,
+            kind=adapter.name,
+            config=options,
+            repo=str(repo),
+            base_ref=req.base_ref,
+            base_commit=base_commit,
+            branch=branch_for(agent_id),
+            snapshot_from=req.snapshot_from,
+            setup=req.setup,
+            cleanup=req.cleanup,
+            cleanup_delay=req.cleanup_delay,
+            priority=req.priority,
+            timeout=req.timeout,
+            max_retries=req.max_retries,
+            budget_limit=req.budget_limit,
+            spawned_at=self.clock.now(),
+            metadata=dict(req.metadata),
+        )
+        agent, _ = await self.store.create_agent(agent, actor=actor)
+        self.supervisor.wake.set()
+        return agent
+
+    # --------------------------------------------------------------------------------------------- queries
+
+    async def get(self, agent_id: str) -> Agent:
+        return await self.store.get_agent(agent_id)
+
+    async def list_agents(self, query: AgentQuery) -> Page[Agent]:
+        return await self.store.list_agents(query)
+
+    async def counts(self) -> dict[str, int]:
+        return {status.value: await self.store.count_agents(states_with_status(status)) for status in AgentStatus}
+
+    async def logs(self, agent_id: str, *, tail: int = 100, stream: str | None = None) -> list[Event]:
+        """The last ``tail`` output lines (optionally of one stream), oldest first."""
+        await self.store.get_agent(agent_id)
+        flt = EventFilter(patterns=("agent:log",), agent_id=agent_id)
+        out: list[Event] = []
+        until: int | None = None
+        page_size = max(tail, 200)
+        while len(out) < tail:  # newest first, page by page, until enough lines of the stream are found
+            page = await self.store.query_events(EventQuery(filter=flt, descending=True, limit=page_size, until=until))
+            out.extend(e for e in page if stream is None or e.payload.get("stream") == stream)
+            if len(page) < page_size:
+                break
+            until = page[-1].sequence
+        return list(reversed(out[:tail]))
+
+    async def transitions(self, agent_id: str) -> list[Any]:
+        await self.store.get_agent(agent_id)
+        return await self.store.transitions(agent_id)
+
+    async def diff(self, agent_id: str) -> dict[str, Any]:
+        agent = await self.store.get_agent(agent_id)
+        if agent.base_commit is None:
+            raise ConflictError("the agent has no workspace yet", details={"state": agent.state.value})
+        diff = await self.runtime.diff(self._handle(agent))
+        return {"diff": diff, "baseCommit": agent.base_commit, "branch": agent.branch}
+
+    def _handle(self, agent: Agent) -> Any:
+        return handle_of(agent, self.runtime.name, self.settings.worktrees_dir)
+
+    # -------------------------------------------------------------------------------------------- commands
+
+    async def kill(self, agent_id: str, *, actor: str = "api", reason: str | None = None) -> Agent:
+        agent = await self.store.get_agent(agent_id)
+        plan(agent_id, agent.state, Trigger.KILL)  # 409 before touching anything
+        watch = self.supervisor.watched.get(agent_id)
+        changes: dict[str, Any] = {"completed_at": self.clock.now()}
+        if watch is not None:
+            watch.finishing = True  # the watch pass leaves it to us from here
+            await self.runtime.terminate(watch.handle, grace=self.settings.kill_grace)
+            status = await self.runtime.status(watch.handle)
+            lines, offsets = await self.runtime.read_output(watch.handle, watch.offsets, final=True)
+            events = [
+                make_event("agent:log", {"stream": ln.stream, "line": ln.text}, component="supervisor",
+                           agent_id=agent_id, team_id=agent.team_id)
+                for ln in lines
+            ]  # fmt: skip
+            await self.store.append_events(events, agent_changes={agent_id: {"log_offsets": offsets}})
+            changes.update(exit_code=status.exit_code, runtime=round(watch.elapsed(self.clock.now()), 3))
+            self.supervisor.watched.pop(agent_id, None)
+        agent, _ = await self.store.transition_agent(
+            agent_id, Trigger.KILL, actor=actor, reason=reason or "killed on request", changes=changes
+        )
+        self.supervisor.wake.set()
+        if watch is not None:
+            await self.supervisor.apply_cleanup(agent, watch.handle)
+        return agent
+
+    async def pause(self, agent_id: str, *, actor: str = "api", reason: str | None = None) -> Agent:
+        agent = await self.store.get_agent(agent_id)
+        plan(agent_id, agent.state, Trigger.PAUSE)
+        watch = self._live_watch(agent)
+        await self.runtime.pause(watch.handle)
+        now = self.clock.now()
+        elapsed = watch.elapsed(now)
+        try:
+            agent, _ = await self.store.transition_agent(
+                agent_id, Trigger.PAUSE, actor=actor, reason=reason,
+                changes={"pause_time": now, "paused_by": actor, "runtime": round(elapsed, 3)},
+            )  # fmt: skip
+        except Exception:
+            await self.runtime.resume(watch.handle)  # keep the process and the record in agreement
+            raise
+        watch.runtime_before, watch.paused = elapsed, True
+        return agent
+
+    async def resume(self, agent_id: str, *, actor: str = "api", reason: str | None = None) -> Agent:
+        agent = await self.store.get_agent(agent_id)
+        plan(agent_id, agent.state, Trigger.RESUME)
+        watch = self._live_watch(agent)
+        await self.runtime.resume(watch.handle)
+        now = self.clock.now()
+        agent, _ = await self.store.transition_agent(
+            agent_id, Trigger.RESUME, actor=actor, reason=reason, changes={"started_at": now}
+        )
+        watch.started_at, watch.paused = now, False
+        watch.waiting = watch.recorded_waiting = False
+        return agent
+
+    def _live_watch(self, agent: Agent) -> Any:
+        watch = self.supervisor.watched.get(agent.id)
+        if watch is None or watch.finishing:
+            raise ConflictError(
+                f"agent {agent.id} has no running process to act on",
+                details={"currentState": agent.state.value},
+            )
+        return watch
+
+    async def restart(self, agent_id: str, *, actor: str = "api", reason: str | None = None) -> Agent:
+        agent = await self.store.get_agent(agent_id)
+        plan(agent_id, agent.state, Trigger.RESTART)
+        if agent.state in (AgentState.INITIALIZING, AgentState.SPAWNING, AgentState.COMPLETING):
+            raise ConflictError(
+                f"agent {agent_id} is {agent.state.value}; restart it once that step is over",
+                details={"currentState": agent.state.value},
+            )
+        watch = self.supervisor.watched.pop(agent_id, None)
+        if watch is not None:
+            watch.finishing = True
+            await self.runtime.terminate(watch.handle, grace=self.settings.kill_grace)
+        agent, _ = await self.store.transition_agent(
+            agent_id, Trigger.RESTART, actor=actor, reason=reason or "restarted on request",
+            changes={"retry_count": 0, "next_attempt_at": None, "last_error": None, "exit_code": None,
+                     "completed_at": None, "outcome": {}, "pause_time": None},
+        )  # fmt: skip
+        self.supervisor.wake.set()
+        return agent
+
+    async def delete(self, agent_id: str, *, force: bool = False, actor: str = "api") -> None:
+        agent = await self.store.get_agent(agent_id)
+        if agent.state in ACTIVE:
+            if not force:
+                raise ConflictError(
+                    f"agent {agent_id} is {agent.state.value}; kill it first or delete with force=true",
+                    details={"currentState": agent.state.value},
+                )
+            agent = await self.kill(agent_id, actor=actor, reason="deleted with force")
+        if agent.worktree and Path(agent.worktree).exists():
+            await self.runtime.cleanup(self._handle(agent))
+        await self.store.delete_agent(agent_id, actor=actor)
+
+    # ----------------------------------------------------------------------------------- snapshots & fork
+
+    def _workspace_handle(self, agent: Agent) -> Any:
+        if not agent.worktree or not Path(agent.worktree).exists():
+            raise ConflictError(
+                f"agent {agent.id} has no workspace on disk (state {agent.state.value})",
+                details={"currentState": agent.state.value},
+            )
+        return self._handle(agent)
+
+    async def snapshot(self, agent_id: str, *, label: str | None = None, actor: str = "api") -> Snapshot:
+        agent = await self.store.get_agent(agent_id)
+        handle = self._workspace_handle(agent)
+        info = await self.runtime.snapshot(handle, new_snapshot_id())
+        snap = await self.store.add_snapshot(
+            Snapshot(
+                id=info.id, agent_id=agent_id, ref=info.ref, commit=info.commit,
+                parent_commit=info.parent_commit, label=label, created_at=info.created_at,
+            )
+        )  # fmt: skip
+        await self.store.append_events(
+            [make_event("agent:snapshot", {"snapshotId": snap.id, "commit": snap.commit, "label": label,
+                        "actor": actor}, component="api", agent_id=agent_id, team_id=agent.team_id)]
+        )  # fmt: skip
+        return snap
+
+    async def snapshots(self, agent_id: str) -> list[Snapshot]:
+        await self.store.get_agent(agent_id)
+        return await self.store.list_snapshots(agent_id)
+
+    async def _own_snapshot(self, agent_id: str, snapshot_id: str) -> Snapshot:
+        snap = await self.store.get_snapshot(snapshot_id)
+        if snap.agent_id != agent_id:
+            raise SnapshotNotFoundError(snapshot_id)
+        return snap
+
+    async def restore(self, agent_id: str, snapshot_id: str, *, actor: str = "api") -> Agent:
+        agent = await self.store.get_agent(agent_id)
+        snap = await self._own_snapshot(agent_id, snapshot_id)
+        if agent.state in (
+            AgentState.EXECUTING,
+            AgentState.WAITING,
+            AgentState.INITIALIZING,
+            AgentState.SPAWNING,
+        ):
+            raise ConflictError(
+                f"agent {agent_id} is {agent.state.value}; pause or stop it before restoring a snapshot",
+                details={"currentState": agent.state.value},
+            )
+        await self.runtime.restore(self._workspace_handle(agent), snap.id)
+        await self.store.append_events(
+            [make_event("agent:restore", {"snapshotId": snap.id, "commit": snap.commit, "actor": actor},
+                        component="api", agent_id=agent_id, team_id=agent.team_id)]
+        )  # fmt: skip
+        return await self.store.get_agent(agent_id)
+
+    async def fork(
+        self,
+        agent_id: str,
+        *,
+        snapshot_id: str | None = None,
+        overrides: dict[str, Any] | None = None,
+        actor: str = "api",
+    ) -> Agent:
+        source = await self.store.get_agent(agent_id)
+        snap = (
+            await self._own_snapshot(agent_id, snapshot_id)
+            if snapshot_id
+            else await self.snapshot(agent_id, label="fork", actor=actor)
+        )
+        o = {k: v for k, v in (overrides or {}).items() if v is not None}
+        config = {k: v for k, v in source.config.items() if k not in ("command", "env")}
+        req = SpawnRequest(
+            task=o.get("task", source.task),
+            repo=source.repo or ".",
+            base_ref=source.base_commit or source.base_ref,
+            label=o.get("label", f"{source.label or source.id[:8]}-fork"),
+            team_id=source.team_id,
+            agent=o.get("agent", source.kind),
+            command=o.get("command", source.config.get("command")),
+            model=o.get("model", source.model),
+            priority=o.get("priority", source.priority),
+            timeout=o.get("timeout", source.timeout),
+            max_retries=source.max_retries,
+            cleanup=source.cleanup,
+            cleanup_delay=source.cleanup_delay,
+            setup=source.setup,
+            env=dict(source.config.get("env", {})),
+            config=config,
+            metadata={"forkedFrom": source.id, "snapshotId": snap.id},
+            snapshot_from=snap.id,
+        )
+        return await self.spawn(req, actor=actor)
+
+    # ---------------------------------------------------------------------------------------------- events
+
+    async def publish(
+        self, type_: str, payload: dict[str, Any], metadata: dict[str, Any], *, actor: str = "api"
+    ) -> Event:
+        md = {k: metadata.get(k) for k in ("agentId", "teamId", "workflowId", "correlationId", "causationId")}
+        event = make_event(
+            type_,
+            payload,
+            component=actor,
+            agent_id=md["agentId"],
+            team_id=md["teamId"],
+            workflow_id=md["workflowId"],
+            correlation_id=md["correlationId"],
+            causation_id=md["causationId"],
+        )
+        (stored,) = await self.store.append_events([event])
+        return stored
+
+    async def events(self, query: EventQuery) -> list[Event]:
+        return await self.store.query_events(query)
+
+    # ---------------------------------------------------------------------------------------------- health
+
+    def capabilities(self) -> dict[str, Any]:
+        caps = self.runtime.capabilities()
+        return {
+            "version": __version__,
+            "apiVersion": "v1",
+            "mode": "embedded" if self.settings.resolved_database_url.startswith("sqlite") else "server",
+            "runtimes": runtime_names(),
+            "runtime": {
+                "name": caps.name,
+                "isolation": caps.isolation,
+                "pause": caps.pause,
+                "snapshot": caps.snapshot,
+                "resourceLimits": list(caps.resource_limits),
+            },
+            "agents": adapter_names(),
+            "cleanupPolicies": [p.value for p in CleanupPolicy],
+            "backpressure": ["drop", "block", "sliding"],
+            "websocket": {"path": "/events", "protocol": "godel-events-v1"},
+            "limits": {"maxConcurrentAgents": self.settings.max_concurrent_agents},
+        }
+
+    async def detailed_health(self) -> dict[str, Any]:
+        t0 = self.clock.monotonic()
+        await self.store.ping()
+        store_ms = (self.clock.monotonic() - t0) * 1000
+        return {
+            "status": "healthy",
+            "version": __version__,
+            "uptime": (self.clock.now() - self.started_at).total_seconds(),
+            "store": {"status": "up", "latencyMs": round(store_ms, 2),
+                      "lastSequence": await self.store.last_sequence()},
+            "bus": self.bus.stats(),
+            "tasks": self.tasks.describe(),
+            "node": {"id": self.node.id, "name": self.node.name, "maxAgents": self.node.max_agents,
+                     "watched": len(self.supervisor.watched)},
+            "agents": await self.counts(),
+            "reconcile": self.reconcile_report,
+        }  # fmt: skip

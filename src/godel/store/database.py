@@ -1,0 +1,107 @@
+"""The store's transactions, and the rules every write obeys.
+
+1. One writer. On SQLite every write transaction holds an in-process ``asyncio.Lock`` (and begins
+   IMMEDIATE); on PostgreSQL the transactions that append events hold it and the database's advisory lock
+   (``engine.lock_events``), taken first, before any row lock, so the two kinds of lock never wait on each
+   other. Reads never take the lock and run on other pooled connections.
+2. Events are announced to the commit listener (the event bus) only after their transaction commits, never
+   for one that rolled back, and in commit order: the dispatch lock is taken before the write lock is
+   released (hand over hand), so the next writer can commit while listeners run but cannot overtake them.
+3. A listener that fails is logged, never allowed to fail a write that has already committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from godel.core.events import Event
+from godel.core.ports import CommitListener
+from godel.store.engine import WRITE_OPTION, is_sqlite, lock_events, translate_errors
+from godel.store.events import insert_events
+
+logger = logging.getLogger(__name__)
+
+# Set while a commit listener runs. A write made from inside a listener must not wait for the dispatch lock
+# its own caller holds; it dispatches straight away instead (still after the outer events, and after commit).
+_in_listener: ContextVar[bool] = ContextVar("godel_store_in_listener", default=False)
+
+
+@dataclass
+class Tx:
+    """An open write transaction; events appended through it are announced after it commits."""
+
+    conn: AsyncConnection
+    events: list[Event] = field(default_factory=list)
+
+    async def append(self, batch: Sequence[Event]) -> list[Event]:
+        stored = await insert_events(self.conn, batch)
+        self.events.extend(stored)
+        return stored
+
+
+class Database:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.sqlite = is_sqlite(engine)
+        self.listener: CommitListener | None = None
+        self._writer = engine.execution_options(**{WRITE_OPTION: True})
+        self._write_lock = asyncio.Lock()
+        self._dispatch_lock = asyncio.Lock()
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        with translate_errors():
+            async with self.engine.connect() as conn:
+                yield conn
+
+    @asynccontextmanager
+    async def write(self, *, events: bool = False) -> AsyncIterator[Tx]:
+        """A write transaction; ``events=True`` when it may append events (takes the events lock)."""
+        serialized = self.sqlite or events
+        dispatch: list[Event] = []
+        nested = False
+        if serialized:
+            await self._write_lock.acquire()
+        try:
+            with translate_errors():
+                async with self._writer.begin() as conn:
+                    if events:
+                        await lock_events(conn)
+                    tx = Tx(conn)
+                    yield tx
+            if tx.events and self.listener is not None:
+                nested = _in_listener.get()
+                if not nested:
+                    await self._dispatch_lock.acquire()
+                dispatch = tx.events
+        finally:
+            if serialized:
+                self._write_lock.release()
+        if dispatch:
+            try:
+                await self._notify(dispatch)
+            finally:
+                if not nested:
+                    self._dispatch_lock.release()
+
+    async def _notify(self, events: list[Event]) -> None:
+        listener = self.listener
+        if listener is None:
+            return
+        token = _in_listener.set(True)
+        try:
+            await listener(events)
+        except Exception:
+            logger.exception("commit listener failed on %d committed event(s)", len(events))
+        finally:
+            _in_listener.reset(token)
+
+    async def close(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,3 @@
+from godel.store.migrations import main
+
+main()

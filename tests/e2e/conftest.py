@@ -1,0 +1,84 @@
+"""Fixtures for driving the real ``godel`` CLI, as a subprocess, against a real ``godel serve`` subprocess.
+
+Fixture names start with ``cli_`` so they never shadow the per-test ``server`` fixtures of other e2e modules.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import TMPFS, make_repo
+from tests.e2e.serverproc import ServerProcess
+
+
+@pytest.fixture(scope="session")
+def cli_home() -> Iterator[Path]:
+    # On tmpfs when there is one: worktrees there cost milliseconds instead of seconds.
+    path = Path(tempfile.mkdtemp(prefix="godel-cli-e2e-", dir=TMPFS))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cli_server(cli_home: Path) -> Iterator[ServerProcess]:
+    try:
+        importlib.import_module("godel.api.server")
+    except ImportError as exc:
+        pytest.skip(f"the API server is not importable yet: {exc}")
+    # `terminate`: the sleeping agents some tests leave behind must not outlive the session.
+    server = ServerProcess(cli_home / "home", GODEL_ON_SHUTDOWN="terminate").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def cli_repo(cli_home: Path) -> Path:
+    return make_repo(cli_home / "repo", {"README.md": "# demo\n", "src/app.py": "print('hi')\n", "notes.txt": "a\n"})
+
+
+@dataclass(frozen=True)
+class Godel:
+    """Runs ``python -m godel …`` the way a user would, pointed at the test server through GODEL_URL."""
+
+    url: str
+    cwd: Path
+
+    def run(self, *args: str, expect: int | None = 0, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "GODEL_URL": self.url}
+        result = subprocess.run(
+            [sys.executable, "-m", "godel", *args],
+            env=env,
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if expect is not None:
+            assert result.returncode == expect, (
+                f"godel {' '.join(args)} exited {result.returncode}, not {expect}\n"
+                f"stdout: {result.stdout}\nstderr: {result.stderr}"
+            )
+        return result
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.run(*args, "--json").stdout)
+
+
+@pytest.fixture
+def godel(cli_server: ServerProcess, cli_home: Path) -> Godel:
+    # A neutral cwd, so no ./godel.toml of the checkout changes what the CLI does.
+    return Godel(cli_server.url, cli_home)

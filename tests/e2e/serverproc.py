@@ -1,0 +1,77 @@
+"""A real ``godel serve`` in a subprocess, for tests that need uvicorn, SSE, WebSockets or a SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    def __init__(self, home: Path, port: int | None = None, **env: str) -> None:
+        self.home = home
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "GODEL_HOME": str(home),
+            "GODEL_WATCH_INTERVAL": "0.02",
+            "GODEL_RECONCILE_INTERVAL": "0.05",
+            "GODEL_KILL_GRACE": "1",
+            **env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = home / "server.log"
+
+    def start(self, timeout: float = 20.0) -> ServerProcess:
+        self.home.mkdir(parents=True, exist_ok=True)
+        out = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "godel", "serve", "--port", str(self.port)],
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/health/ready", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)  # waiting for the server to come up
+        raise RuntimeError(f"server not ready:\n{self.log.read_text()[-3000:]}")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def api(self, method: str, path: str, **kw: Any) -> Any:
+        r = httpx.request(method, f"{self.url}{path}", timeout=15, **kw)
+        body = r.json()
+        if not body.get("success"):
+            raise AssertionError(f"{method} {path} -> {r.status_code} {body}")
+        return body["data"]
