@@ -29,7 +29,7 @@ def _toml_files() -> list[Path]:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GODEL_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="GODEL_", extra="ignore", use_attribute_docstrings=True)
 
     home: Path = Field(default_factory=lambda: Path.home() / ".godel")
     """Where Godel keeps its data: ``godel.db``, ``logs/``, ``worktrees/``, ``run/``."""
@@ -65,7 +65,8 @@ class Settings(BaseSettings):
     """Seconds between SIGTERM and SIGKILL when an agent is killed or times out."""
 
     default_timeout: float = 3600.0
-    """Hard wall-clock limit of one agent attempt, in seconds, when the spawn request gives none."""
+    """Hard limit, in seconds of wall-clock running time, of one agent attempt when the spawn request gives none.
+    Time spent paused does not count; on expiry the process tree gets SIGTERM, then SIGKILL after the grace."""
 
     retry_backoff: float = 2.0
     """Base of the exponential retry delay: attempt n waits ``retry_backoff * 2**(n-1)`` seconds."""

@@ -148,12 +148,13 @@ class MemoryBus:
     async def stream(self, filter: EventFilter, *, since: int | None, buffer_size: int = 1000) -> AsyncIterator[Event]:
         sub = self.subscribe(filter, buffer_size=buffer_size, policy=Backpressure.SLIDING)
         try:
-            last = since if since is not None else None
-            if last is not None:
-                async for event in self._replay(filter, last):
+            # Subscribed first, so nothing committed from here on is missed; the position is taken after.
+            last = since if since is not None else (await self._store.last_sequence() if self._store else None)
+            if since is not None:
+                async for event in self._replay(filter, since):
                     last = event.sequence
                     yield event
-            seen_drops = sub.dropped
+            seen_drops = 0  # any drop since subscribing, even during the replay above, means a gap to fill
             while True:
                 live = await sub.get()
                 if live is None:

@@ -54,7 +54,7 @@ class Agent:
     cleanup_delay: float = 0.0
     # Scheduling
     priority: int = 0
-    timeout: float | None = None  # hard wall-clock limit in seconds for one attempt
+    timeout: float | None = None  # hard limit in seconds on one attempt's running time (pauses excluded)
     node_id: str | None = None
     next_attempt_at: datetime | None = None  # retry backoff: not admitted before this time
     # Process (the runtime's handle, persisted so a restarted server can re-adopt it)
@@ -70,7 +70,7 @@ class Agent:
     completed_at: datetime | None = None
     pause_time: datetime | None = None
     paused_by: str | None = None
-    runtime: float = 0.0  # seconds of active execution over all attempts
+    runtime: float = 0.0  # seconds of active (not paused) execution of the current attempt
     updated_at: datetime | None = None
     # Resilience
     retry_count: int = 0

@@ -28,6 +28,7 @@ from godel.core.transitions import Trigger, plan
 from godel.errors import ConflictError, FieldError, SnapshotNotFoundError, ValidationError
 from godel.runtimes import get_runtime, runtime_names
 from godel.runtimes.git import repo_root, resolve_commit
+from godel.scheduler.adoption import reconcile_on_start
 from godel.scheduler.handles import handle_of
 from godel.scheduler.supervisor import Supervisor
 from godel.scheduler.tasks import TaskSupervisor
@@ -100,7 +101,7 @@ class ControlPlane:
         self.node.status = NodeStatus.ONLINE
         self.node.last_heartbeat = self.clock.now()
         await self.store.upsert_node(self.node)
-        self.reconcile_report = await self.supervisor.reconcile_on_start()
+        self.reconcile_report = await reconcile_on_start(self.supervisor)
         log.info("reconciled", **self.reconcile_report)
         if background:
             # Order matters for shutdown (reverse): stop admitting first, then stop watching.

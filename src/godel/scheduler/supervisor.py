@@ -1,5 +1,5 @@
-"""The supervisor: launches admitted agents, watches running ones, decides outcomes, retries, cleans up, and
-re-adopts what it finds after a restart.
+"""The supervisor: admits pending agents, launches them, watches running ones, decides outcomes, retries and
+cleans up. (Re-adoption after a restart is in ``adoption.py``; per-agent watch state in ``watch.py``.)
 
 Design:
 - Every state change goes through ``Store.transition_agent`` (one writer); this module only decides *which*
@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,19 +28,15 @@ from godel.core.events import Event, make_event
 from godel.core.models import Agent, CleanupPolicy
 from godel.core.ports import (
     AgentAdapter,
-    AgentQuery,
     AgentSignal,
     Clock,
     Evidence,
     LaunchRequest,
-    OutputLine,
     ProcessState,
     ProcessStatus,
     Runtime,
     RuntimeHandle,
-    SignalKind,
     Store,
-    StreamParser,
     WorkspaceSpec,
 )
 from godel.core.states import ACTIVE, AgentState
@@ -50,47 +44,12 @@ from godel.core.transitions import Trigger
 from godel.errors import GodelError, InvalidTransitionError
 from godel.scheduler.handles import handle_fields, handle_of
 from godel.scheduler.retrying import next_attempt_at
+from godel.scheduler.watch import Watch, dump_signals
 from godel.settings import Settings
 
 log = structlog.get_logger("godel.supervisor")
 
-_SIGNAL_EVENTS = {
-    SignalKind.MESSAGE: "agent:message",
-    SignalKind.TOOL_CALL: "agent:tool_call",
-    SignalKind.TOOL_RESULT: "agent:tool_result",
-    SignalKind.USAGE: "agent:usage",
-    SignalKind.NEEDS_INPUT: "agent:needs_input",
-    SignalKind.ERROR: "agent:error",
-    SignalKind.FINAL: "agent:result",
-}
-_OUTCOME_SIGNALS = (SignalKind.FINAL, SignalKind.ERROR)
 _DIFF_FILE = re.compile(r"^diff --git ", re.MULTILINE)
-
-
-@dataclass
-class Watch:
-    """What the supervisor keeps in memory about one running agent."""
-
-    agent_id: str
-    team_id: str | None
-    handle: RuntimeHandle
-    adapter: AgentAdapter
-    parser: StreamParser
-    offsets: dict[str, int]
-    started_at: datetime  # start of the current active segment (reset by resume)
-    runtime_before: float  # active seconds of this attempt before the current segment
-    timeout: float
-    paused: bool = False
-    timed_out: bool = False
-    finishing: bool = False
-    signals: list[AgentSignal] = field(default_factory=list)
-    waiting: bool = False  # what the agent's stream says: it asked for input and has not moved on
-    recorded_waiting: bool = False  # what the store says (state waiting); synced when the two differ
-
-    def elapsed(self, now: datetime) -> float:
-        if self.paused:
-            return self.runtime_before
-        return self.runtime_before + max(0.0, (now - self.started_at).total_seconds())
 
 
 class Supervisor:
@@ -126,7 +85,7 @@ class Supervisor:
             except InvalidTransitionError:
                 continue  # killed or deleted between the query and now
             admitted += 1
-            self._spawn_task(self._launch(agent), self._launching, agent.id)
+            self.spawn_task(self._launch(agent), self._launching, agent.id)
         return admitted
 
     async def admission_loop(self) -> None:
@@ -204,7 +163,7 @@ class Supervisor:
         except InvalidTransitionError:
             await self._abandon(agent.id, handle, handle)
             return
-        self._watch(agent, handle, adapter, offsets=offsets, signals=[])
+        self.watch(agent, handle, adapter, offsets=offsets, signals=[])
 
     async def _spawn_failed(self, agent: Agent, exc: GodelError) -> None:
         log.warning("spawn failed", agent=agent.id, error=exc.message)
@@ -219,7 +178,7 @@ class Supervisor:
             )
         except InvalidTransitionError:
             return
-        await self._after_failure(agent)
+        await self.after_failure(agent)
 
     async def _abandon(self, agent_id: str, handle: RuntimeHandle, started: RuntimeHandle | None) -> None:
         """The agent was killed (or deleted) while it was being spawned: stop what we started."""
@@ -232,7 +191,7 @@ class Supervisor:
         await self.store.update_agent(agent_id, handle_fields(started or handle))
         await self.apply_cleanup(agent, handle)
 
-    def _watch(
+    def watch(
         self,
         agent: Agent,
         handle: RuntimeHandle,
@@ -275,7 +234,7 @@ class Supervisor:
                 continue
             lines, offsets = await self.runtime.read_output(w.handle, w.offsets)
             if lines:
-                self._ingest(w, lines, events, changes)
+                w.ingest(lines, events, changes)
                 w.offsets = offsets
                 changes.setdefault(w.agent_id, {})["log_offsets"] = offsets
             status = await self.runtime.status(w.handle)
@@ -284,7 +243,7 @@ class Supervisor:
             elif not w.paused and w.elapsed(now) > w.timeout:
                 w.timed_out = True
                 w.finishing = True
-                self._spawn_task(self._time_out(w))
+                self.spawn_task(self._time_out(w))
         if events or changes:
             await self.store.append_events(events, agent_changes=changes)
         for w in list(self.watched.values()):
@@ -294,26 +253,6 @@ class Supervisor:
             w.finishing = True
             await self._finish(w, status)
 
-    def _ingest(
-        self, w: Watch, lines: list[OutputLine], events: list[Event], changes: dict[str, dict[str, Any]]
-    ) -> None:
-        for line in lines:
-            events.append(self._agent_event(w, "agent:log", {"stream": line.stream, "line": line.text}))
-            self._signals(w, w.parser.feed(line.stream, line.text), events, changes)
-
-    def _signals(
-        self, w: Watch, signals: list[AgentSignal], events: list[Event], changes: dict[str, dict[str, Any]]
-    ) -> None:
-        for sig in signals:
-            events.append(self._agent_event(w, _SIGNAL_EVENTS[sig.kind], dict(sig.data)))
-            if sig.kind in _OUTCOME_SIGNALS:
-                w.signals.append(sig)
-                changes.setdefault(w.agent_id, {})["outcome"] = {"signals": _dump_signals(w.signals)}
-            elif sig.kind == SignalKind.NEEDS_INPUT:
-                w.waiting = True
-            elif sig.kind in (SignalKind.TOOL_CALL, SignalKind.MESSAGE) and w.waiting:
-                w.waiting = False  # the agent moved on: whatever it waited for arrived
-
     async def _sync_waiting(self, w: Watch) -> None:
         trigger = Trigger.AWAIT_INPUT if w.waiting else Trigger.INPUT_RECEIVED
         try:
@@ -321,9 +260,6 @@ class Supervisor:
         except InvalidTransitionError:
             pass  # paused or ended meanwhile
         w.recorded_waiting = w.waiting
-
-    def _agent_event(self, w: Watch, type_: str, payload: dict[str, Any]) -> Event:
-        return make_event(type_, payload, component="supervisor", agent_id=w.agent_id, team_id=w.team_id)
 
     async def _time_out(self, w: Watch) -> None:
         await self.runtime.terminate(w.handle, grace=self.settings.kill_grace)
@@ -336,8 +272,8 @@ class Supervisor:
             events: list[Event] = []
             changes: dict[str, dict[str, Any]] = {}
             lines, offsets = await self.runtime.read_output(w.handle, w.offsets, final=True)
-            self._ingest(w, lines, events, changes)
-            self._signals(w, w.parser.finish(), events, changes)
+            w.ingest(lines, events, changes)
+            w.absorb(w.parser.finish(), events, changes)
             w.offsets = offsets
             changes.setdefault(w.agent_id, {})["log_offsets"] = offsets
             await self.store.append_events(events, agent_changes=changes)
@@ -361,7 +297,7 @@ class Supervisor:
             "success": outcome.success,
             "reason": outcome.reason,
             "result": outcome.result,
-            "signals": _dump_signals(w.signals),
+            "signals": dump_signals(w.signals),
             "changedFiles": changed,
             "commits": len(commits),
             "exitCode": status.exit_code,
@@ -393,7 +329,7 @@ class Supervisor:
                     reason=outcome.reason,
                     changes=common,
                 )
-                await self._complete(agent, w.handle)
+                await self.complete(agent, w.handle)
                 return
             else:
                 agent, _ = await self.store.transition_agent(
@@ -402,7 +338,7 @@ class Supervisor:
                 )  # fmt: skip
         except InvalidTransitionError:
             return  # a user command (kill, restart) got there first
-        await self._after_failure(agent)
+        await self.after_failure(agent)
 
     async def _workspace_evidence(self, handle: RuntimeHandle) -> tuple[int, list[str]]:
         try:
@@ -413,7 +349,7 @@ class Supervisor:
             return 0, []
         return len(_DIFF_FILE.findall(diff)), commits
 
-    async def _complete(self, agent: Agent, handle: RuntimeHandle) -> None:
+    async def complete(self, agent: Agent, handle: RuntimeHandle) -> None:
         try:
             await self.apply_cleanup(agent, handle, completing=True)
         except GodelError as exc:
@@ -429,7 +365,7 @@ class Supervisor:
         except InvalidTransitionError:
             pass
 
-    async def _after_failure(self, agent: Agent) -> None:
+    async def after_failure(self, agent: Agent) -> None:
         """Retry with exponential backoff while attempts remain; otherwise apply the cleanup policy."""
         self.wake.set()
         if agent.retry_count < agent.max_retries:
@@ -466,9 +402,9 @@ class Supervisor:
         if policy == CleanupPolicy.IMMEDIATE or (policy == CleanupPolicy.ON_SUCCESS and succeeded):
             await self.remove_workspace(agent.id, handle)
         elif policy == CleanupPolicy.DELAYED:
-            self._spawn_task(self._delayed_cleanup(agent.id, handle, agent.cleanup_delay))
+            self.spawn_task(self.delayed_cleanup(agent.id, handle, agent.cleanup_delay))
 
-    async def _delayed_cleanup(self, agent_id: str, handle: RuntimeHandle, delay: float) -> None:
+    async def delayed_cleanup(self, agent_id: str, handle: RuntimeHandle, delay: float) -> None:
         await asyncio.sleep(delay)  # the policy's delay itself, not a stand-in for work
         try:
             agent = await self.store.get_agent(agent_id)
@@ -486,81 +422,9 @@ class Supervisor:
             agent_changes={agent_id: {"worktree": None}},
         )  # fmt: skip
 
-    # ----------------------------------------------------------------------------------------- adoption
-
-    async def reconcile_on_start(self) -> dict[str, int]:
-        """After a (re)start: re-adopt agents whose processes still live, fail the rest honestly."""
-        report = {"adopted": 0, "failed": 0, "completed": 0, "cleanupScheduled": 0}
-        cursor: str | None = None
-        found: list[Agent] = []
-        while True:
-            page = await self.store.list_agents(
-                AgentQuery(states=sorted(ACTIVE), node_id=self.node_id, limit=500, cursor=cursor)
-            )
-            found.extend(page.items)
-            if not page.has_more:
-                break
-            cursor = page.cursor
-        for agent in found:
-            await self._reconcile_one(agent, report)
-        await self._reschedule_delayed_cleanups(report)
-        return report
-
-    async def _reconcile_one(self, agent: Agent, report: dict[str, int]) -> None:
-        handle = handle_of(agent, self.runtime.name, self.settings.worktrees_dir)
-        if agent.state in (AgentState.INITIALIZING, AgentState.SPAWNING):
-            await self._lost(agent, "the server stopped while this agent was being spawned", report)
-        elif agent.state == AgentState.COMPLETING:
-            report["completed"] += 1
-            await self._complete(agent, handle)
-        elif agent.pid is not None and await self.runtime.adopt(handle):
-            adapter = get_adapter(agent.kind)
-            signals = [
-                AgentSignal(SignalKind(s["kind"]), s.get("data", {}))
-                for s in agent.outcome.get("signals", [])
-                if isinstance(s, dict) and s.get("kind") in set(SignalKind)
-            ]
-            self._watch(agent, handle, adapter, offsets=dict(agent.log_offsets), signals=signals)
-            report["adopted"] += 1
-            await self.store.append_events(
-                [make_event("agent:adopted", {"pid": agent.pid, "state": agent.state.value},
-                            component="supervisor", agent_id=agent.id, team_id=agent.team_id)]
-            )  # fmt: skip
-        else:
-            await self._lost(agent, "the process vanished while the server was down", report)
-
-    async def _lost(self, agent: Agent, reason: str, report: dict[str, int]) -> None:
-        report["failed"] += 1
-        try:
-            agent, _ = await self.store.transition_agent(
-                agent.id, Trigger.LOST, actor="supervisor", reason=reason, changes={"last_error": reason}
-            )
-        except InvalidTransitionError:
-            return
-        await self._after_failure(agent)
-
-    async def _reschedule_delayed_cleanups(self, report: dict[str, int]) -> None:
-        for state in (AgentState.COMPLETED, AgentState.FAILED, AgentState.KILLED):
-            cursor: str | None = None
-            while True:
-                page = await self.store.list_agents(
-                    AgentQuery(states=[state], node_id=self.node_id, limit=500, cursor=cursor)
-                )
-                for agent in page.items:
-                    if agent.cleanup == CleanupPolicy.DELAYED and agent.worktree and agent.completed_at:
-                        waited = (self.clock.now() - agent.completed_at).total_seconds()
-                        handle = handle_of(agent, self.runtime.name, self.settings.worktrees_dir)
-                        self._spawn_task(
-                            self._delayed_cleanup(agent.id, handle, max(0.0, agent.cleanup_delay - waited))
-                        )
-                        report["cleanupScheduled"] += 1
-                if not page.has_more:
-                    break
-                cursor = page.cursor
-
     # --------------------------------------------------------------------------------------------- helpers
 
-    def _spawn_task(
+    def spawn_task(
         self, coro: Any, registry: dict[str, asyncio.Task[None]] | None = None, key: str | None = None
     ) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro)
@@ -581,7 +445,3 @@ class Supervisor:
         """Wait for launches and finishes in flight (shutdown)."""
         if self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
-
-
-def _dump_signals(signals: list[AgentSignal]) -> list[dict[str, Any]]:
-    return [{"kind": s.kind.value, "data": s.data} for s in signals]

@@ -1,0 +1,86 @@
+"""What the supervisor keeps in memory about one running agent, and how its output becomes events.
+
+Each output line becomes an ``agent:log`` event; the adapter's parser turns lines into signals, each of which
+becomes an event of its own (``agent:message``, ``agent:tool_call``, …). The signals that decide the outcome
+(the agent's final result and its errors) are also kept on the agent row, so a restarted server that re-adopts
+the agent still has them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from godel.core.events import Event, make_event
+from godel.core.ports import AgentAdapter, AgentSignal, OutputLine, RuntimeHandle, SignalKind, StreamParser
+
+SIGNAL_EVENTS = {
+    SignalKind.MESSAGE: "agent:message",
+    SignalKind.TOOL_CALL: "agent:tool_call",
+    SignalKind.TOOL_RESULT: "agent:tool_result",
+    SignalKind.USAGE: "agent:usage",
+    SignalKind.NEEDS_INPUT: "agent:needs_input",
+    SignalKind.ERROR: "agent:error",
+    SignalKind.FINAL: "agent:result",
+}
+OUTCOME_SIGNALS = (SignalKind.FINAL, SignalKind.ERROR)
+
+Changes = dict[str, dict[str, Any]]  # agent id → column updates committed with a batch of events
+
+
+@dataclass
+class Watch:
+    agent_id: str
+    team_id: str | None
+    handle: RuntimeHandle
+    adapter: AgentAdapter
+    parser: StreamParser
+    offsets: dict[str, int]
+    started_at: datetime  # start of the current active segment (reset by resume)
+    runtime_before: float  # active seconds of this attempt before the current segment
+    timeout: float
+    paused: bool = False
+    timed_out: bool = False
+    finishing: bool = False  # someone (exit, timeout, kill, restart) is ending it; the watch pass keeps off
+    signals: list[AgentSignal] = field(default_factory=list)
+    waiting: bool = False  # what the agent's stream says: it asked for input and has not moved on
+    recorded_waiting: bool = False  # what the store says (state waiting); synced when the two differ
+
+    def elapsed(self, now: datetime) -> float:
+        if self.paused:
+            return self.runtime_before
+        return self.runtime_before + max(0.0, (now - self.started_at).total_seconds())
+
+    def event(self, type_: str, payload: dict[str, Any]) -> Event:
+        return make_event(type_, payload, component="supervisor", agent_id=self.agent_id, team_id=self.team_id)
+
+    def ingest(self, lines: list[OutputLine], events: list[Event], changes: Changes) -> None:
+        for line in lines:
+            events.append(self.event("agent:log", {"stream": line.stream, "line": line.text}))
+            self.absorb(self.parser.feed(line.stream, line.text), events, changes)
+
+    def absorb(self, signals: list[AgentSignal], events: list[Event], changes: Changes) -> None:
+        for sig in signals:
+            events.append(self.event(SIGNAL_EVENTS[sig.kind], dict(sig.data)))
+            if sig.kind in OUTCOME_SIGNALS:
+                self.signals.append(sig)
+                changes.setdefault(self.agent_id, {})["outcome"] = {"signals": dump_signals(self.signals)}
+            elif sig.kind == SignalKind.NEEDS_INPUT:
+                self.waiting = True
+            elif sig.kind in (SignalKind.TOOL_CALL, SignalKind.MESSAGE) and self.waiting:
+                self.waiting = False  # the agent moved on: whatever it waited for arrived
+
+
+def dump_signals(signals: list[AgentSignal]) -> list[dict[str, Any]]:
+    return [{"kind": s.kind.value, "data": s.data} for s in signals]
+
+
+def load_signals(raw: object) -> list[AgentSignal]:
+    kinds = {k.value for k in SignalKind}
+    items = raw if isinstance(raw, list) else []
+    return [
+        AgentSignal(SignalKind(s["kind"]), s.get("data", {}))
+        for s in items
+        if isinstance(s, dict) and s.get("kind") in kinds
+    ]
