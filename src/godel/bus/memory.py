@@ -112,13 +112,11 @@ class MemoryBus:
         store.set_commit_listener(self.dispatch)
 
     async def dispatch(self, events: Sequence[Event]) -> None:
-        if not self._subs:
-            return
+        self.dispatched += len(events)
         subs = list(self._subs.values())
         for event in events:
             for sub in subs:
                 await sub.offer(event)
-        self.dispatched += len(events)
 
     def subscribe(
         self,

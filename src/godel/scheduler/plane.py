@@ -9,56 +9,32 @@ commit. ``start``/``stop`` own the server's background loops (see ``TaskSupervis
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from godel import __version__
-from godel.agents import adapter_names, get_adapter
+from godel.agents import get_adapter
 from godel.bus import MemoryBus
 from godel.core.clock import SystemClock
 from godel.core.events import Event, EventFilter, make_event
 from godel.core.ids import branch_for, new_id, new_snapshot_id
-from godel.core.models import Agent, CleanupPolicy, Node, Snapshot
+from godel.core.models import Agent, Node, Snapshot
 from godel.core.ports import AgentQuery, Clock, EventQuery, Page, Runtime, Store
 from godel.core.states import ACTIVE, AgentState, AgentStatus, NodeStatus, states_with_status
 from godel.core.transitions import Trigger, plan
 from godel.errors import ConflictError, FieldError, SnapshotNotFoundError, ValidationError
-from godel.runtimes import get_runtime, runtime_names
+from godel.runtimes import get_runtime
 from godel.runtimes.git import repo_root, resolve_commit
 from godel.scheduler.adoption import reconcile_on_start
 from godel.scheduler.handles import handle_of
+from godel.scheduler.requests import SpawnRequest, fork_request
 from godel.scheduler.supervisor import Supervisor
 from godel.scheduler.tasks import TaskSupervisor
 from godel.settings import Settings
 from godel.store import open_store
 
 log = structlog.get_logger("godel.plane")
-
-
-@dataclass
-class SpawnRequest:
-    task: str
-    repo: str
-    base_ref: str = "HEAD"
-    label: str | None = None
-    team_id: str | None = None
-    agent: str = "command"
-    command: str | None = None
-    model: str = ""
-    priority: int = 0
-    timeout: float | None = None
-    max_retries: int = 0
-    cleanup: CleanupPolicy = CleanupPolicy.MANUAL
-    cleanup_delay: float = 0.0
-    setup: str | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
-    metadata: dict[str, Any] = field(default_factory=dict)
-    budget_limit: float | None = None
-    snapshot_from: str | None = None  # set by fork
 
 
 class ControlPlane:
@@ -379,28 +355,7 @@ class ControlPlane:
             if snapshot_id
             else await self.snapshot(agent_id, label="fork", actor=actor)
         )
-        o = {k: v for k, v in (overrides or {}).items() if v is not None}
-        config = {k: v for k, v in source.config.items() if k not in ("command", "env")}
-        req = SpawnRequest(
-            task=o.get("task", source.task),
-            repo=source.repo or ".",
-            base_ref=source.base_commit or source.base_ref,
-            label=o.get("label", f"{source.label or source.id[:8]}-fork"),
-            team_id=source.team_id,
-            agent=o.get("agent", source.kind),
-            command=o.get("command", source.config.get("command")),
-            model=o.get("model", source.model),
-            priority=o.get("priority", source.priority),
-            timeout=o.get("timeout", source.timeout),
-            max_retries=source.max_retries,
-            cleanup=source.cleanup,
-            cleanup_delay=source.cleanup_delay,
-            setup=source.setup,
-            env=dict(source.config.get("env", {})),
-            config=config,
-            metadata={"forkedFrom": source.id, "snapshotId": snap.id},
-            snapshot_from=snap.id,
-        )
+        req = fork_request(source, snap.id, overrides or {})
         return await self.spawn(req, actor=actor)
 
     # ---------------------------------------------------------------------------------------------- events
@@ -424,44 +379,3 @@ class ControlPlane:
 
     async def events(self, query: EventQuery) -> list[Event]:
         return await self.store.query_events(query)
-
-    # ---------------------------------------------------------------------------------------------- health
-
-    def capabilities(self) -> dict[str, Any]:
-        caps = self.runtime.capabilities()
-        return {
-            "version": __version__,
-            "apiVersion": "v1",
-            "mode": "embedded" if self.settings.resolved_database_url.startswith("sqlite") else "server",
-            "runtimes": runtime_names(),
-            "runtime": {
-                "name": caps.name,
-                "isolation": caps.isolation,
-                "pause": caps.pause,
-                "snapshot": caps.snapshot,
-                "resourceLimits": list(caps.resource_limits),
-            },
-            "agents": adapter_names(),
-            "cleanupPolicies": [p.value for p in CleanupPolicy],
-            "backpressure": ["drop", "block", "sliding"],
-            "websocket": {"path": "/events", "protocol": "godel-events-v1"},
-            "limits": {"maxConcurrentAgents": self.settings.max_concurrent_agents},
-        }
-
-    async def detailed_health(self) -> dict[str, Any]:
-        t0 = self.clock.monotonic()
-        await self.store.ping()
-        store_ms = (self.clock.monotonic() - t0) * 1000
-        return {
-            "status": "healthy",
-            "version": __version__,
-            "uptime": (self.clock.now() - self.started_at).total_seconds(),
-            "store": {"status": "up", "latencyMs": round(store_ms, 2),
-                      "lastSequence": await self.store.last_sequence()},
-            "bus": self.bus.stats(),
-            "tasks": self.tasks.describe(),
-            "node": {"id": self.node.id, "name": self.node.name, "maxAgents": self.node.max_agents,
-                     "watched": len(self.supervisor.watched)},
-            "agents": await self.counts(),
-            "reconcile": self.reconcile_report,
-        }  # fmt: skip
