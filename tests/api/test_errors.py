@@ -99,3 +99,26 @@ async def test_request_id_is_echoed(client: httpx.AsyncClient) -> None:
     r = await client.get("/health", headers={"X-Request-ID": "my-trace-1"})
     assert r.headers["x-request-id"] == "my-trace-1"
     assert (await client.get("/health")).headers["x-request-id"].startswith("req_")
+
+
+async def test_out_of_range_numbers_are_400_not_500(client: httpx.AsyncClient, git_repo: Path) -> None:
+    body = {"task": "t", "repo": str(git_repo), "command": "true", "priority": 10**20}
+    r = assert_envelope(await client.post("/api/v1/agents", json=body), 400, "VALIDATION_ERROR")
+    assert r["error"]["details"]["fields"][0]["field"] == "priority"
+    missing = {"task": "t", "repo": str(git_repo), "command": "true", "baseRef": "nope"}
+    r = assert_envelope(await client.post("/api/v1/agents", json=missing), 400, "REF_NOT_FOUND")
+    assert r["error"]["details"]["fields"][0]["field"] == "baseRef"
+
+
+async def test_env_values_never_come_back_from_the_api(client: httpx.AsyncClient, git_repo: Path) -> None:
+    body = {"task": "t", "repo": str(git_repo), "command": 'echo "${#TOKEN}"', "env": {"TOKEN": "s3cret"}}
+    r = await client.post("/api/v1/agents", json=body)
+    assert r.status_code == 201 and "s3cret" not in r.text
+    agent = r.json()["data"]
+    assert agent["config"]["env"] == {"TOKEN": "<redacted>"}
+    from tests.api.conftest import wait_state
+
+    await wait_state(client, agent["id"], "completed")
+    logs = (await client.get(f"/api/v1/agents/{agent['id']}/logs")).json()["data"]["items"]
+    assert [x["line"] for x in logs] == ["6"]  # the agent itself did get the value
+    assert "s3cret" not in (await client.get("/api/v1/agents")).text

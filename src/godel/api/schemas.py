@@ -21,6 +21,7 @@ class Body(BaseModel):
 
 
 NonEmpty = Annotated[str, Field(min_length=1)]
+Priority = Annotated[int, Field(ge=-1_000_000, le=1_000_000)]
 
 
 class CreateAgent(Body):
@@ -32,7 +33,7 @@ class CreateAgent(Body):
     agent: NonEmpty = "command"
     command: str | None = None
     model: str = ""
-    priority: int = 0
+    priority: Priority = 0
     timeout: Annotated[float, Field(gt=0)] | None = None
     max_retries: Annotated[int, Field(ge=0, le=100)] = 0
     cleanup: CleanupPolicy = CleanupPolicy.MANUAL
@@ -63,7 +64,7 @@ class Fork(Body):
     command: str | None = None
     agent: str | None = None
     model: str | None = None
-    priority: int | None = None
+    priority: Priority | None = None
     timeout: Annotated[float, Field(gt=0)] | None = None
 
 
@@ -123,10 +124,21 @@ def agent_json(a: Agent) -> dict[str, Any]:
         "nextAttemptAt": _t(a.next_attempt_at),
         "budgetLimit": a.budget_limit,
         "budgetConsumed": a.budget_consumed,
-        "config": a.config,
+        "config": _redacted(a.config),
         "metadata": {**a.metadata, "worktree": a.worktree, "snapshotFrom": a.snapshot_from},
         "updatedAt": _t(a.updated_at),
     }
+
+
+REDACTED = "<redacted>"
+
+
+def _redacted(config: dict[str, Any]) -> dict[str, Any]:
+    """Environment values given at spawn may be secrets: the API shows their names, never their values."""
+    env = config.get("env")
+    if not isinstance(env, dict) or not env:
+        return config
+    return {**config, "env": dict.fromkeys(env, REDACTED)}
 
 
 def event_json(e: Event) -> dict[str, Any]:

@@ -49,6 +49,7 @@ class Connection:
         self.plane = plane
         self.out: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
         self.subs: dict[str, asyncio.Task[None]] = {}
+        self.commands: set[asyncio.Task[None]] = set()
 
     async def writer(self) -> None:
         while True:
@@ -91,7 +92,10 @@ class Connection:
         elif kind == "unsubscribe":
             await self.unsubscribe(mid, payload)
         elif kind == "command":
-            await self.command(mid, payload)
+            # In its own task: a kill waits out the agent's grace period, and the socket must keep answering.
+            task = asyncio.create_task(self.command(mid, payload), name=f"ws:command:{mid}")
+            self.commands.add(task)
+            task.add_done_callback(self.commands.discard)
         else:
             await self.error(
                 "UNKNOWN_MESSAGE_TYPE",
@@ -128,10 +132,16 @@ class Connection:
         await self.respond(mid, {"subscriptionId": sub_id, "patterns": patterns, "since": since})
 
     async def _pump(self, sub_id: str, flt: EventFilter, since: int | None) -> None:
-        async for e in self.plane.bus.stream(flt, since=since):
-            body = event_json(e)
-            await self.send(
-                _msg("event", {**body, "subscriptionId": sub_id, "data": e.payload}, id_=f"evt-{e.sequence}")
+        try:
+            async for e in self.plane.bus.stream(flt, since=since):
+                body = event_json(e)
+                await self.send(
+                    _msg("event", {**body, "subscriptionId": sub_id, "data": e.payload}, id_=f"evt-{e.sequence}")
+                )
+        except GodelError as exc:  # e.g. the store failed during replay: tell the client, do not go quiet
+            self.subs.pop(sub_id, None)
+            await self.error(
+                exc.code, f"subscription {sub_id} ended: {exc.message}", details={"subscriptionId": sub_id}
             )
 
     async def unsubscribe(self, mid: str, payload: dict[str, Any]) -> None:
@@ -167,7 +177,7 @@ class Connection:
         await self.respond(mid, {"agentId": agent.id, "status": agent.status.value, "agent": agent_json(agent)})
 
     def close(self) -> None:
-        for task in self.subs.values():
+        for task in [*self.subs.values(), *self.commands]:
             task.cancel()
         self.subs.clear()
 

@@ -57,6 +57,8 @@ TABLE: dict[tuple[S, Trigger], S] = {
     (S.PAUSED, Trigger.RESUME): S.EXECUTING,
     (S.EXECUTING, Trigger.TASK_COMPLETE): S.COMPLETING,
     (S.WAITING, Trigger.TASK_COMPLETE): S.COMPLETING,
+    # The process may exit (with success) just as it is paused; its outcome must still be recordable.
+    (S.PAUSED, Trigger.TASK_COMPLETE): S.COMPLETING,
     (S.COMPLETING, Trigger.CLEANUP_DONE): S.COMPLETED,
     (S.COMPLETING, Trigger.CLEANUP_ERROR): S.FAILED,
     (S.FAILED, Trigger.RETRY): S.PENDING,

@@ -70,6 +70,19 @@ def read_exit(handle: RuntimeHandle) -> int | None:
         return None
 
 
+def pid_file(handle: RuntimeHandle) -> Path:
+    return handle.log_dir / "pid"
+
+
+def read_pid(handle: RuntimeHandle) -> tuple[int, float] | None:
+    """The pid and start time recorded when the run was launched (before the server recorded them itself)."""
+    try:
+        pid, started = pid_file(handle).read_text().split()
+        return int(pid), float(started)
+    except (OSError, ValueError):
+        return None
+
+
 def record_exit(handle: RuntimeHandle, code: int) -> None:
     """Record an exit status on the wrapper's behalf, unless it recorded one itself."""
     if read_exit(handle) is not None or not handle.log_dir.is_dir():
@@ -91,7 +104,7 @@ def write_private(path: Path, content: str) -> None:
 def _retire_previous_run(log_dir: Path) -> None:
     """Move an earlier attempt's logs and exit file into ``run-N/``: a stale ``exit`` would end the new run
     at once, and old output must be kept, not overwritten."""
-    names = [n for n in ("stdout.log", "stderr.log", "exit") if (log_dir / n).exists()]
+    names = [n for n in ("stdout.log", "stderr.log", "exit", "pid") if (log_dir / n).exists()]
     if not names:
         return
     n = 1
@@ -221,6 +234,10 @@ class LocalProcesses:
             raise AgentSpawnError(f"cannot start the agent: {exc}", details={"argv": launch.argv}) from exc
         started = psutil.Process(child.pid).create_time()  # we have not reaped it, so the pid is still ours
         self._children[child.pid] = (child, started)
+        # On disk at once: a server that dies before committing the pid can still find this process.
+        tmp = pid_file(handle).with_suffix(".tmp")
+        tmp.write_text(f"{child.pid} {started!r}\n")
+        os.replace(tmp, pid_file(handle))
         return child.pid, started
 
     def _sweep(self) -> None:

@@ -3,8 +3,9 @@
 - ``executing``/``waiting``/``paused`` with a process that still lives (same pid *and* start time) or that
   finished while the server was down (its exit status is on disk): re-adopted; output written meanwhile is
   ingested from the committed offsets, and the exit, if any, is judged as usual.
-- ``initializing``/``spawning``: the spawn was cut off half-way; failed with that reason (and retried if the
-  agent has retries left; the retry cleans the half-made workspace).
+- ``initializing``/``spawning``: the spawn was cut off half-way; a process launched just before the crash (found
+  through the runtime's own record of it) is stopped, and the agent failed with that reason (and retried if
+  it has retries left; the retry cleans the half-made workspace).
 - ``completing``: the process had ended with success; the completion is finished.
 - Anything else: failed, "the process vanished while the server was down".
 Agents with the ``delayed`` cleanup policy get their remaining delay re-armed.
@@ -21,6 +22,8 @@ from godel.core.ports import AgentQuery
 from godel.core.states import ACTIVE, AgentState
 from godel.core.transitions import Trigger
 from godel.errors import InvalidTransitionError
+from godel.scheduler.cleanup import arm_delayed_cleanup
+from godel.scheduler.ending import after_failure, complete
 from godel.scheduler.handles import handle_of
 from godel.scheduler.watch import load_signals
 
@@ -47,7 +50,7 @@ async def reconcile_on_start(sup: Supervisor) -> dict[str, int]:
         if agent.cleanup == CleanupPolicy.DELAYED and agent.worktree and agent.completed_at:
             waited = (sup.clock.now() - agent.completed_at).total_seconds()
             handle = handle_of(agent, sup.runtime.name, sup.settings.worktrees_dir)
-            sup.spawn_task(sup.delayed_cleanup(agent.id, handle, max(0.0, agent.cleanup_delay - waited)))
+            arm_delayed_cleanup(sup, agent.id, handle, max(0.0, agent.cleanup_delay - waited))
             report["cleanupScheduled"] += 1
     return report
 
@@ -55,10 +58,12 @@ async def reconcile_on_start(sup: Supervisor) -> dict[str, int]:
 async def _reconcile_one(sup: Supervisor, agent: Agent, report: dict[str, int]) -> None:
     handle = handle_of(agent, sup.runtime.name, sup.settings.worktrees_dir)
     if agent.state in (AgentState.INITIALIZING, AgentState.SPAWNING):
+        if agent.state == AgentState.SPAWNING and await sup.runtime.adopt(handle) and handle.pid is not None:
+            await sup.runtime.terminate(handle, grace=sup.settings.kill_grace)  # an orphan nobody recorded
         await _lost(sup, agent, "the server stopped while this agent was being spawned", report)
     elif agent.state == AgentState.COMPLETING:
         report["completed"] += 1
-        await sup.complete(agent, handle)
+        await complete(sup, agent, handle)
     elif agent.pid is not None and await sup.runtime.adopt(handle):
         signals = load_signals(agent.outcome.get("signals"))
         sup.watch(agent, handle, get_adapter(agent.kind), offsets=dict(agent.log_offsets), signals=signals)
@@ -83,4 +88,4 @@ async def _lost(sup: Supervisor, agent: Agent, reason: str, report: dict[str, in
         )
     except InvalidTransitionError:
         return
-    await sup.after_failure(agent)
+    await after_failure(sup, agent)

@@ -27,10 +27,12 @@ from godel.errors import ConflictError, FieldError, SnapshotNotFoundError, Valid
 from godel.runtimes import get_runtime
 from godel.runtimes.git import repo_root, resolve_commit
 from godel.scheduler.adoption import reconcile_on_start
+from godel.scheduler.ending import RESTART_RESET, end
 from godel.scheduler.handles import handle_of
 from godel.scheduler.requests import SpawnRequest, fork_request
 from godel.scheduler.supervisor import Supervisor
 from godel.scheduler.tasks import TaskSupervisor
+from godel.scheduler.watch import Watch
 from godel.settings import Settings
 from godel.store import open_store
 
@@ -115,7 +117,7 @@ class ControlPlane:
             options["env"] = dict(req.env)
         adapter.validate(options)
         repo = await repo_root(Path(req.repo).expanduser())
-        base_commit = await resolve_commit(repo, req.base_ref)
+        base_commit = await resolve_commit(repo, req.base_ref, field="baseRef")
         agent_id = new_id()
         agent = Agent(
             id=agent_id,
@@ -187,29 +189,35 @@ class ControlPlane:
     # -------------------------------------------------------------------------------------------- commands
 
     async def kill(self, agent_id: str, *, actor: str = "api", reason: str | None = None) -> Agent:
+        return await self._stop(agent_id, Trigger.KILL, actor=actor, reason=reason or "killed on request")
+
+    async def restart(self, agent_id: str, *, actor: str = "api", reason: str | None = None) -> Agent:
         agent = await self.store.get_agent(agent_id)
-        plan(agent_id, agent.state, Trigger.KILL)  # 409 before touching anything
-        watch = self.supervisor.watched.get(agent_id)
-        changes: dict[str, Any] = {"completed_at": self.clock.now()}
-        if watch is not None:
-            watch.finishing = True  # the watch pass leaves it to us from here
-            await self.runtime.terminate(watch.handle, grace=self.settings.kill_grace)
-            status = await self.runtime.status(watch.handle)
-            lines, offsets = await self.runtime.read_output(watch.handle, watch.offsets, final=True)
-            events = [
-                make_event("agent:log", {"stream": ln.stream, "line": ln.text}, component="supervisor",
-                           agent_id=agent_id, team_id=agent.team_id)
-                for ln in lines
-            ]  # fmt: skip
-            await self.store.append_events(events, agent_changes={agent_id: {"log_offsets": offsets}})
-            changes.update(exit_code=status.exit_code, runtime=round(watch.elapsed(self.clock.now()), 3))
-            self.supervisor.watched.pop(agent_id, None)
-        agent, _ = await self.store.transition_agent(
-            agent_id, Trigger.KILL, actor=actor, reason=reason or "killed on request", changes=changes
-        )
+        if agent.state in (AgentState.INITIALIZING, AgentState.SPAWNING, AgentState.COMPLETING):
+            raise ConflictError(
+                f"agent {agent_id} is {agent.state.value}; restart it once that step is over",
+                details={"currentState": agent.state.value},
+            )
+        agent = await self._stop(agent_id, Trigger.RESTART, actor=actor, reason=reason or "restarted on request")
         self.supervisor.wake.set()
+        return agent
+
+    async def _stop(self, agent_id: str, trigger: Trigger, *, actor: str, reason: str) -> Agent:
+        """Kill or restart: end the run if one is live (ingesting all its output), then record the move."""
+        agent = await self.store.get_agent(agent_id)
+        plan(agent_id, agent.state, trigger)  # 409 before touching anything
+        watch = self.supervisor.watched.get(agent_id)
         if watch is not None:
-            await self.supervisor.apply_cleanup(agent, watch.handle)
+            if self.supervisor.claim(watch):
+                ended = await end(self.supervisor, watch, stop=trigger, actor=actor, reason=reason)
+                assert ended is not None
+                return ended
+            await watch.done.wait()  # it is ending on its own (exit, timeout); act on what that leaves
+        changes: dict[str, Any] = (
+            dict(RESTART_RESET) if trigger == Trigger.RESTART else {"completed_at": self.clock.now()}
+        )
+        agent, _ = await self.store.transition_agent(agent_id, trigger, actor=actor, reason=reason, changes=changes)
+        self.supervisor.wake.set()
         return agent
 
     async def pause(self, agent_id: str, *, actor: str = "api", reason: str | None = None) -> Agent:
@@ -243,34 +251,13 @@ class ControlPlane:
         watch.waiting = watch.recorded_waiting = False
         return agent
 
-    def _live_watch(self, agent: Agent) -> Any:
+    def _live_watch(self, agent: Agent) -> Watch:
         watch = self.supervisor.watched.get(agent.id)
         if watch is None or watch.finishing:
             raise ConflictError(
-                f"agent {agent.id} has no running process to act on",
-                details={"currentState": agent.state.value},
+                f"agent {agent.id} has no running process to act on", details={"currentState": agent.state.value}
             )
         return watch
-
-    async def restart(self, agent_id: str, *, actor: str = "api", reason: str | None = None) -> Agent:
-        agent = await self.store.get_agent(agent_id)
-        plan(agent_id, agent.state, Trigger.RESTART)
-        if agent.state in (AgentState.INITIALIZING, AgentState.SPAWNING, AgentState.COMPLETING):
-            raise ConflictError(
-                f"agent {agent_id} is {agent.state.value}; restart it once that step is over",
-                details={"currentState": agent.state.value},
-            )
-        watch = self.supervisor.watched.pop(agent_id, None)
-        if watch is not None:
-            watch.finishing = True
-            await self.runtime.terminate(watch.handle, grace=self.settings.kill_grace)
-        agent, _ = await self.store.transition_agent(
-            agent_id, Trigger.RESTART, actor=actor, reason=reason or "restarted on request",
-            changes={"retry_count": 0, "next_attempt_at": None, "last_error": None, "exit_code": None,
-                     "completed_at": None, "outcome": {}, "pause_time": None},
-        )  # fmt: skip
-        self.supervisor.wake.set()
-        return agent
 
     async def delete(self, agent_id: str, *, force: bool = False, actor: str = "api") -> None:
         agent = await self.store.get_agent(agent_id)

@@ -8,6 +8,7 @@ the agent still has them.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -46,6 +47,7 @@ class Watch:
     signals: list[AgentSignal] = field(default_factory=list)
     waiting: bool = False  # what the agent's stream says: it asked for input and has not moved on
     recorded_waiting: bool = False  # what the store says (state waiting); synced when the two differ
+    done: asyncio.Event = field(default_factory=asyncio.Event)  # set once the run has been ended and recorded
 
     def elapsed(self, now: datetime) -> float:
         if self.paused:

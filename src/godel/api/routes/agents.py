@@ -29,7 +29,7 @@ from godel.api.schemas import (
 from godel.core.events import EventFilter
 from godel.core.ports import AgentQuery, EventQuery
 from godel.core.states import AgentState, AgentStatus
-from godel.errors import FieldError, ValidationError
+from godel.errors import FieldError, NotFoundError, ValidationError
 from godel.scheduler.plane import SpawnRequest
 
 router = APIRouter(prefix="/agents", tags=["agents"])
@@ -111,16 +111,18 @@ async def logs(
     async def events() -> AsyncIterator[dict[str, Any]]:
         for e in lines:
             yield {"event": "log", "id": str(e.sequence), "data": json.dumps(log_json(e))}
-        agent = await plane.get(agent_id)
-        if agent.state.value in _ENDED:
-            yield {"event": "end", "data": json.dumps({"state": agent.state.value})}
+        if await _finished(plane, agent_id):
+            yield {"event": "end", "data": json.dumps({"state": (await plane.get(agent_id)).state.value})}
             return
         flt = EventFilter(patterns=("agent:*",), agent_id=agent_id)
         async for e in plane.bus.stream(flt, since=since):
             if e.type == "agent:log":
                 if stream is None or e.payload.get("stream") == stream:
                     yield {"event": "log", "id": str(e.sequence), "data": json.dumps(log_json(e))}
-            elif e.payload.get("to") in _ENDED:
+            elif e.type == "agent:deleted":
+                yield {"event": "end", "data": json.dumps({"state": "deleted"})}
+                return
+            elif e.payload.get("to") in _ENDED and await _finished(plane, agent_id):
                 yield {"event": "end", "data": json.dumps({"state": e.payload["to"]})}
                 return
 
@@ -171,6 +173,17 @@ async def fork(agent_id: str, plane: Plane, body: Fork | None = None) -> JSONRes
     overrides = body.model_dump(exclude={"snapshot_id"})
     agent = await plane.fork(agent_id, snapshot_id=body.snapshot_id, overrides=overrides)
     return JSONResponse(ok(agent_json(agent)), status_code=201)
+
+
+async def _finished(plane: Plane, agent_id: str) -> bool:
+    """Ended for good: completed or killed, or failed with no retry to come (a retry continues the log)."""
+    try:
+        agent = await plane.get(agent_id)
+    except NotFoundError:
+        return True
+    if agent.state == AgentState.FAILED:
+        return agent.retry_count >= agent.max_retries
+    return agent.state.value in _ENDED
 
 
 def _patterns(raw: list[str] | None) -> tuple[str, ...]:

@@ -1,0 +1,190 @@
+"""How a run ends, in one place: a process exits, times out, is killed or restarted, or vanished.
+
+Exactly one party ends a run: whoever *claims* the watch first (``Supervisor.claim`` is synchronous, so the
+claim itself cannot race). The watch pass claims runs that exited or timed out; ``kill`` and ``restart``
+claim the ones they stop; a party that loses the claim waits for ``watch.done`` and then acts on the state
+the winner left. The one who ends a run ingests *all* remaining output (to the end of the files, in bounded
+batches, each committed with its offsets) before moving the agent, so no line is lost or read twice.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from godel.core.events import Event
+from godel.core.models import Agent
+from godel.core.ports import Evidence, ProcessState, ProcessStatus, RuntimeHandle
+from godel.core.transitions import Trigger
+from godel.errors import GodelError, InvalidTransitionError
+from godel.scheduler.cleanup import apply_cleanup
+from godel.scheduler.handles import handle_of
+from godel.scheduler.retrying import next_attempt_at
+from godel.scheduler.watch import Changes, Watch, dump_signals
+
+if TYPE_CHECKING:
+    from godel.scheduler.supervisor import Supervisor
+
+log = structlog.get_logger("godel.ending")
+_DIFF_FILE = re.compile(r"^diff --git ", re.MULTILINE)
+
+# Applied together with a user's restart: the new attempt starts with a clean record.
+RESTART_RESET: dict[str, Any] = {
+    "retry_count": 0,
+    "next_attempt_at": None,
+    "last_error": None,
+    "completed_at": None,
+    "outcome": {},
+    "pause_time": None,
+}
+
+
+async def drain_output(sup: Supervisor, w: Watch) -> None:
+    """Ingest everything the run wrote, to the end of its files, then the parser's last signals."""
+    while True:
+        lines, offsets = await sup.runtime.read_output(w.handle, w.offsets, final=True)
+        if offsets == w.offsets and not lines:
+            break
+        events: list[Event] = []
+        changes: Changes = {w.agent_id: {"log_offsets": offsets}}
+        w.ingest(lines, events, changes)
+        await sup.store.append_events(events, agent_changes=changes)
+        w.offsets = offsets  # only once committed: a failed commit means the lines are read again
+    events, changes = [], {}
+    w.absorb(w.parser.finish(), events, changes)
+    if events:
+        await sup.store.append_events(events, agent_changes=changes)
+
+
+async def end(
+    sup: Supervisor,
+    w: Watch,
+    *,
+    stop: Trigger | None = None,
+    actor: str = "supervisor",
+    reason: str | None = None,
+) -> Agent | None:
+    """End a claimed run. ``stop`` is KILL or RESTART when a user stops it; otherwise the run ended by itself
+    (or timed out) and its outcome is decided from evidence. Returns the agent as it was left."""
+    try:
+        agent = await _end(sup, w, stop, actor, reason)
+    except BaseException:
+        w.finishing = False  # not ended: the next watch pass (or the caller, again) tries once more
+        raise
+    sup.watched.pop(w.agent_id, None)
+    w.done.set()
+    sup.wake.set()
+    return agent
+
+
+async def _end(sup: Supervisor, w: Watch, stop: Trigger | None, actor: str, reason: str | None) -> Agent | None:
+    if stop is not None or w.timed_out:
+        await sup.runtime.terminate(w.handle, grace=sup.settings.kill_grace)
+    status = await sup.runtime.status(w.handle)
+    await drain_output(sup, w)
+    elapsed = round(w.elapsed(sup.clock.now()), 3)
+    if stop is None:
+        return await _decide(sup, w, status, elapsed)
+    changes: dict[str, Any] = {"exit_code": status.exit_code, "runtime": elapsed}
+    if stop == Trigger.RESTART:
+        changes.update(RESTART_RESET)
+    else:
+        changes["completed_at"] = sup.clock.now()
+    agent, _ = await sup.store.transition_agent(w.agent_id, stop, actor=actor, reason=reason, changes=changes)
+    if stop == Trigger.KILL:
+        await apply_cleanup(sup, agent, w.handle)
+    return agent
+
+
+async def _decide(sup: Supervisor, w: Watch, status: ProcessStatus, elapsed: float) -> Agent | None:
+    changed, commits = await _workspace_evidence(sup, w.handle)
+    evidence = Evidence(
+        exit_code=status.exit_code,
+        signals=list(w.signals),
+        changed_files=changed,
+        commits=len(commits),
+        timed_out=w.timed_out,
+    )
+    outcome = w.adapter.outcome(evidence)
+    record = {
+        "success": outcome.success,
+        "reason": outcome.reason,
+        "result": outcome.result,
+        "signals": dump_signals(w.signals),
+        "changedFiles": changed,
+        "commits": len(commits),
+        "exitCode": status.exit_code,
+    }
+    common: dict[str, Any] = {"exit_code": status.exit_code, "outcome": record, "commits": commits, "runtime": elapsed}
+    if w.timed_out:
+        trigger, why = Trigger.TIMEOUT, f"timed out after {w.timeout:g}s"
+    elif status.state == ProcessState.GONE:
+        trigger, why = Trigger.LOST, "the process vanished without recording an exit status"
+    elif outcome.success:
+        trigger, why = Trigger.TASK_COMPLETE, outcome.reason
+    else:
+        trigger, why = Trigger.ERROR, outcome.reason
+    if trigger != Trigger.TASK_COMPLETE:
+        common["last_error"] = why
+    try:
+        agent, _ = await sup.store.transition_agent(w.agent_id, trigger, actor="supervisor", reason=why, changes=common)
+    except InvalidTransitionError as exc:
+        # Only a user's stop can get here first, and it claims the watch; anything else is a bug to see.
+        log.error("outcome could not be recorded", agent=w.agent_id, trigger=trigger.value, state=exc.current)
+        return None
+    if trigger == Trigger.TASK_COMPLETE:
+        return await complete(sup, agent, w.handle)
+    return await after_failure(sup, agent)
+
+
+async def _workspace_evidence(sup: Supervisor, handle: RuntimeHandle) -> tuple[int, list[str]]:
+    try:
+        diff = await sup.runtime.diff(handle)
+        commits = await sup.runtime.commits(handle)
+    except GodelError as exc:
+        log.warning("could not read workspace evidence", agent=handle.agent_id, error=exc.message)
+        return 0, []
+    return len(_DIFF_FILE.findall(diff)), commits
+
+
+async def complete(sup: Supervisor, agent: Agent, handle: RuntimeHandle) -> Agent:
+    now = sup.clock.now()
+    try:
+        await apply_cleanup(sup, agent, handle, succeeded=True)
+    except GodelError as exc:
+        agent, _ = await sup.store.transition_agent(
+            agent.id, Trigger.CLEANUP_ERROR, actor="supervisor", reason=exc.message,
+            changes={"last_error": exc.message, "completed_at": now},
+        )  # fmt: skip
+        return agent
+    agent, _ = await sup.store.transition_agent(
+        agent.id, Trigger.CLEANUP_DONE, actor="supervisor", changes={"completed_at": now}
+    )
+    return agent
+
+
+async def after_failure(sup: Supervisor, agent: Agent) -> Agent:
+    """Retry with exponential backoff while attempts remain; otherwise apply the cleanup policy."""
+    sup.wake.set()
+    if agent.retry_count < agent.max_retries:
+        attempt = agent.retry_count + 1
+        at = next_attempt_at(
+            sup.clock.now(), attempt, base=sup.settings.retry_backoff, cap=sup.settings.retry_backoff_max
+        )
+        try:
+            agent, _ = await sup.store.transition_agent(
+                agent.id,
+                Trigger.RETRY,
+                actor="scheduler",
+                reason=f"attempt {attempt + 1} of {agent.max_retries + 1} after: {agent.last_error}",
+                changes={"retry_count": attempt, "next_attempt_at": at},
+                payload={"attempt": attempt + 1, "notBefore": at.isoformat()},
+            )
+        except InvalidTransitionError:
+            pass
+        return agent
+    agent = await sup.store.update_agent(agent.id, {"completed_at": sup.clock.now()})
+    await apply_cleanup(sup, agent, handle_of(agent, sup.runtime.name, sup.settings.worktrees_dir))
+    return agent

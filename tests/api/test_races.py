@@ -1,0 +1,224 @@
+"""Races and edge cases around the end of a run, driven by hand (no background loops) so each interleaving is
+deterministic: big output, a failed commit, pause vs exit, kill vs timeout, restart, crash mid-spawn, delete
+mid-launch, shutdown with a delayed cleanup pending."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from godel.core.events import EventFilter
+from godel.core.ports import EventQuery
+from godel.core.states import AgentState
+from godel.scheduler.plane import ControlPlane, SpawnRequest
+from godel.settings import Settings
+from tests.api.conftest import settings_for
+from tests.conftest import run_git
+
+
+async def settle(plane: ControlPlane) -> None:
+    """Wait for every launch and ending in flight."""
+    while plane.supervisor._work:
+        await asyncio.gather(*list(plane.supervisor._work), return_exceptions=True)
+
+
+async def launched(plane: ControlPlane, req: SpawnRequest) -> str:
+    agent = await plane.spawn(req)
+    assert await plane.supervisor.admit_once() == 1
+    await settle(plane)
+    assert (await plane.get(agent.id)).state == AgentState.EXECUTING
+    return agent.id
+
+
+async def lines(plane: ControlPlane, agent_id: str) -> list[str]:
+    out: list[str] = []
+    since = 0
+    while True:
+        page = await plane.store.query_events(
+            EventQuery(filter=EventFilter(patterns=("agent:log",), agent_id=agent_id), since=since, limit=1000)
+        )
+        out += [e.payload["line"] for e in page]
+        if len(page) < 1000:
+            return out
+        since = page[-1].sequence or 0
+
+
+async def until(check: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)  # polling an observable condition
+
+
+def exited(plane: ControlPlane, agent_id: str) -> Any:
+    async def check() -> bool:
+        w = plane.supervisor.watched[agent_id]
+        return (await plane.runtime.status(w.handle)).state.value == "exited"
+
+    return check
+
+
+@pytest.fixture
+def manual_settings(fast_tmp: Path) -> Settings:
+    return settings_for(fast_tmp / "home")
+
+
+@pytest.fixture
+async def manual(manual_settings: Settings) -> AsyncIterator[ControlPlane]:
+    plane = ControlPlane(manual_settings)
+    await plane.start(background=False)
+    try:
+        yield plane
+    finally:
+        for agent_id in list(plane.supervisor.watched):
+            await plane.kill(agent_id, actor="test")
+        await plane.stop()
+
+
+def req(repo: Path, command: str, **kw: Any) -> SpawnRequest:
+    return SpawnRequest(task="t", repo=str(repo), command=command, **kw)
+
+
+async def test_output_beyond_one_read_is_ingested_completely(manual: ControlPlane, git_repo: Path) -> None:
+    # 8,000 lines of 408 bytes: 3.3 MB, several times what the runtime returns in one read of a stream.
+    command = "awk 'BEGIN { for (i = 1; i <= 8000; i++) printf \"%06d %0400d\\n\", i, 0 }'"
+    agent_id = await launched(manual, req(git_repo, command))
+    await until(exited(manual, agent_id))
+    await manual.supervisor.tick()
+    await settle(manual)
+    assert (await manual.get(agent_id)).state == AgentState.COMPLETED
+    got = await lines(manual, agent_id)
+    assert [int(line.split()[0]) for line in got] == list(range(1, 8001))
+
+
+async def test_a_failed_commit_loses_no_line(
+    manual: ControlPlane, git_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent_id = await launched(manual, req(git_repo, "echo one; echo two; sleep 30"))
+    await until(lambda: _grown(manual, agent_id))
+    real = manual.store.append_events
+    calls = {"n": 0}
+
+    async def failing_once(*a: Any, **kw: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("database went away for a moment")
+        return await real(*a, **kw)
+
+    monkeypatch.setattr(manual.store, "append_events", failing_once)
+    await manual.supervisor.tick()  # the commit fails: nothing may be marked as read
+    await manual.supervisor.tick()
+    assert await lines(manual, agent_id) == ["one", "two"]
+
+
+async def _grown(plane: ControlPlane, agent_id: str) -> bool:
+    w = plane.supervisor.watched[agent_id]
+    out, _ = await plane.runtime.read_output(w.handle, {})
+    return len(out) >= 2
+
+
+async def test_exit_racing_a_pause_still_completes(manual: ControlPlane, git_repo: Path) -> None:
+    agent_id = await launched(manual, req(git_repo, "echo done"))
+    await until(exited(manual, agent_id))
+    paused = await manual.pause(agent_id)  # the process is already gone; the pause is recorded anyway
+    assert paused.state == AgentState.PAUSED
+    await manual.supervisor.tick()
+    await settle(manual)
+    final = await manual.get(agent_id)
+    assert final.state == AgentState.COMPLETED and final.exit_code == 0
+    assert await manual.store.count_agents([AgentState.PAUSED]) == 0
+
+
+async def test_kill_during_a_timeout_grace_records_each_line_once(manual: ControlPlane, git_repo: Path) -> None:
+    command = "trap 'echo got-term; sleep 0.3; echo late; exit 1' TERM; echo start; while true; do sleep 0.05; done"
+    agent_id = await launched(manual, req(git_repo, command, timeout=0.3))
+    await until(lambda: _grown_one(manual, agent_id))
+    await asyncio.sleep(0.35)  # let the 0.3 s timeout pass
+    await manual.supervisor.tick()  # claims the run for the timeout and starts ending it
+    killed = await manual.kill(agent_id)  # loses the claim, waits for the ending, then acts on what it left
+    await settle(manual)
+    got = await lines(manual, agent_id)
+    assert got.count("start") == 1 and got.count("got-term") == 1 and got.count("late") == 1, got
+    # Timed out → failed (no retries left) → the kill is legal from failed and has the last word.
+    moves = [(t.trigger, t.to_state.value) for t in await manual.transitions(agent_id)]
+    assert moves[-2:] == [("timeout", "failed"), ("kill", "killed")] and killed.state == AgentState.KILLED
+
+
+async def _grown_one(plane: ControlPlane, agent_id: str) -> bool:
+    w = plane.supervisor.watched[agent_id]
+    out, _ = await plane.runtime.read_output(w.handle, {})
+    return len(out) >= 1
+
+
+async def test_restart_keeps_the_stopped_runs_last_output(manual: ControlPlane, git_repo: Path) -> None:
+    agent_id = await launched(
+        manual, req(git_repo, "trap 'echo bye; exit 0' TERM; echo hello; while :; do sleep 0.05; done")
+    )
+    await until(lambda: _grown_one(manual, agent_id))
+    restarted = await manual.restart(agent_id)
+    assert restarted.state == AgentState.PENDING and restarted.exit_code is not None
+    got = await lines(manual, agent_id)
+    assert got[:2] == ["hello", "bye"] and got.count("bye") == 1  # (the shell may add "Terminated")
+
+
+async def test_crash_during_spawning_stops_the_unrecorded_process(
+    manual_settings: Settings, git_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plane = ControlPlane(manual_settings)
+    await plane.start(background=False)
+    agent = await plane.spawn(req(git_repo, "sleep 60"))
+    real = plane.store.transition_agent
+
+    async def crash_before_recording(agent_id: str, trigger: Any, **kw: Any) -> Any:
+        if trigger.value == "session_started":
+            raise asyncio.CancelledError  # the server dies after launching, before recording the pid
+        return await real(agent_id, trigger, **kw)
+
+    monkeypatch.setattr(plane.store, "transition_agent", crash_before_recording)
+    await plane.supervisor.admit_once()
+    await settle(plane)
+    pid = int((manual_settings.logs_dir / agent.id / "pid").read_text().split()[0])
+    assert psutil.pid_exists(pid)
+    await plane.store.close()
+
+    second = ControlPlane(manual_settings)  # the restarted server
+    await second.start(background=False)
+    try:
+        after = await second.get(agent.id)
+        assert after.state == AgentState.FAILED and "being spawned" in (after.last_error or "")
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    finally:
+        await second.stop()
+
+
+async def test_force_delete_while_initializing_leaves_no_worktree(manual: ControlPlane, git_repo: Path) -> None:
+    agent = await manual.spawn(req(git_repo, "true", setup="sleep 0.5"))
+    await manual.supervisor.admit_once()
+    await until(lambda: _state_is(manual, agent.id, AgentState.INITIALIZING))
+    await manual.delete(agent.id, force=True)
+    await settle(manual)
+    assert not (manual.settings.worktrees_dir / agent.id).exists()
+    assert str(manual.settings.worktrees_dir / agent.id) not in run_git(git_repo, "worktree", "list")
+
+
+async def _state_is(plane: ControlPlane, agent_id: str, state: AgentState) -> bool:
+    return (await plane.get(agent_id)).state == state
+
+
+async def test_stop_does_not_wait_for_a_delayed_cleanup(manual_settings: Settings, git_repo: Path) -> None:
+    plane = ControlPlane(manual_settings)
+    await plane.start(background=False)
+    agent_id = await launched(plane, req(git_repo, "true", cleanup="delayed", cleanup_delay=3600))
+    await until(exited(plane, agent_id))
+    await plane.supervisor.tick()
+    await settle(plane)
+    assert (await plane.get(agent_id)).state == AgentState.COMPLETED
+    started = time.monotonic()
+    await plane.stop()
+    assert time.monotonic() - started < 5
