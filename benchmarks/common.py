@@ -12,6 +12,7 @@ Conventions:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import platform
@@ -119,7 +120,7 @@ class Figure:
         return self.godel_stats.at(q) / b if b else math.nan
 
     def to_json(self) -> dict[str, Any]:
-        def stats(s: Stats | None) -> dict[str, float] | None:
+        def stats(s: Stats | None) -> dict[str, float | None] | None:
             return None if s is None else {k: _round(v) for k, v in s.__dict__.items()}
 
         return {
@@ -258,6 +259,30 @@ def ms_between(start: datetime, end: datetime) -> float:
 
 def ms_since(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000.0
+
+
+# ------------------------------------------------------------------------------------------------- code
+
+
+def code_version(root: Path) -> dict[str, Any]:
+    """Which Godel was measured: the commit, whether ``src/`` differs from it, and a digest of the source
+    files themselves (others may be editing the tree while a run goes on; compare start and end)."""
+
+    def out(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True).stdout.strip()
+        except OSError:
+            return ""
+
+    digest = hashlib.sha256()
+    for path in sorted((root / "src").rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return {
+        "commit": out("rev-parse", "--short", "HEAD"),
+        "srcDirty": bool(out("status", "--porcelain", "--", "src")),
+        "srcDigest": digest.hexdigest()[:16],
+    }
 
 
 # ------------------------------------------------------------------------------------------------ machine

@@ -7,7 +7,8 @@
    same ``Event`` objects; the baseline's timed work includes what any writer must do with them (payload to
    JSON, timestamp to text). Batches interleave, alternating which side goes first.
 2. Delivery lag over a real ``godel serve`` (``tests/e2e/serverproc.ServerProcess``): N WebSocket clients
-   (the ``websockets`` asyncio client, all in this process) each subscribe to ``bench:*``; events are
+   (the ``websockets`` asyncio client, all in this process) each subscribe to ``bench:*`` (with ``since`` =
+   the log's position, so a subscription is gap-free however late its task starts); events are
    published one at a time with POST /api/v1/events carrying their send time (``time.perf_counter()`` just
    before the request, in this same process); lag = receive time - send time, over every (subscriber,
    event) pair. The next event is published once every subscriber has the previous one. Baseline: the same
@@ -17,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import time
@@ -210,8 +212,9 @@ class _Subscriber:
             raise RuntimeError(f"{type_} refused: {msg}")
         return dict(msg["payload"]["data"])
 
-    async def subscribe(self) -> None:
-        self.sub_id = (await self.request("subscribe", {"patterns": ["bench:*"]}))["subscriptionId"]
+    async def subscribe(self, since: int) -> None:
+        payload = {"patterns": ["bench:*"], "since": since}
+        self.sub_id = (await self.request("subscribe", payload))["subscriptionId"]
 
     async def unsubscribe(self) -> None:
         await self.request("unsubscribe", {"subscriptionId": self.sub_id})
@@ -227,6 +230,7 @@ async def _lag(cfg: Config, root: Path) -> list[Figure]:
     single: list[float] = []
     many: list[float] = []
     last_of_many: list[float] = []
+    lost = 0
     k = 0
     try:
         url = server.url.replace("http://", "ws://") + "/events"
@@ -236,17 +240,20 @@ async def _lag(cfg: Config, root: Path) -> list[Figure]:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             for r in range(-1, 2 * rounds):  # round -1 warms up (all subscribers, not recorded)
                 group = subs[:1] if r % 2 == 0 else subs
-                await asyncio.gather(*(s.subscribe() for s in group))
-                await asyncio.sleep(0.05)  # let every subscription task register with the bus
+                since = await _position(http)
+                await asyncio.gather(*(s.subscribe(since) for s in group))
+                await asyncio.sleep(0.2)  # let every subscription finish its (empty) replay and go live
                 for _ in range(per_round):
                     k += 1
                     await _publish_one(http, arrivals, len(group), k)
-                    lags = [s.lags[k] for s in group]
+                    lags = [s.lags[k] for s in group if k in s.lags]
+                    lost += len(group) - len(lags)
                     if r >= 0 and len(group) == 1:
                         single.extend(lags)
                     elif r >= 0:
                         many.extend(lags)
-                        last_of_many.append(max(lags))
+                        if len(lags) == len(group):
+                            last_of_many.append(max(lags))
                     await asyncio.sleep(0.01)
                 await asyncio.gather(*(s.unsubscribe() for s in group))
     finally:
@@ -263,6 +270,9 @@ async def _lag(cfg: Config, root: Path) -> list[Figure]:
         baseline_label="same, 1 subscriber",
     )
     fig.notes.append("clients and server share the 2 cores; lag includes the POST's commit and the fan-out")
+    fig.extra["lostDeliveries"] = lost
+    if lost:
+        fig.notes.append(f"{lost} (subscriber, event) deliveries never arrived within 5 s")
     last = Figure(
         bench=NAME,
         name=f"↳ until the last of {n_subs} subscribers has the event",
@@ -274,13 +284,20 @@ async def _lag(cfg: Config, root: Path) -> list[Figure]:
     return [fig, last]
 
 
+async def _position(http: httpx.AsyncClient) -> int:
+    """The log's current position: the sequence of a marker event no subscriber matches. Subscribing with
+    ``since`` set to it makes each subscription gap-free from here, whenever its task gets going."""
+    r = await http.post("/api/v1/events", json={"type": "marker:round", "payload": {}})
+    if r.status_code != 201:
+        raise RuntimeError(f"publish failed: {r.status_code} {r.text}")
+    return int(r.json()["data"]["sequence"])
+
+
 async def _publish_one(http: httpx.AsyncClient, arrivals: _Arrivals, n: int, k: int) -> None:
     done = arrivals.expect(k, n)
     sent = time.perf_counter()
     r = await http.post("/api/v1/events", json={"type": "bench:lag", "payload": {"sentAt": sent, "k": k}})
     if r.status_code != 201:
         raise RuntimeError(f"publish failed: {r.status_code} {r.text}")
-    try:
-        await asyncio.wait_for(done.wait(), 10)
-    except TimeoutError as exc:
-        raise RuntimeError(f"event {k} did not reach all {n} subscribers within 10 s") from exc
+    with contextlib.suppress(TimeoutError):  # a lost delivery is counted by the caller, not fatal
+        await asyncio.wait_for(done.wait(), 5)

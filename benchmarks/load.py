@@ -5,7 +5,8 @@ One server (``tests/e2e/serverproc.ServerProcess``, SQLite and worktrees on tmpf
 (``GODEL_WATCH_INTERVAL=0.1``, ``GODEL_RECONCILE_INTERVAL=1.0``: ServerProcess's test values would make the
 watch pass five times as frequent). Phases, in order:
 
-1. idle: GET /api/v1/agents?limit=50 sequentially over HTTP; server RSS (psutil).
+1. idle: GET /api/v1/agents?limit=50 over HTTP, open loop (Poisson arrivals, one every 25 ms on average,
+   each timed on its own); server RSS (psutil).
 2. spawn: 1,000 ``sleep 600`` command agents, POSTed 16 at a time, on a small generated repo; time until all
    are ``executing`` = the newest ``startedAt`` (set as the agent enters executing) - the first POST's send
    time, read from the agents themselves (no polling granularity; the poll only decides when to look).
@@ -14,13 +15,14 @@ watch pass five times as frequent). Phases, in order:
 
 The load figure is compared with phase 4, which lists the same rows (a page of 50 agents) with nothing
 running, and with phase 1 (an empty list, cheaper to render) as a second baseline. Phases cannot interleave;
-each is a few hundred sequential requests. RSS per live agent = (RSS under load - idle RSS) / agents: the
+each is a few hundred requests. RSS per live agent = (RSS under load - idle RSS) / agents: the
 agents themselves are separate processes and are reported apart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from benchmarks.common import Config, Figure, make_repo, ms_between, ms_since, p
 NAME = "load"
 TARGET_RATIO = 2.0
 CONCURRENT_POSTS = 16
+MEAN_GAP_MS = 25.0  # mean time between two GETs of the open-loop sampler
 
 
 def run(cfg: Config) -> list[Figure]:
@@ -58,8 +61,9 @@ async def _run(cfg: Config, root: Path) -> list[Figure]:
     extra: dict[str, Any] = {"agents": n}
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
-            await _list(http, 20)  # warm-up
-            idle = await _list(http, samples)
+            rng = random.Random(7)
+            await _list(http, 20, rng)  # warm-up
+            idle = await _list(http, samples, rng)
             rss_idle = proc.memory_info().rss
             cfg.log(f"load: idle list p50 {sorted(idle)[len(idle) // 2]:.2f} ms, RSS {rss_idle / 2**20:.0f} MiB")
 
@@ -73,9 +77,9 @@ async def _run(cfg: Config, root: Path) -> list[Figure]:
             per_agent = [ms_between(parse_time(a["spawnedAt"]), parse_time(a["startedAt"])) for a in agents]
             cfg.log(f"load: all {n} executing after {extra['allExecutingSeconds']} s")
             await asyncio.sleep(3)  # steady state: launches done, only the watch pass left
-            loaded = await _list(http, samples)
+            loaded = await _list(http, samples, rng)
             rss_load = proc.memory_info().rss
-            extra["agentProcesses"], extra["agentProcessesRssMiB"] = _agent_processes(proc)
+            extra["agentProcesses"], extra["agentProcessesPssMiB"] = _agent_processes(proc)
             still = await _count(http, "running")
             if still != n:
                 raise RuntimeError(f"only {still} of {n} agents were running during the measurement")
@@ -87,7 +91,7 @@ async def _run(cfg: Config, root: Path) -> list[Figure]:
             killed = await _count(http, "killed")
             if killed != n:
                 raise RuntimeError(f"{killed} of {n} agents were killed")
-            after = await _list(http, samples)
+            after = await _list(http, samples, rng)
             rss_after = proc.memory_info().rss
     finally:
         try:
@@ -117,7 +121,7 @@ async def _run(cfg: Config, root: Path) -> list[Figure]:
     fig.notes.append(
         f"idle RSS {extra['rssIdleMiB']} MiB → {extra['rssLoadMiB']} MiB with {n} live agents "
         f"= {extra['rssPerLiveAgentKiB']} KiB per agent; agents' own processes: {extra['agentProcesses']} "
-        f"using {extra['agentProcessesRssMiB']} MiB RSS (shared pages counted per process)"
+        f"using {extra['agentProcessesPssMiB']} MiB PSS in all"
     )
     vs_empty = Figure(
         bench=NAME,
@@ -149,14 +153,24 @@ async def _run(cfg: Config, root: Path) -> list[Figure]:
     return [fig, vs_empty, spawn, rss]
 
 
-async def _list(http: httpx.AsyncClient, samples: int) -> list[float]:
-    out = []
-    for _ in range(samples):
+async def _list(http: httpx.AsyncClient, samples: int, rng: random.Random) -> list[float]:
+    """GET the first page ``samples`` times, open loop: requests start at random (Poisson) times whether or
+    not the previous one has answered, as independent clients would. A closed loop (one request after the
+    other) would mostly start right after a stall ends and under-report it (coordinated omission)."""
+    out: list[float] = []
+
+    async def one() -> None:
         t0 = time.perf_counter()
         r = await http.get("/api/v1/agents", params={"limit": 50})
         out.append(ms_since(t0))
         if r.status_code != 200:
             raise RuntimeError(f"list failed: {r.status_code} {r.text[:300]}")
+
+    tasks = []
+    for _ in range(samples):
+        tasks.append(asyncio.create_task(one()))
+        await asyncio.sleep(rng.expovariate(1000 / MEAN_GAP_MS))  # the arrival process itself
+    await asyncio.gather(*tasks)
     return out
 
 
@@ -216,14 +230,16 @@ async def _wait_all_executing(cfg: Config, http: httpx.AsyncClient, n: int) -> l
 
 
 def _agent_processes(server: psutil.Process) -> tuple[int, float]:
+    """How many processes the agents are, and their proportional set size (shared pages split, not
+    counted once per process as RSS would)."""
     procs = server.children(recursive=True)
-    rss = 0
+    pss = 0
     for p in procs:
         try:
-            rss += p.memory_info().rss
+            pss += p.memory_full_info().pss
         except psutil.Error:
             continue
-    return len(procs), round(rss / 2**20, 1)
+    return len(procs), round(pss / 2**20, 1)
 
 
 async def _kill_all(http: httpx.AsyncClient, ids: list[str]) -> None:

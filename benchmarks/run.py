@@ -122,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or ROOT / "benchmarks" / "results" / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     signal.signal(signal.SIGTERM, _on_term)
     machine = common.machine_info()
+    code = common.code_version(ROOT)
     console.log(f"machine: {machine}")
+    console.log(f"code: {code}")
     console.log(f"running {', '.join(names)}{' (quick smoke run)' if args.quick else ''}; run id {cfg.run_id}")
 
     figures: list[Any] = []
@@ -151,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         "startedAt": started.isoformat(),
         "finishedAt": datetime.now(UTC).isoformat(),
         "machine": {**machine, "loadavgAtEnd": common.machine_info()["loadavg"]},
+        "code": {"atStart": code, "atEnd": common.code_version(ROOT)},
         "durationsSeconds": durations,
         "figures": [f.to_json() for f in figures],
         "errors": errors,
@@ -158,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, ensure_ascii=False))
     console.log(f"wrote {out}")
+    if report["code"]["atStart"] != report["code"]["atEnd"]:
+        console.log("[yellow]the source tree changed during the run: the figures mix two versions of Godel")
     missed = [f"{f.bench}: {f.name}" for f in figures if f.met is False]
     if missed:
         console.log(f"[yellow]targets missed: {missed}")

@@ -144,10 +144,13 @@ class MemoryBus:
                 return
 
     async def stream(self, filter: EventFilter, *, since: int | None, buffer_size: int = 1000) -> AsyncIterator[Event]:
+        if since is None and self._store is not None:
+            # "From now": take the position *before* subscribing; whatever commits between the two is then
+            # replayed from the store rather than skipped.
+            since = await self._store.last_sequence()
         sub = self.subscribe(filter, buffer_size=buffer_size, policy=Backpressure.SLIDING)
         try:
-            # Subscribed first, so nothing committed from here on is missed; the position is taken after.
-            last = since if since is not None else (await self._store.last_sequence() if self._store else None)
+            last = since
             if since is not None:
                 async for event in self._replay(filter, since):
                     last = event.sequence

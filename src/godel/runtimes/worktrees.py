@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 from dataclasses import dataclass
@@ -27,12 +28,14 @@ from pathlib import Path, PurePosixPath
 
 from godel.core.ids import branch_for
 from godel.core.ports import RuntimeHandle, WorkspaceSpec
-from godel.errors import AgentSpawnError, ConflictError, FieldError, ValidationError
+from godel.errors import AgentSpawnError, ConflictError, FieldError, GitError, ValidationError
 from godel.runtimes.git import git, git_bytes, ref_exists, repo_root, resolve_commit, tree_of_workdir
 from godel.runtimes.processes import agent_env
 from godel.runtimes.snapshots import lay_tree, snapshot_commit
 
 INCLUDE_FILE = ".worktreeinclude"
+_GODEL_BRANCH = re.compile(r"^godel/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")  # always valid
+_FULL_COMMIT = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")  # a full SHA-1 or SHA-256 object name
 _OUTPUT_TAIL = 8 * 1024  # bytes of setup output kept for the error report
 
 
@@ -53,28 +56,45 @@ class Worktrees:
         return self.root / agent_id
 
     async def create(self, spec: WorkspaceSpec) -> Workspace:
-        repo = await repo_root(spec.repo)
+        # Every git process costs 1-5 ms here; the control plane passes a resolved repo root, a full commit
+        # id and a godel/<uuid> branch, so the checks below only spawn git for input that needs it.
+        repo = spec.repo if (spec.repo / ".git").exists() else await repo_root(spec.repo)
         branch = spec.branch or branch_for(spec.agent_id)
-        rc, _, _ = await git_bytes("check-ref-format", f"refs/heads/{branch}", cwd=repo, check=False)
-        if rc != 0 or branch.startswith("-"):
-            raise ValidationError(f"invalid branch name {branch!r}", [FieldError("branch", "invalid name")])
+        if not _GODEL_BRANCH.match(branch):
+            rc, _, _ = await git_bytes("check-ref-format", f"refs/heads/{branch}", cwd=repo, check=False)
+            if rc != 0 or branch.startswith("-"):
+                raise ValidationError(f"invalid branch name {branch!r}", [FieldError("branch", "invalid name")])
         fork_from: str | None = None
         if spec.from_snapshot:
             fork_from = await snapshot_commit(repo, spec.from_snapshot)
             base = await git("rev-parse", f"{fork_from}^", cwd=repo)  # the snapshot's branch HEAD
+        elif _FULL_COMMIT.match(spec.base_ref):
+            base = spec.base_ref  # `worktree add` fails on a commit that does not exist
         else:
             base = await resolve_commit(repo, spec.base_ref)
         path = self.path_for(spec.agent_id)
         if path.exists() or path.is_symlink():
             raise ConflictError(f"workspace {path} already exists", details={"path": str(path)})
-        existing = await ref_exists(repo, f"refs/heads/{branch}")
-        if existing:
-            await _check_reusable(repo, branch, forking=fork_from is not None)
+        self.root.mkdir(parents=True, exist_ok=True)
+        existing = False
+        if fork_from is None:
+            # The usual case, a new branch, in one git call; only if the branch exists (a retry) look closer.
+            rc, _, err = await git_bytes("worktree", "add", "--quiet", "-b", branch, str(path), base, cwd=repo,
+                                         check=False)  # fmt: skip
+            if rc != 0:
+                if not await ref_exists(repo, f"refs/heads/{branch}"):
+                    await self.discard(repo, path, None)
+                    raise GitError(["worktree", "add", "-b", branch, str(path), base], rc, err.decode(errors="replace"))
+                existing = True
+                await _check_reusable(repo, branch, forking=False)
+        else:
+            existing = await ref_exists(repo, f"refs/heads/{branch}")
+            if existing:
+                await _check_reusable(repo, branch, forking=True)
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
             if existing:
                 await git("worktree", "add", "--quiet", str(path), branch, cwd=repo)
-            else:
+            elif fork_from is not None:
                 await git("worktree", "add", "--quiet", "-b", branch, str(path), base, cwd=repo)
             if fork_from is not None:
                 await lay_tree(path, fork_from)

@@ -70,11 +70,8 @@ def list_statement(query: AgentQuery) -> sa.Select[Any]:
     if query.limit < 1:
         raise ValueError("limit must be at least 1")
     c = agents.c
-    conditions: list[sa.ColumnElement[bool]] = []
+    conditions: list[sa.ColumnElement[bool]] = []  # everything but the state
     wanted = _wanted_states(query)
-    if wanted is not None:
-        # An empty set (say status=running with states=[pending]) renders as an always-false IN.
-        conditions.append(c.lifecycle_state.in_(sorted(s.value for s in wanted)))
     for column, value in ((c.team_id, query.team_id), (c.label, query.label), (c.model, query.model)):
         if value is not None:
             conditions.append(column == value)
@@ -84,12 +81,25 @@ def list_statement(query: AgentQuery) -> sa.Select[Any]:
         at, last_id = decode_cursor(query.cursor)
         conditions.append(c.spawned_at <= at)
         conditions.append(sa.or_(c.spawned_at < at, c.id < last_id))
-    return (
+    limit = query.limit + 1  # one more than asked tells whether another page exists
+    if wanted is None or len(wanted) < 2:
+        if wanted is not None:
+            # An empty set (say status=running with states=[pending]) renders as an always-false IN.
+            conditions.append(c.lifecycle_state.in_(sorted(s.value for s in wanted)))
+        return sa.select(agents).where(*conditions).order_by(c.spawned_at.desc(), c.id.desc()).limit(limit)
+    # Several states (status=running is executing, waiting and completing): one index range per state, each
+    # cut at the page size, then merged. With ``IN (…)`` SQLite walks the spawned_at index instead and, when
+    # few rows match (a handful running among 100k finished), reads the whole table for one page.
+    branches = [
         sa.select(agents)
-        .where(*conditions)
+        .where(c.lifecycle_state == state, *conditions)
         .order_by(c.spawned_at.desc(), c.id.desc())
-        .limit(query.limit + 1)  # one more than asked tells whether another page exists
-    )
+        .limit(limit)
+        .subquery()
+        for state in sorted(s.value for s in wanted)
+    ]
+    merged = sa.union_all(*[sa.select(b) for b in branches]).subquery()
+    return sa.select(merged).order_by(merged.c.spawned_at.desc(), merged.c.id.desc()).limit(limit)
 
 
 def admission_statement(now: datetime, limit: int) -> sa.Select[Any]:

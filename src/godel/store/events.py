@@ -70,8 +70,12 @@ def _sqlite_insert(dialect: sa.Dialect) -> tuple[str, Callable[[Event], tuple[An
 
 
 def _with_sequence(e: Event, sequence: int) -> Event:
-    # ``dataclasses.replace`` costs several microseconds per call, a tenth of an append's budget.
-    return Event(e.type, e.payload, e.source, e.metadata, e.id, e.timestamp, sequence, e.partition)
+    # A frozen dataclass's __init__ (one object.__setattr__ per field) was a third of an append's CPU time;
+    # copying the instance dict is the same object, built several times faster.
+    copy = object.__new__(Event)
+    copy.__dict__.update(e.__dict__)
+    copy.__dict__["sequence"] = sequence
+    return copy
 
 
 def _type_condition(patterns: Sequence[str]) -> sa.ColumnElement[bool] | None:

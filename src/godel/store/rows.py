@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from enum import Enum
 from typing import Any, Generic, TypeVar
 
@@ -71,8 +71,20 @@ class Mapper(Generic[T]):
             kwargs[name] = enum(value) if enum is not None and value is not None else value
         return self.cls(**kwargs)
 
-    def from_rows(self, rows: Iterable[sa.Row[Any]]) -> list[T]:
-        return [self.from_row(r) for r in rows]
+    def from_rows(self, result: sa.Result[Any] | sa.CursorResult[Any]) -> list[T]:
+        """Map a whole result with one plan (field name and enum per column position), not per row: listing
+        50 agents is dominated by this mapping otherwise."""
+        keys = list(result.keys())
+        names = [self.field_of[k] for k in keys]
+        enums = [(i, e) for i, name in enumerate(names) if (e := self.enums.get(name)) is not None]
+        out: list[T] = []
+        for row in result:
+            values = list(row)
+            for i, enum in enums:
+                if values[i] is not None:
+                    values[i] = enum(values[i])
+            out.append(self.cls(**dict(zip(names, values, strict=True))))
+        return out
 
 
 AGENTS = Mapper(Agent, tables.agents, renames={"state": "lifecycle_state"})
