@@ -55,7 +55,11 @@ _ORDER = "ORDER BY spawned_at DESC, id DESC LIMIT ?"
 _RAW_SQL = {
     "first": f"SELECT {_COLUMNS} FROM agents {_ORDER}",
     "status=failed": f"SELECT {_COLUMNS} FROM agents WHERE lifecycle_state IN (?) {_ORDER}",
-    "status=running": f"SELECT {_COLUMNS} FROM agents WHERE lifecycle_state IN (?, ?, ?) {_ORDER}",
+    # The best hand-written form: one index range per state, merged (a plain IN walks the spawned_at index).
+    "status=running": " UNION ALL ".join(
+        f"SELECT * FROM (SELECT {_COLUMNS} FROM agents WHERE lifecycle_state = ? {_ORDER})" for _ in _RUNNING
+    )
+    + f" {_ORDER}",
     "deep cursor": f"SELECT {_COLUMNS} FROM agents WHERE spawned_at <= ? AND (spawned_at < ? OR id < ?) {_ORDER}",
 }
 
@@ -161,7 +165,7 @@ async def _run(cfg: Config, root: Path) -> list[Figure]:
             "status=running": (
                 AgentQuery(status=[AgentStatus.RUNNING], limit=LIMIT),
                 {"limit": LIMIT, "status": "running"},
-                (*_RUNNING, LIMIT + 1),
+                (*(v for state in _RUNNING for v in (state, LIMIT + 1)), LIMIT + 1),
             ),
             "deep cursor": (
                 AgentQuery(limit=LIMIT, cursor=cursor),

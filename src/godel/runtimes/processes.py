@@ -150,11 +150,47 @@ class _Tree:
         self.strays += [p for p in other.strays if p.pid not in known]
 
 
+# Linux with CONFIG_PROC_CHILDREN lists each task's children; elsewhere psutil scans all of /proc.
+_PROC_CHILDREN = os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+
+
+def _descendants(pid: int) -> list[int] | None:
+    """Descendant pids from the kernel's per-task ``children`` lists: cost grows with the agent's own tree,
+    not with every process on the machine (psutil's ``children`` reads all of /proc, which made killing a
+    thousand agents quadratic). None where the kernel does not provide the lists."""
+    if not _PROC_CHILDREN:
+        return None
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tids = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue  # it has just exited
+        for tid in tids:
+            try:
+                with open(f"/proc/{parent}/task/{tid}/children") as f:
+                    kids = [int(k) for k in f.read().split()]
+            except (OSError, ValueError):
+                continue
+            found += kids
+            todo += kids
+    return found
+
+
 def _scan(leader: psutil.Process) -> _Tree:
-    try:
-        members = leader.children(recursive=True)
-    except psutil.Error:
-        members = []
+    pids = _descendants(leader.pid)
+    members: list[psutil.Process] = []
+    if pids is None:
+        try:
+            members = leader.children(recursive=True)
+        except psutil.Error:
+            members = []
+    else:
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                members.append(psutil.Process(pid))
     strays = []
     for proc in members:
         with contextlib.suppress(OSError):
