@@ -14,6 +14,7 @@ import binascii
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -66,26 +67,40 @@ def _wanted_states(query: AgentQuery) -> set[AgentState] | None:
     return wanted
 
 
-def list_statement(query: AgentQuery) -> sa.Select[Any]:
+def list_statement(query: AgentQuery) -> tuple[sa.Select[Any], dict[str, Any]]:
+    """The page query and its parameters. The statement depends only on the query's *shape* (which filters,
+    which states) and is built once per shape: building the per-state UNION ALL anew cost ~2 ms a call in
+    SQLAlchemy, more than running it, and its garbage set off full collections."""
     if query.limit < 1:
         raise ValueError("limit must be at least 1")
+    wanted = _wanted_states(query)
+    params: dict[str, Any] = {"limit": query.limit + 1}  # one more than asked tells whether there is more
+    for name in ("team_id", "label", "model", "node_id"):
+        value = getattr(query, name)
+        if value is not None:
+            params[name] = value
+    if query.cursor:
+        params["at"], params["last_id"] = decode_cursor(query.cursor)
+    states = None if wanted is None else tuple(sorted(s.value for s in wanted))
+    return _page_statement(states, frozenset(params)), params
+
+
+@lru_cache(maxsize=256)
+def _page_statement(states: tuple[str, ...] | None, given: frozenset[str]) -> sa.Select[Any]:
     c = agents.c
     conditions: list[sa.ColumnElement[bool]] = []  # everything but the state
-    wanted = _wanted_states(query)
-    for column, value in ((c.team_id, query.team_id), (c.label, query.label), (c.model, query.model)):
-        if value is not None:
-            conditions.append(column == value)
-    if query.node_id is not None:
-        conditions.append(c.node_id == query.node_id)
-    if query.cursor:
-        at, last_id = decode_cursor(query.cursor)
+    for name in ("team_id", "label", "model", "node_id"):
+        if name in given:
+            conditions.append(c[name] == sa.bindparam(name))
+    if "at" in given:
+        at = sa.bindparam("at", type_=c.spawned_at.type)
         conditions.append(c.spawned_at <= at)
-        conditions.append(sa.or_(c.spawned_at < at, c.id < last_id))
-    limit = query.limit + 1  # one more than asked tells whether another page exists
-    if wanted is None or len(wanted) < 2:
-        if wanted is not None:
+        conditions.append(sa.or_(c.spawned_at < at, c.id < sa.bindparam("last_id")))
+    limit = sa.bindparam("limit", type_=sa.Integer)
+    if states is None or len(states) < 2:
+        if states is not None:
             # An empty set (say status=running with states=[pending]) renders as an always-false IN.
-            conditions.append(c.lifecycle_state.in_(sorted(s.value for s in wanted)))
+            conditions.append(c.lifecycle_state.in_(states))
         return sa.select(agents).where(*conditions).order_by(c.spawned_at.desc(), c.id.desc()).limit(limit)
     # Several states (status=running is executing, waiting and completing): one index range per state, each
     # cut at the page size, then merged. With ``IN (…)`` SQLite walks the spawned_at index instead and, when
@@ -96,7 +111,7 @@ def list_statement(query: AgentQuery) -> sa.Select[Any]:
         .order_by(c.spawned_at.desc(), c.id.desc())
         .limit(limit)
         .subquery()
-        for state in sorted(s.value for s in wanted)
+        for state in states
     ]
     merged = sa.union_all(*[sa.select(b) for b in branches]).subquery()
     return sa.select(merged).order_by(merged.c.spawned_at.desc(), merged.c.id.desc()).limit(limit)

@@ -122,9 +122,9 @@ class SqlStore:
         return rows.AGENTS.from_row(row)
 
     async def list_agents(self, query: AgentQuery) -> Page[Agent]:
-        stmt = agent_queries.list_statement(query)
+        stmt, params = agent_queries.list_statement(query)
         async with self._read() as conn:
-            found = rows.AGENTS.from_rows(await conn.execute(stmt))
+            found = rows.AGENTS.from_rows(await conn.execute(stmt, params))
         has_more = len(found) > query.limit
         items = found[: query.limit]
         last = items[-1] if has_more else None
