@@ -3,14 +3,47 @@ agent is re-adopted or honestly failed and that no acknowledged event or log lin
 
 from __future__ import annotations
 
+import asyncio
 import os
+import secrets
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import psutil
+import pytest
 
 from tests.e2e.serverproc import ServerProcess
+
+PG_SERVER = os.environ.get("GODEL_TEST_POSTGRES", "postgres@127.0.0.1:5432")
+
+
+async def _pg_admin(sql: str) -> None:
+    conn = await asyncpg.connect(f"postgresql://{PG_SERVER}/postgres", timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """The server's store: SQLite under GODEL_HOME (embedded mode), or a fresh database on the machine's
+    PostgreSQL (server mode), so the crash test runs against both."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    name = f"godel_e2e_{os.getpid()}_{secrets.token_hex(4)}"
+    try:
+        asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.skip(f"PostgreSQL at {PG_SERVER} is not reachable: {exc}")
+    try:
+        yield {"GODEL_DATABASE_URL": f"postgresql+asyncpg://{PG_SERVER}/{name}"}
+    finally:
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def wait_for(check, timeout: float = 20.0, what: str = "condition"):  # type: ignore[no-untyped-def]
@@ -52,9 +85,11 @@ def all_events(srv: ServerProcess) -> list[dict]:
         since = items[-1]["sequence"]
 
 
-def test_sigkill_mid_run_readopts_and_loses_nothing(fast_tmp: Path, git_repo: Path) -> None:
+def test_sigkill_mid_run_readopts_and_loses_nothing(
+    fast_tmp: Path, git_repo: Path, database_env: dict[str, str]
+) -> None:
     home = fast_tmp / "home"
-    srv = ServerProcess(home).start()
+    srv = ServerProcess(home, **database_env).start()
     try:
         writer = spawn(srv, git_repo, "for i in $(seq 1 80); do echo line-$i; sleep 0.05; done", "writer")
         victim = spawn(srv, git_repo, "sleep 60", "victim")
@@ -72,7 +107,7 @@ def test_sigkill_mid_run_readopts_and_loses_nothing(fast_tmp: Path, git_repo: Pa
     os.killpg(pids["victim"], signal.SIGKILL)
     wait_for(lambda: not alive(pids["finisher"]), what="finisher exits while the server is down")
 
-    srv2 = ServerProcess(home, port=srv.port).start()
+    srv2 = ServerProcess(home, port=srv.port, **database_env).start()
     try:
         done = wait_for(lambda: (s := state(srv2, writer["id"]))["state"] == "completed" and s, what="writer done")
         assert done["exitCode"] == 0
