@@ -48,6 +48,8 @@ class Watch:
     waiting: bool = False  # what the agent's stream says: it asked for input and has not moved on
     recorded_waiting: bool = False  # what the store says (state waiting); synced when the two differ
     done: asyncio.Event = field(default_factory=asyncio.Event)  # set once the run has been ended and recorded
+    quiet: int = 0  # watch passes in a row that found no new output
+    phase: int = 0  # which of the quiet passes looks at it (spreads quiet agents evenly)
 
     def elapsed(self, now: datetime) -> float:
         if self.paused:
