@@ -5,7 +5,6 @@ Fixture names start with ``cli_`` so they never shadow the per-test ``server`` f
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
@@ -33,10 +32,6 @@ def cli_home() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def cli_server(cli_home: Path) -> Iterator[ServerProcess]:
-    try:
-        importlib.import_module("godel.api.server")
-    except ImportError as exc:
-        pytest.skip(f"the API server is not importable yet: {exc}")
     # `terminate`: the sleeping agents some tests leave behind must not outlive the session.
     server = ServerProcess(cli_home / "home", GODEL_ON_SHUTDOWN="terminate").start()
     try:

@@ -8,6 +8,7 @@ envelope's ``data`` untouched; streams and cursor-following live in the concrete
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
@@ -40,9 +41,11 @@ def patterns_param(patterns: str | Sequence[str] | None) -> list[str] | None:
     return [patterns] if isinstance(patterns, str) else list(patterns)
 
 
-class Endpoints(Generic[R]):
-    def _call(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None) -> R:
-        raise NotImplementedError
+class Endpoints(ABC, Generic[R]):
+    """Every request, once; the sync and async clients supply ``_call`` (which returns a value or an awaitable)."""
+
+    @abstractmethod
+    def _call(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None) -> R: ...
 
     # Agents
     def spawn_agent(self, **fields: Any) -> R:
