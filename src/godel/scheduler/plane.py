@@ -8,6 +8,7 @@ commit. ``start``/``stop`` own the server's background loops (see ``TaskSupervis
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
@@ -89,11 +90,15 @@ class ControlPlane:
     async def stop(self) -> None:
         await self.tasks.stop()
         if self.settings.on_shutdown == "terminate":
-            for agent_id in list(self.supervisor.watched):
-                try:
-                    await self.kill(agent_id, actor="server", reason="server shutdown (on_shutdown=terminate)")
-                except Exception:
-                    log.exception("could not terminate agent at shutdown", agent=agent_id)
+            # All at once: each kill may wait out the grace period, and there may be a thousand of them.
+            ids = list(self.supervisor.watched)
+            reason = "server shutdown (on_shutdown=terminate)"
+            results = await asyncio.gather(
+                *(self.kill(agent_id, actor="server", reason=reason) for agent_id in ids), return_exceptions=True
+            )
+            for agent_id, result in zip(ids, results, strict=True):
+                if isinstance(result, BaseException):
+                    log.error("could not terminate agent at shutdown", agent=agent_id, error=repr(result))
         else:
             # Commit the output read so far; the processes keep running and are re-adopted on next start.
             await self.supervisor.tick()
