@@ -102,6 +102,20 @@ async def repo_root(path: Path) -> Path:
     return Path(out.decode().strip())
 
 
+async def resolve_in_repo(path: Path, ref: str, *, field: str = "base_ref") -> tuple[Path, str]:
+    """``repo_root`` and ``resolve_commit`` in one git process when both succeed (the spawn path pays for every
+    process); on any failure the two separate calls run to give the precise error."""
+    if path.is_dir() and ref and not ref.startswith("-"):
+        rc, out, _ = await git_bytes(
+            "rev-parse", "--show-toplevel", "--verify", "--quiet", f"{ref}^{{commit}}", cwd=path, check=False
+        )
+        lines = out.decode().split()
+        if rc == 0 and len(lines) == 2:
+            return Path(lines[0]), lines[1]
+    root = await repo_root(path)
+    return root, await resolve_commit(root, ref, field=field)
+
+
 async def resolve_commit(repo: Path, ref: str, *, field: str = "base_ref") -> str:
     """The full commit id ``ref`` names; RefNotFoundError when it names none."""
     # A leading dash would be read as an option; no valid ref starts with one.

@@ -26,7 +26,7 @@ from godel.core.states import ACTIVE, AgentState, AgentStatus, NodeStatus, state
 from godel.core.transitions import Trigger, plan
 from godel.errors import ConflictError, FieldError, SnapshotNotFoundError, ValidationError
 from godel.runtimes import get_runtime
-from godel.runtimes.git import repo_root, resolve_commit
+from godel.runtimes.git import resolve_in_repo
 from godel.scheduler.adoption import reconcile_on_start
 from godel.scheduler.ending import RESTART_RESET, end
 from godel.scheduler.handles import handle_of
@@ -121,8 +121,7 @@ class ControlPlane:
         if req.env:
             options["env"] = dict(req.env)
         adapter.validate(options)
-        repo = await repo_root(Path(req.repo).expanduser())
-        base_commit = await resolve_commit(repo, req.base_ref, field="baseRef")
+        repo, base_commit = await resolve_in_repo(Path(req.repo).expanduser(), req.base_ref, field="baseRef")
         agent_id = new_id()
         agent = Agent(
             id=agent_id,
