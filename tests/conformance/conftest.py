@@ -22,8 +22,8 @@ import pytest
 import sqlalchemy as sa
 
 from godel.store import SqlStore, open_store, tables
+from tests.pg import PG_SERVER, pg_admin
 
-PG_SERVER = os.environ.get("GODEL_TEST_POSTGRES", "postgres@127.0.0.1:5432")
 T = TypeVar("T")
 
 
@@ -34,14 +34,6 @@ def _run_async(fn: Callable[[], Awaitable[T]]) -> T:
 
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, main()).result()
-
-
-async def _admin(sql: str) -> None:
-    conn = await asyncpg.connect(f"postgresql://{PG_SERVER}/postgres", timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="session")
@@ -58,11 +50,11 @@ def sqlite_dir() -> Iterator[Path]:
 def postgres_url() -> Iterator[str]:
     name = f"godel_test_{os.getpid()}_{secrets.token_hex(4)}"
     try:
-        _run_async(lambda: _admin(f'CREATE DATABASE "{name}"'))
+        _run_async(lambda: pg_admin(f'CREATE DATABASE "{name}"'))
     except (OSError, asyncpg.PostgresError) as exc:
         pytest.skip(f"PostgreSQL at {PG_SERVER} is not usable: {exc}")
     yield f"postgresql+asyncpg://{PG_SERVER}/{name}"
-    _run_async(lambda: _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    _run_async(lambda: pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

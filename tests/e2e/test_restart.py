@@ -16,16 +16,7 @@ import psutil
 import pytest
 
 from tests.e2e.serverproc import ServerProcess
-
-PG_SERVER = os.environ.get("GODEL_TEST_POSTGRES", "postgres@127.0.0.1:5432")
-
-
-async def _pg_admin(sql: str) -> None:
-    conn = await asyncpg.connect(f"postgresql://{PG_SERVER}/postgres", timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
+from tests.pg import PG_SERVER, pg_admin
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -37,13 +28,13 @@ def database_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
         return
     name = f"godel_e2e_{os.getpid()}_{secrets.token_hex(4)}"
     try:
-        asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+        asyncio.run(pg_admin(f'CREATE DATABASE "{name}"'))
     except (OSError, asyncpg.PostgresError) as exc:
         pytest.skip(f"PostgreSQL at {PG_SERVER} is not reachable: {exc}")
     try:
         yield {"GODEL_DATABASE_URL": f"postgresql+asyncpg://{PG_SERVER}/{name}"}
     finally:
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def wait_for(check, timeout: float = 20.0, what: str = "condition"):  # type: ignore[no-untyped-def]
