@@ -377,3 +377,71 @@ def test_agent_cli_bodies_are_tolerated(model: ScriptedModel) -> None:
         ("anthropic", 0, 0),
         ("openai-responses", 1, 1),
     ]
+
+
+# -- Gemini (gemini-cli 0.61.0 sends these; it has no other endpoint setting than GOOGLE_GEMINI_BASE_URL) --------
+
+GEMINI = "/v1beta/models/scripted-model"
+
+
+def gemini_body(*extra: dict[str, Any]) -> dict[str, Any]:
+    # The shape gemini-cli sent, trimmed: system instruction, tools, thinking config, ids on calls and results.
+    return {
+        "contents": [{"role": "user", "parts": [{"text": "<session_context>"}, {"text": TASK}]}, *extra],
+        "systemInstruction": {"role": "user", "parts": [{"text": "You are Gemini CLI."}]},
+        "tools": [{"functionDeclarations": [{"name": "write_file", "parametersJsonSchema": {"type": "object"}}]}],
+        "generationConfig": {"temperature": 1, "thinkingConfig": {"includeThoughts": True}},
+    }
+
+
+GEMINI_CALL = {
+    "role": "model",
+    "parts": [
+        {
+            "functionCall": {"id": "w_0", "name": "write", "args": {"path": "hello.txt", "content": "hi\n"}},
+            "thoughtSignature": "skip_thought_signature_validator",
+        }
+    ],
+}
+GEMINI_RESULT = {"role": "user", "parts": [{"functionResponse": {"id": "w_0", "name": "write", "response": {}}}]}
+
+
+def sse_data(text: str) -> list[Any]:
+    return [json.loads(line[len("data: ") :]) for line in text.splitlines() if line.startswith("data: ")]
+
+
+def test_gemini_stream_tool_call_then_text(model: ScriptedModel) -> None:
+    # Regression: gemini-cli got a 404 ("[API Error: Not Found]", rc 1) because no Gemini route existed.
+    reply = httpx.post(model.url + GEMINI + ":streamGenerateContent?alt=sse", json=gemini_body())
+    assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/event-stream")
+    (chunk,) = sse_data(reply.text)
+    candidate = chunk["candidates"][0]
+    assert candidate["content"] == {
+        "role": "model",
+        "parts": [{"functionCall": {"name": "write", "args": {"path": "hello.txt", "content": "hi\n"}}}],
+    }
+    assert candidate["finishReason"] == "STOP"
+    # system instruction + 1 content = 2 messages x 10; the turn's own output_tokens.
+    assert chunk["usageMetadata"] == {"promptTokenCount": 20, "candidatesTokenCount": 7, "totalTokenCount": 27}
+
+    reply = httpx.post(model.url + GEMINI + ":generateContent", json=gemini_body(GEMINI_CALL, GEMINI_RESULT))
+    assert reply.status_code == 200
+    assert reply.json()["candidates"][0]["content"]["parts"] == [{"text": "Done: hello.txt written."}]
+    assert [(r.dialect, r.stream, r.tool_results, r.turn, r.model) for r in model.requests] == [
+        ("gemini", True, 0, 0, "scripted-model"),
+        ("gemini", False, 1, 1, "scripted-model"),
+    ]
+    assert model.usage_reported == Usage(20 + 40, 7 + 5)
+
+
+def test_gemini_errors_count_tokens_and_unknown_methods(model: ScriptedModel) -> None:
+    count = httpx.post(model.url + GEMINI + ":countTokens", json={"contents": [{"role": "user", "parts": []}]})
+    assert count.json() == {"totalTokens": 10}
+    bad = httpx.post(model.url + GEMINI + ":generateContent", json={"contents": []})
+    assert bad.status_code == 400 and bad.json()["error"]["status"] == "INVALID_ARGUMENT"
+    unknown = httpx.post(model.url + GEMINI + ":embedContent", json={})
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == 404
+    with ScriptedModel([{"error": {"status": 429, "message": "scripted quota"}}]) as server:
+        reply = httpx.post(server.url + GEMINI + ":streamGenerateContent?alt=sse", json=gemini_body())
+        assert reply.status_code == 429
+        assert reply.json() == {"error": {"code": 429, "message": "scripted quota", "status": "RESOURCE_EXHAUSTED"}}

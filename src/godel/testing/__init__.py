@@ -1,7 +1,7 @@
 """Test helpers shipped with Godel for users' own tests and demos.
 
-``ScriptedModel`` is a real HTTP server speaking OpenAI chat completions, OpenAI Responses and Anthropic
-Messages, replaying a script of turns, so agent CLIs can be run end to end without an LLM.
+``ScriptedModel`` is a real HTTP server speaking OpenAI chat completions, OpenAI Responses, Anthropic
+Messages and the Gemini API, replaying a script of turns, so agent CLIs can be run end to end without an LLM.
 """
 
 from godel.testing.script import Script, ScriptedError, ScriptError, ToolCall, Turn, load_script

@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from godel.testing.anthropic_messages import Messages
+from godel.testing.gemini import GenerateContent, gemini_error, split_target
 from godel.testing.openai_chat import ChatCompletions
 from godel.testing.openai_responses import Responses
 from godel.testing.script import Script, Turn, load_script
@@ -187,10 +188,21 @@ class ScriptedModel:
                 Route("/v1/messages", answer(messages), methods=["POST"]),
                 Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
+                # Gemini puts the model and the method in the path: /v1beta/models/MODEL:streamGenerateContent.
+                Route("/v1beta/models/{target:path}", self._gemini, methods=["POST"]),
                 # Claude Code probes the root with HEAD before its first call.
                 Route("/", self._root, methods=["GET", "HEAD"]),
             ]
         )
+
+    async def _gemini(self, request: Request) -> Response:
+        model, method = split_target(request.path_params["target"])
+        if method in ("generateContent", "streamGenerateContent"):
+            return await self._answer(request, GenerateContent(model, stream=method == "streamGenerateContent"))
+        if method == "countTokens":
+            return await self._count_tokens(request, GenerateContent(model), total_key="totalTokens")
+        self._log(LoggedRequest(request.url.path, "gemini", "bad-request", 404, model=model or None))
+        return gemini_error(404, f"scripted model: no Gemini method {method!r}")
 
     async def _root(self, request: Request) -> Response:
         return JSONResponse({"service": "godel scripted model", "models": list(self.script.models)})
@@ -213,7 +225,7 @@ class ScriptedModel:
         except ValueError as exc:
             raise BadRequest("the request body is not valid JSON") from exc
 
-    async def _count_tokens(self, request: Request, dialect: Messages) -> Response:
+    async def _count_tokens(self, request: Request, dialect: Dialect, *, total_key: str = "input_tokens") -> Response:
         path = request.url.path
         body: Any = None
         try:
@@ -223,7 +235,7 @@ class ScriptedModel:
             self._log(LoggedRequest(path, dialect.name, "bad-request", 400, body=body))
             return dialect.error(400, str(exc))
         self._log(LoggedRequest(path, dialect.name, "count-tokens", 200, model=inbound.model, body=body))
-        return JSONResponse({"input_tokens": self.script.input_tokens_per_message * inbound.messages})
+        return JSONResponse({total_key: self.script.input_tokens_per_message * inbound.messages})
 
     async def _answer(self, request: Request, dialect: Dialect) -> Response:
         path = request.url.path

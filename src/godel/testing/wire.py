@@ -1,6 +1,6 @@
-"""What the three wire dialects share: the facts read from a request, the reply's usage, and SSE framing.
+"""What the wire dialects share: the facts read from a request, the reply's usage, and SSE framing.
 
-Each dialect module (``openai_chat``, ``openai_responses``, ``anthropic_messages``) implements ``Dialect``;
+Each dialect module (``openai_chat``, ``openai_responses``, ``anthropic_messages``, ``gemini``) implements ``Dialect``;
 the server routes a path to one and never looks inside a body itself.
 """
 
