@@ -183,7 +183,7 @@ async def after_failure(sup: Supervisor, agent: Agent) -> Agent:
                 payload={"attempt": attempt + 1, "notBefore": at.isoformat()},
             )
         except InvalidTransitionError:
-            pass
+            pass  # a user killed or restarted it meanwhile: their move stands, no retry on top of it
         return agent
     agent = await sup.store.update_agent(agent.id, {"completed_at": sup.clock.now()})
     await apply_cleanup(sup, agent, handle_of(agent, sup.runtime.name, sup.settings.worktrees_dir))
