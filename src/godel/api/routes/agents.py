@@ -103,10 +103,13 @@ async def logs(
     stream: Literal["stdout", "stderr"] | None = None,
     follow: bool = False,
 ) -> dict[str, Any] | EventSourceResponse:
+    # The position is read *before* the tail: a line committed between the two reads is then followed
+    # rather than skipped (it is in neither the tail nor the stream otherwise).
+    position = await plane.store.last_sequence() if follow else 0
     lines = await plane.logs(agent_id, tail=tail, stream=stream)
     if not follow:
         return ok({"items": [log_json(e) for e in lines]})
-    since = lines[-1].sequence if lines else await plane.store.last_sequence()
+    since = lines[-1].sequence if lines else position
 
     async def events() -> AsyncIterator[dict[str, Any]]:
         for e in lines:
