@@ -357,9 +357,13 @@ class LocalProcesses:
         except (ChildProcessError, OSError):
             return None
         state = raw[raw.rindex(b")") + 2 : raw.rindex(b")") + 3]
-        if state == b"Z":
-            return None
-        return ProcessStatus(ProcessState.STOPPED if state in (b"T", b"t") else ProcessState.RUNNING)
+        if state in (b"T", b"t"):
+            return ProcessStatus(ProcessState.STOPPED)
+        if state in (b"R", b"S"):
+            return ProcessStatus(ProcessState.RUNNING)
+        # Zombie, or uninterruptible sleep, which may be a vfork parent with a SIGSTOP pending (then it counts
+        # as stopped): the general path tells these apart.
+        return None
 
     # ------------------------------------------------------------------------------------------- signals
 
