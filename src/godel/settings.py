@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
+
+from godel.providers.config import ProviderConfig
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -82,6 +84,29 @@ class Settings(BaseSettings):
 
     log_level: str = "info"
     """Server log level."""
+
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    """Model providers, as ``[providers.NAME]`` tables with ``kind`` (``openai-chat`` | ``openai-responses`` |
+    ``anthropic`` | ``gemini``), ``base_url``, ``api_key_env`` and ``models``. A spawn names ``NAME/MODEL``."""
+
+    fallbacks: dict[str, list[str]] = Field(default_factory=dict)
+    """Fallback chains: ``"NAME/MODEL" = ["OTHER/MODEL", …]``. When an attempt fails because its provider failed
+    (refused, HTTP error, overloaded), the next attempt uses the next model of the chain that the agent's CLI can
+    talk to. These attempts come on top of ``maxRetries``."""
+
+    agents_dir: Path = Field(
+        default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "godel" / "agents"
+    )
+    """Where ``scripts/install-agent-clis`` installed the agent CLIs (``npm/bin``, ``venvs/NAME/bin``); searched
+    before ``PATH``."""
+
+    agent_cli_retries: int = Field(default=1, ge=0, le=10)
+    """How often an agent CLI may retry a failed model request on its own (codex and claude otherwise retry for
+    minutes, hiding a dead endpoint from the supervisor)."""
+
+    commit_on_complete: bool = True
+    """When an agent completes, commit what it left uncommitted in its worktree to its branch, so its whole
+    change is on the branch (ready to merge)."""
 
     @classmethod
     def settings_customise_sources(

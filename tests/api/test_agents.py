@@ -180,11 +180,28 @@ async def test_cleanup_immediate_removes_worktree_keeps_branch(client: httpx.Asy
 
     await eventually(cleaned)
     assert f"godel/{agent['id']}" in run_git(git_repo, "branch", "--list", "godel/*")
-    # The uncommitted work was kept as a snapshot ref before the worktree went away.
-    refs = run_git(git_repo, "for-each-ref", "--format=%(refname)", "refs/godel/snapshots/")
-    assert refs
+    # The agent completed, so Godel committed the work it left uncommitted to its branch before cleanup.
+    assert run_git(git_repo, "show", f"{done['branch']}:new.txt") == "x"
+    assert len(done["commits"]) == 1
     diff = (await client.get(f"/api/v1/agents/{agent['id']}/diff")).json()["data"]
     assert diff["branch"] == done["branch"]
+
+
+async def test_cleanup_immediate_keeps_a_failed_agents_work_as_a_snapshot(
+    client: httpx.AsyncClient, git_repo: Path
+) -> None:
+    agent = await spawn(client, git_repo, "echo x > new.txt; exit 3", cleanup="immediate")
+    done = await wait_state(client, agent["id"], "failed")
+    assert done["commits"] == []
+
+    async def cleaned() -> dict | None:
+        a = (await client.get(f"/api/v1/agents/{agent['id']}")).json()["data"]
+        return a if a["worktree"] is None else None
+
+    await eventually(cleaned)
+    # Nothing is committed for a failed agent; its uncommitted work is kept as a snapshot ref instead.
+    refs = run_git(git_repo, "for-each-ref", "--format=%(refname)", "refs/godel/snapshots/")
+    assert refs
 
 
 async def test_worktreeinclude_and_setup(client: httpx.AsyncClient, git_repo: Path) -> None:

@@ -117,8 +117,18 @@ def test_websocket_protocol(server: ServerProcess, git_repo: Path) -> None:
         assert resp["payload"]["success"] is False and resp["payload"]["error"]["code"] == "INVALID_TRANSITION"
 
         send(ws, "command", {"command": "agent:kill", "agentId": agent["id"]}, "c3")
-        recv_until(ws, lambda m: m["type"] == "response" and m["metadata"]["correlationId"] == "c3")
-        last = recv_until(ws, lambda m: m["type"] == "event" and m["payload"]["type"] == "agent:kill")
+        # The response and the kill event may arrive in either order (the event is delivered at commit).
+        seen: list[dict] = []
+
+        def both(m: dict) -> bool:
+            if m["type"] == "event" and m["payload"]["type"] == "agent:kill":
+                seen.append(m)
+            elif m["type"] == "response" and m["metadata"]["correlationId"] == "c3":
+                seen.append(m)
+            return len(seen) == 2
+
+        recv_until(ws, both)
+        (last,) = [m for m in seen if m["type"] == "event"]
         last_seq = last["payload"]["sequence"]
 
     # Reconnect and resume from a sequence: the events after it arrive, nothing before it.

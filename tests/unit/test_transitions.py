@@ -43,10 +43,10 @@ def test_every_pair_either_lands_in_the_table_target_or_is_refused(state: AgentS
         assert state.value in err.message
 
 
-def test_terminal_states_accept_only_restart() -> None:
+def test_terminal_states_accept_only_restart_and_continue() -> None:
     for state in TERMINAL:
         legal = {t for t in Trigger if can(state, t)}
-        assert legal == {Trigger.RESTART}
+        assert legal == {Trigger.RESTART, Trigger.CONTINUE}
 
 
 @pytest.mark.parametrize("state", [s for s in AgentState if s not in TERMINAL])

@@ -13,6 +13,12 @@ from godel.errors import FieldError, UnknownAgentKindError
 # short name -> "module:class"
 _ADAPTERS = {
     "command": "godel.agents.command:CommandAdapter",
+    "pi": "godel.agents.pi:PiAdapter",
+    "claude": "godel.agents.claude:ClaudeAdapter",
+    "codex": "godel.agents.codex:CodexAdapter",
+    "aider": "godel.agents.aider:AiderAdapter",
+    "mini-swe-agent": "godel.agents.miniswe:MiniSweAdapter",
+    "gemini": "godel.agents.gemini:GeminiAdapter",
 }
 
 

@@ -15,9 +15,10 @@ their final event and the workspace diff instead.
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 from typing import Any
 
-from godel.core.ports import AgentSignal, Evidence, LaunchRequest, LaunchSpec, Outcome, SignalKind
+from godel.core.ports import AgentSignal, Evidence, LaunchRequest, LaunchSpec, Outcome, SignalKind, WireApi
 from godel.errors import FieldError, ValidationError
 
 RESULT_PREFIX = "GODEL_RESULT: "
@@ -51,6 +52,14 @@ def _describe_exit(code: int) -> str:
 
 class CommandAdapter:
     name = "command"
+    wire_apis: tuple[WireApi, ...] = ()  # the model is free text, handed over as $GODEL_MODEL
+    resumable = False
+
+    def locate(self, tools_dir: Path | None, options: dict[str, Any]) -> None:
+        return None  # /bin/sh is always there
+
+    def collect(self, request: LaunchRequest) -> list[AgentSignal]:
+        return []
 
     def validate(self, options: dict[str, Any]) -> None:
         errors = []

@@ -110,6 +110,8 @@ class Store(Protocol):
     async def delete_snapshot(self, snapshot_id: str) -> None: ...
     async def create_session(self, session: Session) -> Session: ...
     async def get_session(self, session_id: str) -> Session: ...
+    async def update_session(self, session_id: str, changes: dict[str, Any]) -> Session: ...
+    async def list_sessions(self, agent_id: str) -> list[Session]: ...
     async def upsert_node(self, node: Node) -> Node: ...
     async def list_nodes(self) -> list[Node]: ...
 
@@ -286,13 +288,33 @@ class Runtime(Protocol):
 
 
 class SignalKind(StrEnum):
+    """What a parser can say about an agent's stream. The ``data`` of each kind follows one convention, so
+    events look the same whichever CLI produced them:
+
+    - MESSAGE: ``{"role": "assistant" | "user", "text": str}``
+    - TOOL_CALL: ``{"id": str | None, "name": str, "input": dict | str}`` (the CLI's own tool name)
+    - TOOL_RESULT: ``{"id": str | None, "output": str, "isError": bool}`` (output clipped to ``CLIP`` chars)
+    - USAGE: ``{"model": str | None, "inputTokens": int, "outputTokens": int, "cachedTokens": int,
+      "costUsd": float | None}`` -- one model call's usage (an increment), or the run's total when the CLI
+      reports only a total (then it is the only USAGE signal of the run)
+    - NEEDS_INPUT: ``{"prompt": str}``
+    - ERROR: ``{"message": str, "provider": bool}`` -- ``provider`` when the model endpoint failed (refused,
+      HTTP error, overloaded), which is what a fallback provider is for
+    - SESSION: ``{"sessionId": str}`` -- the CLI's own session id, needed to continue the conversation
+    - FINAL: ``{"result": str | None, "success": bool, "reason": str}`` -- the agent's own terminal event
+    """
+
     MESSAGE = "message"
     TOOL_CALL = "tool_call"
     TOOL_RESULT = "tool_result"
     USAGE = "usage"
     NEEDS_INPUT = "needs_input"
     ERROR = "error"
+    SESSION = "session"
     FINAL = "final"  # the agent's own terminal event, with its result text and success flag
+
+
+CLIP = 4000  # characters of a tool result or message kept in an event (the full text is in the log lines)
 
 
 @dataclass(frozen=True)
@@ -301,16 +323,46 @@ class AgentSignal:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+WireApi = Literal["openai-chat", "openai-responses", "anthropic", "gemini"]
+
+
+@dataclass(frozen=True)
+class ModelEndpoint:
+    """One model at one provider, resolved from ``[providers.NAME]`` in the configuration.
+
+    ``base_url`` follows the provider SDK's own convention: OpenAI kinds include the version path
+    (``https://api.openai.com/v1``), Anthropic and Gemini do not (``https://api.anthropic.com``)."""
+
+    provider: str
+    kind: WireApi
+    base_url: str
+    model: str
+    api_key: str | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+
 @dataclass
 class LaunchRequest:
     agent_id: str
     task: str
     model: str
     workspace: Path
-    config_dir: Path  # a private, per-run directory for the CLI's config (outside the workspace)
+    config_dir: Path  # a private, per-agent directory for the CLI's config (outside the workspace)
     options: dict[str, Any] = field(default_factory=dict)  # the agent's config from the spawn request
+    endpoint: ModelEndpoint | None = None  # the provider this attempt talks to (None: the CLI's own default)
+    tools_dir: Path | None = None  # where scripts/install-agent-clis put the CLIs (searched before PATH)
+    cli_retries: int = 1  # how often the CLI may retry a failed model request on its own
+    resume_session: str | None = None  # continue this CLI session (its SESSION signal) instead of a new one
     gateway_url: str | None = None
     gateway_key: str | None = None
+
+    @property
+    def output_dir(self) -> Path:
+        """A per-agent directory for files the CLI writes besides its stream (trajectories, histories)."""
+        return self.config_dir.parent / "output"
 
 
 @dataclass(frozen=True)
@@ -327,6 +379,7 @@ class Outcome:
     success: bool
     reason: str
     result: str | None = None
+    provider_error: bool = False  # failed because the model endpoint failed: a fallback provider may help
 
 
 class StreamParser(Protocol):
@@ -338,10 +391,18 @@ class AgentAdapter(Protocol):
     """How one agent CLI is launched and understood."""
 
     name: str
+    wire_apis: tuple[WireApi, ...]  # the provider kinds the CLI can talk to, best first; () = needs no model
+    resumable: bool  # can continue an earlier CLI session with a follow-up (``resume_session``)
 
     def validate(self, options: dict[str, Any]) -> None:
         """Raise ValidationError for options this adapter cannot run (checked before anything is created)."""
 
+    def locate(self, tools_dir: Path | None, options: dict[str, Any]) -> None:
+        """Raise AgentSpawnError when the CLI is not installed (checked before anything is created)."""
+
     def launch(self, request: LaunchRequest) -> LaunchSpec: ...
     def parser(self) -> StreamParser: ...
+    def collect(self, request: LaunchRequest) -> list[AgentSignal]:
+        """Signals from files the CLI left behind (a trajectory, a history), read once after it exited."""
+
     def outcome(self, evidence: Evidence) -> Outcome: ...

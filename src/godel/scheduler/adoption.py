@@ -21,10 +21,12 @@ from godel.core.models import Agent, CleanupPolicy
 from godel.core.ports import AgentQuery
 from godel.core.states import ACTIVE, AgentState
 from godel.core.transitions import Trigger
-from godel.errors import InvalidTransitionError
+from godel.core.ports import LaunchRequest
+from godel.errors import GodelError, InvalidTransitionError
 from godel.scheduler.cleanup import arm_delayed_cleanup
 from godel.scheduler.ending import after_failure, complete
 from godel.scheduler.handles import handle_of
+from godel.scheduler.runs import launch_request
 from godel.scheduler.watch import load_signals
 
 if TYPE_CHECKING:
@@ -66,7 +68,15 @@ async def _reconcile_one(sup: Supervisor, agent: Agent, report: dict[str, int]) 
         await complete(sup, agent, handle)
     elif agent.pid is not None and await sup.runtime.adopt(handle):
         signals = load_signals(agent.outcome.get("signals"))
-        sup.watch(agent, handle, get_adapter(agent.kind), offsets=dict(agent.log_offsets), signals=signals)
+        try:
+            request: LaunchRequest | None = launch_request(sup, agent, handle)
+        except GodelError:
+            request = None  # e.g. its provider was removed from the configuration: files are not collected
+        usage = agent.outcome.get("usage") if isinstance(agent.outcome.get("usage"), dict) else {}
+        sup.watch(
+            agent, handle, get_adapter(agent.kind), request, offsets=dict(agent.log_offsets), signals=signals,
+            usage=usage,
+        )  # fmt: skip
         report["adopted"] += 1
         adopted = make_event(
             "agent:adopted",

@@ -22,6 +22,7 @@ from godel.errors import GodelError, InvalidTransitionError
 from godel.scheduler.cleanup import apply_cleanup
 from godel.scheduler.handles import handle_of
 from godel.scheduler.retrying import next_attempt_at
+from godel.scheduler.runs import close_session, context_of, fresh_context
 from godel.scheduler.watch import Changes, Watch, dump_signals
 
 if TYPE_CHECKING:
@@ -54,6 +55,8 @@ async def drain_output(sup: Supervisor, w: Watch) -> None:
         w.offsets = offsets  # only once committed: a failed commit means the lines are read again
     events, changes = [], {}
     w.absorb(w.parser.finish(), events, changes)
+    if w.request is not None:
+        w.absorb(w.adapter.collect(w.request), events, changes)
     if events:
         await sup.store.append_events(events, agent_changes=changes)
 
@@ -88,11 +91,14 @@ async def _end(sup: Supervisor, w: Watch, stop: Trigger | None, actor: str, reas
     if stop is None:
         return await _decide(sup, w, status, elapsed)
     changes: dict[str, Any] = {"exit_code": status.exit_code, "runtime": elapsed}
+    agent = await sup.store.get_agent(w.agent_id)
+    changes["context"] = {**context_of(agent), "nativeSession": w.native_session() or context_of(agent).get("nativeSession")}
     if stop == Trigger.RESTART:
-        changes.update(RESTART_RESET)
+        changes.update(RESTART_RESET, context=fresh_context(agent))
     else:
         changes["completed_at"] = sup.clock.now()
     agent, _ = await sup.store.transition_agent(w.agent_id, stop, actor=actor, reason=reason, changes=changes)
+    await close_session(sup, agent, success=False, reason=f"{stop.value}: {reason}", result=None, usage=w.usage)
     if stop == Trigger.KILL:
         await apply_cleanup(sup, agent, w.handle)
     return agent
@@ -108,16 +114,23 @@ async def _decide(sup: Supervisor, w: Watch, status: ProcessStatus, elapsed: flo
         timed_out=w.timed_out,
     )
     outcome = w.adapter.outcome(evidence)
+    if outcome.success and changed and sup.settings.commit_on_complete:
+        commits = await _commit_leftovers(sup, w.handle) or commits
     record = {
         "success": outcome.success,
         "reason": outcome.reason,
         "result": outcome.result,
         "signals": dump_signals(w.signals),
+        "usage": w.usage,
         "changedFiles": changed,
         "commits": len(commits),
         "exitCode": status.exit_code,
+        "providerError": outcome.provider_error,
     }
-    common: dict[str, Any] = {"exit_code": status.exit_code, "outcome": record, "commits": commits, "runtime": elapsed}
+    agent = await sup.store.get_agent(w.agent_id)
+    context = {**context_of(agent), "nativeSession": w.native_session() or context_of(agent).get("nativeSession")}
+    common: dict[str, Any] = {"exit_code": status.exit_code, "outcome": record, "commits": commits, "runtime": elapsed,
+                              "context": context}  # fmt: skip
     if w.timed_out:
         trigger, why = Trigger.TIMEOUT, f"timed out after {w.timeout:g}s"
     elif status.state == ProcessState.GONE:
@@ -134,9 +147,29 @@ async def _decide(sup: Supervisor, w: Watch, status: ProcessStatus, elapsed: flo
         # Only a user's stop can get here first, and it claims the watch; anything else is a bug to see.
         log.error("outcome could not be recorded", agent=w.agent_id, trigger=trigger.value, state=exc.current)
         return None
+    await close_session(
+        sup, agent, success=trigger == Trigger.TASK_COMPLETE, reason=why, result=outcome.result, usage=w.usage
+    )
     if trigger == Trigger.TASK_COMPLETE:
         return await complete(sup, agent, w.handle)
-    return await after_failure(sup, agent)
+    return await after_failure(sup, agent, provider_failed=outcome.provider_error and trigger == Trigger.ERROR)
+
+
+async def _commit_leftovers(sup: Supervisor, handle: RuntimeHandle) -> list[str]:
+    """Commit what a successful agent left uncommitted, so its whole change is on its branch. Returns the
+    branch's commits since the base afterwards ([] if nothing could be committed)."""
+    identity: list[str] = []
+    probe = await sup.runtime.exec(handle, ["git", "config", "user.email"], timeout=30)
+    if probe.exit_code != 0 or not probe.stdout.strip():
+        identity = ["-c", "user.name=Godel", "-c", "user.email=godel@localhost"]  # the repo has no identity
+    message = f"godel: work of agent {handle.agent_id}\n\nCommitted by Godel when the agent completed."
+    steps = (["git", "add", "-A"], ["git", *identity, "commit", "-q", "--no-verify", "-m", message])
+    for argv in steps:
+        done = await sup.runtime.exec(handle, argv, timeout=120)
+        if done.exit_code != 0:
+            log.warning("could not commit the agent's work", agent=handle.agent_id, error=done.stderr.strip())
+            return []
+    return await sup.runtime.commits(handle)
 
 
 async def _workspace_evidence(sup: Supervisor, handle: RuntimeHandle) -> tuple[int, list[str]]:
@@ -165,9 +198,25 @@ async def complete(sup: Supervisor, agent: Agent, handle: RuntimeHandle) -> Agen
     return agent
 
 
-async def after_failure(sup: Supervisor, agent: Agent) -> Agent:
-    """Retry with exponential backoff while attempts remain; otherwise apply the cleanup policy."""
+async def after_failure(sup: Supervisor, agent: Agent, *, provider_failed: bool = False) -> Agent:
+    """Fall back to the next model of the route when the provider failed; else retry with exponential backoff
+    while attempts remain; otherwise apply the cleanup policy."""
     sup.wake.set()
+    ctx = context_of(agent)
+    route, index = list(ctx.get("route") or []), int(ctx.get("routeIndex", 0))
+    if provider_failed and index + 1 < len(route):
+        try:
+            agent, _ = await sup.store.transition_agent(
+                agent.id,
+                Trigger.RETRY,
+                actor="scheduler",
+                reason=f"provider of {route[index]} failed ({agent.last_error}); falling back to {route[index + 1]}",
+                changes={"context": {**ctx, "routeIndex": index + 1}, "next_attempt_at": None},
+                payload={"fallback": route[index + 1], "from": route[index]},
+            )
+        except InvalidTransitionError:
+            pass
+        return agent
     if agent.retry_count < agent.max_retries:
         attempt = agent.retry_count + 1
         at = next_attempt_at(

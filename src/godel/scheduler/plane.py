@@ -25,12 +25,14 @@ from godel.core.ports import AgentQuery, Clock, EventQuery, Page, Runtime, Store
 from godel.core.states import ACTIVE, AgentState, AgentStatus, NodeStatus, states_with_status
 from godel.core.transitions import Trigger, plan
 from godel.errors import ConflictError, FieldError, SnapshotNotFoundError, ValidationError
+from godel.providers import resolve_route
 from godel.runtimes import get_runtime
 from godel.runtimes.git import resolve_in_repo
 from godel.scheduler.adoption import reconcile_on_start
 from godel.scheduler.ending import RESTART_RESET, end
 from godel.scheduler.handles import handle_of
 from godel.scheduler.requests import SpawnRequest, fork_request
+from godel.scheduler.runs import context_of, fresh_context
 from godel.scheduler.supervisor import Supervisor
 from godel.scheduler.tasks import TaskSupervisor
 from godel.scheduler.watch import Watch
@@ -121,6 +123,26 @@ class ControlPlane:
         if req.env:
             options["env"] = dict(req.env)
         adapter.validate(options)
+        context: dict[str, Any] = {}
+        if adapter.wire_apis:
+            if not req.model:
+                raise ValidationError(
+                    f"the {adapter.name} agent needs a model: PROVIDER/MODEL from the [providers] of godel.toml",
+                    [FieldError("model", "required for this agent, as PROVIDER/MODEL")],
+                )
+            route = resolve_route(
+                req.model,
+                agent=adapter.name,
+                speaks=adapter.wire_apis,
+                providers=self.settings.providers,
+                fallbacks=self.settings.fallbacks,
+            )
+            context = {"route": route.names, "routeIndex": 0}
+            if route.skipped:
+                context["skippedFallbacks"] = route.skipped
+        adapter.locate(self.settings.agents_dir, options)
+        if req.prompt_context:
+            context["preamble"] = req.prompt_context
         repo, base_commit = await resolve_in_repo(Path(req.repo).expanduser(), req.base_ref, field="baseRef")
         agent_id = new_id()
         agent = Agent(
@@ -145,6 +167,7 @@ class ControlPlane:
             budget_limit=req.budget_limit,
             spawned_at=self.clock.now(),
             metadata=dict(req.metadata),
+            context=context or None,
         )
         agent, _ = await self.store.create_agent(agent, actor=actor)
         self.supervisor.wake.set()
@@ -218,7 +241,9 @@ class ControlPlane:
                 return ended
             await watch.done.wait()  # it is ending on its own (exit, timeout); act on what that leaves
         changes: dict[str, Any] = (
-            dict(RESTART_RESET) if trigger == Trigger.RESTART else {"completed_at": self.clock.now()}
+            {**RESTART_RESET, "context": fresh_context(agent)}
+            if trigger == Trigger.RESTART
+            else {"completed_at": self.clock.now()}
         )
         agent, _ = await self.store.transition_agent(agent_id, trigger, actor=actor, reason=reason, changes=changes)
         self.supervisor.wake.set()
@@ -253,6 +278,34 @@ class ControlPlane:
         )
         watch.started_at, watch.paused = now, False
         watch.waiting = watch.recorded_waiting = False
+        return agent
+
+    async def continue_agent(self, agent_id: str, message: str, *, actor: str = "api") -> Agent:
+        """Continue an ended agent's CLI session with a follow-up message, in the same workspace and branch."""
+        if not message.strip():
+            raise ValidationError("a follow-up message is required", [FieldError("message", "must not be empty")])
+        agent = await self.store.get_agent(agent_id)
+        adapter = get_adapter(agent.kind)
+        if not adapter.resumable:
+            raise ConflictError(
+                f"the {agent.kind} CLI cannot continue a session; fork the agent with a new task instead",
+                details={"agent": agent.kind},
+            )
+        plan(agent_id, agent.state, Trigger.CONTINUE)  # 409 while it runs
+        ctx = context_of(agent)
+        native = ctx.get("nativeSession")
+        if not native:
+            raise ConflictError(
+                f"agent {agent_id} has no {agent.kind} session to continue (its CLI never reported one)",
+                details={"currentState": agent.state.value},
+            )
+        adapter.locate(self.settings.agents_dir, agent.config)
+        changes = {**RESTART_RESET, "context": {**ctx, "prompt": message, "resume": native}}
+        agent, _ = await self.store.transition_agent(
+            agent_id, Trigger.CONTINUE, actor=actor, reason="follow-up message",
+            changes=changes, payload={"message": message, "resumes": native},
+        )  # fmt: skip
+        self.supervisor.wake.set()
         return agent
 
     def _live_watch(self, agent: Agent) -> Watch:

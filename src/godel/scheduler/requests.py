@@ -29,6 +29,7 @@ class SpawnRequest:
     metadata: dict[str, Any] = field(default_factory=dict)
     budget_limit: float | None = None
     snapshot_from: str | None = None  # set by fork
+    prompt_context: str | None = None  # set by fork from a session point: the earlier conversation, as text
 
 
 def fork_request(source: Agent, snapshot_id: str, overrides: dict[str, Any]) -> SpawnRequest:

@@ -43,6 +43,7 @@ from godel.errors import GodelError, InvalidTransitionError, NotFoundError
 from godel.scheduler.cleanup import apply_cleanup
 from godel.scheduler.ending import after_failure, end
 from godel.scheduler.handles import handle_fields, handle_of
+from godel.scheduler.runs import context_of, launch_request, open_session
 from godel.scheduler.watch import Changes, Watch
 from godel.settings import Settings
 
@@ -109,23 +110,26 @@ class Supervisor:
 
     async def _launch(self, agent: Agent) -> None:
         handle = handle_of(agent, self.runtime.name, self.settings.worktrees_dir)
-        if agent.worktree and Path(agent.worktree).exists():
+        has_workspace = bool(agent.worktree and Path(agent.worktree).exists())
+        continuing = bool(context_of(agent).get("resume"))
+        if has_workspace and not continuing:
             # A retry or restart: keep the previous attempt's uncommitted work as a snapshot, start clean.
             await self.runtime.cleanup(handle)
-        first_attempt = agent.retry_count == 0 and not agent.pid
-        spec = WorkspaceSpec(
-            agent_id=agent.id,
-            repo=Path(agent.repo or "."),
-            base_ref=agent.base_commit or agent.base_ref,
-            branch=agent.branch,
-            from_snapshot=agent.snapshot_from if first_attempt else None,
-            setup=agent.setup,
-        )
-        try:
-            handle = await self.runtime.prepare(spec)
-        except GodelError as exc:
-            await self._spawn_failed(agent, exc)
-            return
+        if not (has_workspace and continuing):  # a follow-up continues in the workspace as the agent left it
+            first_attempt = agent.retry_count == 0 and not agent.pid
+            spec = WorkspaceSpec(
+                agent_id=agent.id,
+                repo=Path(agent.repo or "."),
+                base_ref=agent.base_commit or agent.base_ref,
+                branch=agent.branch,
+                from_snapshot=agent.snapshot_from if first_attempt else None,
+                setup=agent.setup,
+            )
+            try:
+                handle = await self.runtime.prepare(spec)
+            except GodelError as exc:
+                await self._spawn_failed(agent, exc)
+                return
         try:
             agent, _ = await self.store.transition_agent(
                 agent.id, Trigger.WORKTREE_CREATED, actor="supervisor", changes=handle_fields(handle)
@@ -135,34 +139,29 @@ class Supervisor:
             return
         adapter = get_adapter(agent.kind)
         try:
-            launch = adapter.launch(
-                LaunchRequest(
-                    agent_id=agent.id,
-                    task=agent.task,
-                    model=agent.model,
-                    workspace=handle.workspace,
-                    config_dir=self.settings.home / "run" / agent.id / "config",
-                    options=agent.config,
-                )
-            )
+            request = launch_request(self, agent, handle)
+            launch = adapter.launch(request)
             handle = await self.runtime.start(handle, launch)
         except GodelError as exc:
             await self._spawn_failed(agent, exc)
             return
         offsets = dict(handle.extra.get("log_offsets", {}))
+        session = await open_session(self, agent, request)
+        context = {**context_of(agent), "session": session.id}
         try:
             agent, _ = await self.store.transition_agent(
                 agent.id,
                 Trigger.SESSION_STARTED,
                 actor="supervisor",
                 changes={**handle_fields(handle), "started_at": self.clock.now(), "log_offsets": offsets,
-                         "exit_code": None},
-                payload={"pid": handle.pid, "worktree": str(handle.workspace), "branch": handle.branch},
+                         "exit_code": None, "context": context},
+                payload={"pid": handle.pid, "worktree": str(handle.workspace), "branch": handle.branch,
+                         "model": request.endpoint.name if request.endpoint else None, "sessionId": session.id},
             )  # fmt: skip
         except (InvalidTransitionError, NotFoundError):
             await self._abandon(agent.id, handle)
             return
-        self.watch(agent, handle, adapter, offsets=offsets, signals=[])
+        self.watch(agent, handle, adapter, request, offsets=offsets, signals=[])
 
     async def _spawn_failed(self, agent: Agent, exc: GodelError) -> None:
         log.warning("spawn failed", agent=agent.id, error=exc.message)
@@ -194,9 +193,11 @@ class Supervisor:
         agent: Agent,
         handle: RuntimeHandle,
         adapter: AgentAdapter,
+        request: LaunchRequest | None,
         *,
         offsets: dict[str, int],
         signals: list[AgentSignal],
+        usage: dict[str, Any] | None = None,
     ) -> None:
         self.watched[agent.id] = Watch(
             agent_id=agent.id,
@@ -204,6 +205,8 @@ class Supervisor:
             handle=handle,
             adapter=adapter,
             parser=adapter.parser(),
+            request=request,
+            usage=dict(usage or {}),
             offsets=offsets,
             started_at=agent.started_at or self.clock.now(),
             runtime_before=agent.runtime if agent.state == AgentState.PAUSED else 0.0,

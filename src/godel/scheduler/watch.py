@@ -14,7 +14,15 @@ from datetime import datetime
 from typing import Any
 
 from godel.core.events import Event, make_event
-from godel.core.ports import AgentAdapter, AgentSignal, OutputLine, RuntimeHandle, SignalKind, StreamParser
+from godel.core.ports import (
+    AgentAdapter,
+    AgentSignal,
+    LaunchRequest,
+    OutputLine,
+    RuntimeHandle,
+    SignalKind,
+    StreamParser,
+)
 
 SIGNAL_EVENTS = {
     SignalKind.MESSAGE: "agent:message",
@@ -23,9 +31,11 @@ SIGNAL_EVENTS = {
     SignalKind.USAGE: "agent:usage",
     SignalKind.NEEDS_INPUT: "agent:needs_input",
     SignalKind.ERROR: "agent:error",
+    SignalKind.SESSION: "agent:session",
     SignalKind.FINAL: "agent:result",
 }
-OUTCOME_SIGNALS = (SignalKind.FINAL, SignalKind.ERROR)
+OUTCOME_SIGNALS = (SignalKind.FINAL, SignalKind.ERROR, SignalKind.SESSION)
+USAGE_FIELDS = ("inputTokens", "outputTokens", "cachedTokens")
 
 Changes = dict[str, dict[str, Any]]  # agent id → column updates committed with a batch of events
 
@@ -37,6 +47,7 @@ class Watch:
     handle: RuntimeHandle
     adapter: AgentAdapter
     parser: StreamParser
+    request: LaunchRequest | None  # what the run was launched with (None when it cannot be rebuilt)
     offsets: dict[str, int]
     started_at: datetime  # start of the current active segment (reset by resume)
     runtime_before: float  # active seconds of this attempt before the current segment
@@ -50,6 +61,7 @@ class Watch:
     done: asyncio.Event = field(default_factory=asyncio.Event)  # set once the run has been ended and recorded
     quiet: int = 0  # watch passes in a row that found no new output
     phase: int = 0  # which of the quiet passes looks at it (spreads quiet agents evenly)
+    usage: dict[str, Any] = field(default_factory=dict)  # this run's totals of the USAGE signals
 
     def elapsed(self, now: datetime) -> float:
         if self.paused:
@@ -69,11 +81,31 @@ class Watch:
             events.append(self.event(SIGNAL_EVENTS[sig.kind], dict(sig.data)))
             if sig.kind in OUTCOME_SIGNALS:
                 self.signals.append(sig)
-                changes.setdefault(self.agent_id, {})["outcome"] = {"signals": dump_signals(self.signals)}
+                self._record(changes)
+            elif sig.kind == SignalKind.USAGE:
+                add_usage(self.usage, sig.data)
+                self._record(changes)
             elif sig.kind == SignalKind.NEEDS_INPUT:
                 self.waiting = True
             elif sig.kind in (SignalKind.TOOL_CALL, SignalKind.MESSAGE) and self.waiting:
                 self.waiting = False  # the agent moved on: whatever it waited for arrived
+
+
+    def _record(self, changes: Changes) -> None:
+        # Kept on the agent row with the batch, so a re-adopting server still has them.
+        changes.setdefault(self.agent_id, {})["outcome"] = {"signals": dump_signals(self.signals), "usage": self.usage}
+
+    def native_session(self) -> str | None:
+        ids = [s.data.get("sessionId") for s in self.signals if s.kind is SignalKind.SESSION]
+        return str(ids[-1]) if ids and ids[-1] else None
+
+
+def add_usage(total: dict[str, Any], data: dict[str, Any]) -> None:
+    for key in USAGE_FIELDS:
+        total[key] = int(total.get(key, 0)) + int(data.get(key) or 0)
+    if data.get("costUsd") is not None:
+        total["costUsd"] = round(float(total.get("costUsd") or 0.0) + float(data["costUsd"]), 8)
+    total["calls"] = int(total.get("calls", 0)) + 1
 
 
 def dump_signals(signals: list[AgentSignal]) -> list[dict[str, Any]]:

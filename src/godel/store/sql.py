@@ -295,6 +295,21 @@ class SqlStore:
             raise NotFoundError(f"session {session_id!r} not found", details={"sessionId": session_id})
         return rows.SESSIONS.from_row(row)
 
+    async def update_session(self, session_id: str, changes: dict[str, Any]) -> Session:
+        t = tables.sessions
+        values = rows.SESSIONS.values({**changes, "updated_at": self._clock.now()})
+        async with self._write() as tx:
+            result = await tx.conn.execute(sa.update(t).where(t.c.id == session_id).values(values))
+            if result.rowcount == 0:
+                raise NotFoundError(f"session {session_id!r} not found", details={"sessionId": session_id})
+        return await self.get_session(session_id)
+
+    async def list_sessions(self, agent_id: str) -> list[Session]:
+        t = tables.sessions
+        stmt = sa.select(t).where(t.c.agent_id == agent_id).order_by(t.c.created_at, t.c.id)
+        async with self._read() as conn:
+            return rows.SESSIONS.from_rows(await conn.execute(stmt))
+
     async def upsert_node(self, node: Node) -> Node:
         values = rows.NODES.to_row(node)
         changed = {k: v for k, v in values.items() if k != "id"}

@@ -1,0 +1,136 @@
+"""One run of an agent's CLI: what it is launched with, and the Session that records its conversation.
+
+Per-agent run state lives in ``agent.context`` (a JSON document):
+
+- ``route``: the ``provider/model`` names this agent may use, primary first (decided at spawn);
+- ``routeIndex``: which of them the next attempt uses (moved on when a provider fails);
+- ``prompt``: the message of the next run when it is a follow-up (``continue``), else the task is sent;
+- ``preamble``: text put before the task (a fork from a session point: the earlier conversation);
+- ``resume``: the CLI's own session id that run continues;
+- ``nativeSession``: the CLI's session id of the last run (from its stream), what a follow-up resumes;
+- ``session``: the id of the current run's Session row.
+
+A Session row (spec §2.1) is opened when the CLI starts and closed when the run ends, with the transcript
+(messages, tool calls and results in order) built from the run's committed events, its usage totals and the
+outcome. A continued run's session names the previous one as its parent.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from godel.core.events import EventFilter
+from godel.core.ids import new_id
+from godel.core.models import Agent, Session
+from godel.core.ports import EventQuery, LaunchRequest, RuntimeHandle
+from godel.core.states import SessionStatus
+from godel.providers import resolve_endpoint
+
+if TYPE_CHECKING:
+    from godel.scheduler.supervisor import Supervisor
+
+log = structlog.get_logger("godel.runs")
+TRANSCRIPT_EVENTS = ("agent:message", "agent:tool_call", "agent:tool_result")
+_ENTRY_KIND = {"agent:message": "message", "agent:tool_call": "tool_call", "agent:tool_result": "tool_result"}
+
+
+def context_of(agent: Agent) -> dict[str, Any]:
+    return dict(agent.context or {})
+
+
+def fresh_context(agent: Agent) -> dict[str, Any] | None:
+    """The context for a restart: the same route and fork preamble, no follow-up and no session to resume."""
+    ctx = {k: v for k, v in context_of(agent).items() if k not in ("prompt", "resume")}
+    return ctx or None
+
+
+def launch_request(sup: Supervisor, agent: Agent, handle: RuntimeHandle) -> LaunchRequest:
+    ctx = context_of(agent)
+    route: list[str] = list(ctx.get("route") or [])
+    endpoint = None
+    if route:
+        endpoint = resolve_endpoint(route[min(int(ctx.get("routeIndex", 0)), len(route) - 1)], sup.settings.providers)
+    return LaunchRequest(
+        agent_id=agent.id,
+        task=ctx.get("prompt") or (f"{ctx['preamble']}\n\n{agent.task}" if ctx.get("preamble") else agent.task),
+        model=agent.model,
+        workspace=handle.workspace,
+        config_dir=sup.settings.home / "run" / agent.id / "config",
+        options=agent.config,
+        endpoint=endpoint,
+        tools_dir=sup.settings.agents_dir,
+        cli_retries=sup.settings.agent_cli_retries,
+        resume_session=ctx.get("resume"),
+    )
+
+
+async def open_session(sup: Supervisor, agent: Agent, request: LaunchRequest) -> Session:
+    ctx = context_of(agent)
+    parent = ctx.get("session") if ctx.get("resume") else None
+    return await sup.store.create_session(
+        Session(
+            id=new_id(),
+            agent_id=agent.id,
+            parent_id=parent,
+            status=SessionStatus.ACTIVE,
+            depth=int(ctx.get("depth", 0)) + (1 if parent else 0),
+            context={
+                "prompt": request.task,
+                "attempt": agent.retry_count + 1,
+                "model": request.endpoint.name if request.endpoint else agent.model or None,
+                "resumes": request.resume_session,
+                "fromSequence": await sup.store.last_sequence(),
+            },
+        )
+    )
+
+
+async def transcript(sup: Supervisor, agent_id: str, since: int) -> list[dict[str, Any]]:
+    """The conversation of one run, from its committed events (oldest first)."""
+    flt = EventFilter(patterns=TRANSCRIPT_EVENTS, agent_id=agent_id)
+    entries: list[dict[str, Any]] = []
+    while True:
+        page = await sup.store.query_events(EventQuery(filter=flt, since=since, limit=500))
+        entries.extend({"kind": _ENTRY_KIND[e.type], "at": e.timestamp.isoformat(), **e.payload} for e in page)
+        if len(page) < 500:
+            return entries
+        since = page[-1].sequence
+
+
+async def close_session(
+    sup: Supervisor, agent: Agent, *, success: bool, reason: str, result: str | None, usage: dict[str, Any]
+) -> None:
+    session_id = context_of(agent).get("session")
+    if not session_id:
+        return
+    try:
+        await _close(sup, agent, session_id, success=success, reason=reason, result=result, usage=usage)
+    except Exception:  # the run's ending is recorded already; a transcript that failed to save must not undo it
+        log.exception("could not close the session", agent=agent.id, session=session_id)
+
+
+async def _close(
+    sup: Supervisor, agent: Agent, session_id: str, *, success: bool, reason: str, result: str | None,
+    usage: dict[str, Any],
+) -> None:
+    session = await sup.store.get_session(session_id)
+    if session.completed_at is not None:
+        return  # already closed (an ending retried after a failed commit)
+    ctx = dict(session.context)
+    ctx.update(
+        messages=await transcript(sup, agent.id, int(ctx.get("fromSequence", 0))),
+        usage=usage,
+        result=result,
+        outcome=reason,
+        nativeSession=context_of(agent).get("nativeSession"),
+    )
+    await sup.store.update_session(
+        session_id,
+        {
+            "status": SessionStatus.COMPLETED if success else SessionStatus.FAILED,
+            "context": ctx,
+            "completed_at": sup.clock.now(),
+        },
+    )

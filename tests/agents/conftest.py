@@ -1,0 +1,149 @@
+"""A rig for driving the real agent CLIs through Godel against the scripted model server.
+
+Each test gets a control plane (SQLite on tmpfs) whose configuration has one provider per wire API pointing
+at a ``ScriptedModel``, plus ``down-*`` providers pointing at a port nobody listens on. The CLIs come from
+``scripts/install-agent-clis`` (``GODEL_AGENTS_DIR``); when one is missing the test is skipped, unless
+``GODEL_REQUIRE_AGENT_CLIS=1`` (set by ``scripts/test``), where a missing CLI is a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from godel.agents import get_adapter
+from godel.core.events import Event, EventFilter
+from godel.core.models import Agent
+from godel.core.ports import EventQuery
+from godel.core.states import AgentState
+from godel.errors import AgentSpawnError
+from godel.scheduler.plane import ControlPlane
+from godel.scheduler.requests import SpawnRequest
+from godel.settings import Settings
+from godel.testing import ScriptedModel
+from tests.conftest import make_repo
+
+ENDED = (AgentState.COMPLETED, AgentState.FAILED, AgentState.KILLED)
+MODEL = "scripted-model"
+# provider name per wire API, as the rig configures them
+PROVIDER = {"openai-chat": "scripted", "openai-responses": "scripted-responses", "anthropic": "scripted-anthropic",
+            "gemini": "scripted-gemini"}  # fmt: skip
+
+
+def agents_dir() -> Path:
+    return Settings().agents_dir
+
+
+def require_cli(kind: str) -> None:
+    try:
+        get_adapter(kind).locate(agents_dir(), {})
+    except AgentSpawnError as exc:
+        if os.environ.get("GODEL_REQUIRE_AGENT_CLIS") == "1":
+            pytest.fail(f"{kind} CLI missing although GODEL_REQUIRE_AGENT_CLIS=1: {exc.message}")
+        pytest.skip(f"{kind} CLI not installed (scripts/install-agent-clis {kind})")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def providers_for(model: ScriptedModel | None) -> dict[str, Any]:
+    """One provider per wire API at the scripted model, and the same set at a dead port (``down-…``)."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    out: dict[str, Any] = {}
+    for kind, name in PROVIDER.items():
+        for prefix, root in (("", model.url if model else dead), ("down-", dead)):
+            base = f"{root}/v1" if kind.startswith("openai") else root
+            out[prefix + name] = {"kind": kind, "base_url": base, "api_key_env": None, "models": [MODEL]}
+    return out
+
+
+def model_for(kind: str, *, down: bool = False) -> str:
+    """The ``provider/model`` name a CLI of adapter ``kind`` uses at the scripted model (its first wire API)."""
+    wire = get_adapter(kind).wire_apis[0]
+    return f"{'down-' if down else ''}{PROVIDER[wire]}/{MODEL}"
+
+
+@dataclass
+class Rig:
+    plane: ControlPlane
+    repo: Path
+    model: ScriptedModel | None
+
+    async def spawn(self, kind: str, task: str, *, model: str | None = None, **kw: Any) -> Agent:
+        req = SpawnRequest(task=task, repo=str(self.repo), agent=kind, model=model or model_for(kind), **kw)
+        return await self.plane.spawn(req, actor="test")
+
+    async def wait_state(self, agent_id: str, *states: AgentState, timeout: float = 60.0) -> Agent:
+        deadline = time.monotonic() + timeout
+        while True:
+            agent = await self.plane.get(agent_id)
+            if agent.state in states:
+                return agent
+            if time.monotonic() > deadline:
+                log = await self.plane.logs(agent_id, tail=30)
+                lines = "\n".join(e.payload.get("line", "")[:300] for e in log)
+                raise AssertionError(f"agent {agent_id} is {agent.state.value}, not {states} after {timeout}s\n{lines}")
+            await asyncio.sleep(0.05)  # polling the store for the state the supervisor records
+
+    async def wait_ended(self, agent_id: str, timeout: float = 60.0) -> Agent:
+        return await self.wait_state(agent_id, *ENDED, timeout=timeout)
+
+    async def events(self, agent_id: str, *patterns: str) -> list[Event]:
+        flt = EventFilter(patterns=patterns or ("*",), agent_id=agent_id)
+        return await self.plane.events(EventQuery(filter=flt, limit=10_000))
+
+
+RigFactory = Callable[..., Any]
+
+
+@pytest.fixture
+def rig(fast_tmp: Path) -> RigFactory:
+    """``async with rig(turns, **settings) as r:`` -- a started control plane over a fresh repo and a scripted
+    model playing ``turns`` (None: no model server at all)."""
+
+    @asynccontextmanager
+    async def make(turns: Any, *, files: dict[str, str] | None = None, **overrides: Any) -> AsyncIterator[Rig]:
+        n = len(list(fast_tmp.iterdir()))
+        root = fast_tmp / f"rig{n}"
+        repo = make_repo(root / "repo", files)
+        model = ScriptedModel(turns) if turns is not None else None
+        if model:
+            model.start()
+        values: dict[str, Any] = {
+            "home": root / "home",
+            "watch_interval": 0.02,
+            "reconcile_interval": 0.05,
+            "kill_grace": 2.0,
+            "retry_backoff": 0.05,
+            "retry_backoff_max": 0.2,
+            "max_concurrent_agents": 16,
+            "agents_dir": agents_dir(),
+            "agent_cli_retries": 0,
+            "providers": providers_for(model),
+            "default_timeout": 120.0,
+        }
+        values.update(overrides)
+        plane = ControlPlane(Settings(**values))
+        await plane.start()
+        try:
+            yield Rig(plane, repo, model)
+        finally:
+            for agent_id in list(plane.supervisor.watched):
+                await plane.kill(agent_id, actor="test", reason="test teardown")
+            await plane.stop()
+            if model:
+                model.stop()
+
+    return make
