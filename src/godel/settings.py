@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
-
-from godel.providers.config import ProviderConfig
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from godel.providers.config import ProviderConfig
 
 
 def _toml_files() -> list[Path]:

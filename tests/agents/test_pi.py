@@ -82,3 +82,61 @@ async def test_follow_up_continues_the_same_pi_session(rig: RigFactory) -> None:
         sessions = await r.plane.store.list_sessions(agent.id)
         assert [s.parent_id for s in sessions] == [None, sessions[0].id]
         assert sessions[1].context["resumes"] == native
+
+
+def _proc_states(pid: int) -> set[str]:
+    """States (R/S/T/…) of a process and all its descendants, from /proc."""
+    import os
+
+    states, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            stat = open(f"/proc/{p}/stat").read()
+        except OSError:
+            continue
+        states.add(stat.rsplit(")", 1)[1].split()[0])
+        for task in os.listdir(f"/proc/{p}/task"):
+            try:
+                todo += [int(c) for c in open(f"/proc/{p}/task/{task}/children").read().split()]
+            except OSError:
+                pass
+    return states
+
+
+async def test_pause_resume_and_kill_a_running_pi(rig: RigFactory) -> None:
+    turns = [{"delay": 30, "text": "never seen"}]
+    async with rig(turns) as r:
+        agent = await r.spawn("pi", "wait for the model")
+        running = await r.wait_state(agent.id, AgentState.EXECUTING)
+        assert running.pid
+        await _eventually(lambda: r.model.requests, "pi to reach the model")
+        paused = await r.plane.pause(agent.id)
+        assert paused.state == AgentState.PAUSED and _proc_states(running.pid) <= {"T", "t"}
+        resumed = await r.plane.resume(agent.id)
+        assert resumed.state == AgentState.EXECUTING and "T" not in _proc_states(running.pid)
+        killed = await r.plane.kill(agent.id)
+        assert killed.state == AgentState.KILLED
+        assert _proc_states(running.pid) <= {"Z"}  # gone (or a zombie awaiting its reaper)
+
+
+async def test_provider_failure_falls_back_to_the_next_model(rig: RigFactory) -> None:
+    async with rig(EDIT, fallbacks={"down-scripted/scripted-model": ["scripted/scripted-model"]}) as r:
+        agent = await r.spawn("pi", "create hello.txt", model="down-scripted/scripted-model")
+        done = await r.wait_state(agent.id, AgentState.COMPLETED, AgentState.KILLED)
+        assert done.state == AgentState.COMPLETED, done.last_error
+        assert done.context["routeIndex"] == 1 and done.retry_count == 0
+        retries = await r.events(agent.id, "agent:retry")
+        assert retries[0].payload["fallback"] == "scripted/scripted-model"
+        starts = await r.events(agent.id, "agent:start")
+        assert [e.payload["model"] for e in starts] == ["down-scripted/scripted-model", "scripted/scripted-model"]
+
+
+async def _eventually(check, what: str, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)  # polling an observable condition

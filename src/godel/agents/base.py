@@ -176,7 +176,9 @@ def judge(name: str, evidence: Evidence, *, require_final: bool = True) -> Outco
             why = errors[-1].data.get("message") if errors else f"{name} ended without a final result"
             return Outcome(False, f"{why} ({describe_exit(evidence.exit_code)})", None, provider)
         if errors:
-            return Outcome(False, f"{errors[-1].data.get('message')} ({describe_exit(evidence.exit_code)})", None, provider)
+            return Outcome(
+                False, f"{errors[-1].data.get('message')} ({describe_exit(evidence.exit_code)})", None, provider
+            )
     elif not last.get("success"):
         why = last.get("reason") or (errors[-1].data.get("message") if errors else "the agent reported failure")
         return Outcome(False, str(why), result, provider)

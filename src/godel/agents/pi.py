@@ -20,7 +20,11 @@ from godel.agents.base import CliAdapter, clip, error, final, json_line, usage
 from godel.core.ports import AgentSignal, LaunchRequest, LaunchSpec, SignalKind, WireApi
 from godel.errors import FieldError
 
-_API_OF = {"openai-chat": "openai-completions", "openai-responses": "openai-responses", "anthropic": "anthropic-messages"}
+_API_OF = {
+    "openai-chat": "openai-completions",
+    "openai-responses": "openai-responses",
+    "anthropic": "anthropic-messages",
+}
 
 
 def _texts(content: Any) -> str:
@@ -75,7 +79,9 @@ class PiParser:
         for c in msg.get("content") or []:
             if isinstance(c, dict) and c.get("type") == "toolCall":
                 out.append(
-                    AgentSignal(SignalKind.TOOL_CALL, {"id": c.get("id"), "name": c.get("name"), "input": c.get("arguments")})
+                    AgentSignal(
+                        SignalKind.TOOL_CALL, {"id": c.get("id"), "name": c.get("name"), "input": c.get("arguments")}
+                    )
                 )
         u = msg.get("usage") or {}
         tokens = (u.get("input") or 0, u.get("output") or 0, u.get("cacheRead") or 0)

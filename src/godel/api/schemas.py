@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from godel.core.events import Event, validate_pattern
-from godel.core.models import Agent, CleanupPolicy, Snapshot, TransitionRecord
+from godel.core.models import Agent, CleanupPolicy, Session, Snapshot, TransitionRecord
 
 
 class Body(BaseModel):
@@ -49,6 +49,11 @@ class Reason(Body):
     reason: str | None = None
 
 
+class Resume(Body):
+    reason: str | None = None
+    message: Annotated[str, Field(min_length=1)] | None = None  # a follow-up: continue the ended agent's session
+
+
 class CreateSnapshot(Body):
     label: Annotated[str, Field(max_length=255)] | None = None
 
@@ -59,6 +64,7 @@ class Restore(Body):
 
 class Fork(Body):
     snapshot_id: str | None = None
+    session_point: Annotated[int, Field(ge=0)] | None = None
     task: str | None = None
     label: str | None = None
     command: str | None = None
@@ -126,7 +132,42 @@ def agent_json(a: Agent) -> dict[str, Any]:
         "budgetConsumed": a.budget_consumed,
         "config": _redacted(a.config),
         "metadata": {**a.metadata, "worktree": a.worktree, "snapshotFrom": a.snapshot_from},
+        "context": _run_context(a.context),
         "updatedAt": _t(a.updated_at),
+    }
+
+
+def _run_context(context: dict[str, Any] | None) -> dict[str, Any]:
+    """What the API shows of an agent's run state (the route of models, the CLI session); not a fork's preamble."""
+    ctx = context or {}
+    return {
+        "route": ctx.get("route", []),
+        "routeIndex": ctx.get("routeIndex", 0),
+        "sessionId": ctx.get("session"),
+        "nativeSession": ctx.get("nativeSession"),
+        "followUp": ctx.get("prompt"),
+    }
+
+
+def session_json(s: Session) -> dict[str, Any]:
+    ctx = s.context
+    return {
+        "id": s.id,
+        "agentId": s.agent_id,
+        "parentId": s.parent_id,
+        "status": s.status.value,
+        "depth": s.depth,
+        "prompt": ctx.get("prompt"),
+        "attempt": ctx.get("attempt"),
+        "model": ctx.get("model"),
+        "resumes": ctx.get("resumes"),
+        "nativeSession": ctx.get("nativeSession"),
+        "usage": ctx.get("usage", {}),
+        "result": ctx.get("result"),
+        "outcome": ctx.get("outcome"),
+        "messages": ctx.get("messages", []),
+        "createdAt": _t(s.created_at),
+        "completedAt": _t(s.completed_at),
     }
 
 

@@ -5,6 +5,7 @@ Workspace commands (logs, diff, snapshots, fork) live in ``cli/workspace.py`` on
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -61,6 +62,34 @@ def print_agent_created(agent: dict[str, Any], verb: str) -> None:
         return
     print_line(f"{verb} agent {agent['id']} ({agent.get('status')})", style="bold")
     print_line(f"follow it with: godel agent logs -f {agent['id']}", style="dim")
+
+
+def _entry_line(entry: dict[str, Any], width: int) -> str:
+    kind = entry.get("kind")
+    if kind == "message":
+        head, body = entry.get("role", "assistant"), str(entry.get("text", ""))
+    elif kind == "tool_call":
+        head, body = f"tool {entry.get('name')}", json.dumps(entry.get("input"), ensure_ascii=False)
+    else:
+        head, body = "error" if entry.get("isError") else "result", str(entry.get("output", ""))
+    body = " ".join(body.split())
+    return f"  {head:>10}  {body[:width] + ('…' if len(body) > width else '')}"
+
+
+def print_session(session: dict[str, Any]) -> None:
+    """One run's conversation, one line per message, tool call and result (clipped in a terminal)."""
+    usage = session.get("usage") or {}
+    tokens = f"{usage.get('inputTokens', 0)} in / {usage.get('outputTokens', 0)} out" if usage else "no usage"
+    cost = f", ${usage['costUsd']:.4f}" if usage.get("costUsd") else ""
+    print_line(
+        f"session {session['id']} ({session.get('status')}, {session.get('model') or 'no model'}, {tokens}{cost})",
+        style="bold",
+    )
+    width = 100 if is_tty() else 10_000
+    for entry in session.get("messages", []):
+        print_line(_entry_line(entry, width))
+    if session.get("outcome"):
+        print_line(f"  {'outcome':>10}  {session['outcome']}", style="dim")
 
 
 def print_agent_state(agent: dict[str, Any]) -> None:
@@ -158,6 +187,9 @@ def show(ctx: typer.Context, ref: AgentRef, json_out: JsonFlag = False) -> None:
     print_record([(name, agent.get(name)) for name in SHOWN_FIELDS])
     typer.echo("")
     print_table(TRANSITION_COLUMNS, godel.transitions(agent["id"]).get("items", []), title="transitions")
+    for session in godel.sessions(agent["id"]).get("items", []):
+        typer.echo("")
+        print_session(session)
 
 
 def _control(ctx: typer.Context, action: str, ref: str, reason: str | None, json_out: bool) -> None:
@@ -183,9 +215,25 @@ def pause(ctx: typer.Context, ref: AgentRef, reason: Reason = None, json_out: Js
 
 
 @app.command()
-def resume(ctx: typer.Context, ref: AgentRef, reason: Reason = None, json_out: JsonFlag = False) -> None:
-    """Continue a paused agent."""
-    _control(ctx, "resume", ref, reason, json_out)
+def resume(
+    ctx: typer.Context,
+    ref: AgentRef,
+    message: Annotated[
+        str | None,
+        typer.Argument(metavar="[MESSAGE]", help="A follow-up: continue the ended agent's CLI session with it."),
+    ] = None,
+    reason: Reason = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Continue a paused agent, or, given a MESSAGE, continue an ended agent's conversation where it stopped."""
+    if message is None:
+        _control(ctx, "resume", ref, reason, json_out)
+        return
+    agent = client(ctx).resume(agent_id(ctx, ref), reason, message=message)
+    if wants_json(ctx, json_out):
+        print_json(agent)
+    else:
+        print_agent_state(agent)
 
 
 @app.command()

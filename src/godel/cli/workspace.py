@@ -119,10 +119,19 @@ def fork(
     task: Annotated[str | None, typer.Option("--task")] = None,
     label: Annotated[str | None, typer.Option("--label")] = None,
     command: Annotated[str | None, typer.Option("--command")] = None,
+    kind: Annotated[str | None, typer.Option("--agent", help="Run the fork with another agent kind.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="PROVIDER/MODEL for the fork.")] = None,
+    at: Annotated[
+        int | None,
+        typer.Option("--at", min=0, help="Session point: hand the fork the first N transcript entries as context."),
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """Spawn a new agent whose workspace starts from a snapshot of this one."""
-    agent = client(ctx).fork(agent_id(ctx, ref), snapshot_id=snapshot, task=task, label=label, command=command)
+    """Spawn a new agent whose workspace starts from a snapshot of this one (and, with --at, its conversation)."""
+    agent = client(ctx).fork(
+        agent_id(ctx, ref), snapshot_id=snapshot, task=task, label=label, command=command, agent=kind, model=model,
+        session_point=at,
+    )  # fmt: skip
     if wants_json(ctx, json_out):
         print_json(agent)
     else:

@@ -86,8 +86,13 @@ class Endpoints(ABC, Generic[R]):
     def pause(self, agent_id: str, reason: str | None = None) -> R:
         return self._action(agent_id, "pause", reason)
 
-    def resume(self, agent_id: str, reason: str | None = None) -> R:
-        return self._action(agent_id, "resume", reason)
+    def resume(self, agent_id: str, reason: str | None = None, *, message: str | None = None) -> R:
+        """Continue a paused agent; with ``message``, continue an ended agent's CLI session with a follow-up."""
+        body = camelize({"reason": reason, "message": message})
+        return self._call("POST", agent_path(agent_id, "resume"), json=body)
+
+    def sessions(self, agent_id: str) -> R:
+        return self._call("GET", agent_path(agent_id, "sessions"))
 
     def restart(self, agent_id: str, reason: str | None = None) -> R:
         return self._action(agent_id, "restart", reason)
@@ -129,7 +134,8 @@ class Endpoints(ABC, Generic[R]):
         command: str | None = None,
         **fields: Any,
     ) -> R:
-        """``POST /agents/{id}/fork``; extra keywords (``agent``, ``priority``, ``timeout``) pass through."""
+        """``POST /agents/{id}/fork``; extra keywords (``agent``, ``model``, ``priority``, ``timeout``,
+        ``session_point``) pass through."""
         body = camelize({"snapshot_id": snapshot_id, "task": task, "label": label, "command": command, **fields})
         return self._call("POST", agent_path(agent_id, "fork"), json=body)
 

@@ -18,10 +18,9 @@ from typing import TYPE_CHECKING
 from godel.agents import get_adapter
 from godel.core.events import make_event
 from godel.core.models import Agent, CleanupPolicy
-from godel.core.ports import AgentQuery
+from godel.core.ports import AgentQuery, LaunchRequest
 from godel.core.states import ACTIVE, AgentState
 from godel.core.transitions import Trigger
-from godel.core.ports import LaunchRequest
 from godel.errors import GodelError, InvalidTransitionError
 from godel.scheduler.cleanup import arm_delayed_cleanup
 from godel.scheduler.ending import after_failure, complete

@@ -92,7 +92,10 @@ async def _end(sup: Supervisor, w: Watch, stop: Trigger | None, actor: str, reas
         return await _decide(sup, w, status, elapsed)
     changes: dict[str, Any] = {"exit_code": status.exit_code, "runtime": elapsed}
     agent = await sup.store.get_agent(w.agent_id)
-    changes["context"] = {**context_of(agent), "nativeSession": w.native_session() or context_of(agent).get("nativeSession")}
+    changes["context"] = {
+        **context_of(agent),
+        "nativeSession": w.native_session() or context_of(agent).get("nativeSession"),
+    }
     if stop == Trigger.RESTART:
         changes.update(RESTART_RESET, context=fresh_context(agent))
     else:

@@ -9,6 +9,7 @@ commit. ``start``/``stop`` own the server's background loops (see ``TaskSupervis
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from godel.bus import MemoryBus
 from godel.core.clock import SystemClock
 from godel.core.events import Event, EventFilter, make_event
 from godel.core.ids import branch_for, new_id, new_snapshot_id
-from godel.core.models import Agent, Node, Snapshot
+from godel.core.models import Agent, Node, Session, Snapshot
 from godel.core.ports import AgentQuery, Clock, EventQuery, Page, Runtime, Store
 from godel.core.states import ACTIVE, AgentState, AgentStatus, NodeStatus, states_with_status
 from godel.core.transitions import Trigger, plan
@@ -32,7 +33,7 @@ from godel.scheduler.adoption import reconcile_on_start
 from godel.scheduler.ending import RESTART_RESET, end
 from godel.scheduler.handles import handle_of
 from godel.scheduler.requests import SpawnRequest, fork_request
-from godel.scheduler.runs import context_of, fresh_context
+from godel.scheduler.runs import context_of, fresh_context, render_transcript, session_messages
 from godel.scheduler.supervisor import Supervisor
 from godel.scheduler.tasks import TaskSupervisor
 from godel.scheduler.watch import Watch
@@ -391,16 +392,48 @@ class ControlPlane:
         *,
         snapshot_id: str | None = None,
         overrides: dict[str, Any] | None = None,
+        session_point: int | None = None,
         actor: str = "api",
     ) -> Agent:
+        """A new agent from a snapshot of this one's working tree (a fresh one when none is named). With
+        ``session_point`` N, it also gets the first N entries of this agent's transcript, as context before its
+        task, so it picks up the conversation where it stood."""
         source = await self.store.get_agent(agent_id)
+        preamble = await self._fork_preamble(agent_id, session_point) if session_point is not None else None
         snap = (
             await self._own_snapshot(agent_id, snapshot_id)
             if snapshot_id
             else await self.snapshot(agent_id, label="fork", actor=actor)
         )
         req = fork_request(source, snap.id, overrides or {})
+        if session_point is not None:
+            req.prompt_context = preamble
+            req.metadata["sessionPoint"] = session_point
         return await self.spawn(req, actor=actor)
+
+    async def _fork_preamble(self, agent_id: str, session_point: int) -> str | None:
+        entries = [e for s in await self.sessions(agent_id) for e in s.context.get("messages", [])]
+        if not 0 <= session_point <= len(entries):
+            raise ValidationError(
+                f"session point {session_point} is outside the transcript ({len(entries)} entries)",
+                [FieldError("sessionPoint", f"between 0 and {len(entries)}")],
+            )
+        kept = entries[:session_point]
+        if not kept:
+            return None
+        return (
+            f"You continue the work of another agent. Its conversation so far ({len(kept)} of {len(entries)} "
+            f"entries; the working tree is as it was then):\n{render_transcript(kept)}\n\nYour task from here:"
+        )
+
+    async def sessions(self, agent_id: str) -> list[Session]:
+        """The agent's runs as Sessions, oldest first, each with its transcript in ``context["messages"]``."""
+        await self.store.get_agent(agent_id)
+        out = []
+        for session in await self.store.list_sessions(agent_id):
+            messages = await session_messages(self.supervisor, session)
+            out.append(dataclasses.replace(session, context={**session.context, "messages": messages}))
+        return out
 
     # ---------------------------------------------------------------------------------------------- events
 

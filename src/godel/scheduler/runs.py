@@ -17,6 +17,7 @@ outcome. A continued run's session names the previous one as its parent.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -96,7 +97,7 @@ async def transcript(sup: Supervisor, agent_id: str, since: int) -> list[dict[st
         entries.extend({"kind": _ENTRY_KIND[e.type], "at": e.timestamp.isoformat(), **e.payload} for e in page)
         if len(page) < 500:
             return entries
-        since = page[-1].sequence
+        since = page[-1].sequence or since
 
 
 async def close_session(
@@ -112,7 +113,13 @@ async def close_session(
 
 
 async def _close(
-    sup: Supervisor, agent: Agent, session_id: str, *, success: bool, reason: str, result: str | None,
+    sup: Supervisor,
+    agent: Agent,
+    session_id: str,
+    *,
+    success: bool,
+    reason: str,
+    result: str | None,
     usage: dict[str, Any],
 ) -> None:
     session = await sup.store.get_session(session_id)
@@ -134,3 +141,24 @@ async def _close(
             "completed_at": sup.clock.now(),
         },
     )
+
+
+def render_transcript(entries: list[dict[str, Any]]) -> str:
+    """A transcript as plain text, for a prompt (a fork from a session point) or a terminal."""
+    lines = []
+    for e in entries:
+        if e["kind"] == "message":
+            lines.append(f"[{e.get('role', 'assistant')}] {e.get('text', '')}")
+        elif e["kind"] == "tool_call":
+            lines.append(f"[tool call {e.get('name')}] {json.dumps(e.get('input'), ensure_ascii=False)[:2000]}")
+        else:
+            flag = " (error)" if e.get("isError") else ""
+            lines.append(f"[tool result{flag}] {str(e.get('output', ''))[:2000]}")
+    return "\n".join(lines)
+
+
+async def session_messages(sup: Supervisor, session: Session) -> list[dict[str, Any]]:
+    """A session's transcript: saved when it was closed, built from the events while it is live."""
+    if session.completed_at is not None or "messages" in session.context:
+        return list(session.context.get("messages") or [])
+    return await transcript(sup, session.agent_id, int(session.context.get("fromSequence", 0)))

@@ -90,7 +90,6 @@ class Watch:
             elif sig.kind in (SignalKind.TOOL_CALL, SignalKind.MESSAGE) and self.waiting:
                 self.waiting = False  # the agent moved on: whatever it waited for arrived
 
-
     def _record(self, changes: Changes) -> None:
         # Kept on the agent row with the batch, so a re-adopting server still has them.
         changes.setdefault(self.agent_id, {})["outcome"] = {"signals": dump_signals(self.signals), "usage": self.usage}

@@ -17,12 +17,14 @@ from godel.api.schemas import (
     Fork,
     Reason,
     Restore,
+    Resume,
     agent_json,
     event_json,
     log_json,
     ok,
     page,
     pattern_error,
+    session_json,
     snapshot_json,
     transition_json,
 )
@@ -81,8 +83,18 @@ async def pause(agent_id: str, plane: Plane, body: Reason | None = None) -> dict
 
 
 @router.post("/{agent_id}/resume")
-async def resume(agent_id: str, plane: Plane, body: Reason | None = None) -> dict[str, Any]:
+async def resume(agent_id: str, plane: Plane, body: Resume | None = None) -> dict[str, Any]:
+    """Continue a paused agent; with a ``message``, continue an ended agent's CLI session with it instead."""
+    if body and body.message:
+        return ok(agent_json(await plane.continue_agent(agent_id, body.message)))
     return ok(agent_json(await plane.resume(agent_id, reason=body.reason if body else None)))
+
+
+@router.get("/{agent_id}/sessions")
+async def sessions(agent_id: str, plane: Plane) -> dict[str, Any]:
+    """The agent's runs with their transcripts, oldest first."""
+    items = [session_json(s) for s in await plane.sessions(agent_id)]
+    return ok({"items": items})
 
 
 @router.post("/{agent_id}/restart")
@@ -173,8 +185,10 @@ async def restore(agent_id: str, body: Restore, plane: Plane) -> dict[str, Any]:
 @router.post("/{agent_id}/fork", status_code=201)
 async def fork(agent_id: str, plane: Plane, body: Fork | None = None) -> JSONResponse:
     body = body or Fork()
-    overrides = body.model_dump(exclude={"snapshot_id"})
-    agent = await plane.fork(agent_id, snapshot_id=body.snapshot_id, overrides=overrides)
+    overrides = body.model_dump(exclude={"snapshot_id", "session_point"})
+    agent = await plane.fork(
+        agent_id, snapshot_id=body.snapshot_id, overrides=overrides, session_point=body.session_point
+    )
     return JSONResponse(ok(agent_json(agent)), status_code=201)
 
 
