@@ -36,6 +36,7 @@ MODULES = {
     "list": "benchmarks.listing",
     "events": "benchmarks.events",
     "load": "benchmarks.load",
+    "agents": "benchmarks.agents",
 }
 
 

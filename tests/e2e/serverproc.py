@@ -21,8 +21,9 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, home: Path, port: int | None = None, **env: str) -> None:
+    def __init__(self, home: Path, port: int | None = None, *, cwd: Path | None = None, **env: str) -> None:
         self.home = home
+        self.cwd = cwd  # where it looks for ./godel.toml (None: the test's own cwd)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -42,6 +43,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "godel", "serve", "--port", str(self.port)],
             env=self.env,
+            cwd=self.cwd,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
