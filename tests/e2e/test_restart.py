@@ -84,7 +84,9 @@ def test_sigkill_mid_run_readopts_and_loses_nothing(
     try:
         writer = spawn(srv, git_repo, "for i in $(seq 1 80); do echo line-$i; sleep 0.05; done", "writer")
         victim = spawn(srv, git_repo, "sleep 60", "victim")
-        finisher = spawn(srv, git_repo, "sleep 1; echo done-while-down", "finisher")
+        # It finishes only once told to, after the kill: on a loaded machine a timer could fire before it.
+        go = fast_tmp / "go"
+        finisher = spawn(srv, git_repo, f"while [ ! -e {go} ]; do sleep 0.02; done; echo done-while-down", "finisher")
         for a in (writer, victim, finisher):
             wait_for(lambda a=a: state(srv, a["id"])["state"] == "executing", what=f"{a['label']} running")
         wait_for(lambda: len(srv.api("GET", f"/api/v1/agents/{writer['id']}/logs")["items"]) >= 5, what="output")
@@ -96,6 +98,7 @@ def test_sigkill_mid_run_readopts_and_loses_nothing(
     # While the server is down: the agents keep running; one of them is killed behind Godel's back.
     assert psutil.pid_exists(pids["writer"])
     os.killpg(pids["victim"], signal.SIGKILL)
+    go.touch()
     wait_for(lambda: not alive(pids["finisher"]), what="finisher exits while the server is down")
 
     srv2 = ServerProcess(home, port=srv.port, **database_env).start()

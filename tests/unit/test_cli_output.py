@@ -107,17 +107,39 @@ def test_list_in_a_terminal_is_a_table_with_short_ids(monkeypatch: pytest.Monkey
     assert A1[:8] in result.stdout and A1 not in result.stdout
 
 
-def test_show_piped_prints_fields_then_transitions() -> None:
+SESSION = {
+    "id": "s1",
+    "status": "completed",
+    "model": "scripted/m",
+    "usage": {"inputTokens": 60, "outputTokens": 10, "costUsd": 0.0123},
+    "outcome": "pi finished (stopReason stop); 1 file(s) changed, 0 commit(s)",
+    "messages": [
+        {"kind": "message", "role": "user", "text": "create hello.txt"},
+        {"kind": "tool_call", "name": "write", "input": {"path": "hello.txt"}},
+        {"kind": "tool_result", "output": "Successfully wrote\n6 bytes", "isError": False},
+        {"kind": "message", "role": "assistant", "text": "Created hello.txt."},
+    ],
+}
+
+
+def test_show_piped_prints_fields_then_transitions_then_the_transcript() -> None:
     handler = routes(
         {
             ("GET", f"/api/v1/agents/{A1}"): ok(AGENTS[0]),
             ("GET", f"/api/v1/agents/{A1}/transitions"): ok(TRANSITIONS),
+            ("GET", f"/api/v1/agents/{A1}/sessions"): ok({"items": [SESSION]}),
         }
     )
     result = invoke(handler, "agent", "show", A1)
     assert result.exit_code == 0, result.output
-    assert f"id\t{A1}" in result.stdout.splitlines()
+    lines = result.stdout.splitlines()
+    assert f"id\t{A1}" in lines
     assert "2025-01-01T00:00:00+00:00\tpending\tinitializing\tadmit\tscheduler\t" in result.stdout
+    assert "session s1 (completed, scripted/m, 60 in / 10 out, $0.0123)" in lines
+    transcript = lines[lines.index("session s1 (completed, scripted/m, 60 in / 10 out, $0.0123)") + 1 :]
+    assert [t.split()[0] for t in transcript] == ["user", "tool", "result", "assistant", "outcome"]
+    assert transcript[2].endswith("Successfully wrote 6 bytes")  # one line per entry, whitespace folded
+    assert_plain(result.stdout)
     assert_plain(result.stdout)
 
 
