@@ -140,6 +140,8 @@ class Supervisor:
         adapter = get_adapter(agent.kind)
         try:
             request = launch_request(self, agent, handle)
+            for private in (request.config_dir, request.output_dir):  # the CLI's own, outside the workspace
+                private.mkdir(parents=True, exist_ok=True, mode=0o700)
             launch = adapter.launch(request)
             handle = await self.runtime.start(handle, launch)
         except GodelError as exc:
