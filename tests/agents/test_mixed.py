@@ -54,10 +54,15 @@ async def test_ten_agents_of_mixed_kinds_in_parallel_on_one_repo(fast_tmp: Path)
         try:
             agents = [
                 await plane.spawn(
-                    SpawnRequest(task="create hello.txt", repo=str(repo), agent=kind, model=f"m-{kind}/{MODEL}",
-                                 label=f"{kind}-{i}"),
+                    SpawnRequest(
+                        task="create hello.txt",
+                        repo=str(repo),
+                        agent=kind,
+                        model=f"m-{kind}/{MODEL}",
+                        label=f"{kind}-{i}",
+                    ),
                     actor="test",
-                )  # fmt: skip
+                )
                 for i, kind in enumerate(FLEET)
             ]
             ended = await asyncio.wait_for(_all_ended(plane, [a.id for a in agents]), timeout=280)

@@ -191,11 +191,12 @@ class ClaudeAdapter(CliAdapter):
             CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
             DISABLE_AUTOUPDATER="1",
         )
-        self._prompt = request.task
+        self._prompt: str | None = request.task
         return LaunchSpec(argv=argv, env=env, cwd=request.workspace)
 
     def parser(self) -> ClaudeParser:
         # The parser made right after a launch knows its task (one adapter instance per launch); a re-adopted
         # run's parser does not, and its transcript then starts at the first tool call.
-        prompt, self._prompt = getattr(self, "_prompt", None), None
+        prompt: str | None = getattr(self, "_prompt", None)
+        self._prompt = None
         return ClaudeParser(prompt)
