@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, ensure_ascii=False))
     console.log(f"wrote {out}")
-    if report["code"]["atStart"] != report["code"]["atEnd"]:
+    if report["code"]["atStart"]["srcDigest"] != report["code"]["atEnd"]["srcDigest"]:
         console.log("[yellow]the source tree changed during the run: the figures mix two versions of Godel")
     missed = [f"{f.bench}: {f.name}" for f in figures if f.met is False]
     if missed:
