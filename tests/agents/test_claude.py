@@ -183,3 +183,28 @@ async def _eventually(check: Callable[[], Any], what: str, timeout: float = 20.0
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.05)  # polling an observable condition
+
+
+async def test_the_provider_key_is_never_stored_in_events_or_transcripts(
+    rig: RigFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = "sk-test-0123456789abcdef"
+    monkeypatch.setenv("SCRIPTED_KEY", key)
+    leak = [
+        {"tool_call": {"name": "Bash", "arguments": {"command": "printenv ANTHROPIC_API_KEY", "description": "x"}}},
+        {"text": f"The key is {key}."},
+    ]
+    async with rig(leak) as r:
+        providers = dict(r.plane.settings.providers)
+        providers["scripted-anthropic"] = providers["scripted-anthropic"].model_copy(
+            update={"api_key_env": "SCRIPTED_KEY"}
+        )
+        r.plane.settings.providers = providers
+        agent = await r.spawn("claude", "show me the key")
+        done = await r.wait_ended(agent.id)
+        assert r.model.requests and key in str(r.model.requests[-1].body)  # it did reach the model (and back)
+        events = await r.events(agent.id)
+        assert events and all(key not in str(e.payload) for e in events)
+        assert any("[redacted]" in str(e.payload) for e in events if e.type == "agent:tool_result")
+        (session,) = await r.plane.store.list_sessions(agent.id)
+        assert key not in str(session.context) and key not in str(done.outcome)

@@ -132,6 +132,12 @@ async def test_provider_failure_falls_back_to_the_next_model(rig: RigFactory) ->
         assert retries[0].payload["fallback"] == "scripted/scripted-model"
         starts = await r.events(agent.id, "agent:start")
         assert [e.payload["model"] for e in starts] == ["down-scripted/scripted-model", "scripted/scripted-model"]
+        # A restart starts from the primary again (it may be back); it falls back once more.
+        await r.plane.restart(agent.id)
+        again = await r.wait_state(agent.id, AgentState.COMPLETED, AgentState.KILLED)
+        assert again.state == AgentState.COMPLETED and again.context["routeIndex"] == 1
+        starts = await r.events(agent.id, "agent:start")
+        assert [e.payload["model"] for e in starts][2:] == ["down-scripted/scripted-model", "scripted/scripted-model"]
 
 
 async def _eventually(check, what: str, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]

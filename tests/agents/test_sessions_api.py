@@ -116,4 +116,21 @@ async def test_bad_requests_are_refused_before_anything_is_created(rig: RigFacto
         snapshots_before = (await c.get(f"/api/v1/agents/{agent_id}/snapshots")).json()["data"]["items"]
         past = await c.post(f"/api/v1/agents/{agent_id}/fork", json={"sessionPoint": 99})
         assert past.status_code == 400 and "outside the transcript" in past.json()["error"]["message"]
+        wrong_kind = await c.post(f"/api/v1/agents/{agent_id}/fork", json={"agent": "claude"})  # pi's model
+        assert wrong_kind.status_code == 400 and "cannot talk to" in wrong_kind.json()["error"]["message"]
+        # no snapshot was taken for the refused forks
         assert (await c.get(f"/api/v1/agents/{agent_id}/snapshots")).json()["data"]["items"] == snapshots_before
+
+
+async def test_a_fork_to_another_agent_kind_leaves_the_source_options_behind(rig: RigFactory) -> None:
+    async with api(rig, EDIT) as (r, c):
+        created = await spawn(c, r, agent="pi", model="scripted/scripted-model", config={"thinking": "off"})
+        agent_id = created.json()["data"]["id"]
+        await r.wait_ended(agent_id)
+        forked = await c.post(
+            f"/api/v1/agents/{agent_id}/fork",
+            json={"agent": "claude", "model": "scripted-anthropic/scripted-model", "task": "look around"},
+        )
+        assert forked.status_code == 201, forked.text  # pi's `thinking` option is not claude's
+        assert forked.json()["data"]["kind"] == "claude" and forked.json()["data"]["config"] == {}
+        await r.plane.kill(forked.json()["data"]["id"])

@@ -222,3 +222,87 @@ async def test_stop_does_not_wait_for_a_delayed_cleanup(manual_settings: Setting
     started = time.monotonic()
     await plane.stop()
     assert time.monotonic() - started < 5
+
+
+class _FaultyParser:
+    """Raises on ``BOOM``; ``USAGE n`` is a usage signal of n output tokens; otherwise the command protocol."""
+
+    def __init__(self) -> None:
+        from godel.agents.command import CommandParser
+
+        self.inner = CommandParser()
+        self.seen = 0  # parser state that a failed commit must roll back
+
+    def feed(self, stream: str, line: str) -> list[Any]:
+        from godel.core.ports import AgentSignal, SignalKind
+
+        self.seen += 1
+        if line == "BOOM":
+            raise ValueError("unexpected line")
+        if line.startswith("USAGE "):
+            return [AgentSignal(SignalKind.USAGE, {"outputTokens": int(line.split()[1]), "seen": self.seen})]
+        return self.inner.feed(stream, line)
+
+    def finish(self) -> list[Any]:
+        return []
+
+
+class FaultyAdapter:
+    """The command agent with a parser that fails on some lines (registered by the tests below)."""
+
+    def __new__(cls) -> Any:
+        from godel.agents.command import CommandAdapter
+
+        adapter = CommandAdapter()
+        adapter.parser = _FaultyParser  # type: ignore[method-assign,assignment]
+        return adapter
+
+
+@pytest.fixture
+def faulty(monkeypatch: pytest.MonkeyPatch) -> None:
+    import godel.agents as agents
+
+    monkeypatch.setitem(agents._ADAPTERS, "command", "tests.api.test_races:FaultyAdapter")
+
+
+@pytest.mark.usefixtures("faulty")
+async def test_a_parser_that_raises_does_not_stop_supervision(manual: ControlPlane, git_repo: Path) -> None:
+    broken = await launched(manual, req(git_repo, "echo BOOM; echo 'GODEL_RESULT: still fine'"))
+    other = await launched(manual, req(git_repo, "echo hello"))
+    await until(exited(manual, broken))
+    await until(exited(manual, other))
+    for _ in range(3):
+        await manual.supervisor.tick()
+        await settle(manual)
+    assert (await manual.get(other)).state == AgentState.COMPLETED
+    done = await manual.get(broken)
+    assert done.state == AgentState.COMPLETED and done.outcome["result"] == "still fine"
+    errors = await manual.events(EventQuery(filter=EventFilter(patterns=("agent:error",), agent_id=broken)))
+    assert [e.payload["source"] for e in errors] == ["godel"]
+    assert "ValueError: unexpected line" in errors[0].payload["message"]
+    assert await lines(manual, broken) == ["BOOM", "GODEL_RESULT: still fine"]  # every line kept
+
+
+@pytest.mark.usefixtures("faulty")
+async def test_a_failed_commit_counts_usage_once_and_rolls_the_parser_back(
+    manual: ControlPlane, git_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent_id = await launched(manual, req(git_repo, "echo 'USAGE 5'; echo 'USAGE 7'; sleep 30"))
+    await until(lambda: _grown(manual, agent_id))
+    real = manual.store.append_events
+    calls = {"n": 0}
+
+    async def failing_once(*a: Any, **kw: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("database went away for a moment")
+        return await real(*a, **kw)
+
+    monkeypatch.setattr(manual.store, "append_events", failing_once)
+    await manual.supervisor.tick()  # ingested, commit failed: usage and parser state go back
+    await manual.supervisor.tick()
+    w = manual.supervisor.watched[agent_id]
+    assert w.usage["outputTokens"] == 12 and w.usage["calls"] == 2
+    usage = await manual.events(EventQuery(filter=EventFilter(patterns=("agent:usage",), agent_id=agent_id)))
+    assert [e.payload["seen"] for e in usage] == [1, 2]  # the parser was rolled back, not fed twice
+    assert (await manual.get(agent_id)).outcome["usage"]["outputTokens"] == 12

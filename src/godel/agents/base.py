@@ -167,10 +167,11 @@ def judge(name: str, evidence: Evidence, *, require_final: bool = True) -> Outco
     errors = [s for s in evidence.signals if s.kind is SignalKind.ERROR]
     last = finals[-1].data if finals else None
     result = last.get("result") if last else None
-    provider = any(e.data.get("provider") for e in errors)
+    # The last error decides whether the provider is to blame: one the CLI retried past does not count.
+    provider = bool(errors and errors[-1].data.get("provider"))
     work = f"{evidence.changed_files} file(s) changed, {evidence.commits} commit(s)"
-    if evidence.timed_out:
-        return Outcome(False, "timed out", result)
+    if evidence.timed_out:  # e.g. a CLI that kept retrying an overloaded provider until Godel's limit
+        return Outcome(False, "timed out", result, provider)
     if last is None:
         if require_final:
             why = errors[-1].data.get("message") if errors else f"{name} ended without a final result"

@@ -99,7 +99,7 @@ class PiParser:
             return []  # no agent_end: pi was cut off (or never reached the model); judged as "no final result"
         stop = self.last_end.get("stopReason")
         text = _texts(self.last_end.get("content")) or None
-        if stop in ("stop", "end_turn", None):
+        if stop in ("stop", "end_turn"):
             return [final(text, success=True, reason=f"pi finished (stopReason {stop})")]
         why = self.last_end.get("errorMessage") or f"stopReason {stop}"
         return [final(text, success=False, reason=f"pi ended with {why}")]

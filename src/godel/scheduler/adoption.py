@@ -21,11 +21,11 @@ from godel.core.models import Agent, CleanupPolicy
 from godel.core.ports import AgentQuery, LaunchRequest
 from godel.core.states import ACTIVE, AgentState
 from godel.core.transitions import Trigger
-from godel.errors import GodelError, InvalidTransitionError
+from godel.errors import InvalidTransitionError
 from godel.scheduler.cleanup import arm_delayed_cleanup
 from godel.scheduler.ending import after_failure, complete
 from godel.scheduler.handles import handle_of
-from godel.scheduler.runs import launch_request
+from godel.scheduler.runs import close_open_sessions, launch_request
 from godel.scheduler.watch import load_signals
 
 if TYPE_CHECKING:
@@ -67,10 +67,9 @@ async def _reconcile_one(sup: Supervisor, agent: Agent, report: dict[str, int]) 
         await complete(sup, agent, handle)
     elif agent.pid is not None and await sup.runtime.adopt(handle):
         signals = load_signals(agent.outcome.get("signals"))
-        try:
-            request: LaunchRequest | None = launch_request(sup, agent, handle)
-        except GodelError:
-            request = None  # e.g. its provider was removed from the configuration: files are not collected
+        # Without the endpoint: collecting the run's files needs the rest only, and the provider's key or entry
+        # may be gone from this server's environment or configuration.
+        request: LaunchRequest | None = launch_request(sup, agent, handle, endpoint=False)
         usage = agent.outcome.get("usage") if isinstance(agent.outcome.get("usage"), dict) else {}
         sup.watch(
             agent, handle, get_adapter(agent.kind), request, offsets=dict(agent.log_offsets), signals=signals,
@@ -91,6 +90,7 @@ async def _reconcile_one(sup: Supervisor, agent: Agent, report: dict[str, int]) 
 
 async def _lost(sup: Supervisor, agent: Agent, reason: str, report: dict[str, int]) -> None:
     report["failed"] += 1
+    await close_open_sessions(sup, agent.id, reason)
     try:
         agent, _ = await sup.store.transition_agent(
             agent.id, Trigger.LOST, actor="supervisor", reason=reason, changes={"last_error": reason}

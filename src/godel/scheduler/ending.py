@@ -9,6 +9,7 @@ batches, each committed with its offsets) before moving the agent, so no line is
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ import structlog
 from godel.core.events import Event
 from godel.core.models import Agent
 from godel.core.ports import Evidence, ProcessState, ProcessStatus, RuntimeHandle
+from godel.core.states import AgentState
 from godel.core.transitions import Trigger
 from godel.errors import GodelError, InvalidTransitionError
 from godel.scheduler.cleanup import apply_cleanup
@@ -50,15 +52,27 @@ async def drain_output(sup: Supervisor, w: Watch) -> None:
             break
         events: list[Event] = []
         changes: Changes = {w.agent_id: {"log_offsets": offsets}}
+        cp = w.checkpoint()
         w.ingest(lines, events, changes)
-        await sup.store.append_events(events, agent_changes=changes)
+        try:
+            await sup.store.append_events(events, agent_changes=changes)
+        except BaseException:
+            w.rollback(cp)  # the lines are read (and parsed) again by whoever ends the run next
+            raise
         w.offsets = offsets  # only once committed: a failed commit means the lines are read again
     events, changes = [], {}
-    w.absorb(w.parser.finish(), events, changes)
+    cp = w.checkpoint()
+    w.absorb(w.guarded(w.parser.finish), events, changes)
     if w.request is not None:
-        w.absorb(w.adapter.collect(w.request), events, changes)
+        # Reading a trajectory or a history may take a while: off the event loop.
+        collected = await asyncio.to_thread(w.guarded, w.adapter.collect, w.request)
+        w.absorb(collected, events, changes)
     if events:
-        await sup.store.append_events(events, agent_changes=changes)
+        try:
+            await sup.store.append_events(events, agent_changes=changes)
+        except BaseException:
+            w.rollback(cp)
+            raise
 
 
 async def end(
@@ -76,7 +90,8 @@ async def end(
     except BaseException:
         w.finishing = False  # not ended: the next watch pass (or the caller, again) tries once more
         raise
-    sup.watched.pop(w.agent_id, None)
+    if sup.watched.get(w.agent_id) is w:  # a new run of the agent (restart, continue) may be watched already
+        del sup.watched[w.agent_id]
     w.done.set()
     sup.wake.set()
     return agent
@@ -100,8 +115,10 @@ async def _end(sup: Supervisor, w: Watch, stop: Trigger | None, actor: str, reas
         changes.update(RESTART_RESET, context=fresh_context(agent))
     else:
         changes["completed_at"] = sup.clock.now()
+    # Before the move: once the agent is pending again, its next run may start (and open its own session).
+    await close_session(sup, agent, success=False, reason=f"{stop.value}: {reason}", result=None, usage=w.usage,
+                        native=w.native_session())  # fmt: skip
     agent, _ = await sup.store.transition_agent(w.agent_id, stop, actor=actor, reason=reason, changes=changes)
-    await close_session(sup, agent, success=False, reason=f"{stop.value}: {reason}", result=None, usage=w.usage)
     if stop == Trigger.KILL:
         await apply_cleanup(sup, agent, w.handle)
     return agent
@@ -144,18 +161,19 @@ async def _decide(sup: Supervisor, w: Watch, status: ProcessStatus, elapsed: flo
         trigger, why = Trigger.ERROR, outcome.reason
     if trigger != Trigger.TASK_COMPLETE:
         common["last_error"] = why
+    # Before the move: a failed agent may be retried (or continued) at once, and its next run opens a session.
+    await close_session(sup, agent, success=trigger == Trigger.TASK_COMPLETE, reason=why, result=outcome.result,
+                        usage=w.usage, native=w.native_session())  # fmt: skip
     try:
         agent, _ = await sup.store.transition_agent(w.agent_id, trigger, actor="supervisor", reason=why, changes=common)
     except InvalidTransitionError as exc:
         # Only a user's stop can get here first, and it claims the watch; anything else is a bug to see.
         log.error("outcome could not be recorded", agent=w.agent_id, trigger=trigger.value, state=exc.current)
         return None
-    await close_session(
-        sup, agent, success=trigger == Trigger.TASK_COMPLETE, reason=why, result=outcome.result, usage=w.usage
-    )
     if trigger == Trigger.TASK_COMPLETE:
         return await complete(sup, agent, w.handle)
-    return await after_failure(sup, agent, provider_failed=outcome.provider_error and trigger == Trigger.ERROR)
+    provider_failed = outcome.provider_error and trigger in (Trigger.ERROR, Trigger.TIMEOUT)
+    return await after_failure(sup, agent, provider_failed=provider_failed)
 
 
 async def _commit_leftovers(sup: Supervisor, handle: RuntimeHandle) -> list[str]:
@@ -237,6 +255,9 @@ async def after_failure(sup: Supervisor, agent: Agent, *, provider_failed: bool 
         except InvalidTransitionError:
             pass  # a user killed or restarted it meanwhile: their move stands, no retry on top of it
         return agent
+    agent = await sup.store.get_agent(agent.id)
+    if agent.state != AgentState.FAILED:
+        return agent  # restarted or continued meanwhile: the new run owns the workspace now
     agent = await sup.store.update_agent(agent.id, {"completed_at": sup.clock.now()})
     await apply_cleanup(sup, agent, handle_of(agent, sup.runtime.name, sup.settings.worktrees_dir))
     return agent

@@ -22,7 +22,7 @@ from godel.core.clock import SystemClock
 from godel.core.events import Event, EventFilter, make_event
 from godel.core.ids import branch_for, new_id, new_snapshot_id
 from godel.core.models import Agent, Node, Session, Snapshot
-from godel.core.ports import AgentQuery, Clock, EventQuery, Page, Runtime, Store
+from godel.core.ports import AgentAdapter, AgentQuery, Clock, EventQuery, Page, Runtime, Store
 from godel.core.states import ACTIVE, AgentState, AgentStatus, NodeStatus, states_with_status
 from godel.core.transitions import Trigger, plan
 from godel.errors import ConflictError, FieldError, SnapshotNotFoundError, ValidationError
@@ -41,6 +41,7 @@ from godel.settings import Settings
 from godel.store import open_store
 
 log = structlog.get_logger("godel.plane")
+_PREAMBLE_LIMIT = 64 * 1024  # characters of earlier conversation a fork from a session point carries
 
 
 class ControlPlane:
@@ -114,6 +115,40 @@ class ControlPlane:
     # ------------------------------------------------------------------------------------------------ spawn
 
     async def spawn(self, req: SpawnRequest, *, actor: str = "api") -> Agent:
+        adapter, options, context = self._validated(req)
+        repo, base_commit = await resolve_in_repo(Path(req.repo).expanduser(), req.base_ref, field="baseRef")
+        agent_id = new_id()
+        agent = Agent(
+            id=agent_id,
+            task=req.task,
+            model=req.model,
+            label=req.label,
+            team_id=req.team_id,
+            kind=adapter.name,
+            config=options,
+            repo=str(repo),
+            base_ref=req.base_ref,
+            base_commit=base_commit,
+            branch=branch_for(agent_id),
+            snapshot_from=req.snapshot_from,
+            setup=req.setup,
+            cleanup=req.cleanup,
+            cleanup_delay=req.cleanup_delay,
+            priority=req.priority,
+            timeout=req.timeout,
+            max_retries=req.max_retries,
+            budget_limit=req.budget_limit,
+            spawned_at=self.clock.now(),
+            metadata=dict(req.metadata),
+            context=context or None,
+        )
+        agent, _ = await self.store.create_agent(agent, actor=actor)
+        self.supervisor.wake.set()
+        return agent
+
+    def _validated(self, req: SpawnRequest) -> tuple[AgentAdapter, dict[str, Any], dict[str, Any]]:
+        """Everything about a spawn request that can be refused without touching the repository: the agent kind,
+        its options, the model's route and the CLI's presence. Returns the adapter, options and run context."""
         try:
             adapter = get_adapter(req.agent)
         except ValidationError as exc:
@@ -144,35 +179,7 @@ class ControlPlane:
         adapter.locate(self.settings.agents_dir, options)
         if req.prompt_context:
             context["preamble"] = req.prompt_context
-        repo, base_commit = await resolve_in_repo(Path(req.repo).expanduser(), req.base_ref, field="baseRef")
-        agent_id = new_id()
-        agent = Agent(
-            id=agent_id,
-            task=req.task,
-            model=req.model,
-            label=req.label,
-            team_id=req.team_id,
-            kind=adapter.name,
-            config=options,
-            repo=str(repo),
-            base_ref=req.base_ref,
-            base_commit=base_commit,
-            branch=branch_for(agent_id),
-            snapshot_from=req.snapshot_from,
-            setup=req.setup,
-            cleanup=req.cleanup,
-            cleanup_delay=req.cleanup_delay,
-            priority=req.priority,
-            timeout=req.timeout,
-            max_retries=req.max_retries,
-            budget_limit=req.budget_limit,
-            spawned_at=self.clock.now(),
-            metadata=dict(req.metadata),
-            context=context or None,
-        )
-        agent, _ = await self.store.create_agent(agent, actor=actor)
-        self.supervisor.wake.set()
-        return agent
+        return adapter, options, context
 
     # --------------------------------------------------------------------------------------------- queries
 
@@ -301,7 +308,8 @@ class ControlPlane:
                 details={"currentState": agent.state.value},
             )
         adapter.locate(self.settings.agents_dir, agent.config)
-        changes = {**RESTART_RESET, "context": {**ctx, "prompt": message, "resume": native}}
+        depth = int(ctx.get("depth", 0)) + 1  # how many follow-ups deep the next run's session is
+        changes = {**RESTART_RESET, "context": {**ctx, "prompt": message, "resume": native, "depth": depth}}
         agent, _ = await self.store.transition_agent(
             agent_id, Trigger.CONTINUE, actor=actor, reason="follow-up message",
             changes=changes, payload={"message": message, "resumes": native},
@@ -399,16 +407,18 @@ class ControlPlane:
         ``session_point`` N, it also gets the first N entries of this agent's transcript, as context before its
         task, so it picks up the conversation where it stood."""
         source = await self.store.get_agent(agent_id)
-        preamble = await self._fork_preamble(agent_id, session_point) if session_point is not None else None
+        req = fork_request(source, snapshot_id or "", overrides or {})
+        if session_point is not None:
+            req.prompt_context = await self._fork_preamble(agent_id, session_point)
+            req.metadata["sessionPoint"] = session_point
+        self._validated(req)  # refused before a snapshot is taken for it
         snap = (
             await self._own_snapshot(agent_id, snapshot_id)
             if snapshot_id
             else await self.snapshot(agent_id, label="fork", actor=actor)
         )
-        req = fork_request(source, snap.id, overrides or {})
-        if session_point is not None:
-            req.prompt_context = preamble
-            req.metadata["sessionPoint"] = session_point
+        req.snapshot_from = snap.id
+        req.metadata["snapshotId"] = snap.id
         return await self.spawn(req, actor=actor)
 
     async def _fork_preamble(self, agent_id: str, session_point: int) -> str | None:
@@ -421,17 +431,23 @@ class ControlPlane:
         kept = entries[:session_point]
         if not kept:
             return None
+        text = render_transcript(kept)
+        if len(text) > _PREAMBLE_LIMIT:  # it travels as one command-line argument (Linux: 128 KiB at most)
+            text = "[… earlier entries left out …]\n" + text[-_PREAMBLE_LIMIT:]
         return (
-            f"You continue the work of another agent. Its conversation so far ({len(kept)} of {len(entries)} "
-            f"entries; the working tree is as it was then):\n{render_transcript(kept)}\n\nYour task from here:"
+            f"You continue the work of another agent. Its conversation up to entry {len(kept)} of {len(entries)} "
+            f"follows; the working tree you start from is a snapshot of that agent's workspace.\n{text}\n\n"
+            "Your task from here:"
         )
 
     async def sessions(self, agent_id: str) -> list[Session]:
         """The agent's runs as Sessions, oldest first, each with its transcript in ``context["messages"]``."""
         await self.store.get_agent(agent_id)
         out = []
-        for session in await self.store.list_sessions(agent_id):
-            messages = await session_messages(self.supervisor, session)
+        sessions = await self.store.list_sessions(agent_id)
+        for i, session in enumerate(sessions):
+            nxt = sessions[i + 1].context.get("fromSequence") if i + 1 < len(sessions) else None
+            messages = await session_messages(self.supervisor, session, int(nxt) + 1 if nxt is not None else None)
             out.append(dataclasses.replace(session, context={**session.context, "messages": messages}))
         return out
 

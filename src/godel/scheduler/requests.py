@@ -37,6 +37,9 @@ def fork_request(source: Agent, snapshot_id: str, overrides: dict[str, Any]) -> 
     working tree; ``overrides`` (task, label, command, agent, model, priority, timeout) win when given."""
     o = {k: v for k, v in overrides.items() if v is not None}
     config = {k: v for k, v in source.config.items() if k not in ("command", "env")}
+    same_kind = o.get("agent", source.kind) == source.kind
+    if not same_kind:
+        config = {}  # options (a binary, extra args, a tool list) belong to the source's CLI, not to another
     req = SpawnRequest(
         task=o.get("task", source.task),
         repo=source.repo or ".",
@@ -44,7 +47,7 @@ def fork_request(source: Agent, snapshot_id: str, overrides: dict[str, Any]) -> 
         label=o.get("label", f"{source.label or source.id[:8]}-fork"),
         team_id=source.team_id,
         agent=o.get("agent", source.kind),
-        command=o.get("command", source.config.get("command")),
+        command=o.get("command", source.config.get("command") if same_kind else None),
         model=o.get("model", source.model),
         priority=o.get("priority", source.priority),
         timeout=o.get("timeout", source.timeout),

@@ -18,6 +18,7 @@ outcome. A continued run's session names the previous one as its parent.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -27,6 +28,7 @@ from godel.core.ids import new_id
 from godel.core.models import Agent, Session
 from godel.core.ports import EventQuery, LaunchRequest, RuntimeHandle
 from godel.core.states import SessionStatus
+from godel.errors import AgentSpawnError, NotFoundError
 from godel.providers import resolve_endpoint
 
 if TYPE_CHECKING:
@@ -42,17 +44,31 @@ def context_of(agent: Agent) -> dict[str, Any]:
 
 
 def fresh_context(agent: Agent) -> dict[str, Any] | None:
-    """The context for a restart: the same route and fork preamble, no follow-up and no session to resume."""
+    """The context for a restart: the same route (from its primary model again) and fork preamble, no
+    follow-up and no session to resume."""
     ctx = {k: v for k, v in context_of(agent).items() if k not in ("prompt", "resume")}
+    if "routeIndex" in ctx:
+        ctx["routeIndex"] = 0
     return ctx or None
 
 
-def launch_request(sup: Supervisor, agent: Agent, handle: RuntimeHandle) -> LaunchRequest:
+def launch_request(
+    sup: Supervisor, agent: Agent, handle: RuntimeHandle, *, speaks: Sequence[str] = (), endpoint: bool = True
+) -> LaunchRequest:
+    """What the next run of ``agent`` is launched with. ``speaks``: the adapter's wire APIs, checked against
+    the provider's kind of the moment (the configuration may have changed since the spawn). ``endpoint=False``
+    leaves the endpoint out (re-adopting a run only needs the rest, and the key may no longer be at hand)."""
     ctx = context_of(agent)
     route: list[str] = list(ctx.get("route") or [])
-    endpoint = None
-    if route:
-        endpoint = resolve_endpoint(route[min(int(ctx.get("routeIndex", 0)), len(route) - 1)], sup.settings.providers)
+    resolved = None
+    if route and endpoint:
+        name = route[min(int(ctx.get("routeIndex", 0)), len(route) - 1)]
+        resolved = resolve_endpoint(name, sup.settings.providers)
+        if speaks and resolved.kind not in speaks:
+            raise AgentSpawnError(
+                f"{name} is now served by a provider of kind {resolved.kind}, which the {agent.kind} CLI does not "
+                f"speak ({' / '.join(speaks)}); the configuration changed since the agent was spawned"
+            )
     return LaunchRequest(
         agent_id=agent.id,
         task=ctx.get("prompt") or (f"{ctx['preamble']}\n\n{agent.task}" if ctx.get("preamble") else agent.task),
@@ -60,7 +76,7 @@ def launch_request(sup: Supervisor, agent: Agent, handle: RuntimeHandle) -> Laun
         workspace=handle.workspace,
         config_dir=sup.settings.home / "run" / agent.id / "config",
         options=agent.config,
-        endpoint=endpoint,
+        endpoint=resolved,
         tools_dir=sup.settings.agents_dir,
         cli_retries=sup.settings.agent_cli_retries,
         resume_session=ctx.get("resume"),
@@ -76,7 +92,7 @@ async def open_session(sup: Supervisor, agent: Agent, request: LaunchRequest) ->
             agent_id=agent.id,
             parent_id=parent,
             status=SessionStatus.ACTIVE,
-            depth=int(ctx.get("depth", 0)) + (1 if parent else 0),
+            depth=int(ctx.get("depth", 0)),
             context={
                 "prompt": request.task,
                 "attempt": agent.retry_count + 1,
@@ -88,12 +104,12 @@ async def open_session(sup: Supervisor, agent: Agent, request: LaunchRequest) ->
     )
 
 
-async def transcript(sup: Supervisor, agent_id: str, since: int) -> list[dict[str, Any]]:
-    """The conversation of one run, from its committed events (oldest first)."""
+async def transcript(sup: Supervisor, agent_id: str, since: int, until: int | None = None) -> list[dict[str, Any]]:
+    """The conversation of one run, from its committed events (oldest first), up to ``until`` (exclusive)."""
     flt = EventFilter(patterns=TRANSCRIPT_EVENTS, agent_id=agent_id)
     entries: list[dict[str, Any]] = []
     while True:
-        page = await sup.store.query_events(EventQuery(filter=flt, since=since, limit=500))
+        page = await sup.store.query_events(EventQuery(filter=flt, since=since, until=until, limit=500))
         entries.extend({"kind": _ENTRY_KIND[e.type], "at": e.timestamp.isoformat(), **e.payload} for e in page)
         if len(page) < 500:
             return entries
@@ -101,37 +117,61 @@ async def transcript(sup: Supervisor, agent_id: str, since: int) -> list[dict[st
 
 
 async def close_session(
-    sup: Supervisor, agent: Agent, *, success: bool, reason: str, result: str | None, usage: dict[str, Any]
+    sup: Supervisor,
+    agent: Agent,
+    *,
+    success: bool,
+    reason: str,
+    result: str | None = None,
+    usage: dict[str, Any] | None = None,
+    native: str | None = None,
 ) -> None:
+    """Close the agent's current run's Session (``agent.context["session"]``), saving its transcript."""
     session_id = context_of(agent).get("session")
     if not session_id:
         return
+    native = native or context_of(agent).get("nativeSession")
     try:
-        await _close(sup, agent, session_id, success=success, reason=reason, result=result, usage=usage)
-    except Exception:  # the run's ending is recorded already; a transcript that failed to save must not undo it
+        await _close(sup, agent.id, session_id, success, reason, result, usage or {}, native)
+    except Exception:  # a transcript that failed to save must not keep the run from being recorded as ended
         log.exception("could not close the session", agent=agent.id, session=session_id)
+
+
+async def close_open_sessions(sup: Supervisor, agent_id: str, reason: str) -> None:
+    """Close every session of the agent still open (a run cut off: lost with the server, abandoned mid-spawn)."""
+    try:
+        for session in await sup.store.list_sessions(agent_id):
+            if session.completed_at is None:
+                await _close(sup, agent_id, session.id, False, reason, None, {}, None)
+    except NotFoundError:
+        return  # the agent was deleted, and its sessions with it
+    except Exception:
+        log.exception("could not close the agent's open sessions", agent=agent_id)
 
 
 async def _close(
     sup: Supervisor,
-    agent: Agent,
+    agent_id: str,
     session_id: str,
-    *,
     success: bool,
     reason: str,
     result: str | None,
     usage: dict[str, Any],
+    native: str | None,
 ) -> None:
-    session = await sup.store.get_session(session_id)
+    try:
+        session = await sup.store.get_session(session_id)
+    except NotFoundError:
+        return  # deleted with its agent
     if session.completed_at is not None:
         return  # already closed (an ending retried after a failed commit)
     ctx = dict(session.context)
     ctx.update(
-        messages=await transcript(sup, agent.id, int(ctx.get("fromSequence", 0))),
+        messages=await transcript(sup, agent_id, int(ctx.get("fromSequence", 0))),
         usage=usage,
         result=result,
         outcome=reason,
-        nativeSession=context_of(agent).get("nativeSession"),
+        nativeSession=native,
     )
     await sup.store.update_session(
         session_id,
@@ -157,8 +197,9 @@ def render_transcript(entries: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-async def session_messages(sup: Supervisor, session: Session) -> list[dict[str, Any]]:
-    """A session's transcript: saved when it was closed, built from the events while it is live."""
+async def session_messages(sup: Supervisor, session: Session, until: int | None = None) -> list[dict[str, Any]]:
+    """A session's transcript: saved when it was closed, built from the events while it is live (up to the
+    start of the next session, ``until``, should one have begun without this one being closed)."""
     if session.completed_at is not None or "messages" in session.context:
         return list(session.context.get("messages") or [])
-    return await transcript(sup, session.agent_id, int(session.context.get("fromSequence", 0)))
+    return await transcript(sup, session.agent_id, int(session.context.get("fromSequence", 0)), until)

@@ -39,12 +39,12 @@ from godel.core.ports import (
 )
 from godel.core.states import ACTIVE, AgentState
 from godel.core.transitions import Trigger
-from godel.errors import GodelError, InvalidTransitionError, NotFoundError
+from godel.errors import AgentSpawnError, GodelError, InvalidTransitionError, NotFoundError
 from godel.scheduler.cleanup import apply_cleanup
 from godel.scheduler.ending import after_failure, end
 from godel.scheduler.handles import handle_fields, handle_of
-from godel.scheduler.runs import context_of, launch_request, open_session
-from godel.scheduler.watch import Changes, Watch
+from godel.scheduler.runs import close_open_sessions, context_of, launch_request, open_session
+from godel.scheduler.watch import Changes, Checkpoint, Watch
 from godel.settings import Settings
 
 log = structlog.get_logger("godel.supervisor")
@@ -55,6 +55,11 @@ _YIELD_EVERY = 16  # agents visited per slice of the watch pass (about 0.5 ms) b
 # is back to every pass at its next line. Exits and timeouts of quiet agents are noticed within the stride.
 _QUIET_AFTER = 10
 _QUIET_STRIDE = 4
+
+
+def _secrets_of(request: LaunchRequest | None) -> tuple[str, ...]:
+    key = request.endpoint.api_key if request and request.endpoint else None
+    return (key,) if key and len(key) >= 8 else ()  # a short "key" (e.g. "unused") would redact ordinary text
 
 
 class Supervisor:
@@ -139,13 +144,18 @@ class Supervisor:
             return
         adapter = get_adapter(agent.kind)
         try:
-            request = launch_request(self, agent, handle)
+            request = launch_request(self, agent, handle, speaks=adapter.wire_apis)
             for private in (request.config_dir, request.output_dir):  # the CLI's own, outside the workspace
                 private.mkdir(parents=True, exist_ok=True, mode=0o700)
-            launch = adapter.launch(request)
+            # Adapters may read files (a session to resume): off the event loop.
+            launch = await asyncio.to_thread(adapter.launch, request)
             handle = await self.runtime.start(handle, launch)
         except GodelError as exc:
             await self._spawn_failed(agent, exc)
+            return
+        except Exception as exc:  # an adapter's bug or an OS error must fail the spawn, not leave it `spawning`
+            log.exception("launch failed", agent=agent.id)
+            await self._spawn_failed(agent, AgentSpawnError(f"could not launch the {agent.kind} CLI: {exc!r}"))
             return
         offsets = dict(handle.extra.get("log_offsets", {}))
         session = await open_session(self, agent, request)
@@ -156,11 +166,12 @@ class Supervisor:
                 Trigger.SESSION_STARTED,
                 actor="supervisor",
                 changes={**handle_fields(handle), "started_at": self.clock.now(), "log_offsets": offsets,
-                         "exit_code": None, "context": context},
+                         "exit_code": None, "context": context, "outcome": {}},  # a new run: no old evidence
                 payload={"pid": handle.pid, "worktree": str(handle.workspace), "branch": handle.branch,
                          "model": request.endpoint.name if request.endpoint else None, "sessionId": session.id},
             )  # fmt: skip
         except (InvalidTransitionError, NotFoundError):
+            await close_open_sessions(self, agent.id, "killed or deleted while it was being spawned")
             await self._abandon(agent.id, handle)
             return
         self.watch(agent, handle, adapter, request, offsets=offsets, signals=[])
@@ -209,6 +220,7 @@ class Supervisor:
             parser=adapter.parser(),
             request=request,
             usage=dict(usage or {}),
+            secrets=_secrets_of(request),
             offsets=offsets,
             started_at=agent.started_at or self.clock.now(),
             runtime_before=agent.runtime if agent.state == AgentState.PAUSED else 0.0,
@@ -239,7 +251,7 @@ class Supervisor:
         """One pass over running agents: ingest output, notice exits and timeouts."""
         events: list[Event] = []
         changes: Changes = {}
-        read: list[tuple[Watch, dict[str, int], int, bool]] = []
+        read: list[tuple[Watch, dict[str, int], Checkpoint]] = []
         ended: list[Watch] = []
         now = self.clock.now()
         self._passes += 1
@@ -258,7 +270,7 @@ class Supervisor:
                 continue
             w.quiet = 0 if lines else w.quiet + 1
             if lines:
-                read.append((w, offsets, len(w.signals), w.waiting))
+                read.append((w, offsets, w.checkpoint()))
                 w.ingest(lines, events, changes)
                 changes.setdefault(w.agent_id, {})["log_offsets"] = offsets
             if status.state in (ProcessState.EXITED, ProcessState.GONE):
@@ -271,11 +283,10 @@ class Supervisor:
                 await self.store.append_events(events, agent_changes=changes)
             except Exception:
                 log.exception("could not commit agent output; it will be read again")
-                for w, _, n_signals, waiting in read:
-                    del w.signals[n_signals:]
-                    w.waiting = waiting
+                for w, _, cp in read:
+                    w.rollback(cp)
                 return
-        for w, offsets, _, _ in read:
+        for w, offsets, _ in read:
             w.offsets = offsets
         for w in list(self.watched.values()):
             if w.waiting != w.recorded_waiting and not w.paused and not w.finishing:

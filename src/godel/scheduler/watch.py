@@ -9,9 +9,13 @@ the agent still has them.
 from __future__ import annotations
 
 import asyncio
+import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+import structlog
 
 from godel.core.events import Event, make_event
 from godel.core.ports import (
@@ -23,6 +27,8 @@ from godel.core.ports import (
     SignalKind,
     StreamParser,
 )
+
+log = structlog.get_logger("godel.watch")
 
 SIGNAL_EVENTS = {
     SignalKind.MESSAGE: "agent:message",
@@ -62,6 +68,8 @@ class Watch:
     quiet: int = 0  # watch passes in a row that found no new output
     phase: int = 0  # which of the quiet passes looks at it (spreads quiet agents evenly)
     usage: dict[str, Any] = field(default_factory=dict)  # this run's totals of the USAGE signals
+    secrets: tuple[str, ...] = ()  # values (the provider key) never to be stored: replaced in lines and signals
+    parse_failures: list[str] = field(default_factory=list)  # parser exceptions not yet recorded as events
 
     def elapsed(self, now: datetime) -> float:
         if self.paused:
@@ -73,11 +81,44 @@ class Watch:
 
     def ingest(self, lines: list[OutputLine], events: list[Event], changes: Changes) -> None:
         for line in lines:
-            events.append(self.event("agent:log", {"stream": line.stream, "line": line.text}))
-            self.absorb(self.parser.feed(line.stream, line.text), events, changes)
+            text = self.redact(line.text)
+            events.append(self.event("agent:log", {"stream": line.stream, "line": text}))
+            self.absorb(self.guarded(self.parser.feed, line.stream, text), events, changes)
+
+    def guarded(self, produce: Callable[..., list[AgentSignal]], *args: Any) -> list[AgentSignal]:
+        """Signals from a parser (or a collector); one that raises loses that line's signals, never the run's
+        supervision: the watch pass goes on for every agent, and the failure is on record."""
+        try:
+            return list(produce(*args))
+        except Exception as exc:
+            log.warning("agent output could not be parsed", agent=self.agent_id, error=repr(exc))
+            self.parse_failures.append(f"{type(exc).__name__}: {exc}"[:500])
+            return []
+
+    def checkpoint(self) -> Checkpoint:
+        """What ingesting a batch changes in memory, to put back when the batch's commit fails (its lines are
+        then read and parsed again)."""
+        return Checkpoint(copy.deepcopy(self.parser), dict(self.usage), len(self.signals), self.waiting)
+
+    def rollback(self, cp: Checkpoint) -> None:
+        self.parser, self.usage, self.waiting = cp.parser, cp.usage, cp.waiting
+        del self.signals[cp.signals :]
+        self.parse_failures.clear()
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, "[redacted]")
+        return text
 
     def absorb(self, signals: list[AgentSignal], events: list[Event], changes: Changes) -> None:
+        for failure in self.parse_failures:
+            events.append(self.event("agent:error", {"message": f"Godel could not parse the agent's output: {failure}",
+                                                     "provider": False, "source": "godel"}))  # fmt: skip
+        self.parse_failures.clear()
         for sig in signals:
+            if self.secrets:
+                sig = AgentSignal(sig.kind, _redacted(sig.data, self.redact))
             events.append(self.event(SIGNAL_EVENTS[sig.kind], dict(sig.data)))
             if sig.kind in OUTCOME_SIGNALS:
                 self.signals.append(sig)
@@ -99,11 +140,36 @@ class Watch:
         return str(ids[-1]) if ids and ids[-1] else None
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    parser: StreamParser
+    usage: dict[str, Any]
+    signals: int
+    waiting: bool
+
+
+def _redacted(value: Any, redact: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v, redact) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v, redact) for v in value]
+    return value
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value or 0)
+    except (TypeError, ValueError):
+        return 0.0  # a parser's odd value must not break the totals
+
+
 def add_usage(total: dict[str, Any], data: dict[str, Any]) -> None:
     for key in USAGE_FIELDS:
-        total[key] = int(total.get(key, 0)) + int(data.get(key) or 0)
+        total[key] = int(total.get(key, 0)) + int(_number(data.get(key)))
     if data.get("costUsd") is not None:
-        total["costUsd"] = round(float(total.get("costUsd") or 0.0) + float(data["costUsd"]), 8)
+        total["costUsd"] = round(float(total.get("costUsd") or 0.0) + _number(data["costUsd"]), 8)
     total["calls"] = int(total.get("calls", 0)) + 1
 
 
