@@ -84,6 +84,7 @@ async def _one_kind(cfg: Config, root: Path, kind: str, agents_dir: Path) -> lis
             kill_grace=1.0,
             agents_dir=agents_dir,
             agent_cli_retries=0,
+            use_gateway=False,  # no HTTP server here: the CLI talks to the model directly, as by hand
             providers={"scripted": {"kind": wire, "base_url": url, "models": [MODEL]}},
             log_level="warning",
         )

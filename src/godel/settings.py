@@ -104,6 +104,24 @@ class Settings(BaseSettings):
     """How often an agent CLI may retry a failed model request on its own (codex and claude otherwise retry for
     minutes, hiding a dead endpoint from the supervisor)."""
 
+    use_gateway: bool = True
+    """Agents reach their models through this server's gateway (``GODEL_GATEWAY_URL`` + ``/proxy/v1``) with a
+    virtual key scoped to the agent, so provider keys never enter a workspace and every token is metered. Needs the API
+    server running (``godel serve``); turn it off when embedding the control plane without one. Gemini agents
+    go to their provider directly (the gateway does not speak its API yet)."""
+
+    gateway_url: str | None = None
+    """Where agents reach this server's gateway. Default: ``http://HOST:PORT`` of ``godel serve`` (127.0.0.1 when
+    it binds every address). Set it when agents run elsewhere (a container, another node)."""
+
+    gateway_read_timeout: float = 600.0
+    """Seconds the gateway waits for the next bytes of a provider's response before giving up on it."""
+
+    prices: dict[str, dict[str, float]] = Field(default_factory=dict)
+    """Per-model price overrides for the gateway's metering, ``"provider/model" = {input_per_mtok = …,
+    output_per_mtok = …, cached_input_per_mtok = …}`` (USD per million tokens); other models are priced from
+    the ``genai-prices`` table, and a model it does not know is metered without a cost."""
+
     commit_on_complete: bool = True
     """When an agent completes, commit what it left uncommitted in its worktree to its branch, so its whole
     change is on the branch (ready to merge)."""
@@ -124,6 +142,14 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.home / 'godel.db'}"
+
+    @property
+    def agent_gateway_url(self) -> str:
+        if self.gateway_url:
+            return self.gateway_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
 
     @property
     def worktrees_dir(self) -> Path:

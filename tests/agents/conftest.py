@@ -131,6 +131,7 @@ def rig(fast_tmp: Path) -> RigFactory:
             "max_concurrent_agents": 16,
             "agents_dir": agents_dir(),
             "agent_cli_retries": 0,
+            "use_gateway": False,  # the plane runs without an HTTP server here: agents go to the provider
             "providers": providers_for(model),
             "default_timeout": 120.0,
         }

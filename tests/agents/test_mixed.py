@@ -47,7 +47,7 @@ async def test_ten_agents_of_mixed_kinds_in_parallel_on_one_repo(fast_tmp: Path)
         settings = Settings(
             home=fast_tmp / "home", watch_interval=0.05, reconcile_interval=0.05, kill_grace=2.0,
             max_concurrent_agents=10, agents_dir=agents_dir(), agent_cli_retries=0, providers=providers,
-            default_timeout=300.0,
+            use_gateway=False, default_timeout=300.0,
         )  # fmt: skip
         plane = ControlPlane(settings)
         await plane.start()

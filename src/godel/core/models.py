@@ -176,3 +176,49 @@ class TransitionRecord:
     at: datetime
     event_sequence: int | None = None
     id: int | None = None
+
+
+@dataclass
+class VirtualKey:
+    """A key the gateway accepts in place of a provider's: scoped to an agent, a team or a user, to some models,
+    until it expires or is revoked. Only its SHA-256 is stored; the text is shown once, when it is created."""
+
+    id: str
+    key_hash: str
+    prefix: str
+    scope_type: str  # agent | team | user
+    scope_id: str
+    models: list[str] = field(default_factory=list)  # "provider/model"; empty = every configured model
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def usable_at(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+
+@dataclass
+class UsageRecord:
+    """What one proxied model request cost: tokens (input excludes cached reads), USD when priced, latency."""
+
+    at: datetime
+    provider: str
+    model: str
+    wire: str
+    stream: bool
+    status_code: int
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float | None = None
+    latency_ms: float = 0.0
+    complete: bool = False
+    error: str | None = None
+    key_id: str | None = None
+    agent_id: str | None = None
+    team_id: str | None = None
+    user_name: str | None = None
+    id: int | None = None

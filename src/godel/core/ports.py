@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 from godel.core.events import Event, EventFilter
-from godel.core.models import Agent, Node, Session, Snapshot, TransitionRecord
+from godel.core.models import Agent, Node, Session, Snapshot, TransitionRecord, UsageRecord, VirtualKey
 from godel.core.states import AgentState, AgentStatus
 from godel.core.transitions import Trigger
 
@@ -114,6 +114,28 @@ class Store(Protocol):
     async def list_sessions(self, agent_id: str) -> list[Session]: ...
     async def upsert_node(self, node: Node) -> Node: ...
     async def list_nodes(self) -> list[Node]: ...
+
+    # the gateway: virtual keys and usage records
+    async def create_key(self, key: VirtualKey) -> VirtualKey: ...
+    async def key_by_hash(self, key_hash: str) -> VirtualKey | None: ...
+    async def get_key(self, key_id: str) -> VirtualKey: ...
+    async def list_keys(
+        self, *, scope_type: str | None = None, scope_id: str | None = None, revoked: bool = False
+    ) -> list[VirtualKey]: ...
+    async def revoke_keys(
+        self, at: datetime, *, key_id: str | None = None, scope_type: str | None = None, scope_id: str | None = None
+    ) -> int: ...
+    async def add_usage(self, record: UsageRecord) -> UsageRecord: ...
+    async def usage_records(
+        self, *, agent_id: str | None = None, since: datetime | None = None, limit: int = 1000
+    ) -> list[UsageRecord]: ...
+    async def usage_summary(
+        self,
+        by: Literal["agent", "team", "user", "model", "day"],
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[dict[str, Any]]: ...
 
 
 # ----------------------------------------------------------------------------------------------------- bus

@@ -24,7 +24,7 @@ from godel.errors import GodelError, InvalidTransitionError
 from godel.scheduler.cleanup import apply_cleanup
 from godel.scheduler.handles import handle_of
 from godel.scheduler.retrying import next_attempt_at
-from godel.scheduler.runs import close_session, context_of, fresh_context
+from godel.scheduler.runs import close_session, context_of, fresh_context, revoke_run_keys
 from godel.scheduler.watch import Changes, Watch, dump_signals
 
 if TYPE_CHECKING:
@@ -102,6 +102,7 @@ async def _end(sup: Supervisor, w: Watch, stop: Trigger | None, actor: str, reas
         await sup.runtime.terminate(w.handle, grace=sup.settings.kill_grace)
     status = await sup.runtime.status(w.handle)
     await drain_output(sup, w)
+    await revoke_run_keys(sup, w.agent_id)  # the CLI is gone: its virtual key must not outlive it
     elapsed = round(w.elapsed(sup.clock.now()), 3)
     if stop is None:
         return await _decide(sup, w, status, elapsed)

@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import structlog
 
 from godel.agents import get_adapter
@@ -26,6 +27,7 @@ from godel.core.ports import AgentAdapter, AgentQuery, Clock, EventQuery, Page, 
 from godel.core.states import ACTIVE, AgentState, AgentStatus, NodeStatus, states_with_status
 from godel.core.transitions import Trigger, plan
 from godel.errors import ConflictError, FieldError, SnapshotNotFoundError, ValidationError
+from godel.gateway.service import Gateway
 from godel.providers import resolve_route
 from godel.runtimes import get_runtime
 from godel.runtimes.git import resolve_in_repo
@@ -42,6 +44,12 @@ from godel.store import open_store
 
 log = structlog.get_logger("godel.plane")
 _PREAMBLE_LIMIT = 64 * 1024  # characters of earlier conversation a fork from a session point carries
+
+
+def _pricer(settings: Settings) -> Any:
+    from godel.gateway.pricing import Pricer, price_overrides
+
+    return Pricer(price_overrides(settings.prices))
 
 
 class ControlPlane:
@@ -68,10 +76,16 @@ class ControlPlane:
             hostname=settings.node_name,
             max_agents=settings.max_concurrent_agents,
         )
+        self.gateway = Gateway(self.store, settings.providers, clock=self.clock, pricer=_pricer(settings))
         self.supervisor = Supervisor(
-            store=self.store, runtime=self.runtime, settings=settings, clock=self.clock, node_id=self.node.id
-        )
+            store=self.store, runtime=self.runtime, settings=settings, clock=self.clock, node_id=self.node.id,
+            gateway=self.gateway,
+        )  # fmt: skip
         self.tasks = TaskSupervisor()
+        # One pooled client for every proxied request; generous read timeout: a model may think for minutes.
+        self.gateway_http = httpx.AsyncClient(
+            timeout=httpx.Timeout(connect=10.0, read=settings.gateway_read_timeout, write=60.0, pool=30.0)
+        )
         self.started_at = self.clock.now()
         self.reconcile_report: dict[str, int] = {}
 
@@ -110,6 +124,7 @@ class ControlPlane:
         self.node.status = NodeStatus.OFFLINE
         await self.store.upsert_node(self.node)
         self.bus.close()
+        await self.gateway_http.aclose()
         await self.store.close()
 
     # ------------------------------------------------------------------------------------------------ spawn

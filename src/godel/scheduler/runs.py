@@ -17,6 +17,7 @@ outcome. A continued run's session names the previous one as its parent.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -81,6 +82,33 @@ def launch_request(
         cli_retries=sup.settings.agent_cli_retries,
         resume_session=ctx.get("resume"),
     )
+
+
+GATEWAY_WIRES = ("openai-chat", "openai-responses", "anthropic")  # what /proxy/v1 speaks
+
+
+async def through_gateway(sup: Supervisor, agent: Agent, request: LaunchRequest) -> LaunchRequest:
+    """Point the run at Godel's gateway instead of the provider: the CLI gets a virtual key scoped to this agent
+    and its route, so the provider's key never enters its environment, config or workspace. The run's earlier
+    keys are revoked first. Wire APIs the gateway does not speak (gemini) still go to the provider directly."""
+    ep = request.endpoint
+    if sup.gateway is None or not sup.settings.use_gateway or ep is None or ep.kind not in GATEWAY_WIRES:
+        return request
+    await sup.gateway.revoke_scope("agent", agent.id)
+    text, _ = await sup.gateway.issue(
+        "agent", agent.id, models=list(context_of(agent).get("route") or []), metadata={"teamId": agent.team_id}
+    )
+    root = sup.settings.agent_gateway_url + "/proxy"
+    base = root if ep.kind == "anthropic" else f"{root}/v1"
+    return dataclasses.replace(request, endpoint=dataclasses.replace(ep, base_url=base, api_key=text))
+
+
+async def revoke_run_keys(sup: Supervisor, agent_id: str) -> None:
+    if sup.gateway is not None:
+        try:
+            await sup.gateway.revoke_scope("agent", agent_id)
+        except Exception:  # the run is over either way; a key left live is logged, and revoked by the next run
+            log.exception("could not revoke the agent's gateway keys", agent=agent_id)
 
 
 async def open_session(sup: Supervisor, agent: Agent, request: LaunchRequest) -> Session:

@@ -40,10 +40,11 @@ from godel.core.ports import (
 from godel.core.states import ACTIVE, AgentState
 from godel.core.transitions import Trigger
 from godel.errors import AgentSpawnError, GodelError, InvalidTransitionError, NotFoundError
+from godel.gateway.service import Gateway
 from godel.scheduler.cleanup import apply_cleanup
 from godel.scheduler.ending import after_failure, end
 from godel.scheduler.handles import handle_fields, handle_of
-from godel.scheduler.runs import close_open_sessions, context_of, launch_request, open_session
+from godel.scheduler.runs import close_open_sessions, context_of, launch_request, open_session, through_gateway
 from godel.scheduler.watch import Changes, Checkpoint, Watch
 from godel.settings import Settings
 
@@ -63,8 +64,18 @@ def _secrets_of(request: LaunchRequest | None) -> tuple[str, ...]:
 
 
 class Supervisor:
-    def __init__(self, *, store: Store, runtime: Runtime, settings: Settings, clock: Clock, node_id: str) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        runtime: Runtime,
+        settings: Settings,
+        clock: Clock,
+        node_id: str,
+        gateway: Gateway | None = None,
+    ) -> None:
         self.store = store
+        self.gateway = gateway  # when set (and settings.use_gateway), agents reach their models through it
         self.runtime = runtime
         self.settings = settings
         self.clock = clock
@@ -144,7 +155,7 @@ class Supervisor:
             return
         adapter = get_adapter(agent.kind)
         try:
-            request = launch_request(self, agent, handle, speaks=adapter.wire_apis)
+            request = await through_gateway(self, agent, launch_request(self, agent, handle, speaks=adapter.wire_apis))
             for private in (request.config_dir, request.output_dir):  # the CLI's own, outside the workspace
                 private.mkdir(parents=True, exist_ok=True, mode=0o700)
             # Adapters may read files (a session to resume): off the event loop.

@@ -368,3 +368,52 @@ clusters = sa.Table(
     sa.Index("ix_clusters_status", "status"),
     sa.Index("ix_clusters_region", "region"),
 )
+
+# ------------------------------------------------------------------------------------------- the LLM gateway
+
+# A virtual key is stored as the SHA-256 of its text: keys are 256-bit random tokens, so a fast hash is enough
+# (a slow password hash would cost every proxied request for nothing); ``prefix`` is what lists show.
+virtual_keys = sa.Table(
+    "virtual_keys",
+    metadata,
+    sa.Column("id", Uuid, primary_key=True),
+    sa.Column("key_hash", sa.String(64), nullable=False),
+    sa.Column("prefix", sa.String(32), nullable=False),
+    sa.Column("scope_type", sa.String(20), nullable=False),  # agent, team, user
+    sa.Column("scope_id", sa.String(255), nullable=False),
+    sa.Column("models", Json(), nullable=False),  # "provider/model" names allowed; [] = every configured model
+    sa.Column("expires_at", UTCDateTime(), nullable=True),
+    sa.Column("revoked_at", UTCDateTime(), nullable=True),
+    sa.Column("last_used_at", UTCDateTime(), nullable=True),
+    *_created(),
+    sa.Column("metadata", Json(), nullable=False),
+    sa.UniqueConstraint("key_hash", name="uq_virtual_keys_key_hash"),
+    sa.Index("ix_virtual_keys_scope_type_scope_id", "scope_type", "scope_id"),
+)
+
+# One row per proxied request. No foreign keys: the record of what was spent outlives the agent it was for.
+usage_records = sa.Table(
+    "usage_records",
+    metadata,
+    sa.Column("id", BigIntKey, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("key_id", sa.String(36), nullable=True),
+    sa.Column("agent_id", sa.String(36), nullable=True),
+    sa.Column("team_id", sa.String(36), nullable=True),
+    sa.Column("user_name", sa.String(255), nullable=True),
+    sa.Column("provider", sa.String(100), nullable=False),
+    sa.Column("model", sa.String(255), nullable=False),
+    sa.Column("wire", sa.String(30), nullable=False),
+    sa.Column("stream", sa.Boolean(), nullable=False),
+    sa.Column("status_code", sa.Integer(), nullable=False),
+    sa.Column("input_tokens", sa.Integer(), nullable=False),
+    sa.Column("output_tokens", sa.Integer(), nullable=False),
+    sa.Column("cached_tokens", sa.Integer(), nullable=False),
+    sa.Column("cost_usd", sa.Float(), nullable=True),
+    sa.Column("latency_ms", sa.Float(), nullable=False),
+    sa.Column("complete", sa.Boolean(), nullable=False),  # the response's own usage was seen to the end
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.Index("ix_usage_records_at", "at"),
+    sa.Index("ix_usage_records_agent_id_at", "agent_id", "at"),
+    sa.Index("ix_usage_records_team_id_at", "team_id", "at"),
+)

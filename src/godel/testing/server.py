@@ -69,6 +69,7 @@ class ScriptedModel:
         self.log_path = Path(log_path) if log_path is not None else None
         self._lock = threading.Lock()
         self._requests: list[LoggedRequest] = []
+        self._credentials: list[str] = []
         self._usage = Usage(0, 0)
         self._server: uvicorn.Server | None = None
         self._socket: socket.socket | None = None
@@ -92,6 +93,12 @@ class ScriptedModel:
     def requests(self) -> list[LoggedRequest]:
         with self._lock:
             return list(self._requests)
+
+    @property
+    def credentials(self) -> list[str]:
+        """The ``x-api-key`` or ``Authorization`` header of every POST, in order ("" when there was none)."""
+        with self._lock:
+            return list(self._credentials)
 
     @property
     def usage_reported(self) -> Usage:
@@ -219,6 +226,8 @@ class ScriptedModel:
         return JSONResponse({"object": "list", "data": models, "has_more": False, "first_id": first, "last_id": last})
 
     async def _read(self, request: Request) -> Any:
+        with self._lock:  # which credential each request came with (a gateway must send the provider's own)
+            self._credentials.append(request.headers.get("x-api-key") or request.headers.get("authorization") or "")
         raw = await request.body()
         try:
             return json.loads(raw)

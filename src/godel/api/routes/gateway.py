@@ -1,0 +1,98 @@
+"""``/api/v1/keys`` and ``/api/v1/usage``: the gateway's virtual keys, and what was spent through it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+from pydantic import Field
+
+from godel.api.deps import Plane
+from godel.api.schemas import Body, ok
+from godel.core.models import VirtualKey
+from godel.errors import FieldError, ValidationError
+
+router = APIRouter(tags=["gateway"])
+
+
+class CreateKey(Body):
+    scope: Literal["agent", "team", "user"]
+    id: Annotated[str, Field(min_length=1, max_length=255)]
+    models: list[str] = Field(default_factory=list)  # "provider/model"; empty: every configured model
+    expires_in: Annotated[float, Field(gt=0)] | None = None  # seconds
+
+
+def key_json(k: VirtualKey) -> dict[str, Any]:
+    return {
+        "id": k.id,
+        "prefix": k.prefix,
+        "scopeType": k.scope_type,
+        "scopeId": k.scope_id,
+        "models": k.models,
+        "expiresAt": k.expires_at.isoformat() if k.expires_at else None,
+        "revokedAt": k.revoked_at.isoformat() if k.revoked_at else None,
+        "createdAt": k.created_at.isoformat() if k.created_at else None,
+    }
+
+
+@router.post("/keys", status_code=201)
+async def create_key(body: CreateKey, plane: Plane) -> JSONResponse:
+    known = {f"{p}/{m}" for p, c in plane.settings.providers.items() for m in c.models}
+    unknown = [m for m in body.models if m not in known and not _any_model_of(plane, m)]
+    if unknown:
+        raise ValidationError(
+            f"unknown models: {', '.join(unknown)}",
+            [FieldError("models", f"provider/model names from the configuration, e.g. {', '.join(sorted(known)[:3])}")],
+        )
+    ttl = timedelta(seconds=body.expires_in) if body.expires_in else None
+    text, key = await plane.gateway.issue(body.scope, body.id, models=body.models, ttl=ttl)
+    # The key's text is in this answer and nowhere else, ever.
+    return JSONResponse(ok({**key_json(key), "key": text}), status_code=201)
+
+
+def _any_model_of(plane: Any, name: str) -> bool:
+    provider, _, model = name.partition("/")
+    config = plane.settings.providers.get(provider)
+    return bool(config is not None and model and not config.models)
+
+
+@router.get("/keys")
+async def list_keys(
+    plane: Plane,
+    scope: Literal["agent", "team", "user"] | None = None,
+    scope_id: Annotated[str | None, Query(alias="id")] = None,
+    revoked: bool = False,
+) -> dict[str, Any]:
+    keys = await plane.store.list_keys(scope_type=scope, scope_id=scope_id, revoked=revoked)
+    return ok({"items": [key_json(k) for k in keys]})
+
+
+@router.delete("/keys/{key_id}")
+async def revoke_key(key_id: str, plane: Plane) -> dict[str, Any]:
+    await plane.store.get_key(key_id)  # 404 for an unknown key
+    await plane.store.revoke_keys(plane.clock.now(), key_id=key_id)
+    return ok(key_json(await plane.store.get_key(key_id)))
+
+
+@router.get("/usage")
+async def usage(
+    plane: Plane,
+    by: Literal["agent", "team", "user", "model", "day"] = "agent",
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[str, Any]:
+    rows = await plane.store.usage_summary(by, since=since, until=until)
+    items = [
+        {
+            "key": r["key"],
+            "requests": int(r["requests"]),
+            "inputTokens": int(r["input_tokens"] or 0),
+            "outputTokens": int(r["output_tokens"] or 0),
+            "cachedTokens": int(r["cached_tokens"] or 0),
+            "costUsd": round(float(r["cost_usd"]), 8) if r["cost_usd"] is not None else None,
+        }
+        for r in rows
+    ]
+    return ok({"by": by, "items": items})

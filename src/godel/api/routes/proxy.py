@@ -1,0 +1,182 @@
+"""``/proxy/v1``: the LLM gateway's wire endpoints (OpenAI chat completions and Responses, Anthropic Messages).
+
+A request is authenticated by its virtual key, routed to the provider that serves its model over its wire API,
+and forwarded with the provider's real key. The response is streamed back as it arrives (never buffered whole)
+while a ``Meter`` reads its usage; when the response ends -- or the caller goes away mid-stream -- one usage
+record is written, exactly once. Refusals and upstream failures answer in the caller's own dialect, so the
+agent CLIs show them as they would a provider's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import structlog
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from godel.gateway.metering import Meter, Usage, inject_stream_usage
+from godel.gateway.service import Gateway, GatewayError, Wire
+
+log = structlog.get_logger("godel.gateway")
+router = APIRouter(prefix="/proxy/v1", tags=["gateway"])
+
+# Not passed back: the relay re-frames the body. content-encoding is kept: the raw (possibly compressed) bytes
+# are relayed as they came, and the meter decompresses its own copy.
+_HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive"}
+_ANTHROPIC_ERROR = {
+    "authentication": "authentication_error",
+    "not_found": "not_found_error",
+    "invalid_request": "invalid_request_error",
+    "permission": "permission_error",
+    "upstream": "api_error",
+}
+_OPENAI_ERROR = {
+    "authentication": ("invalid_request_error", "invalid_api_key"),
+    "not_found": ("invalid_request_error", "model_not_found"),
+    "invalid_request": ("invalid_request_error", None),
+    "permission": ("invalid_request_error", "permission_denied"),
+    "upstream": ("api_error", "upstream_error"),
+}
+_pending: set[asyncio.Task[Any]] = set()  # usage records being written after the caller went away
+
+
+def error_response(wire: Wire, exc: GatewayError) -> JSONResponse:
+    if wire == "anthropic":
+        body: dict[str, Any] = {
+            "type": "error",
+            "error": {"type": _ANTHROPIC_ERROR.get(exc.kind, "api_error"), "message": exc.message},
+        }
+    else:
+        kind, code = _OPENAI_ERROR.get(exc.kind, ("api_error", None))
+        body = {"error": {"message": exc.message, "type": kind, "param": None, "code": code}}
+    return JSONResponse(body, status_code=exc.status)
+
+
+def _gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+def _client(request: Request) -> httpx.AsyncClient:
+    client: httpx.AsyncClient = request.app.state.gateway_http
+    return client
+
+
+async def _proxy(request: Request, wire: Wire, path: str) -> Response:
+    gateway = _gateway(request)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    try:
+        key = await gateway.authenticate(headers)
+        raw = await request.body()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise GatewayError(400, "invalid_request", "the request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise GatewayError(400, "invalid_request", "the request body must be a JSON object")
+        model = body.get("model")
+        upstream = gateway.route(key, wire, model if isinstance(model, str) else "", path, headers)
+    except GatewayError as exc:
+        return error_response(wire, exc)
+    stream = bool(body.get("stream"))
+    if wire == "openai-chat" and stream:
+        body = inject_stream_usage(body)  # so a streamed chat response can always be metered
+    started = time.perf_counter()
+    outbound = _client(request).build_request("POST", upstream.url, json=body, headers=upstream.headers)
+    try:
+        response = await _client(request).send(outbound, stream=True)
+    except httpx.HTTPError as exc:
+        error = f"provider {upstream.provider!r} unreachable: {type(exc).__name__}: {exc}"
+        await gateway.record(key, upstream, wire=wire, stream=stream, status=502, usage=Usage(), complete=False,
+                             latency_ms=_ms(started), error=error)  # fmt: skip
+        return error_response(wire, GatewayError(502, "upstream", error))
+    count_tokens = path.endswith("count_tokens")  # a token count is free: nothing to meter or record
+    meter = Meter(wire, stream, content_encoding=response.headers.get("content-encoding"))
+    out_headers = {k: v for k, v in response.headers.items() if k.lower() not in _HOP_BY_HOP}
+    state = {"recorded": False}
+
+    async def finish(error: str | None = None) -> None:
+        if state["recorded"] or count_tokens:
+            return
+        state["recorded"] = True
+        usage = meter.finish()
+        await gateway.record(key, upstream, wire=wire, stream=stream, status=response.status_code, usage=usage,
+                             complete=meter.complete, latency_ms=_ms(started), error=error or meter.error)  # fmt: skip
+
+    async def relay() -> AsyncIterator[bytes]:
+        error: str | None = None
+        try:
+            async for chunk in response.aiter_raw():
+                meter.feed(chunk)
+                yield chunk
+        except httpx.HTTPError as exc:
+            error = f"upstream stream broke: {type(exc).__name__}: {exc}"
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            error = "the caller went away mid-response"
+            raise
+        finally:
+            await response.aclose()
+            # Recorded even when the caller is gone: in its own task, so a cancelled relay cannot stop it.
+            task = asyncio.get_running_loop().create_task(finish(error))
+            _pending.add(task)
+            task.add_done_callback(_pending.discard)
+
+    return StreamingResponse(relay(), status_code=response.status_code, headers=out_headers)
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+@router.post("/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    return await _proxy(request, "openai-chat", "chat/completions")
+
+
+@router.post("/responses")
+async def responses(request: Request) -> Response:
+    return await _proxy(request, "openai-responses", "responses")
+
+
+@router.post("/messages")
+async def messages(request: Request) -> Response:
+    return await _proxy(request, "anthropic", "messages")
+
+
+@router.post("/messages/count_tokens")
+async def count_tokens(request: Request) -> Response:
+    return await _proxy(request, "anthropic", "messages/count_tokens")
+
+
+@router.get("/models")
+async def models(request: Request) -> Response:
+    """The models the caller's key may use, in a shape both the OpenAI and the Anthropic SDKs read."""
+    gateway = _gateway(request)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    wire: Wire = "anthropic" if "x-api-key" in headers else "openai-chat"
+    try:
+        key = await gateway.authenticate(headers)
+    except GatewayError as exc:
+        return error_response(wire, exc)
+    seen: list[str] = []
+    for _, model, _ in gateway.allowed_models(key):
+        if model not in seen:
+            seen.append(model)
+    data = [
+        {"id": m, "object": "model", "type": "model", "display_name": m, "owned_by": "godel", "created": 0}
+        for m in seen
+    ]
+    return JSONResponse({"object": "list", "data": data, "has_more": False, "first_id": None, "last_id": None})
+
+
+async def settle() -> None:
+    """Wait for usage records still being written (tests; shutdown)."""
+    while _pending:
+        await asyncio.gather(*list(_pending), return_exceptions=True)

@@ -1,0 +1,1 @@
+"""The LLM gateway: /proxy/v1 in front of the configured providers."""

@@ -1,0 +1,186 @@
+"""The gateway's decisions, apart from HTTP: who is calling (virtual key), where the request goes (provider and
+its key), and what it cost (a usage record per request).
+
+A request names a model the way the agent CLI was configured to (the model id at the provider). The key's
+``models`` (``provider/model`` names; an agent's key gets its route) say which providers may serve it; the
+provider must speak the request's wire API. The provider's real key is read from the server's environment for
+each request and never leaves the server.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
+
+from godel.core.clock import SystemClock
+from godel.core.ids import new_id
+from godel.core.models import UsageRecord, VirtualKey
+from godel.core.ports import Clock
+from godel.gateway.keys import hash_key, new_key
+from godel.providers.config import ProviderConfig
+
+Wire = Literal["openai-chat", "openai-responses", "anthropic"]
+SCOPES = ("agent", "team", "user")
+
+# Request headers passed upstream (the caller's own credentials never are).
+FORWARDED = ("content-type", "accept", "anthropic-version", "anthropic-beta", "openai-beta")
+
+
+class GatewayError(Exception):
+    """A refusal, rendered by the HTTP layer in the caller's dialect."""
+
+    def __init__(self, status: int, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind  # authentication | not_found | invalid_request | upstream | permission
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Upstream:
+    provider: str
+    config: ProviderConfig
+    model: str
+    url: str
+    headers: dict[str, str]
+
+
+class KeyStore(Protocol):
+    """The store methods the gateway uses (``SqlStore`` has them)."""
+
+    async def create_key(self, key: VirtualKey) -> VirtualKey: ...
+    async def key_by_hash(self, key_hash: str) -> VirtualKey | None: ...
+    async def revoke_keys(
+        self, at: datetime, *, key_id: str | None = None, scope_type: str | None = None, scope_id: str | None = None
+    ) -> int: ...
+    async def add_usage(self, record: UsageRecord) -> UsageRecord: ...
+
+
+class Gateway:
+    def __init__(
+        self, store: KeyStore, providers: dict[str, ProviderConfig], *, clock: Clock | None = None, pricer: Any = None
+    ) -> None:
+        self.store = store
+        self.providers = providers
+        self.clock: Clock = clock or SystemClock()
+        self.pricer = pricer
+
+    # -------------------------------------------------------------------------------------------- keys
+
+    async def issue(
+        self,
+        scope_type: str,
+        scope_id: str,
+        *,
+        models: list[str] | None = None,
+        ttl: timedelta | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> tuple[str, VirtualKey]:
+        """A new key; its text is returned here and never again."""
+        if scope_type not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
+        text, digest, prefix = new_key()
+        now = self.clock.now()
+        key = VirtualKey(
+            id=new_id(), key_hash=digest, prefix=prefix, scope_type=scope_type, scope_id=scope_id,
+            models=list(models or []), expires_at=now + ttl if ttl else None, created_at=now, updated_at=now,
+            metadata=dict(metadata or {}),
+        )  # fmt: skip
+        return text, await self.store.create_key(key)
+
+    async def revoke_scope(self, scope_type: str, scope_id: str) -> int:
+        return int(await self.store.revoke_keys(self.clock.now(), scope_type=scope_type, scope_id=scope_id))
+
+    async def authenticate(self, headers: dict[str, str]) -> VirtualKey:
+        text = _credential(headers)
+        if not text:
+            raise GatewayError(401, "authentication", "no API key: send a Godel virtual key (godel_vk_…)")
+        key = await self.store.key_by_hash(hash_key(text))
+        if key is None:
+            raise GatewayError(401, "authentication", "unknown API key")
+        if key.revoked_at is not None:
+            raise GatewayError(401, "authentication", "this key was revoked")
+        if not key.usable_at(self.clock.now()):
+            raise GatewayError(401, "authentication", "this key has expired")
+        return key
+
+    # ----------------------------------------------------------------------------------------- routing
+
+    def allowed_models(self, key: VirtualKey) -> list[tuple[str, str, ProviderConfig]]:
+        """``(provider, model, config)`` the key may use, in the key's order (a route: primary first)."""
+        out = []
+        names = key.models or [f"{p}/{m}" for p, c in self.providers.items() for m in c.models]
+        for name in names:
+            provider, _, model = name.partition("/")
+            config = self.providers.get(provider)
+            if config is not None and (not config.models or model in config.models):
+                out.append((provider, model, config))
+        return out
+
+    def route(self, key: VirtualKey, wire: Wire, model: str, path: str, headers: dict[str, str]) -> Upstream:
+        if not model:
+            raise GatewayError(400, "invalid_request", "the request names no model")
+        candidates = [(p, m, c) for p, m, c in self.allowed_models(key) if m == model]
+        if not candidates:
+            raise GatewayError(404, "not_found", f"model {model!r} is not available to this key")
+        speaking = [(p, m, c) for p, m, c in candidates if c.kind == wire]
+        if not speaking:
+            kinds = ", ".join(sorted({c.kind for _, _, c in candidates}))
+            raise GatewayError(
+                400, "invalid_request", f"model {model!r} is served here over {kinds}, not over the {wire} API"
+            )
+        provider, model_id, config = speaking[0]
+        secret = os.environ.get(config.api_key_env) if config.api_key_env else None
+        if config.api_key_env and not secret:
+            raise GatewayError(502, "upstream", f"provider {provider!r} has no key in the server's environment")
+        out = {h: v for h, v in headers.items() if h in FORWARDED}
+        if wire == "anthropic":
+            out.setdefault("anthropic-version", "2023-06-01")
+            if secret:
+                out["x-api-key"] = secret
+        elif secret:
+            out["authorization"] = f"Bearer {secret}"
+        root = config.base_url.rstrip("/")
+        url = f"{root}/v1/{path}" if wire == "anthropic" else f"{root}/{path}"
+        return Upstream(provider=provider, config=config, model=model_id, url=url, headers=out)
+
+    # -------------------------------------------------------------------------------------------- usage
+
+    async def record(
+        self,
+        key: VirtualKey,
+        upstream: Upstream,
+        *,
+        wire: Wire,
+        stream: bool,
+        status: int,
+        usage: Any,
+        complete: bool,
+        latency_ms: float,
+        error: str | None,
+    ) -> UsageRecord:
+        cost = None
+        if self.pricer is not None and (usage.input_tokens or usage.output_tokens or usage.cached_tokens):
+            cost = self.pricer.cost(
+                provider_kind=upstream.config.kind, provider_name=upstream.provider, model=upstream.model,
+                input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cached_tokens=usage.cached_tokens,
+            )  # fmt: skip
+        record = UsageRecord(
+            at=self.clock.now(), provider=upstream.provider, model=upstream.model, wire=wire, stream=stream,
+            status_code=status, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+            cached_tokens=usage.cached_tokens, cost_usd=cost, latency_ms=round(latency_ms, 2), complete=complete,
+            error=error, key_id=key.id,
+            agent_id=key.scope_id if key.scope_type == "agent" else None,
+            team_id=key.scope_id if key.scope_type == "team" else key.metadata.get("teamId"),
+            user_name=key.scope_id if key.scope_type == "user" else None,
+        )  # fmt: skip
+        return await self.store.add_usage(record)
+
+
+def _credential(headers: dict[str, str]) -> str | None:
+    auth = headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip() or None
+    return headers.get("x-api-key") or headers.get("x-goog-api-key") or None

@@ -1,0 +1,87 @@
+"""A real Godel API (uvicorn, in the test's event loop) with its gateway in front of a scripted model."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from godel.api.app import create_app
+from godel.api.routes import proxy
+from godel.scheduler.plane import ControlPlane
+from godel.settings import Settings
+from godel.testing import ScriptedModel
+
+UPSTREAM_KEY = "sk-upstream-0123456789-secret"
+MODEL = "scripted-model"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    plane: ControlPlane
+    model: ScriptedModel
+    url: str  # the Godel server
+
+    @property
+    def openai_base(self) -> str:
+        return f"{self.url}/proxy/v1"
+
+    @property
+    def anthropic_base(self) -> str:
+        return f"{self.url}/proxy"
+
+    async def key(self, scope: str = "user", scope_id: str = "alice", **kw: Any) -> str:
+        text, _ = await self.plane.gateway.issue(scope, scope_id, **kw)
+        return text
+
+    async def records(self) -> list[Any]:
+        await proxy.settle()
+        return await self.plane.store.usage_records()
+
+
+@pytest.fixture
+def stack(fast_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
+    monkeypatch.setenv("SCRIPTED_UPSTREAM_KEY", UPSTREAM_KEY)
+
+    @asynccontextmanager
+    async def make(turns: Any, *, upstream_down: bool = False, **overrides: Any) -> AsyncIterator[Stack]:
+        with ScriptedModel(turns) as model:
+            root = f"http://127.0.0.1:{_free_port()}" if upstream_down else model.url
+            providers = {
+                "scripted": {"kind": "openai-chat", "base_url": f"{root}/v1", "models": [MODEL]},
+                "scripted-responses": {"kind": "openai-responses", "base_url": f"{root}/v1", "models": [MODEL]},
+                "scripted-anthropic": {"kind": "anthropic", "base_url": root, "models": [MODEL]},
+            }
+            for p in providers.values():
+                p["api_key_env"] = "SCRIPTED_UPSTREAM_KEY"
+            port = _free_port()
+            home = fast_tmp / f"home-{port}"  # one database per stack
+            settings = Settings(home=home, providers=providers, url=f"http://127.0.0.1:{port}", port=port, **overrides)
+            plane = ControlPlane(settings)
+            await plane.start()
+            server = uvicorn.Server(uvicorn.Config(create_app(plane=plane), host="127.0.0.1", port=port,
+                                                   log_level="warning", lifespan="on"))  # fmt: skip
+            task = asyncio.create_task(server.serve())
+            while not server.started:  # noqa: ASYNC110 (uvicorn offers no event for it)
+                await asyncio.sleep(0.01)
+            try:
+                yield Stack(plane, model, f"http://127.0.0.1:{port}")
+            finally:
+                server.should_exit = True
+                await task
+                await plane.stop()
+
+    return make
