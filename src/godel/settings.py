@@ -114,6 +114,10 @@ class Settings(BaseSettings):
     """Where agents reach this server's gateway. Default: ``http://HOST:PORT`` of ``godel serve`` (127.0.0.1 when
     it binds every address). Set it when agents run elsewhere (a container, another node)."""
 
+    budget_hold_timeout: float = 86400.0
+    """Seconds an agent's request that found its budget spent is held (the agent paused) waiting for the agent to
+    be resumed; after that it is refused with 402."""
+
     gateway_read_timeout: float = 600.0
     """Seconds the gateway waits for the next bytes of a provider's response before giving up on it."""
 

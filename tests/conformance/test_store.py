@@ -100,7 +100,7 @@ async def test_migrations_match_the_tables(store: SqlStore) -> None:
     async with store.engine.connect() as conn:
         assert await conn.run_sync(diff) == []
         version = (await conn.execute(sa.text("SELECT version_num FROM alembic_version"))).scalar_one()
-    assert version == "0002_gateway"
+    assert version == "0003_budgets"
 
 
 async def test_store_satisfies_the_protocol(store: SqlStore) -> None:

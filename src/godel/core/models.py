@@ -222,3 +222,22 @@ class UsageRecord:
     team_id: str | None = None
     user_name: str | None = None
     id: int | None = None
+
+
+@dataclass
+class Budget:
+    """A spending limit in USD on an agent, a team or a user (spec §2.4 budgets), per period: ``daily`` and
+    ``monthly`` restart at 00:00 UTC and on the 1st; ``total`` never does. What counts against it is the priced
+    usage the gateway recorded in the current period."""
+
+    id: str
+    entity_type: str  # agent | team | user
+    entity_id: str
+    total_budget: float
+    period: str = "total"  # daily | monthly | total
+    used_budget: float = 0.0  # the spend last settled (what the gateway counts is the usage records)
+    currency: str = "USD"
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 from godel.core.events import Event, EventFilter
-from godel.core.models import Agent, Node, Session, Snapshot, TransitionRecord, UsageRecord, VirtualKey
+from godel.core.models import Agent, Budget, Node, Session, Snapshot, TransitionRecord, UsageRecord, VirtualKey
 from godel.core.states import AgentState, AgentStatus
 from godel.core.transitions import Trigger
 
@@ -129,6 +129,11 @@ class Store(Protocol):
     async def usage_records(
         self, *, agent_id: str | None = None, since: datetime | None = None, limit: int = 1000
     ) -> list[UsageRecord]: ...
+    async def upsert_budget(self, budget: Budget) -> Budget: ...
+    async def list_budgets(self, *, entity_type: str | None = None, entity_id: str | None = None) -> list[Budget]: ...
+    async def budgets_for(self, scopes: list[tuple[str, str]]) -> list[Budget]: ...
+    async def delete_budget(self, budget_id: str) -> None: ...
+    async def spent(self, scope_type: str, scope_id: str, since: datetime | None) -> float: ...
     async def usage_summary(
         self,
         by: Literal["agent", "team", "user", "model", "day"],

@@ -10,41 +10,22 @@ each request and never leaves the server.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from godel.core.clock import SystemClock
 from godel.core.ids import new_id
 from godel.core.models import UsageRecord, VirtualKey
 from godel.core.ports import Clock
+from godel.gateway.budgets import BudgetGuard
 from godel.gateway.keys import hash_key, new_key
+from godel.gateway.types import GatewayError, Upstream, Wire
 from godel.providers.config import ProviderConfig
 
-Wire = Literal["openai-chat", "openai-responses", "anthropic"]
 SCOPES = ("agent", "team", "user")
 
 # Request headers passed upstream (the caller's own credentials never are).
 FORWARDED = ("content-type", "accept", "anthropic-version", "anthropic-beta", "openai-beta")
-
-
-class GatewayError(Exception):
-    """A refusal, rendered by the HTTP layer in the caller's dialect."""
-
-    def __init__(self, status: int, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.kind = kind  # authentication | not_found | invalid_request | upstream | permission
-        self.message = message
-
-
-@dataclass(frozen=True)
-class Upstream:
-    provider: str
-    config: ProviderConfig
-    model: str
-    url: str
-    headers: dict[str, str]
 
 
 class KeyStore(Protocol):
@@ -66,6 +47,7 @@ class Gateway:
         self.providers = providers
         self.clock: Clock = clock or SystemClock()
         self.pricer = pricer
+        self.budgets = BudgetGuard(store, pricer, now=self.clock.now)
 
     # -------------------------------------------------------------------------------------------- keys
 

@@ -22,11 +22,12 @@ from godel.bus import MemoryBus
 from godel.core.clock import SystemClock
 from godel.core.events import Event, EventFilter, make_event
 from godel.core.ids import branch_for, new_id, new_snapshot_id
-from godel.core.models import Agent, Node, Session, Snapshot
+from godel.core.models import Agent, Budget, Node, Session, Snapshot
 from godel.core.ports import AgentAdapter, AgentQuery, Clock, EventQuery, Page, Runtime, Store
 from godel.core.states import ACTIVE, AgentState, AgentStatus, NodeStatus, states_with_status
 from godel.core.transitions import Trigger, plan
-from godel.errors import ConflictError, FieldError, SnapshotNotFoundError, ValidationError
+from godel.errors import ConflictError, FieldError, GodelError, SnapshotNotFoundError, ValidationError
+from godel.gateway.budgets import period_bounds
 from godel.gateway.service import Gateway
 from godel.providers import resolve_route
 from godel.runtimes import get_runtime
@@ -77,6 +78,9 @@ class ControlPlane:
             max_agents=settings.max_concurrent_agents,
         )
         self.gateway = Gateway(self.store, settings.providers, clock=self.clock, pricer=_pricer(settings))
+        self.gateway.budgets.on_exhausted = self._budget_exhausted
+        self.gateway.budgets.on_warning = self._budget_warning
+        self.gateway.budgets.on_hold = self._budget_hold
         self.supervisor = Supervisor(
             store=self.store, runtime=self.runtime, settings=settings, clock=self.clock, node_id=self.node.id,
             gateway=self.gateway,
@@ -158,6 +162,8 @@ class ControlPlane:
             context=context or None,
         )
         agent, _ = await self.store.create_agent(agent, actor=actor)
+        if req.budget_limit:  # the spec's budgetLimit: a total budget on the agent, enforced at the gateway
+            await self.set_budget("agent", agent.id, req.budget_limit, "total")
         self.supervisor.wake.set()
         return agent
 
@@ -465,6 +471,70 @@ class ControlPlane:
             messages = await session_messages(self.supervisor, session, int(nxt) + 1 if nxt is not None else None)
             out.append(dataclasses.replace(session, context={**session.context, "messages": messages}))
         return out
+
+    # --------------------------------------------------------------------------------------------- budgets
+
+    async def set_budget(self, entity_type: str, entity_id: str, usd: float, period: str) -> Budget:
+        now = self.clock.now()
+        budget = await self.store.upsert_budget(
+            Budget(id=new_id(), entity_type=entity_type, entity_id=entity_id, total_budget=usd, period=period,
+                   created_at=now, updated_at=now)
+        )  # fmt: skip
+        self.gateway.budgets.forget(budget.id)  # raised: its thresholds can be crossed, and reported, again
+        return budget
+
+    async def budget_status(self, budget: Budget) -> dict[str, Any]:
+        start, end = period_bounds(budget.period, self.clock.now())
+        spent = await self.store.spent(budget.entity_type, budget.entity_id, start)
+        return {"spent": spent, "remaining": max(0.0, budget.total_budget - spent), "start": start, "end": end}
+
+    def _budget_agents(self, budget: Budget) -> list[str]:
+        if budget.entity_type == "agent":
+            return [budget.entity_id] if budget.entity_id in self.supervisor.watched else []
+        if budget.entity_type == "team":
+            return [w.agent_id for w in self.supervisor.watched.values() if w.team_id == budget.entity_id]
+        return []
+
+    async def _budget_exhausted(self, budget: Budget, spent: float, _threshold: int) -> None:
+        """Pause (never kill) the running agents the budget covers; raising it lets them be resumed."""
+        reason = f"budget exceeded: ${spent:.4f} of ${budget.total_budget:.4f} ({budget.period})"
+        paused = []
+        for agent_id in self._budget_agents(budget):
+            try:
+                agent = await self.store.get_agent(agent_id)
+                if agent.state in (AgentState.EXECUTING, AgentState.WAITING):
+                    await self.pause(agent_id, actor="budget", reason=reason)
+                    paused.append(agent_id)
+            except GodelError as exc:  # it ended meanwhile: nothing to pause
+                log.info("budget pause skipped", agent=agent_id, error=exc.message)
+        await self._budget_event("budget:exceeded", budget, spent, {"pausedAgents": paused, "reason": reason})
+
+    async def _budget_hold(self, budget: Budget, spent: float, agent_id: str) -> bool:
+        """Pause the agent whose request is over budget and wait for it to be resumed (True) or to end (False)."""
+        flt = EventFilter(patterns=("agent:resume", "agent:kill", "agent:restart", "agent:error"), agent_id=agent_id)
+        sub = self.bus.subscribe(flt)  # before looking at the state, so a resume in between is not missed
+        try:
+            await self._budget_exhausted(budget, spent, 100)
+            if (await self.store.get_agent(agent_id)).state != AgentState.PAUSED:
+                return False  # not a run this server can pause: refuse the request instead
+            event = await sub.get(timeout=self.settings.budget_hold_timeout)
+            return event is not None and event.type == "agent:resume"
+        finally:
+            sub.close()
+
+    async def _budget_warning(self, budget: Budget, spent: float, threshold: int) -> None:
+        await self._budget_event("budget:warning", budget, spent, {"threshold": threshold})
+
+    async def _budget_event(self, type_: str, budget: Budget, spent: float, extra: dict[str, Any]) -> None:
+        payload = {
+            "budgetId": budget.id, "scope": budget.entity_type, "scopeId": budget.entity_id,
+            "limitUsd": budget.total_budget, "spentUsd": round(spent, 8), "period": budget.period, **extra,
+        }  # fmt: skip
+        await self.store.append_events([
+            make_event(type_, payload, component="gateway",
+                       agent_id=budget.entity_id if budget.entity_type == "agent" else None,
+                       team_id=budget.entity_id if budget.entity_type == "team" else None)
+        ])  # fmt: skip
 
     # ---------------------------------------------------------------------------------------------- events
 

@@ -12,7 +12,7 @@ from typing import Any, Literal, Protocol
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from godel.core.models import UsageRecord, VirtualKey
+from godel.core.models import Budget, UsageRecord, VirtualKey
 from godel.errors import NotFoundError
 from godel.store import rows, tables
 
@@ -140,3 +140,71 @@ class GatewayQueries:
         async with self._read() as conn:
             result = await conn.execute(stmt)
             return [dict(r._mapping) for r in result]
+
+
+_SCOPE_COLUMN = {"agent": "agent_id", "team": "team_id", "user": "user_name"}
+
+
+class BudgetQueries:
+    """Mixed into ``SqlStore`` too: budgets, and the spend that counts against them."""
+
+    async def upsert_budget(self: _HasConnections, budget: Budget) -> Budget:
+        """Create the entity's budget, or change its limit and period (one budget per entity)."""
+        t = tables.budgets
+        async with self._write() as tx:
+            row = (
+                await tx.conn.execute(
+                    sa.select(t).where(t.c.entity_type == budget.entity_type, t.c.entity_id == budget.entity_id)
+                )
+            ).first()
+            if row is None:
+                await tx.conn.execute(t.insert(), rows.BUDGETS.to_row(budget))
+                return budget
+            existing = rows.BUDGETS.from_row(row)
+            changed = dataclasses.replace(
+                existing, total_budget=budget.total_budget, period=budget.period, updated_at=budget.updated_at
+            )
+            await tx.conn.execute(
+                sa.update(t).where(t.c.id == existing.id).values(rows.BUDGETS.values(
+                    {"total_budget": changed.total_budget, "period": changed.period, "updated_at": changed.updated_at}
+                ))
+            )  # fmt: skip
+            return changed
+
+    async def list_budgets(
+        self: _HasConnections, *, entity_type: str | None = None, entity_id: str | None = None
+    ) -> list[Budget]:
+        t = tables.budgets
+        stmt = sa.select(t).order_by(t.c.created_at, t.c.id)
+        if entity_type:
+            stmt = stmt.where(t.c.entity_type == entity_type)
+        if entity_id:
+            stmt = stmt.where(t.c.entity_id == entity_id)
+        async with self._read() as conn:
+            return rows.BUDGETS.from_rows(await conn.execute(stmt))
+
+    async def budgets_for(self: _HasConnections, scopes: list[tuple[str, str]]) -> list[Budget]:
+        if not scopes:
+            return []
+        t = tables.budgets
+        cond = sa.or_(*(sa.and_(t.c.entity_type == kind, t.c.entity_id == ident) for kind, ident in scopes))
+        async with self._read() as conn:
+            return rows.BUDGETS.from_rows(await conn.execute(sa.select(t).where(cond)))
+
+    async def delete_budget(self: _HasConnections, budget_id: str) -> None:
+        t = tables.budgets
+        async with self._write() as tx:
+            result = await tx.conn.execute(sa.delete(t).where(t.c.id == budget_id))
+            if result.rowcount == 0:
+                raise NotFoundError(f"budget {budget_id!r} not found", details={"budgetId": budget_id})
+
+    async def spent(self: _HasConnections, scope_type: str, scope_id: str, since: datetime | None) -> float:
+        """Priced usage of a scope since ``since`` (None: ever), in USD."""
+        t = tables.usage_records
+        stmt = sa.select(sa.func.coalesce(sa.func.sum(t.c.cost_usd), 0.0)).where(
+            t.c[_SCOPE_COLUMN[scope_type]] == scope_id
+        )
+        if since is not None:
+            stmt = stmt.where(t.c.at >= since)
+        async with self._read() as conn:
+            return float((await conn.execute(stmt)).scalar_one())

@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 import sqlalchemy as sa
 
 from godel.core.events import Event, EventMetadata, EventSource
-from godel.core.models import Agent, Node, Session, Snapshot, Team, TransitionRecord, UsageRecord, VirtualKey
+from godel.core.models import Agent, Budget, Node, Session, Snapshot, Team, TransitionRecord, UsageRecord, VirtualKey
 from godel.store import tables
 
 T = TypeVar("T")
@@ -95,6 +95,7 @@ SESSIONS = Mapper(Session, tables.sessions)
 NODES = Mapper(Node, tables.nodes)
 VIRTUAL_KEYS = Mapper(VirtualKey, tables.virtual_keys)
 USAGE = Mapper(UsageRecord, tables.usage_records)
+BUDGETS = Mapper(Budget, tables.budgets)
 
 
 # The events columns ``event_values`` fills, in its order (the sequence is the database's).

@@ -35,7 +35,7 @@ from godel.store.engine import (
     translate_errors,
 )
 from godel.store.events import query_events
-from godel.store.gateway import GatewayQueries
+from godel.store.gateway import BudgetQueries, GatewayQueries
 
 
 def _source(actor: str) -> EventSource:
@@ -44,7 +44,7 @@ def _source(actor: str) -> EventSource:
     return EventSource(component=component or "scheduler", instance=instance or None)
 
 
-class SqlStore(GatewayQueries):
+class SqlStore(GatewayQueries, BudgetQueries):
     def __init__(self, engine: AsyncEngine, *, clock: Clock | None = None) -> None:
         self._db = Database(engine)
         self._read = self._db.read

@@ -347,6 +347,8 @@ budgets = sa.Table(
     sa.Column("period_start", UTCDateTime(), nullable=True),
     sa.Column("period_end", UTCDateTime(), nullable=True),
     *_created(),
+    # daily | monthly | total: the spend counted against total_budget is the current period's (0003_budgets)
+    sa.Column("period", sa.String(20), nullable=False, server_default="total"),
     sa.UniqueConstraint("entity_type", "entity_id"),
 )
 
@@ -416,4 +418,5 @@ usage_records = sa.Table(
     sa.Index("ix_usage_records_at", "at"),
     sa.Index("ix_usage_records_agent_id_at", "agent_id", "at"),
     sa.Index("ix_usage_records_team_id_at", "team_id", "at"),
+    sa.Index("ix_usage_records_user_name_at", "user_name", "at"),
 )

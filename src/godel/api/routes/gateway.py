@@ -11,7 +11,7 @@ from pydantic import Field
 
 from godel.api.deps import Plane
 from godel.api.schemas import Body, ok
-from godel.core.models import VirtualKey
+from godel.core.models import Budget, VirtualKey
 from godel.errors import FieldError, ValidationError
 
 router = APIRouter(tags=["gateway"])
@@ -96,3 +96,49 @@ async def usage(
         for r in rows
     ]
     return ok({"by": by, "items": items})
+
+
+class SetBudget(Body):
+    scope: Literal["agent", "team", "user"]
+    id: Annotated[str, Field(min_length=1, max_length=255)]
+    usd: Annotated[float, Field(gt=0, lt=1e9)]
+    period: Literal["daily", "monthly", "total"] = "total"
+
+
+async def budget_json(plane: Any, b: Budget) -> dict[str, Any]:
+    status = await plane.budget_status(b)
+    return {
+        "id": b.id,
+        "scope": b.entity_type,
+        "scopeId": b.entity_id,
+        "limitUsd": b.total_budget,
+        "period": b.period,
+        "spentUsd": round(status["spent"], 8),
+        "remainingUsd": round(status["remaining"], 8),
+        "periodStart": status["start"].isoformat() if status["start"] else None,
+        "periodEnd": status["end"].isoformat() if status["end"] else None,
+        "updatedAt": b.updated_at.isoformat() if b.updated_at else None,
+    }
+
+
+@router.put("/budgets")
+async def set_budget(body: SetBudget, plane: Plane) -> dict[str, Any]:
+    budget = await plane.set_budget(body.scope, body.id, body.usd, body.period)
+    return ok(await budget_json(plane, budget))
+
+
+@router.get("/budgets")
+async def list_budgets(
+    plane: Plane,
+    scope: Literal["agent", "team", "user"] | None = None,
+    scope_id: Annotated[str | None, Query(alias="id")] = None,
+) -> dict[str, Any]:
+    budgets = await plane.store.list_budgets(entity_type=scope, entity_id=scope_id)
+    return ok({"items": [await budget_json(plane, b) for b in budgets]})
+
+
+@router.delete("/budgets/{budget_id}")
+async def delete_budget(budget_id: str, plane: Plane) -> dict[str, Any]:
+    await plane.store.delete_budget(budget_id)
+    plane.gateway.budgets.forget(budget_id)
+    return ok({"id": budget_id, "deleted": True})

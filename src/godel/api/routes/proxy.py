@@ -20,8 +20,10 @@ import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from godel.gateway.budgets import BudgetExceeded, Reservation
 from godel.gateway.metering import Meter, Usage, inject_stream_usage
-from godel.gateway.service import Gateway, GatewayError, Wire
+from godel.gateway.service import Gateway
+from godel.gateway.types import GatewayError, Wire
 
 log = structlog.get_logger("godel.gateway")
 router = APIRouter(prefix="/proxy/v1", tags=["gateway"])
@@ -35,6 +37,7 @@ _ANTHROPIC_ERROR = {
     "invalid_request": "invalid_request_error",
     "permission": "permission_error",
     "upstream": "api_error",
+    "budget": "billing_error",
 }
 _OPENAI_ERROR = {
     "authentication": ("invalid_request_error", "invalid_api_key"),
@@ -42,6 +45,7 @@ _OPENAI_ERROR = {
     "invalid_request": ("invalid_request_error", None),
     "permission": ("invalid_request_error", "permission_denied"),
     "upstream": ("api_error", "upstream_error"),
+    "budget": ("insufficient_quota", "budget_exceeded"),
 }
 _pending: set[asyncio.Task[Any]] = set()  # usage records being written after the caller went away
 
@@ -82,6 +86,8 @@ async def _proxy(request: Request, wire: Wire, path: str) -> Response:
             raise GatewayError(400, "invalid_request", "the request body must be a JSON object")
         model = body.get("model")
         upstream = gateway.route(key, wire, model if isinstance(model, str) else "", path, headers)
+        count_tokens = path.endswith("count_tokens")  # a token count is free: nothing to reserve, meter or record
+        reservation = Reservation() if count_tokens else await _admit(gateway, key, upstream, body)
     except GatewayError as exc:
         return error_response(wire, exc)
     stream = bool(body.get("stream"))
@@ -95,8 +101,8 @@ async def _proxy(request: Request, wire: Wire, path: str) -> Response:
         error = f"provider {upstream.provider!r} unreachable: {type(exc).__name__}: {exc}"
         await gateway.record(key, upstream, wire=wire, stream=stream, status=502, usage=Usage(), complete=False,
                              latency_ms=_ms(started), error=error)  # fmt: skip
+        await gateway.budgets.settle(reservation)
         return error_response(wire, GatewayError(502, "upstream", error))
-    count_tokens = path.endswith("count_tokens")  # a token count is free: nothing to meter or record
     meter = Meter(wire, stream, content_encoding=response.headers.get("content-encoding"))
     out_headers = {k: v for k, v in response.headers.items() if k.lower() not in _HOP_BY_HOP}
     state = {"recorded": False}
@@ -106,8 +112,13 @@ async def _proxy(request: Request, wire: Wire, path: str) -> Response:
             return
         state["recorded"] = True
         usage = meter.finish()
-        await gateway.record(key, upstream, wire=wire, stream=stream, status=response.status_code, usage=usage,
-                             complete=meter.complete, latency_ms=_ms(started), error=error or meter.error)  # fmt: skip
+        try:
+            await gateway.record(
+                key, upstream, wire=wire, stream=stream, status=response.status_code, usage=usage,
+                complete=meter.complete, latency_ms=_ms(started), error=error or meter.error,
+            )  # fmt: skip
+        finally:
+            await gateway.budgets.settle(reservation)  # the real cost replaces the estimate
 
     async def relay() -> AsyncIterator[bytes]:
         error: str | None = None
@@ -129,6 +140,15 @@ async def _proxy(request: Request, wire: Wire, path: str) -> Response:
             task.add_done_callback(_pending.discard)
 
     return StreamingResponse(relay(), status_code=response.status_code, headers=out_headers)
+
+
+async def _admit(gateway: Gateway, key: Any, upstream: Any, body: dict[str, Any]) -> Reservation:
+    while True:
+        try:
+            return await gateway.budgets.admit(key, upstream, body)
+        except BudgetExceeded as refusal:
+            if not await gateway.budgets.hold(key, refusal):  # paused until resumed, then once more
+                raise
 
 
 def _ms(started: float) -> float:
