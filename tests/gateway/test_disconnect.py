@@ -72,7 +72,7 @@ async def test_a_caller_gone_mid_stream_is_recorded_once(fast_tmp: Path) -> None
                         break  # and go away, with the usage chunk still 30 s off
         for _ in range(100):
             await proxy.settle()
-            if records := await plane.store.usage_records():
+            if await plane.store.usage_records():
                 break
             await asyncio.sleep(0.05)  # the relay notices the caller is gone at its next write or disconnect
         await asyncio.sleep(0.2)
