@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from godel.cli import agents, dev, events, workspace  # noqa: F401  (workspace adds its commands to `godel agent`)
+from godel.cli import agents, dev, events, gateway, workspace  # noqa: F401  (workspace adds its commands to `godel agent`)
 from godel.cli.context import CliState, state
 from godel.cli.output import render_error
 from godel.cli.serve import serve
@@ -50,6 +50,9 @@ app = typer.Typer(
 app.add_typer(agents.app, name="agent")
 app.add_typer(events.app, name="events")
 app.add_typer(dev.app, name="dev")
+app.add_typer(gateway.key_app, name="key")
+app.add_typer(gateway.budget_app, name="budget")
+app.command("usage")(gateway.usage)
 app.command("status")(status)
 app.command("serve")(serve)
 

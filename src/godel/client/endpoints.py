@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
@@ -33,6 +34,13 @@ def camelize(fields: Mapping[str, Any]) -> JSON:
 def agent_path(agent_id: str, *rest: str) -> str:
     # Quoted so that a stray "/" in an id cannot reach another route.
     return "/".join((f"{API}/agents/{quote(agent_id, safe='')}", *rest))
+
+
+def iso_param(value: str | datetime | None) -> str | None:
+    """A time for a query string: a ``datetime`` (a naive one is taken as UTC) as ISO 8601, a string as given."""
+    if value is None or isinstance(value, str):
+        return value
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
 
 
 def patterns_param(patterns: str | Sequence[str] | None) -> list[str] | None:
@@ -172,6 +180,56 @@ class Endpoints(ABC, Generic[R]):
     ) -> R:
         body = {"type": type, "payload": dict(payload or {}), "metadata": dict(metadata or {})}
         return self._call("POST", f"{API}/events", json=body)
+
+    # Gateway: virtual keys, usage, budgets
+    def create_key(
+        self,
+        scope: str,
+        scope_id: str,
+        *,
+        models: Sequence[str] | None = None,
+        expires_in: float | None = None,
+    ) -> R:
+        """``POST /keys``: a key for one agent, team or user (``scope``); the answer's ``key`` is its text, shown
+        only this once. No ``models``: every configured model; no ``expires_in`` (seconds): it never expires."""
+        body = camelize(
+            {
+                "scope": scope,
+                "id": scope_id,
+                "models": list(models) if models is not None else None,
+                "expires_in": expires_in,
+            }
+        )
+        return self._call("POST", f"{API}/keys", json=body)
+
+    def list_keys(self, *, scope: str | None = None, scope_id: str | None = None, revoked: bool | None = None) -> R:
+        """``GET /keys``: live keys, or with ``revoked=True`` revoked ones too (never their text)."""
+        return self._call("GET", f"{API}/keys", params=camelize({"scope": scope, "id": scope_id, "revoked": revoked}))
+
+    def revoke_key(self, key_id: str) -> R:
+        return self._call("DELETE", f"{API}/keys/{quote(key_id, safe='')}")
+
+    def usage(
+        self,
+        *,
+        by: str | None = None,
+        since: str | datetime | None = None,
+        until: str | datetime | None = None,
+    ) -> R:
+        """``GET /usage``: requests, tokens and USD summed by ``agent``, ``team``, ``user``, ``model`` or ``day``."""
+        query = camelize({"by": by, "since": iso_param(since), "until": iso_param(until)})
+        return self._call("GET", f"{API}/usage", params=query)
+
+    def set_budget(self, scope: str, scope_id: str, *, usd: float, period: str | None = None) -> R:
+        """``PUT /budgets``: the USD limit of one agent, team or user per ``daily``, ``monthly`` or ``total``."""
+        body = camelize({"scope": scope, "id": scope_id, "usd": usd, "period": period})
+        return self._call("PUT", f"{API}/budgets", json=body)
+
+    def budgets(self, *, scope: str | None = None, scope_id: str | None = None) -> R:
+        return self._call("GET", f"{API}/budgets", params=camelize({"scope": scope, "id": scope_id}))
+
+    def delete_budget(self, budget_id: str) -> R:
+        return self._call("DELETE", f"{API}/budgets/{quote(budget_id, safe='')}")
 
     # Health
     def health(self) -> R:

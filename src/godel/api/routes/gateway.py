@@ -44,7 +44,13 @@ async def create_key(body: CreateKey, plane: Plane) -> JSONResponse:
     if unknown:
         raise ValidationError(
             f"unknown models: {', '.join(unknown)}",
-            [FieldError("models", f"provider/model names from the configuration, e.g. {', '.join(sorted(known)[:3])}")],
+            [
+                FieldError(
+                    "models",
+                    "provider/model names from the configuration"
+                    + (f", e.g. {', '.join(sorted(known)[:3])}" if known else " (none is configured)"),
+                )
+            ],
         )
     ttl = timedelta(seconds=body.expires_in) if body.expires_in else None
     text, key = await plane.gateway.issue(body.scope, body.id, models=body.models, ttl=ttl)
