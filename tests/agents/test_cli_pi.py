@@ -64,6 +64,12 @@ def test_spawn_show_and_resume_pi_from_the_cli(fast_tmp: Path) -> None:
             assert agent["state"] == "completed", agent["lastError"]
             assert run_git(repo, "show", f"{agent['branch']}:hello.txt") == "hello from pi"
 
+            # It went through the server's gateway: its usage is metered per agent.
+            usage = json.loads(godel(server.url, fast_tmp, "usage", "--by", "agent", "--json").stdout)
+            (row,) = [r for r in usage["items"] if r["key"] == agent_id]
+            assert row["requests"] == len(model.requests) == 2
+            assert row["outputTokens"] == model.usage_reported.output_tokens
+
             shown = godel(server.url, fast_tmp, "agent", "show", agent_id).stdout
             assert "tool write" in shown and '"path": "hello.txt"' in shown and "Created hello.txt." in shown
 
