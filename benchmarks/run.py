@@ -37,6 +37,7 @@ MODULES = {
     "events": "benchmarks.events",
     "load": "benchmarks.load",
     "agents": "benchmarks.agents",
+    "gateway": "benchmarks.gateway",
 }
 
 

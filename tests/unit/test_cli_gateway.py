@@ -79,6 +79,21 @@ BUDGET = {
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
+@pytest.fixture(autouse=True)
+def _times_relative_to_now() -> None:
+    """The rendered times ("in 7d", "30m ago") are relative to when a test runs, which in a full suite is
+    minutes after this module was imported: re-anchor the fixtures' timestamps at each test's start."""
+    global NOW
+    NOW = datetime.now(UTC)
+    KEY.update(expiresAt=iso(timedelta(days=7, minutes=5)), createdAt=iso(timedelta(hours=-2)))
+    AGENT_KEY.update(createdAt=KEY["createdAt"], revokedAt=iso(timedelta(minutes=-30)))
+    BUDGET.update(
+        periodStart=iso(timedelta(hours=-3)),
+        periodEnd=iso(timedelta(hours=21, minutes=5)),
+        updatedAt=iso(timedelta(minutes=-1)),
+    )
+
+
 def ok(data: Any, status: int = 200) -> httpx.Response:
     return httpx.Response(status, json={"success": True, "data": data})
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,6 +33,7 @@ from godel.core.models import Budget, VirtualKey
 from godel.gateway.types import GatewayError, Upstream
 
 THRESHOLDS = (50, 80, 100)
+BUDGET_CACHE_SECONDS = 1.0
 _DEFAULT_OUTPUT = 4096  # tokens assumed when a request sets no max_tokens
 Notify = Callable[[Budget, float, int], Awaitable[None]]
 
@@ -94,6 +96,7 @@ class BudgetGuard:
         self._lock = asyncio.Lock()
         self._reserved: dict[str, float] = {}  # budget id -> USD reserved by requests in flight
         self._warned: dict[tuple[str, str], set[int | str]] = {}  # (budget id, period) -> what was reported
+        self._budget_cache: dict[tuple[tuple[str, str], ...], tuple[float, list[Budget]]] = {}
 
     def estimate(self, upstream: Upstream, body: dict[str, Any]) -> float:
         if self.pricer is None:
@@ -111,8 +114,22 @@ class BudgetGuard:
         start, _ = period_bounds(budget.period, self.now())
         return float(await self.store.spent(budget.entity_type, budget.entity_id, start))
 
+    async def _budgets(self, scopes: list[tuple[str, str]]) -> list[Budget]:
+        # Cached briefly: most requests have no budget, and a store read per request would be most of the
+        # gateway's own latency. ``forget`` (a budget set or removed here) drops the cache at once.
+        now = time.monotonic()
+        cache_key = tuple(scopes)
+        cached = self._budget_cache.get(cache_key)
+        if cached is not None and now - cached[0] < BUDGET_CACHE_SECONDS:
+            return cached[1]
+        budgets = list(await self.store.budgets_for(scopes))
+        if len(self._budget_cache) > 10_000:
+            self._budget_cache.clear()
+        self._budget_cache[cache_key] = (now, budgets)
+        return budgets
+
     async def admit(self, key: VirtualKey, upstream: Upstream, body: dict[str, Any]) -> Reservation:
-        budgets = await self.store.budgets_for(scopes_of(key))
+        budgets = await self._budgets(scopes_of(key))
         if not budgets:
             return Reservation()
         estimate = self.estimate(upstream, body)
@@ -164,6 +181,7 @@ class BudgetGuard:
         return await self.on_hold(refusal.budget, spent, key.scope_id)
 
     def forget(self, budget_id: str) -> None:
-        """A budget was raised or removed: its thresholds may be crossed (and reported) again."""
+        """A budget was set, raised or removed: read budgets afresh, and its thresholds may be reported again."""
+        self._budget_cache.clear()
         for key in [k for k in self._warned if k[0] == budget_id]:
             del self._warned[key]

@@ -10,6 +10,7 @@ each request and never leaves the server.
 from __future__ import annotations
 
 import os
+import time
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -23,6 +24,7 @@ from godel.gateway.types import GatewayError, Upstream, Wire
 from godel.providers.config import ProviderConfig
 
 SCOPES = ("agent", "team", "user")
+KEY_CACHE_SECONDS = 2.0
 
 # Request headers passed upstream (the caller's own credentials never are).
 FORWARDED = ("content-type", "accept", "anthropic-version", "anthropic-beta", "openai-beta")
@@ -48,6 +50,10 @@ class Gateway:
         self.clock: Clock = clock or SystemClock()
         self.pricer = pricer
         self.budgets = BudgetGuard(store, pricer, now=self.clock.now)
+        # Keys by hash, for KEY_CACHE_SECONDS: a store read per request costs more than the rest of the routing.
+        # A revocation through this server drops the entry at once; one through another server shares the
+        # database and takes effect here within the cache time.
+        self._keys: dict[str, tuple[float, VirtualKey | None]] = {}
 
     # -------------------------------------------------------------------------------------------- keys
 
@@ -73,13 +79,29 @@ class Gateway:
         return text, await self.store.create_key(key)
 
     async def revoke_scope(self, scope_type: str, scope_id: str) -> int:
+        self._keys.clear()
         return int(await self.store.revoke_keys(self.clock.now(), scope_type=scope_type, scope_id=scope_id))
+
+    async def revoke(self, key_id: str) -> int:
+        self._keys.clear()
+        return int(await self.store.revoke_keys(self.clock.now(), key_id=key_id))
+
+    async def _lookup(self, digest: str) -> VirtualKey | None:
+        now = time.monotonic()
+        cached = self._keys.get(digest)
+        if cached is not None and now - cached[0] < KEY_CACHE_SECONDS:
+            return cached[1]
+        key = await self.store.key_by_hash(digest)
+        if len(self._keys) > 10_000:
+            self._keys.clear()  # bounded: unknown keys sent in a flood must not grow it without end
+        self._keys[digest] = (now, key)
+        return key
 
     async def authenticate(self, headers: dict[str, str]) -> VirtualKey:
         text = _credential(headers)
         if not text:
             raise GatewayError(401, "authentication", "no API key: send a Godel virtual key (godel_vk_…)")
-        key = await self.store.key_by_hash(hash_key(text))
+        key = await self._lookup(hash_key(text))
         if key is None:
             raise GatewayError(401, "authentication", "unknown API key")
         if key.revoked_at is not None:

@@ -78,7 +78,7 @@ async def list_keys(
 @router.delete("/keys/{key_id}")
 async def revoke_key(key_id: str, plane: Plane) -> dict[str, Any]:
     await plane.store.get_key(key_id)  # 404 for an unknown key
-    await plane.store.revoke_keys(plane.clock.now(), key_id=key_id)
+    await plane.gateway.revoke(key_id)
     return ok(key_json(await plane.store.get_key(key_id)))
 
 

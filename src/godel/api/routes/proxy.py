@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import httpx
@@ -47,7 +47,8 @@ _OPENAI_ERROR = {
     "upstream": ("api_error", "upstream_error"),
     "budget": ("insufficient_quota", "budget_exceeded"),
 }
-_pending: set[asyncio.Task[Any]] = set()  # usage records being written after the caller went away
+_pending: set[asyncio.Task[Any]] = set()
+GONE = "the caller went away mid-response"  # usage records being written after the caller went away
 
 
 def error_response(wire: Wire, exc: GatewayError) -> JSONResponse:
@@ -130,16 +131,32 @@ async def _proxy(request: Request, wire: Wire, path: str) -> Response:
             error = f"upstream stream broke: {type(exc).__name__}: {exc}"
             raise
         except (asyncio.CancelledError, GeneratorExit):
-            error = "the caller went away mid-response"
+            error = GONE
             raise
         finally:
-            await response.aclose()
-            # Recorded even when the caller is gone: in its own task, so a cancelled relay cannot stop it.
-            task = asyncio.get_running_loop().create_task(finish(error))
+            # Recorded in its own task, scheduled before any await: the caller may go away at any moment, and in
+            # a cancelled scope every await here is cancelled too. When the relay ended normally it also waits
+            # for the record (shielded), so the caller's next request finds the budget settled.
+            task = asyncio.get_running_loop().create_task(_closed_then(response, finish(error)))
             _pending.add(task)
-            task.add_done_callback(_pending.discard)
+            task.add_done_callback(_record_done)
+            if error != GONE:
+                await asyncio.shield(task)
 
     return StreamingResponse(relay(), status_code=response.status_code, headers=out_headers)
+
+
+def _record_done(task: asyncio.Task[Any]) -> None:
+    _pending.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a usage record could not be written", error=repr(task.exception()))
+
+
+async def _closed_then(response: httpx.Response, then: Awaitable[None]) -> None:
+    try:
+        await response.aclose()
+    finally:
+        await then
 
 
 async def _admit(gateway: Gateway, key: Any, upstream: Any, body: dict[str, Any]) -> Reservation:
