@@ -9,6 +9,7 @@ each request and never leaves the server.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from datetime import datetime, timedelta
@@ -39,6 +40,7 @@ class KeyStore(Protocol):
         self, at: datetime, *, key_id: str | None = None, scope_type: str | None = None, scope_id: str | None = None
     ) -> int: ...
     async def add_usage(self, record: UsageRecord) -> UsageRecord: ...
+    async def add_usages(self, records: list[UsageRecord]) -> None: ...
 
 
 class Gateway:
@@ -54,6 +56,7 @@ class Gateway:
         # A revocation through this server drops the entry at once; one through another server shares the
         # database and takes effect here within the cache time.
         self._keys: dict[str, tuple[float, VirtualKey | None]] = {}
+        self.writer = UsageWriter(store)
 
     # -------------------------------------------------------------------------------------------- keys
 
@@ -180,7 +183,42 @@ class Gateway:
             team_id=key.scope_id if key.scope_type == "team" else key.metadata.get("teamId"),
             user_name=key.scope_id if key.scope_type == "user" else None,
         )  # fmt: skip
-        return await self.store.add_usage(record)
+        return await self.writer.write(record)
+
+
+class UsageWriter:
+    """Writes usage records in batches: whatever arrives while one batch commits goes into the next, so under
+    load one transaction carries many records, and a lone record is written at once. ``write`` returns once its
+    record is committed."""
+
+    def __init__(self, store: KeyStore) -> None:
+        self.store = store
+        self._queue: list[tuple[UsageRecord, asyncio.Future[None]]] = []
+        self._running: asyncio.Task[None] | None = None
+
+    async def write(self, record: UsageRecord) -> UsageRecord:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((record, done))
+        if self._running is None or self._running.done():
+            self._running = asyncio.get_running_loop().create_task(self._drain())
+        await asyncio.shield(done)
+        return record
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[:500], self._queue[500:]
+            try:
+                await self.store.add_usages([r for r, _ in batch])
+            except BaseException as exc:  # every waiter hears of it; none is left hanging
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
 
 
 def _credential(headers: dict[str, str]) -> str | None:

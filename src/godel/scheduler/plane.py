@@ -88,7 +88,10 @@ class ControlPlane:
         self.tasks = TaskSupervisor()
         # One pooled client for every proxied request; generous read timeout: a model may think for minutes.
         self.gateway_http = httpx.AsyncClient(
-            timeout=httpx.Timeout(connect=10.0, read=settings.gateway_read_timeout, write=60.0, pool=30.0)
+            timeout=httpx.Timeout(connect=10.0, read=settings.gateway_read_timeout, write=60.0, pool=30.0),
+            # Enough kept-alive connections for many agents streaming at once (httpx keeps 20 by default, and a
+            # new connection per request beyond that costs more than the relay itself).
+            limits=httpx.Limits(max_connections=512, max_keepalive_connections=256),
         )
         self.started_at = self.clock.now()
         self.reconcile_report: dict[str, int] = {}

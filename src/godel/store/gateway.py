@@ -95,6 +95,16 @@ class GatewayQueries:
             pk = result.inserted_primary_key
         return dataclasses.replace(record, id=int(pk[0]) if pk else None)
 
+    async def add_usages(self: _HasConnections, records: list[UsageRecord]) -> None:
+        """Many records in one transaction (the gateway batches what arrives while the previous batch commits)."""
+        if not records:
+            return
+        values = [rows.USAGE.to_row(r) for r in records]
+        for v in values:
+            v.pop("id", None)
+        async with self._write() as tx:
+            await tx.conn.execute(tables.usage_records.insert(), values)
+
     async def usage_records(
         self: _HasConnections, *, agent_id: str | None = None, since: datetime | None = None, limit: int = 1000
     ) -> list[UsageRecord]:

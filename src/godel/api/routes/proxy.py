@@ -135,12 +135,13 @@ async def _proxy(request: Request, wire: Wire, path: str) -> Response:
             raise
         finally:
             # Recorded in its own task, scheduled before any await: the caller may go away at any moment, and in
-            # a cancelled scope every await here is cancelled too. When the relay ended normally it also waits
-            # for the record (shielded), so the caller's next request finds the budget settled.
+            # a cancelled scope every await here is cancelled too. Under a budget, a relay that ended normally
+            # also waits for the record (shielded), so the caller's next request finds the budget settled;
+            # otherwise the database write stays off the response's path.
             task = asyncio.get_running_loop().create_task(_closed_then(response, finish(error)))
             _pending.add(task)
             task.add_done_callback(_record_done)
-            if error != GONE:
+            if error != GONE and reservation.budgets:
                 await asyncio.shield(task)
 
     return StreamingResponse(relay(), status_code=response.status_code, headers=out_headers)
