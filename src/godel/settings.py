@@ -20,7 +20,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from godel.providers.config import ProviderConfig
+from godel.providers.config import ProviderConfig, RateLimit
 
 
 def _toml_files() -> list[Path]:
@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     budget_hold_timeout: float = 86400.0
     """Seconds an agent's request that found its budget spent is held (the agent paused) waiting for the agent to
     be resumed; after that it is refused with 402."""
+
+    rate_limits: dict[str, RateLimit] = Field(default_factory=dict)
+    """Gateway rate limits: ``[rate_limits.key]`` applies to every virtual key (a key created with its own
+    ``limits`` uses those instead), ``[rate_limits."provider/model"]`` to all requests for that model. Each has
+    ``requests_per_minute``, ``tokens_per_minute`` and ``max_parallel``; over a limit a request gets 429 with
+    ``Retry-After``."""
 
     gateway_read_timeout: float = 600.0
     """Seconds the gateway waits for the next bytes of a provider's response before giving up on it."""

@@ -21,8 +21,9 @@ from godel.core.models import UsageRecord, VirtualKey
 from godel.core.ports import Clock
 from godel.gateway.budgets import BudgetGuard
 from godel.gateway.keys import hash_key, new_key
+from godel.gateway.ratelimits import RateLimiter
 from godel.gateway.types import GatewayError, Upstream, Wire
-from godel.providers.config import ProviderConfig
+from godel.providers.config import ProviderConfig, RateLimit
 
 SCOPES = ("agent", "team", "user")
 KEY_CACHE_SECONDS = 2.0
@@ -45,7 +46,13 @@ class KeyStore(Protocol):
 
 class Gateway:
     def __init__(
-        self, store: KeyStore, providers: dict[str, ProviderConfig], *, clock: Clock | None = None, pricer: Any = None
+        self,
+        store: KeyStore,
+        providers: dict[str, ProviderConfig],
+        *,
+        clock: Clock | None = None,
+        pricer: Any = None,
+        rate_limits: dict[str, RateLimit] | None = None,
     ) -> None:
         self.store = store
         self.providers = providers
@@ -57,6 +64,9 @@ class Gateway:
         # database and takes effect here within the cache time.
         self._keys: dict[str, tuple[float, VirtualKey | None]] = {}
         self.writer = UsageWriter(store)
+        self.limits = RateLimiter(dict(rate_limits or {}))
+        # agent id -> (when its requests may pass again, why): shown on the agent while it lasts
+        self.rate_limited: dict[str, tuple[float, str]] = {}
 
     # -------------------------------------------------------------------------------------------- keys
 

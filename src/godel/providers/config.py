@@ -36,3 +36,18 @@ class ProviderConfig(BaseModel):
         if not v.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return v.rstrip("/")
+
+
+class RateLimit(BaseModel):
+    """A gateway rate limit (``[rate_limits.key]``, ``[rate_limits."provider/model"]``, or a key's own)."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    """Requests in any sliding minute."""
+
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+    """Tokens (input + output, as metered) in any sliding minute."""
+
+    max_parallel: int | None = Field(default=None, ge=1)
+    """Requests in flight at once."""

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +79,9 @@ class ControlPlane:
             hostname=settings.node_name,
             max_agents=settings.max_concurrent_agents,
         )
-        self.gateway = Gateway(self.store, settings.providers, clock=self.clock, pricer=_pricer(settings))
+        self.gateway = Gateway(
+            self.store, settings.providers, clock=self.clock, pricer=_pricer(settings), rate_limits=settings.rate_limits
+        )
         self.gateway.budgets.on_exhausted = self._budget_exhausted
         self.gateway.budgets.on_warning = self._budget_warning
         self.gateway.budgets.on_hold = self._budget_hold
@@ -474,6 +478,17 @@ class ControlPlane:
             messages = await session_messages(self.supervisor, session, int(nxt) + 1 if nxt is not None else None)
             out.append(dataclasses.replace(session, context={**session.context, "messages": messages}))
         return out
+
+    def rate_limited(self, agent_id: str) -> dict[str, Any] | None:
+        """While the gateway refuses the agent's requests for a rate limit: until when, and which limit."""
+        entry = self.gateway.rate_limited.get(agent_id)
+        if entry is None:
+            return None
+        until, why = entry
+        if until <= time.time():
+            self.gateway.rate_limited.pop(agent_id, None)
+            return None
+        return {"until": datetime.fromtimestamp(until, UTC).isoformat(), "reason": why}
 
     # --------------------------------------------------------------------------------------------- budgets
 

@@ -63,7 +63,9 @@ async def list_agents(
 
 @router.get("/{agent_id}")
 async def get_agent(agent_id: str, plane: Plane) -> dict[str, Any]:
-    return ok(agent_json(await plane.get(agent_id)))
+    data = agent_json(await plane.get(agent_id))
+    data["rateLimited"] = plane.rate_limited(agent_id)
+    return ok(data)
 
 
 @router.delete("/{agent_id}")

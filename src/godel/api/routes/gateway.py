@@ -13,6 +13,7 @@ from godel.api.deps import Plane
 from godel.api.schemas import Body, ok
 from godel.core.models import Budget, VirtualKey
 from godel.errors import FieldError, ValidationError
+from godel.providers.config import RateLimit
 
 router = APIRouter(tags=["gateway"])
 
@@ -22,6 +23,7 @@ class CreateKey(Body):
     id: Annotated[str, Field(min_length=1, max_length=255)]
     models: list[str] = Field(default_factory=list)  # "provider/model"; empty: every configured model
     expires_in: Annotated[float, Field(gt=0)] | None = None  # seconds
+    limits: RateLimit | None = None  # this key's own rate limits, instead of [rate_limits.key]
 
 
 def key_json(k: VirtualKey) -> dict[str, Any]:
@@ -31,6 +33,7 @@ def key_json(k: VirtualKey) -> dict[str, Any]:
         "scopeType": k.scope_type,
         "scopeId": k.scope_id,
         "models": k.models,
+        "limits": k.metadata.get("limits"),
         "expiresAt": k.expires_at.isoformat() if k.expires_at else None,
         "revokedAt": k.revoked_at.isoformat() if k.revoked_at else None,
         "createdAt": k.created_at.isoformat() if k.created_at else None,
@@ -53,7 +56,8 @@ async def create_key(body: CreateKey, plane: Plane) -> JSONResponse:
             ],
         )
     ttl = timedelta(seconds=body.expires_in) if body.expires_in else None
-    text, key = await plane.gateway.issue(body.scope, body.id, models=body.models, ttl=ttl)
+    metadata = {"limits": body.limits.model_dump(exclude_none=True)} if body.limits else None
+    text, key = await plane.gateway.issue(body.scope, body.id, models=body.models, ttl=ttl, metadata=metadata)
     # The key's text is in this answer and nowhere else, ever.
     return JSONResponse(ok({**key_json(key), "key": text}), status_code=201)
 

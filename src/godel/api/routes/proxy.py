@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from godel.gateway.budgets import BudgetExceeded, Reservation
 from godel.gateway.metering import Meter, Usage, inject_stream_usage
+from godel.gateway.ratelimits import RateLimited, Ticket
 from godel.gateway.service import Gateway
 from godel.gateway.types import GatewayError, Wire
 
@@ -38,6 +39,7 @@ _ANTHROPIC_ERROR = {
     "permission": "permission_error",
     "upstream": "api_error",
     "budget": "billing_error",
+    "rate_limit": "rate_limit_error",
 }
 _OPENAI_ERROR = {
     "authentication": ("invalid_request_error", "invalid_api_key"),
@@ -46,12 +48,20 @@ _OPENAI_ERROR = {
     "permission": ("invalid_request_error", "permission_denied"),
     "upstream": ("api_error", "upstream_error"),
     "budget": ("insufficient_quota", "budget_exceeded"),
+    "rate_limit": ("requests", "rate_limit_exceeded"),
 }
 _pending: set[asyncio.Task[Any]] = set()
 GONE = "the caller went away mid-response"  # usage records being written after the caller went away
 
 
 def error_response(wire: Wire, exc: GatewayError) -> JSONResponse:
+    response = _error_body(wire, exc)
+    if isinstance(exc, RateLimited):
+        response.headers["retry-after"] = str(exc.retry_after)
+    return response
+
+
+def _error_body(wire: Wire, exc: GatewayError) -> JSONResponse:
     if wire == "anthropic":
         body: dict[str, Any] = {
             "type": "error",
@@ -88,7 +98,12 @@ async def _proxy(request: Request, wire: Wire, path: str) -> Response:
         model = body.get("model")
         upstream = gateway.route(key, wire, model if isinstance(model, str) else "", path, headers)
         count_tokens = path.endswith("count_tokens")  # a token count is free: nothing to reserve, meter or record
-        reservation = Reservation() if count_tokens else await _admit(gateway, key, upstream, body)
+        ticket = Ticket() if count_tokens else _rate_limit(gateway, key, upstream)
+        try:
+            reservation = Reservation() if count_tokens else await _admit(gateway, key, upstream, body)
+        except BaseException:
+            gateway.limits.release(ticket, 0)
+            raise
     except GatewayError as exc:
         return error_response(wire, exc)
     stream = bool(body.get("stream"))
@@ -103,6 +118,7 @@ async def _proxy(request: Request, wire: Wire, path: str) -> Response:
         await gateway.record(key, upstream, wire=wire, stream=stream, status=502, usage=Usage(), complete=False,
                              latency_ms=_ms(started), error=error)  # fmt: skip
         await gateway.budgets.settle(reservation)
+        gateway.limits.release(ticket, 0)
         return error_response(wire, GatewayError(502, "upstream", error))
     meter = Meter(wire, stream, content_encoding=response.headers.get("content-encoding"))
     out_headers = {k: v for k, v in response.headers.items() if k.lower() not in _HOP_BY_HOP}
@@ -138,6 +154,8 @@ async def _proxy(request: Request, wire: Wire, path: str) -> Response:
             # a cancelled scope every await here is cancelled too. Under a budget, a relay that ended normally
             # also waits for the record (shielded), so the caller's next request finds the budget settled;
             # otherwise the database write stays off the response's path.
+            seen = meter.finish()  # released at once (no await): the caller may send its next request right away
+            gateway.limits.release(ticket, seen.input_tokens + seen.cached_tokens + seen.output_tokens)
             task = asyncio.get_running_loop().create_task(_closed_then(response, finish(error)))
             _pending.add(task)
             task.add_done_callback(_record_done)
@@ -158,6 +176,15 @@ async def _closed_then(response: httpx.Response, then: Awaitable[None]) -> None:
         await response.aclose()
     finally:
         await then
+
+
+def _rate_limit(gateway: Gateway, key: Any, upstream: Any) -> Ticket:
+    try:
+        return gateway.limits.acquire(key, f"{upstream.provider}/{upstream.model}")
+    except RateLimited as refusal:
+        if key.scope_type == "agent":  # shown on the agent until the window lets it through
+            gateway.rate_limited[key.scope_id] = (time.time() + refusal.retry_after, refusal.message)
+        raise
 
 
 async def _admit(gateway: Gateway, key: Any, upstream: Any, body: dict[str, Any]) -> Reservation:
