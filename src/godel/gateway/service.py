@@ -15,6 +15,8 @@ import time
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+import structlog
+
 from godel.core.clock import SystemClock
 from godel.core.ids import new_id
 from godel.core.models import UsageRecord, VirtualKey
@@ -25,6 +27,7 @@ from godel.gateway.ratelimits import RateLimiter
 from godel.gateway.types import GatewayError, Upstream, Wire
 from godel.providers.config import ProviderConfig, RateLimit
 
+log = structlog.get_logger("godel.gateway")
 SCOPES = ("agent", "team", "user")
 KEY_CACHE_SECONDS = 2.0
 
@@ -219,14 +222,22 @@ class UsageWriter:
             batch, self._queue = self._queue[:500], self._queue[500:]
             try:
                 await self.store.add_usages([r for r, _ in batch])
-            except BaseException as exc:  # every waiter hears of it; none is left hanging
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
-                if not isinstance(exc, Exception):
-                    raise
+            except Exception:
+                await self._one_by_one(batch)  # one bad record must not take the others with it
                 continue
             for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
+
+    async def _one_by_one(self, batch: list[tuple[UsageRecord, asyncio.Future[None]]]) -> None:
+        for record, done in batch:
+            try:
+                await self.store.add_usages([record])
+            except Exception as exc:
+                log.error("a usage record could not be written", record=repr(record), error=repr(exc))
+                if not done.done():
+                    done.set_exception(exc)
+            else:
                 if not done.done():
                     done.set_result(None)
 

@@ -85,6 +85,7 @@ class ControlPlane:
         self.gateway.budgets.on_exhausted = self._budget_exhausted
         self.gateway.budgets.on_warning = self._budget_warning
         self.gateway.budgets.on_hold = self._budget_hold
+        self._budget_pauses = asyncio.Lock()
         self.supervisor = Supervisor(
             store=self.store, runtime=self.runtime, settings=settings, clock=self.clock, node_id=self.node.id,
             gateway=self.gateway,
@@ -96,6 +97,8 @@ class ControlPlane:
             # Enough kept-alive connections for many agents streaming at once (httpx keeps 20 by default, and a
             # new connection per request beyond that costs more than the relay itself).
             limits=httpx.Limits(max_connections=512, max_keepalive_connections=256),
+            # Only what the meter can read (httpx would offer br/zstd when those packages are importable).
+            headers={"accept-encoding": "gzip, deflate"},
         )
         self.started_at = self.clock.now()
         self.reconcile_report: dict[str, int] = {}
@@ -298,7 +301,10 @@ class ControlPlane:
                 changes={"pause_time": now, "paused_by": actor, "runtime": round(elapsed, 3)},
             )  # fmt: skip
         except Exception:
-            await self.runtime.resume(watch.handle)  # keep the process and the record in agreement
+            # Keep the process and the record in agreement: resume it unless it is recorded paused after all
+            # (another pause, e.g. a budget's, won the race and its SIGSTOP must stand).
+            if (await self.store.get_agent(agent_id)).state != AgentState.PAUSED:
+                await self.runtime.resume(watch.handle)
             raise
         watch.runtime_before, watch.paused = elapsed, True
         return agent
@@ -516,7 +522,12 @@ class ControlPlane:
     async def _budget_exhausted(self, budget: Budget, spent: float, _threshold: int) -> None:
         """Pause (never kill) the running agents the budget covers; raising it lets them be resumed."""
         reason = f"budget exceeded: ${spent:.4f} of ${budget.total_budget:.4f} ({budget.period})"
-        paused = []
+        paused: list[str] = []
+        async with self._budget_pauses:  # one at a time: two requests over budget at once pause an agent once
+            await self._pause_for_budget(budget, reason, paused)
+        await self._budget_event("budget:exceeded", budget, spent, {"pausedAgents": paused, "reason": reason})
+
+    async def _pause_for_budget(self, budget: Budget, reason: str, paused: list[str]) -> None:
         for agent_id in self._budget_agents(budget):
             try:
                 agent = await self.store.get_agent(agent_id)
@@ -525,11 +536,11 @@ class ControlPlane:
                     paused.append(agent_id)
             except GodelError as exc:  # it ended meanwhile: nothing to pause
                 log.info("budget pause skipped", agent=agent_id, error=exc.message)
-        await self._budget_event("budget:exceeded", budget, spent, {"pausedAgents": paused, "reason": reason})
 
     async def _budget_hold(self, budget: Budget, spent: float, agent_id: str) -> bool:
         """Pause the agent whose request is over budget and wait for it to be resumed (True) or to end (False)."""
-        flt = EventFilter(patterns=("agent:resume", "agent:kill", "agent:restart", "agent:error"), agent_id=agent_id)
+        ended = ("agent:kill", "agent:restart", "agent:error", "agent:completing", "agent:complete")
+        flt = EventFilter(patterns=("agent:resume", *ended), agent_id=agent_id)
         sub = self.bus.subscribe(flt)  # before looking at the state, so a resume in between is not missed
         try:
             await self._budget_exhausted(budget, spent, 100)

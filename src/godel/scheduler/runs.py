@@ -95,8 +95,12 @@ async def through_gateway(sup: Supervisor, agent: Agent, request: LaunchRequest)
     if sup.gateway is None or not sup.settings.use_gateway or ep is None or ep.kind not in GATEWAY_WIRES:
         return request
     await sup.gateway.revoke_scope("agent", agent.id)
+    ctx = context_of(agent)
+    route = list(ctx.get("route") or [])
+    index = min(int(ctx.get("routeIndex", 0)), max(0, len(route) - 1))
+    # The model of this attempt first: the gateway routes a bare model id to the key's first provider serving it.
     text, _ = await sup.gateway.issue(
-        "agent", agent.id, models=list(context_of(agent).get("route") or []), metadata={"teamId": agent.team_id}
+        "agent", agent.id, models=route[index:] + route[:index], metadata={"teamId": agent.team_id}
     )
     root = sup.settings.agent_gateway_url + "/proxy"
     base = root if ep.kind == "anthropic" else f"{root}/v1"

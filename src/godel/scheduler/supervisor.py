@@ -44,7 +44,14 @@ from godel.gateway.service import Gateway
 from godel.scheduler.cleanup import apply_cleanup
 from godel.scheduler.ending import after_failure, end
 from godel.scheduler.handles import handle_fields, handle_of
-from godel.scheduler.runs import close_open_sessions, context_of, launch_request, open_session, through_gateway
+from godel.scheduler.runs import (
+    close_open_sessions,
+    context_of,
+    launch_request,
+    open_session,
+    revoke_run_keys,
+    through_gateway,
+)
 from godel.scheduler.watch import Changes, Checkpoint, Watch
 from godel.settings import Settings
 
@@ -189,6 +196,7 @@ class Supervisor:
 
     async def _spawn_failed(self, agent: Agent, exc: GodelError) -> None:
         log.warning("spawn failed", agent=agent.id, error=exc.message)
+        await revoke_run_keys(self, agent.id)  # a key may have been made (and written to its config) already
         try:
             agent, _ = await self.store.transition_agent(
                 agent.id,
@@ -205,6 +213,7 @@ class Supervisor:
     async def _abandon(self, agent_id: str, handle: RuntimeHandle) -> None:
         """The agent was killed or deleted while it was being spawned: stop what was started."""
         await self.runtime.terminate(handle, grace=self.settings.kill_grace)  # a no-op if nothing runs
+        await revoke_run_keys(self, agent_id)
         try:
             agent = await self.store.update_agent(agent_id, handle_fields(handle))
         except NotFoundError:

@@ -55,6 +55,10 @@ async def create_key(body: CreateKey, plane: Plane) -> JSONResponse:
                 )
             ],
         )
+    if body.scope in ("agent", "team") and len(body.id) > 36:
+        raise ValidationError(
+            f"a {body.scope} id is at most 36 characters (a Godel id)", [FieldError("id", "at most 36 characters")]
+        )
     ttl = timedelta(seconds=body.expires_in) if body.expires_in else None
     metadata = {"limits": body.limits.model_dump(exclude_none=True)} if body.limits else None
     text, key = await plane.gateway.issue(body.scope, body.id, models=body.models, ttl=ttl, metadata=metadata)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -50,8 +50,9 @@ _OPENAI_ERROR = {
     "budget": ("insufficient_quota", "budget_exceeded"),
     "rate_limit": ("requests", "rate_limit_exceeded"),
 }
-_pending: set[asyncio.Task[Any]] = set()
-GONE = "the caller went away mid-response"  # usage records being written after the caller went away
+_pending: set[asyncio.Task[Any]] = set()  # usage records being written (some after their caller went away)
+GONE = "the caller went away mid-response (the rest of the answer was read to meter it)"
+DRAIN_SECONDS = 120.0  # how long the rest of an answer whose caller left is read, to meter it
 
 
 def error_response(wire: Wire, exc: GatewayError) -> JSONResponse:
@@ -90,9 +91,13 @@ async def _proxy(request: Request, wire: Wire, path: str) -> Response:
         key = await gateway.authenticate(headers)
         raw = await request.body()
         try:
-            body = json.loads(raw)
-        except ValueError:
+            body = json.loads(raw, parse_constant=_no_constant)
+            content = json.dumps(body, ensure_ascii=False).encode()  # also refuses lone surrogates (UTF-8 only)
+        except (ValueError, UnicodeEncodeError):
             raise GatewayError(400, "invalid_request", "the request body is not valid JSON") from None
+        for name, value in headers.items():
+            if not value.isascii():
+                raise GatewayError(400, "invalid_request", f"header {name!r} is not ASCII")
         if not isinstance(body, dict):
             raise GatewayError(400, "invalid_request", "the request body must be a JSON object")
         model = body.get("model")
@@ -109,26 +114,60 @@ async def _proxy(request: Request, wire: Wire, path: str) -> Response:
     stream = bool(body.get("stream"))
     if wire == "openai-chat" and stream:
         body = inject_stream_usage(body)  # so a streamed chat response can always be metered
+        content = json.dumps(body, ensure_ascii=False).encode()
     started = time.perf_counter()
-    outbound = _client(request).build_request("POST", upstream.url, json=body, headers=upstream.headers)
     try:
+        outbound = _client(request).build_request(
+            "POST", upstream.url, content=content, headers={**upstream.headers, "content-type": "application/json"}
+        )
         response = await _client(request).send(outbound, stream=True)
-    except httpx.HTTPError as exc:
+    except BaseException as exc:  # nothing is streaming yet: whatever happened, give back what was taken
         error = f"provider {upstream.provider!r} unreachable: {type(exc).__name__}: {exc}"
-        await gateway.record(key, upstream, wire=wire, stream=stream, status=502, usage=Usage(), complete=False,
-                             latency_ms=_ms(started), error=error)  # fmt: skip
-        await gateway.budgets.settle(reservation)
-        gateway.limits.release(ticket, 0)
+        try:
+            if isinstance(exc, httpx.HTTPError):
+                await gateway.record(key, upstream, wire=wire, stream=stream, status=502, usage=Usage(),
+                                     complete=False, latency_ms=_ms(started), error=error)  # fmt: skip
+        finally:
+            gateway.limits.release(ticket, 0)
+            await gateway.budgets.settle(reservation)
+        if not isinstance(exc, httpx.HTTPError):
+            raise
         return error_response(wire, GatewayError(502, "upstream", error))
     meter = Meter(wire, stream, content_encoding=response.headers.get("content-encoding"))
     out_headers = {k: v for k, v in response.headers.items() if k.lower() not in _HOP_BY_HOP}
-    state = {"recorded": False}
+    # The upstream is read by its own task (the pump), which meters every chunk and hands it to the relay that
+    # writes it to the caller. If the caller goes away, the relay is cancelled but the pump reads on (bounded),
+    # because the provider answers -- and bills -- in full: the record then has the whole usage.
+    chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=64)
+    gone: list[float] = []  # when the caller went away (empty while it is there)
 
-    async def finish(error: str | None = None) -> None:
-        if state["recorded"] or count_tokens:
-            return
-        state["recorded"] = True
+    async def pump() -> str | None:
+        try:
+            async for chunk in response.aiter_raw():
+                meter.feed(chunk)
+                if not gone:
+                    await chunks.put(chunk)
+                elif meter.complete or time.monotonic() - gone[0] > DRAIN_SECONDS:
+                    break
+            return None
+        except Exception as exc:
+            return f"upstream stream broke: {type(exc).__name__}: {exc}"
+        finally:
+            if not gone:
+                await chunks.put(None)
+
+    async def run() -> None:
+        error = await pump()
         usage = meter.finish()
+        # At once (no await since the stream ended): the caller's next request finds its slot free.
+        gateway.limits.release(ticket, usage.input_tokens + usage.cached_tokens + usage.output_tokens)
+        try:
+            await response.aclose()
+        finally:
+            if not count_tokens:
+                await _record(error or (GONE if gone else None), usage)
+
+    async def _record(error: str | None, usage: Usage) -> None:
         try:
             await gateway.record(
                 key, upstream, wire=wire, stream=stream, status=response.status_code, usage=usage,
@@ -137,30 +176,23 @@ async def _proxy(request: Request, wire: Wire, path: str) -> Response:
         finally:
             await gateway.budgets.settle(reservation)  # the real cost replaces the estimate
 
+    task = asyncio.get_running_loop().create_task(run())
+    _pending.add(task)
+    task.add_done_callback(_record_done)
+
     async def relay() -> AsyncIterator[bytes]:
-        error: str | None = None
         try:
-            async for chunk in response.aiter_raw():
-                meter.feed(chunk)
+            while (chunk := await chunks.get()) is not None:
                 yield chunk
-        except httpx.HTTPError as exc:
-            error = f"upstream stream broke: {type(exc).__name__}: {exc}"
-            raise
         except (asyncio.CancelledError, GeneratorExit):
-            error = GONE
+            gone.append(time.monotonic())
+            while not chunks.empty():  # a pump waiting for room must not wait forever
+                chunks.get_nowait()
             raise
-        finally:
-            # Recorded in its own task, scheduled before any await: the caller may go away at any moment, and in
-            # a cancelled scope every await here is cancelled too. Under a budget, a relay that ended normally
-            # also waits for the record (shielded), so the caller's next request finds the budget settled;
-            # otherwise the database write stays off the response's path.
-            seen = meter.finish()  # released at once (no await): the caller may send its next request right away
-            gateway.limits.release(ticket, seen.input_tokens + seen.cached_tokens + seen.output_tokens)
-            task = asyncio.get_running_loop().create_task(_closed_then(response, finish(error)))
-            _pending.add(task)
-            task.add_done_callback(_record_done)
-            if error != GONE and reservation.budgets:
-                await asyncio.shield(task)
+        if reservation.budgets:
+            # Under a budget the caller's next request must find this one settled (shielded: the caller may go
+            # away now, and the record must be written all the same).
+            await asyncio.shield(task)
 
     return StreamingResponse(relay(), status_code=response.status_code, headers=out_headers)
 
@@ -171,11 +203,8 @@ def _record_done(task: asyncio.Task[Any]) -> None:
         log.error("a usage record could not be written", error=repr(task.exception()))
 
 
-async def _closed_then(response: httpx.Response, then: Awaitable[None]) -> None:
-    try:
-        await response.aclose()
-    finally:
-        await then
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _rate_limit(gateway: Gateway, key: Any, upstream: Any) -> Ticket:
