@@ -124,6 +124,21 @@ class Settings(BaseSettings):
     ``requests_per_minute``, ``tokens_per_minute`` and ``max_parallel``; over a limit a request gets 429 with
     ``Retry-After``."""
 
+    gateway_redact_pii: bool = False
+    """Replace e-mail addresses, key-shaped secrets and card numbers in what the gateway sends to providers (and
+    writes to its audit log) with placeholders."""
+
+    gateway_audit_bodies: bool = False
+    """Write every proxied request's body and response (up to 1 MiB) to ``$GODEL_HOME/audit/gateway-DAY.jsonl``.
+    The metadata of every request (who, model, tokens, cost, status, latency) is always in the usage records."""
+
+    gateway_breaker_failures: int = Field(default=5, ge=1)
+    """Failures in a row (unreachable, timed out, 5xx or 429) after which a provider's circuit opens: the gateway
+    stops sending it requests (another provider serving the same model over the same wire API is used, else 503)."""
+
+    gateway_breaker_reset: float = Field(default=30.0, gt=0)
+    """Seconds an open circuit stays open before one trial request is let through."""
+
     gateway_read_timeout: float = 600.0
     """Seconds the gateway waits for the next bytes of a provider's response before giving up on it."""
 

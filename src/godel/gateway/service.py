@@ -23,8 +23,9 @@ from godel.core.models import UsageRecord, VirtualKey
 from godel.core.ports import Clock
 from godel.gateway.budgets import BudgetGuard
 from godel.gateway.keys import hash_key, new_key
+from godel.gateway.policies import AuditLog, CircuitBreaker
 from godel.gateway.ratelimits import RateLimiter
-from godel.gateway.types import GatewayError, Upstream, Wire
+from godel.gateway.types import GatewayError, ProviderUnavailable, Upstream, Wire
 from godel.providers.config import ProviderConfig, RateLimit
 
 log = structlog.get_logger("godel.gateway")
@@ -56,6 +57,9 @@ class Gateway:
         clock: Clock | None = None,
         pricer: Any = None,
         rate_limits: dict[str, RateLimit] | None = None,
+        breaker: CircuitBreaker | None = None,
+        audit: AuditLog | None = None,
+        redact: bool = False,
     ) -> None:
         self.store = store
         self.providers = providers
@@ -68,6 +72,9 @@ class Gateway:
         self._keys: dict[str, tuple[float, VirtualKey | None]] = {}
         self.writer = UsageWriter(store)
         self.limits = RateLimiter(dict(rate_limits or {}))
+        self.breaker = breaker or CircuitBreaker()
+        self.audit = audit
+        self.redact = redact
         # agent id -> (when its requests may pass again, why): shown on the agent while it lasts
         self.rate_limited: dict[str, tuple[float, str]] = {}
 
@@ -151,7 +158,13 @@ class Gateway:
             raise GatewayError(
                 400, "invalid_request", f"model {model!r} is served here over {kinds}, not over the {wire} API"
             )
-        provider, model_id, config = speaking[0]
+        waits = [self.breaker.retry_after(p) for p, _, _ in speaking]
+        open_ = [i for i, w in enumerate(waits) if w is None]
+        if not open_:
+            names = ", ".join(p for p, _, _ in speaking)
+            raise ProviderUnavailable(f"provider {names} keeps failing; the gateway pauses sending to it", min(
+                w for w in waits if w is not None))  # fmt: skip
+        provider, model_id, config = speaking[open_[0]]
         secret = os.environ.get(config.api_key_env) if config.api_key_env else None
         if config.api_key_env and not secret:
             raise GatewayError(502, "upstream", f"provider {provider!r} has no key in the server's environment")

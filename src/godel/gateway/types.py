@@ -20,6 +20,14 @@ class GatewayError(Exception):
         self.message = message
 
 
+class ProviderUnavailable(GatewayError):
+    """Every provider that could serve the request has an open circuit: 503 with ``Retry-After``."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(503, "upstream", message)
+        self.retry_after = max(1, int(retry_after + 0.999))
+
+
 @dataclass(frozen=True)
 class Upstream:
     provider: str

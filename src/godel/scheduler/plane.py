@@ -30,6 +30,7 @@ from godel.core.states import ACTIVE, AgentState, AgentStatus, NodeStatus, state
 from godel.core.transitions import Trigger, plan
 from godel.errors import ConflictError, FieldError, GodelError, SnapshotNotFoundError, ValidationError
 from godel.gateway.budgets import period_bounds
+from godel.gateway.policies import AuditLog, CircuitBreaker
 from godel.gateway.service import Gateway
 from godel.providers import resolve_route
 from godel.runtimes import get_runtime
@@ -80,8 +81,12 @@ class ControlPlane:
             max_agents=settings.max_concurrent_agents,
         )
         self.gateway = Gateway(
-            self.store, settings.providers, clock=self.clock, pricer=_pricer(settings), rate_limits=settings.rate_limits
-        )
+            self.store, settings.providers, clock=self.clock, pricer=_pricer(settings),
+            rate_limits=settings.rate_limits,
+            breaker=CircuitBreaker(settings.gateway_breaker_failures, settings.gateway_breaker_reset),
+            audit=AuditLog(settings.home / "audit") if settings.gateway_audit_bodies else None,
+            redact=settings.gateway_redact_pii,
+        )  # fmt: skip
         self.gateway.budgets.on_exhausted = self._budget_exhausted
         self.gateway.budgets.on_warning = self._budget_warning
         self.gateway.budgets.on_hold = self._budget_hold

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from godel.gateway.budgets import BudgetExceeded, Reservation
 from godel.gateway.metering import Meter, Usage, inject_stream_usage
+from godel.gateway.policies import AUDIT_BODY_LIMIT, redact_body
 from godel.gateway.ratelimits import RateLimited, Ticket
 from godel.gateway.service import Gateway
 from godel.gateway.types import GatewayError, Wire
@@ -57,8 +58,9 @@ DRAIN_SECONDS = 120.0  # how long the rest of an answer whose caller left is rea
 
 def error_response(wire: Wire, exc: GatewayError) -> JSONResponse:
     response = _error_body(wire, exc)
-    if isinstance(exc, RateLimited):
-        response.headers["retry-after"] = str(exc.retry_after)
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:  # a rate limit, or a provider whose circuit is open
+        response.headers["retry-after"] = str(retry_after)
     return response
 
 
@@ -100,6 +102,9 @@ async def _proxy(request: Request, wire: Wire, path: str) -> Response:
                 raise GatewayError(400, "invalid_request", f"header {name!r} is not ASCII")
         if not isinstance(body, dict):
             raise GatewayError(400, "invalid_request", "the request body must be a JSON object")
+        if gateway.redact:  # before anything else reads it: estimates, the provider, the audit log
+            body = redact_body(body)
+            content = json.dumps(body, ensure_ascii=False).encode()
         model = body.get("model")
         upstream = gateway.route(key, wire, model if isinstance(model, str) else "", path, headers)
         count_tokens = path.endswith("count_tokens")  # a token count is free: nothing to reserve, meter or record
@@ -123,6 +128,8 @@ async def _proxy(request: Request, wire: Wire, path: str) -> Response:
         response = await _client(request).send(outbound, stream=True)
     except BaseException as exc:  # nothing is streaming yet: whatever happened, give back what was taken
         error = f"provider {upstream.provider!r} unreachable: {type(exc).__name__}: {exc}"
+        if isinstance(exc, httpx.HTTPError):
+            gateway.breaker.failed(upstream.provider)
         try:
             if isinstance(exc, httpx.HTTPError):
                 await gateway.record(key, upstream, wire=wire, stream=stream, status=502, usage=Usage(),
@@ -133,7 +140,12 @@ async def _proxy(request: Request, wire: Wire, path: str) -> Response:
         if not isinstance(exc, httpx.HTTPError):
             raise
         return error_response(wire, GatewayError(502, "upstream", error))
+    if response.status_code >= 500 or response.status_code == 429:
+        gateway.breaker.failed(upstream.provider)
+    else:
+        gateway.breaker.succeeded(upstream.provider)
     meter = Meter(wire, stream, content_encoding=response.headers.get("content-encoding"))
+    captured = bytearray() if gateway.audit is not None else None  # the response, for the audit log
     out_headers = {k: v for k, v in response.headers.items() if k.lower() not in _HOP_BY_HOP}
     # The upstream is read by its own task (the pump), which meters every chunk and hands it to the relay that
     # writes it to the caller. If the caller goes away, the relay is cancelled but the pump reads on (bounded),
@@ -145,6 +157,8 @@ async def _proxy(request: Request, wire: Wire, path: str) -> Response:
         try:
             async for chunk in response.aiter_raw():
                 meter.feed(chunk)
+                if captured is not None and len(captured) < AUDIT_BODY_LIMIT:
+                    captured.extend(chunk[: AUDIT_BODY_LIMIT - len(captured)])
                 if not gone:
                     await chunks.put(chunk)
                 elif meter.complete or time.monotonic() - gone[0] > DRAIN_SECONDS:
@@ -166,6 +180,14 @@ async def _proxy(request: Request, wire: Wire, path: str) -> Response:
         finally:
             if not count_tokens:
                 await _record(error or (GONE if gone else None), usage)
+            if gateway.audit is not None and captured is not None:
+                entry = {
+                    "keyId": key.id, "scope": f"{key.scope_type}:{key.scope_id}", "provider": upstream.provider,
+                    "model": upstream.model, "wire": wire, "path": path, "status": response.status_code,
+                    "request": body, "response": captured.decode("utf-8", errors="replace"),
+                    "responseEncoding": response.headers.get("content-encoding"),
+                }  # fmt: skip
+                await asyncio.to_thread(gateway.audit.write, gateway.clock.now(), entry)
 
     async def _record(error: str | None, usage: Usage) -> None:
         try:
