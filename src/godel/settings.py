@@ -132,6 +132,10 @@ class Settings(BaseSettings):
     """Write every proxied request's body and response (up to 1 MiB) to ``$GODEL_HOME/audit/gateway-DAY.jsonl``.
     The metadata of every request (who, model, tokens, cost, status, latency) is always in the usage records."""
 
+    gateway_cache_seconds: float = Field(default=0.0, ge=0)
+    """Keep successful answers to non-streaming requests this many seconds and answer an identical request (same
+    provider, path and body) from them, without calling the provider. 0 (the default): no cache."""
+
     gateway_breaker_failures: int = Field(default=5, ge=1)
     """Failures in a row (unreachable, timed out, 5xx or 429) after which a provider's circuit opens: the gateway
     stops sending it requests (another provider serving the same model over the same wire API is used, else 503)."""

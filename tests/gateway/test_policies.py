@@ -55,3 +55,23 @@ async def test_a_failing_provider_is_routed_around_then_refused_fast(stack: Any)
             assert len(s.model.requests) == sent
             (*_, last) = await s.records()
             assert last.provider == "backup" and last.status_code == 200
+
+
+async def test_identical_non_streaming_requests_are_answered_from_the_cache(stack: Any) -> None:
+    async with stack(HELLO, gateway_cache_seconds=60) as s:
+        client = openai.AsyncOpenAI(base_url=s.openai_base, api_key=await s.key(), max_retries=0)
+        ask = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+        first = await client.chat.completions.with_raw_response.create(**ask)  # type: ignore[arg-type]
+        second = await client.chat.completions.with_raw_response.create(**ask)  # type: ignore[arg-type]
+        assert first.headers.get("x-godel-cache") is None and second.headers.get("x-godel-cache") == "hit"
+        assert second.parse().choices[0].message.content == "Hello."
+        assert len(s.model.requests) == 1  # the provider answered once
+        other = await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "other"}])
+        assert other.choices[0].message.content == "Hello." and len(s.model.requests) == 2
+        stream = await client.chat.completions.create(stream=True, **ask)  # type: ignore[call-overload]
+        async for _ in stream:
+            pass
+        assert len(s.model.requests) == 3  # streams are never cached
+        records = await s.records()
+        hits = [r for r in records if r.error == "answered from the gateway's cache"]
+        assert len(hits) == 1 and hits[0].output_tokens == 0 and hits[0].cost_usd is None

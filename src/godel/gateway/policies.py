@@ -6,6 +6,7 @@ same model over the same wire API -- while a provider keeps failing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -123,3 +124,43 @@ class CircuitBreaker:
             p: {"failures": c.failures, "open": c.opened_at is not None, "trial": c.trial}
             for p, c in self._circuits.items()
         }
+
+
+# ---------------------------------------------------------------------------------------------------- cache
+
+
+@dataclass(frozen=True)
+class CachedResponse:
+    status: int
+    content_type: str
+    body: bytes
+
+
+class ResponseCache:
+    """Answers to identical non-streaming requests (same provider, path and body), kept ``ttl`` seconds, at most
+    ``max_entries`` (the oldest go first). Only successful answers are kept."""
+
+    def __init__(self, ttl: float, max_entries: int = 1000, *, now: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.now = now
+        self._entries: dict[str, tuple[float, CachedResponse]] = {}
+
+    @staticmethod
+    def key(provider: str, path: str, body: dict[str, Any]) -> str:
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(f"{provider}\n{path}\n{canonical}".encode()).hexdigest()
+
+    def get(self, key: str) -> CachedResponse | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if self.now() - entry[0] > self.ttl:
+            del self._entries[key]
+            return None
+        return entry[1]
+
+    def put(self, key: str, response: CachedResponse) -> None:
+        if len(self._entries) >= self.max_entries:
+            del self._entries[next(iter(self._entries))]  # dicts keep insertion order: the oldest
+        self._entries[key] = (self.now(), response)

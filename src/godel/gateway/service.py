@@ -23,7 +23,7 @@ from godel.core.models import UsageRecord, VirtualKey
 from godel.core.ports import Clock
 from godel.gateway.budgets import BudgetGuard
 from godel.gateway.keys import hash_key, new_key
-from godel.gateway.policies import AuditLog, CircuitBreaker
+from godel.gateway.policies import AuditLog, CircuitBreaker, ResponseCache
 from godel.gateway.ratelimits import RateLimiter
 from godel.gateway.types import GatewayError, ProviderUnavailable, Upstream, Wire
 from godel.providers.config import ProviderConfig, RateLimit
@@ -60,6 +60,7 @@ class Gateway:
         breaker: CircuitBreaker | None = None,
         audit: AuditLog | None = None,
         redact: bool = False,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.store = store
         self.providers = providers
@@ -75,6 +76,7 @@ class Gateway:
         self.breaker = breaker or CircuitBreaker()
         self.audit = audit
         self.redact = redact
+        self.cache = cache
         # agent id -> (when its requests may pass again, why): shown on the agent while it lasts
         self.rate_limited: dict[str, tuple[float, str]] = {}
 

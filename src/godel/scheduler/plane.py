@@ -30,7 +30,7 @@ from godel.core.states import ACTIVE, AgentState, AgentStatus, NodeStatus, state
 from godel.core.transitions import Trigger, plan
 from godel.errors import ConflictError, FieldError, GodelError, SnapshotNotFoundError, ValidationError
 from godel.gateway.budgets import period_bounds
-from godel.gateway.policies import AuditLog, CircuitBreaker
+from godel.gateway.policies import AuditLog, CircuitBreaker, ResponseCache
 from godel.gateway.service import Gateway
 from godel.providers import resolve_route
 from godel.runtimes import get_runtime
@@ -86,6 +86,7 @@ class ControlPlane:
             breaker=CircuitBreaker(settings.gateway_breaker_failures, settings.gateway_breaker_reset),
             audit=AuditLog(settings.home / "audit") if settings.gateway_audit_bodies else None,
             redact=settings.gateway_redact_pii,
+            cache=ResponseCache(settings.gateway_cache_seconds) if settings.gateway_cache_seconds > 0 else None,
         )  # fmt: skip
         self.gateway.budgets.on_exhausted = self._budget_exhausted
         self.gateway.budgets.on_warning = self._budget_warning

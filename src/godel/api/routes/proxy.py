@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from godel.gateway.budgets import BudgetExceeded, Reservation
 from godel.gateway.metering import Meter, Usage, inject_stream_usage
-from godel.gateway.policies import AUDIT_BODY_LIMIT, redact_body
+from godel.gateway.policies import AUDIT_BODY_LIMIT, CachedResponse, redact_body
 from godel.gateway.ratelimits import RateLimited, Ticket
 from godel.gateway.service import Gateway
 from godel.gateway.types import GatewayError, Wire
@@ -117,6 +117,20 @@ async def _proxy(request: Request, wire: Wire, path: str) -> Response:
     except GatewayError as exc:
         return error_response(wire, exc)
     stream = bool(body.get("stream"))
+    cache_key = None
+    if gateway.cache is not None and not stream and not count_tokens:
+        cache_key = gateway.cache.key(upstream.provider, path, body)
+        if (hit := gateway.cache.get(cache_key)) is not None:  # answered here: the provider is not called
+            gateway.limits.release(ticket, 0)
+            try:
+                await gateway.record(
+                    key, upstream, wire=wire, stream=False, status=hit.status, usage=Usage(), complete=True,
+                    latency_ms=0.0, error="answered from the gateway's cache",
+                )  # fmt: skip
+            finally:
+                await gateway.budgets.settle(reservation)
+            return Response(hit.body, status_code=hit.status, media_type=hit.content_type,
+                            headers={"x-godel-cache": "hit"})  # fmt: skip
     if wire == "openai-chat" and stream:
         body = inject_stream_usage(body)  # so a streamed chat response can always be metered
         content = json.dumps(body, ensure_ascii=False).encode()
@@ -145,7 +159,9 @@ async def _proxy(request: Request, wire: Wire, path: str) -> Response:
     else:
         gateway.breaker.succeeded(upstream.provider)
     meter = Meter(wire, stream, content_encoding=response.headers.get("content-encoding"))
-    captured = bytearray() if gateway.audit is not None else None  # the response, for the audit log
+    keep = cache_key is not None and response.status_code == 200 and not response.headers.get("content-encoding")
+    # the response, for the audit log or the cache
+    captured = bytearray() if gateway.audit is not None or keep else None
     out_headers = {k: v for k, v in response.headers.items() if k.lower() not in _HOP_BY_HOP}
     # The upstream is read by its own task (the pump), which meters every chunk and hands it to the relay that
     # writes it to the caller. If the caller goes away, the relay is cancelled but the pump reads on (bounded),
@@ -173,6 +189,10 @@ async def _proxy(request: Request, wire: Wire, path: str) -> Response:
     async def run() -> None:
         error = await pump()
         usage = meter.finish()
+        if keep and not error and captured is not None and meter.complete and len(captured) < AUDIT_BODY_LIMIT:
+            assert gateway.cache is not None and cache_key is not None  # before any await: the next ask may hit it
+            content_type = response.headers.get("content-type", "application/json")
+            gateway.cache.put(cache_key, CachedResponse(200, content_type, bytes(captured)))
         # At once (no await since the stream ended): the caller's next request finds its slot free.
         gateway.limits.release(ticket, usage.input_tokens + usage.cached_tokens + usage.output_tokens)
         try:
