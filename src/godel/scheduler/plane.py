@@ -56,6 +56,12 @@ def _pricer(settings: Settings) -> Any:
     return Pricer(price_overrides(settings.prices))
 
 
+def _warm_prices(pricer: Any) -> None:
+    if pricer is not None:
+        pricer.cost(provider_kind="openai-chat", provider_name="openai", model="gpt-4o", input_tokens=1,
+                    output_tokens=1, cached_tokens=0)  # fmt: skip
+
+
 class ControlPlane:
     def __init__(
         self,
@@ -118,6 +124,8 @@ class ControlPlane:
         self.node.status = NodeStatus.ONLINE
         self.node.last_heartbeat = self.clock.now()
         await self.store.upsert_node(self.node)
+        # genai-prices loads its table on first use (~0.5 s): here, off the loop, not in the first proxied request.
+        await asyncio.to_thread(_warm_prices, self.gateway.pricer)
         self.reconcile_report = await reconcile_on_start(self.supervisor)
         log.info("reconciled", **self.reconcile_report)
         if background:
