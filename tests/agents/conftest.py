@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -31,6 +30,7 @@ from godel.scheduler.requests import SpawnRequest
 from godel.settings import Settings
 from godel.testing import ScriptedModel
 from tests.conftest import make_repo
+from tests.e2e.serverproc import free_port
 
 ENDED = (AgentState.COMPLETED, AgentState.FAILED, AgentState.KILLED)
 MODEL = "scripted-model"
@@ -52,10 +52,25 @@ def require_cli(kind: str) -> None:
         pytest.skip(f"{kind} CLI not installed (scripts/install-agent-clis {kind})")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def proc_states(pid: int) -> set[str]:
+    """States (R/S/T/Z…) of a process and all its descendants, from /proc."""
+    states, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                stat = f.read()
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        states.add(stat.rsplit(")", 1)[1].split()[0])
+        for task in tasks:
+            try:
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+            except OSError:
+                pass
+    return states
 
 
 def providers_for(model: ScriptedModel | None) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import pytest
 
 from godel.core.states import AgentState
-from tests.agents.conftest import RigFactory, model_for, require_cli
+from tests.agents.conftest import RigFactory, model_for, proc_states, require_cli
 from tests.conftest import run_git
 
 pytestmark = pytest.mark.usefixtures("_claude")
@@ -102,13 +101,13 @@ async def test_pause_resume_and_kill_a_running_claude(rig: RigFactory) -> None:
         paused = await r.plane.pause(agent.id)
         # claude runs short-lived helpers (git, which…): one that exited just before the stop stays a zombie, as
         # its stopped parent cannot reap it
-        stopped = _proc_states(running.pid)
+        stopped = proc_states(running.pid)
         assert paused.state == AgentState.PAUSED and "T" in stopped and stopped <= {"T", "t", "Z"}
         resumed = await r.plane.resume(agent.id)
-        assert resumed.state == AgentState.EXECUTING and "T" not in _proc_states(running.pid)
+        assert resumed.state == AgentState.EXECUTING and "T" not in proc_states(running.pid)
         killed = await r.plane.kill(agent.id)
         assert killed.state == AgentState.KILLED
-        assert _proc_states(running.pid) <= {"Z"}  # gone (or a zombie awaiting its reaper)
+        assert proc_states(running.pid) <= {"Z"}  # gone (or a zombie awaiting its reaper)
 
 
 async def test_follow_up_continues_the_same_claude_session(rig: RigFactory) -> None:
@@ -152,30 +151,6 @@ async def test_tools_option_limits_what_claude_offers(rig: RigFactory) -> None:
         results = await r.events(agent.id, "agent:tool_result")
         assert results[0].payload["isError"] is True  # the scripted Write was refused
         assert done.outcome["changedFiles"] == 0
-
-
-def _proc_states(pid: int) -> set[str]:
-    """States (R/S/T/…) of a process and all its descendants, from /proc."""
-    states, todo = set(), [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        states.add(stat.rsplit(")", 1)[1].split()[0])
-        try:
-            tasks = os.listdir(f"/proc/{p}/task")
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                with open(f"/proc/{p}/task/{task}/children") as f:
-                    todo += [int(c) for c in f.read().split()]
-            except OSError:
-                pass
-    return states
 
 
 async def _eventually(check: Callable[[], Any], what: str, timeout: float = 20.0) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import pytest
 
 from godel.core.states import AgentState
-from tests.agents.conftest import RigFactory, require_cli
+from tests.agents.conftest import RigFactory, proc_states, require_cli
 from tests.conftest import run_git
 
 pytestmark = pytest.mark.usefixtures("_codex")
@@ -100,26 +99,6 @@ async def test_follow_up_continues_the_same_codex_thread(rig: RigFactory) -> Non
         assert sessions[1].context["usage"]["outputTokens"] == 5
 
 
-def _proc_states(pid: int) -> set[str]:
-    """States (R/S/T/…) of a process and all its descendants, from /proc."""
-    states, todo = set(), [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        states.add(stat.rsplit(")", 1)[1].split()[0])
-        for task in os.listdir(f"/proc/{p}/task"):
-            try:
-                with open(f"/proc/{p}/task/{task}/children") as f:
-                    todo += [int(c) for c in f.read().split()]
-            except OSError:
-                pass
-    return states
-
-
 async def test_pause_resume_and_kill_a_running_codex(rig: RigFactory) -> None:
     async with rig([{"delay": 30, "text": "never seen"}]) as r:
         agent = await r.spawn("codex", "wait for the model", timeout=90)
@@ -128,13 +107,13 @@ async def test_pause_resume_and_kill_a_running_codex(rig: RigFactory) -> None:
         await _eventually(lambda: r.model.requests, "codex to reach the model")
         paused = await r.plane.pause(agent.id)
         # every process of the tree is stopped; a helper that had just exited stays a zombie until its parent runs
-        states = _proc_states(running.pid)
+        states = proc_states(running.pid)
         assert paused.state == AgentState.PAUSED and "T" in states and states <= {"T", "t", "Z"}
         resumed = await r.plane.resume(agent.id)
-        assert resumed.state == AgentState.EXECUTING and "T" not in _proc_states(running.pid)
+        assert resumed.state == AgentState.EXECUTING and "T" not in proc_states(running.pid)
         killed = await r.plane.kill(agent.id)
         assert killed.state == AgentState.KILLED
-        assert _proc_states(running.pid) <= {"Z"}  # gone (or a zombie awaiting its reaper)
+        assert proc_states(running.pid) <= {"Z"}  # gone (or a zombie awaiting its reaper)
 
 
 async def _eventually(check: Callable[[], Any], what: str, timeout: float = 20.0) -> None:

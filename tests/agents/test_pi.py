@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from godel.core.states import AgentState
-from tests.agents.conftest import RigFactory, require_cli
+from tests.agents.conftest import RigFactory, proc_states, require_cli
 from tests.conftest import run_git
 
 pytestmark = pytest.mark.usefixtures("_pi")
@@ -84,26 +84,6 @@ async def test_follow_up_continues_the_same_pi_session(rig: RigFactory) -> None:
         assert sessions[1].context["resumes"] == native
 
 
-def _proc_states(pid: int) -> set[str]:
-    """States (R/S/T/…) of a process and all its descendants, from /proc."""
-    import os
-
-    states, todo = set(), [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            stat = open(f"/proc/{p}/stat").read()
-        except OSError:
-            continue
-        states.add(stat.rsplit(")", 1)[1].split()[0])
-        for task in os.listdir(f"/proc/{p}/task"):
-            try:
-                todo += [int(c) for c in open(f"/proc/{p}/task/{task}/children").read().split()]
-            except OSError:
-                pass
-    return states
-
-
 async def test_pause_resume_and_kill_a_running_pi(rig: RigFactory) -> None:
     turns = [{"delay": 30, "text": "never seen"}]
     async with rig(turns) as r:
@@ -112,14 +92,14 @@ async def test_pause_resume_and_kill_a_running_pi(rig: RigFactory) -> None:
         assert running.pid
         await _eventually(lambda: r.model.requests, "pi to reach the model")
         paused = await r.plane.pause(agent.id)
-        states = _proc_states(running.pid)
+        states = proc_states(running.pid)
         # every process stopped (a helper that exited just before the stop may linger as a zombie)
         assert paused.state == AgentState.PAUSED and states <= {"T", "t", "Z"} and "T" in states
         resumed = await r.plane.resume(agent.id)
-        assert resumed.state == AgentState.EXECUTING and "T" not in _proc_states(running.pid)
+        assert resumed.state == AgentState.EXECUTING and "T" not in proc_states(running.pid)
         killed = await r.plane.kill(agent.id)
         assert killed.state == AgentState.KILLED
-        assert _proc_states(running.pid) <= {"Z"}  # gone (or a zombie awaiting its reaper)
+        assert proc_states(running.pid) <= {"Z"}  # gone (or a zombie awaiting its reaper)
 
 
 async def test_provider_failure_falls_back_to_the_next_model(rig: RigFactory) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,15 +17,10 @@ from godel.api.routes import proxy
 from godel.scheduler.plane import ControlPlane
 from godel.settings import Settings
 from godel.testing import ScriptedModel
+from tests.e2e.serverproc import free_port
 
 UPSTREAM_KEY = "sk-upstream-0123456789-secret"
 MODEL = "scripted-model"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -59,7 +53,7 @@ def stack(fast_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]
     @asynccontextmanager
     async def make(turns: Any, *, upstream_down: bool = False, **overrides: Any) -> AsyncIterator[Stack]:
         with ScriptedModel(turns) as model:
-            root = f"http://127.0.0.1:{_free_port()}" if upstream_down else model.url
+            root = f"http://127.0.0.1:{free_port()}" if upstream_down else model.url
             providers = {
                 "scripted": {"kind": "openai-chat", "base_url": f"{root}/v1", "models": [MODEL]},
                 "scripted-responses": {"kind": "openai-responses", "base_url": f"{root}/v1", "models": [MODEL]},
@@ -67,7 +61,7 @@ def stack(fast_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]
             }
             for p in providers.values():
                 p["api_key_env"] = "SCRIPTED_UPSTREAM_KEY"
-            port = _free_port()
+            port = free_port()
             home = fast_tmp / f"home-{port}"  # one database per stack
             settings = Settings(home=home, providers=providers, url=f"http://127.0.0.1:{port}", port=port, **overrides)
             plane = ControlPlane(settings)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,12 +20,7 @@ from godel.api.app import create_app
 from godel.api.routes import proxy
 from godel.scheduler.plane import ControlPlane
 from godel.settings import Settings
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.e2e.serverproc import free_port
 
 
 async def _slow_chat(request: Request) -> StreamingResponse:
@@ -54,7 +48,7 @@ async def _serve(app: Any, port: int) -> tuple[uvicorn.Server, asyncio.Task[None
 
 
 async def test_a_caller_gone_mid_stream_is_recorded_once(fast_tmp: Path) -> None:
-    up_port, port = _port(), _port()
+    up_port, port = free_port(), free_port()
     upstream, up_task = await _serve(
         Starlette(routes=[Route("/v1/chat/completions", _slow_chat, methods=["POST"])]), up_port
     )

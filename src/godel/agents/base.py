@@ -48,15 +48,21 @@ def json_line(line: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def signal_of(code: int) -> str | None:
+    """The signal's name when an exit status says "killed by a signal" (the shell reports 128 + its number)."""
+    if code > 128:
+        try:
+            return signal.Signals(code - 128).name
+        except ValueError:
+            return None
+    return None
+
+
 def describe_exit(code: int | None) -> str:
     if code is None:
         return "no exit status"
-    if code > 128:  # the shell's convention for "killed by signal code - 128"
-        try:
-            return f"killed by {signal.Signals(code - 128).name}"
-        except ValueError:
-            pass
-    return f"exit {code}"
+    name = signal_of(code)
+    return f"killed by {name}" if name else f"exit {code}"
 
 
 def usage(

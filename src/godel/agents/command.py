@@ -14,10 +14,10 @@ their final event and the workspace diff instead.
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 from typing import Any
 
+from godel.agents.base import signal_of
 from godel.core.ports import AgentSignal, Evidence, LaunchRequest, LaunchSpec, Outcome, SignalKind, WireApi
 from godel.errors import FieldError, ValidationError
 
@@ -42,12 +42,8 @@ class CommandParser:
 
 
 def _describe_exit(code: int) -> str:
-    if code > 128:  # the shell's convention for "killed by signal code - 128"
-        try:
-            return f"killed by {signal.Signals(code - 128).name} (exit {code})"
-        except ValueError:
-            pass
-    return f"exited {code}"
+    name = signal_of(code)
+    return f"killed by {name} (exit {code})" if name else f"exited {code}"
 
 
 class CommandAdapter:

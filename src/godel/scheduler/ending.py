@@ -237,7 +237,7 @@ async def after_failure(sup: Supervisor, agent: Agent, *, provider_failed: bool 
                 payload={"fallback": route[index + 1], "from": route[index]},
             )
         except InvalidTransitionError:
-            pass
+            pass  # a user killed or restarted it meanwhile: their move stands
         return agent
     if agent.retry_count < agent.max_retries:
         attempt = agent.retry_count + 1

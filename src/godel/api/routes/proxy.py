@@ -94,7 +94,7 @@ async def _proxy(request: Request, wire: Wire, path: str) -> Response:
         raw = await request.body()
         try:
             body = json.loads(raw, parse_constant=_no_constant)
-            content = json.dumps(body, ensure_ascii=False).encode()  # also refuses lone surrogates (UTF-8 only)
+            content = _encode(body)  # also refuses lone surrogates (UTF-8 only)
         except (ValueError, UnicodeEncodeError):
             raise GatewayError(400, "invalid_request", "the request body is not valid JSON") from None
         for name, value in headers.items():
@@ -104,7 +104,7 @@ async def _proxy(request: Request, wire: Wire, path: str) -> Response:
             raise GatewayError(400, "invalid_request", "the request body must be a JSON object")
         if gateway.redact:  # before anything else reads it: estimates, the provider, the audit log
             body = redact_body(body)
-            content = json.dumps(body, ensure_ascii=False).encode()
+            content = _encode(body)
         model = body.get("model")
         upstream = gateway.route(key, wire, model if isinstance(model, str) else "", path, headers)
         count_tokens = path.endswith("count_tokens")  # a token count is free: nothing to reserve, meter or record
@@ -133,7 +133,7 @@ async def _proxy(request: Request, wire: Wire, path: str) -> Response:
                             headers={"x-godel-cache": "hit"})  # fmt: skip
     if wire == "openai-chat" and stream:
         body = inject_stream_usage(body)  # so a streamed chat response can always be metered
-        content = json.dumps(body, ensure_ascii=False).encode()
+        content = _encode(body)
     started = time.perf_counter()
     try:
         outbound = _client(request).build_request(
@@ -243,6 +243,10 @@ def _record_done(task: asyncio.Task[Any]) -> None:
     _pending.discard(task)
     if not task.cancelled() and task.exception() is not None:
         log.error("a usage record could not be written", error=repr(task.exception()))
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, ensure_ascii=False).encode()
 
 
 def _no_constant(name: str) -> Any:
