@@ -13,9 +13,11 @@ process, not per core of a dedicated machine.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 from tests.e2e.serverproc import ServerProcess, free_port
@@ -46,14 +48,21 @@ def run(cfg: Config) -> list[Figure]:
             asyncio.run(_wait_up(f"{upstream}/models"))
             server.start()
             key = server.api("POST", "/api/v1/keys", json={"scope": "user", "id": "bench"})["key"]
-            return asyncio.run(_measure(cfg, upstream, f"{server.url}/proxy/v1", key))
+            assert server.proc is not None
+            return asyncio.run(_measure(cfg, upstream, f"{server.url}/proxy/v1", key, server.proc.pid))
         finally:
             server.stop()
             model.terminate()
             model.wait(10)
 
 
-async def _measure(cfg: Config, upstream: str, via: str, key: str) -> list[Figure]:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far (``/proc/PID/stat`` fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _measure(cfg: Config, upstream: str, via: str, key: str, server_pid: int) -> list[Figure]:
     figures: list[Figure] = []
     limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
     async with (
@@ -69,13 +78,16 @@ async def _measure(cfg: Config, upstream: str, via: str, key: str) -> list[Figur
             base: list[float] = []
             godel: list[float] = []
             rps: list[float] = []
+            cpu_ms: list[float] = []  # the server's CPU time per proxied request
             for r in range(rounds):
                 order = ((direct, base), (gateway, godel)) if r % 2 == 0 else ((gateway, godel), (direct, base))
                 for client, into in order:
+                    cpu = _cpu_seconds(server_pid)
                     samples, seconds = await _load(client, concurrency, total // rounds)
                     into.extend(samples)
                     if client is gateway:
                         rps.append(len(samples) / seconds)
+                        cpu_ms.append((_cpu_seconds(server_pid) - cpu) * 1000 / len(samples))
             cfg.log(f"gateway: {concurrency} concurrent: {len(godel)} via the gateway, {len(base)} direct")
             fig = Figure(
                 bench=NAME,
@@ -96,6 +108,13 @@ async def _measure(cfg: Config, upstream: str, via: str, key: str) -> list[Figur
             if concurrency == 200:
                 figures.append(Figure(bench=NAME, name="gateway requests/s at 200 concurrent (one server process)",
                                       unit="req/s", godel=rps, higher_is_better=True))  # fmt: skip
+                # What one core could relay if the gateway had it to itself: 1000 ms / its CPU ms per request.
+                per_core = Figure(
+                    bench=NAME, name="gateway requests/s per core (from its CPU time per request)", unit="req/s",
+                    godel=[1000 / c for c in cpu_ms if c > 0], higher_is_better=True,
+                )  # fmt: skip
+                per_core.notes.append("server CPU per request: " + ", ".join(f"{c:.2f} ms" for c in cpu_ms))
+                figures.append(per_core)
     return figures
 
 

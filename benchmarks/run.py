@@ -38,6 +38,8 @@ MODULES = {
     "load": "benchmarks.load",
     "agents": "benchmarks.agents",
     "gateway": "benchmarks.gateway",
+    "teams": "benchmarks.teams",
+    "workflow": "benchmarks.workflow",
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import (
@@ -107,8 +107,7 @@ class Settings(BaseSettings):
     use_gateway: bool = True
     """Agents reach their models through this server's gateway (``GODEL_GATEWAY_URL`` + ``/proxy/v1``) with a
     virtual key scoped to the agent, so provider keys never enter a workspace and every token is metered. Needs the API
-    server running (``godel serve``); turn it off when embedding the control plane without one. Gemini agents
-    go to their provider directly (the gateway does not speak its API yet)."""
+    server running (``godel serve``); turn it off when embedding the control plane without one."""
 
     gateway_url: str | None = None
     """Where agents reach this server's gateway. Default: ``http://HOST:PORT`` of ``godel serve`` (127.0.0.1 when
@@ -143,17 +142,28 @@ class Settings(BaseSettings):
     gateway_breaker_reset: float = Field(default=30.0, gt=0)
     """Seconds an open circuit stays open before one trial request is let through."""
 
+    gateway_policies: list[str] = Field(default_factory=list)
+    """Your own gateway policies, as ``"package.module:factory"``: each factory is called with the ``Gateway`` and
+    returns a policy, an ``async (exchange, call_next) -> Reply`` callable (``godel.gateway.exchange``). They run
+    after PII redaction and before budgets, rate limits, the cache and the provider, in the order given."""
+
     gateway_read_timeout: float = 600.0
     """Seconds the gateway waits for the next bytes of a provider's response before giving up on it."""
 
     prices: dict[str, dict[str, float]] = Field(default_factory=dict)
     """Per-model price overrides for the gateway's metering, ``"provider/model" = {input_per_mtok = …,
-    output_per_mtok = …, cached_input_per_mtok = …}`` (USD per million tokens); other models are priced from
-    the ``genai-prices`` table, and a model it does not know is metered without a cost."""
+    output_per_mtok = …, cached_input_per_mtok = …, cache_write_per_mtok = …}`` (USD per million tokens); other
+    models are priced from the ``genai-prices`` table, and a model it does not know is metered without a cost."""
 
     commit_on_complete: bool = True
     """When an agent completes, commit what it left uncommitted in its worktree to its branch, so its whole
     change is on the branch (ready to merge)."""
+
+    roles: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Team role profiles (docs/teams.md), as ``[roles.NAME]`` tables with ``preamble``, ``tools`` (a list, or a
+    table of lists per agent kind), ``agent``, ``model``, ``gate`` (``none`` | ``verdict`` | ``merge`` |
+    ``monitor``) and ``description``. A built-in role (coordinator, worker, reviewer, refinery, monitor) named
+    here is overridden key by key; any other name adds a role."""
 
     @classmethod
     def settings_customise_sources(

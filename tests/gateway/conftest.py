@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import uvicorn
 
+from godel.api import proxy
 from godel.api.app import create_app
-from godel.api.routes import proxy
 from godel.scheduler.plane import ControlPlane
 from godel.settings import Settings
 from godel.testing import ScriptedModel
@@ -37,6 +37,9 @@ class Stack:
     def anthropic_base(self) -> str:
         return f"{self.url}/proxy"
 
+    def gemini_url(self, method: str, model: str = MODEL) -> str:
+        return f"{self.url}/proxy/v1beta/models/{model}:{method}"
+
     async def key(self, scope: str = "user", scope_id: str = "alice", **kw: Any) -> str:
         text, _ = await self.plane.gateway.issue(scope, scope_id, **kw)
         return text
@@ -58,6 +61,7 @@ def stack(fast_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]
                 "scripted": {"kind": "openai-chat", "base_url": f"{root}/v1", "models": [MODEL]},
                 "scripted-responses": {"kind": "openai-responses", "base_url": f"{root}/v1", "models": [MODEL]},
                 "scripted-anthropic": {"kind": "anthropic", "base_url": root, "models": [MODEL]},
+                "scripted-gemini": {"kind": "gemini", "base_url": root, "models": [MODEL]},
             }
             for p in providers.values():
                 p["api_key_env"] = "SCRIPTED_UPSTREAM_KEY"

@@ -14,7 +14,7 @@ from godel.core.events import EventFilter
 from godel.core.ports import EventQuery
 from godel.core.states import AgentState
 from godel.scheduler.requests import SpawnRequest
-from tests.agents import test_aider, test_claude, test_codex, test_miniswe, test_pi
+from tests.agents import test_aider, test_claude, test_codex, test_gemini, test_miniswe, test_pi
 from tests.agents.conftest import agents_dir, require_cli
 from tests.conftest import make_repo, run_git
 from tests.gateway.conftest import MODEL, UPSTREAM_KEY
@@ -25,6 +25,7 @@ CASES = {
     "codex": ("scripted-responses", test_codex.EDIT),
     "aider": ("scripted", test_aider.EDIT),
     "mini-swe-agent": ("scripted", test_miniswe.EDIT),
+    "gemini": ("scripted-gemini", test_gemini.EDIT),
 }
 
 
@@ -51,6 +52,7 @@ async def test_agent_runs_through_the_gateway_with_a_virtual_key(stack: Any, fas
         assert sum(r.output_tokens for r in records) == s.model.usage_reported.output_tokens
         assert sum(r.input_tokens + r.cached_tokens for r in records) == s.model.usage_reported.input_tokens
         assert set(s.model.credentials) <= {UPSTREAM_KEY, f"Bearer {UPSTREAM_KEY}"}
+        assert all(r.path.startswith("/v1beta/") for r in s.model.requests) == (kind == "gemini")
 
         # The provider's key is nowhere the agent could see it: its config dir, output, workspace, events.
         home = s.plane.settings.home

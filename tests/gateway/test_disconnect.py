@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
+from godel.api import proxy
 from godel.api.app import create_app
-from godel.api.routes import proxy
 from godel.scheduler.plane import ControlPlane
 from godel.settings import Settings
 from tests.e2e.serverproc import free_port

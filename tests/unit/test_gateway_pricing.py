@@ -58,6 +58,27 @@ def test_cached_tokens_at_the_cached_rate() -> None:
     assert got == pytest.approx((1_000 * input_rate + 4_000 * cached_rate + 200 * output_rate) / 1_000_000)
 
 
+def test_cache_writes_at_the_cache_write_rate() -> None:
+    _, info = get_snapshot().find_provider_model("claude-sonnet-4-5", None, "anthropic", None)
+    write = info.get_prices(datetime.now(tz=UTC)).cache_write_mtok
+    write_rate = write.base if isinstance(write, TieredPrices) else write  # small requests: the base tier
+    input_rate, output_rate, _ = table_rates("anthropic", "claude-sonnet-4-5")
+    assert write_rate is not None and float(write_rate) > input_rate, "precondition: writes cost a premium"
+    got = Pricer().cost(
+        provider_kind="anthropic", provider_name="anthropic", model="claude-sonnet-4-5",
+        input_tokens=3_000, output_tokens=100, cached_tokens=0, cache_write_tokens=2_000,
+    )  # fmt: skip
+    # 2000 of the 3000 input tokens were cache writes: they are priced at the write rate, the other 1000 at input.
+    expected = (1_000 * input_rate + 2_000 * float(write_rate) + 100 * output_rate) / 1_000_000
+    assert got == pytest.approx(expected)
+    override = Pricer(price_overrides({"a/m": {"input_per_mtok": 1, "output_per_mtok": 2, "cache_write_per_mtok": 5}}))
+    got = override.cost(
+        provider_kind="anthropic", provider_name="a", model="m", input_tokens=300, output_tokens=0, cached_tokens=0,
+        cache_write_tokens=100,
+    )  # fmt: skip
+    assert got == pytest.approx((200 * 1 + 100 * 5) / 1_000_000)
+
+
 def test_cached_tokens_at_the_input_rate_when_the_model_has_no_cached_rate() -> None:
     input_rate, output_rate, cached_rate = table_rates("openai", "gpt-4")
     assert cached_rate is None, "precondition: genai-prices has no cached rate for gpt-4"

@@ -445,3 +445,96 @@ def test_gemini_errors_count_tokens_and_unknown_methods(model: ScriptedModel) ->
         reply = httpx.post(server.url + GEMINI + ":streamGenerateContent?alt=sse", json=gemini_body())
         assert reply.status_code == 429
         assert reply.json() == {"error": {"code": 429, "message": "scripted quota", "status": "RESOURCE_EXHAUSTED"}}
+
+
+# --- alternatives chosen by `match` (a substring of the request's text) ---------------------------------------
+
+REVIEW = [
+    [
+        {"match": "review round 2", "text": "VERDICT: approve"},
+        {"text": "VERDICT: reject\nAdd a test."},
+    ]
+]
+
+
+def test_alternatives_are_chosen_by_the_request_text_statelessly() -> None:
+    with ScriptedModel(REVIEW) as server:
+        client = oai(server)
+
+        def ask(text: str) -> str | None:
+            reply = client.chat.completions.create(model="m", messages=[{"role": "user", "content": text}])
+            return reply.choices[0].message.content
+
+        assert ask("please review (review round 1)") == "VERDICT: reject\nAdd a test."
+        assert ask("please review (review round 2)") == "VERDICT: approve"
+        assert ask("please review (review round 1)") == "VERDICT: reject\nAdd a test."  # same request, same turn
+        assert [r.turn for r in server.requests] == [0, 0, 0]
+
+
+def test_match_sees_system_prompt_and_tool_results_across_dialects() -> None:
+    script = [
+        {"tool_call": {"name": "read", "arguments": {"path": "a"}}},
+        [{"match": "SECRET-42", "text": "found it"}, {"text": "not found"}],
+    ]
+    with ScriptedModel(script) as server:
+        first = claude(server).messages.create(
+            model="m", max_tokens=10, system="sys", messages=[{"role": "user", "content": "go"}]
+        )
+        call = next(b for b in first.content if b.type == "tool_use")
+        follow: list[Any] = [
+            {"role": "user", "content": "go"},
+            {"role": "assistant", "content": [b.model_dump() for b in first.content]},
+        ]
+        hit = [*follow, {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id,
+                                                       "content": "SECRET-42"}]}]  # fmt: skip
+        miss = [*follow, {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "x"}]}]
+        texts = [
+            claude(server).messages.create(model="m", max_tokens=10, messages=m).content[0].text  # type: ignore[union-attr]
+            for m in (hit, miss)
+        ]
+        assert texts == ["found it", "not found"]
+
+
+def test_no_matching_alternative_is_a_clear_400() -> None:
+    with ScriptedModel([[{"match": "only this", "text": "yes"}]]) as server:
+        with pytest.raises(openai.BadRequestError, match="no alternative of turn 0 matches"):
+            oai(server).chat.completions.create(model="m", messages=[{"role": "user", "content": "other"}])
+        assert server.requests[-1].outcome == "no-match"
+
+
+def test_request_text_reads_messages_not_tool_definitions() -> None:
+    from godel.testing.script import request_text
+
+    body = {
+        "model": "m",
+        "system": "SYS",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "HELLO"}]}],
+        "tools": [{"name": "write", "description": "TOOLDOC"}],
+    }
+    text = request_text(body)
+    assert "SYS" in text and "HELLO" in text and "TOOLDOC" not in text
+    assert request_text({"input": [{"content": "R"}], "instructions": "I"}) == "I\nR"
+    assert request_text({"contents": [{"parts": [{"text": "G"}]}]}) == "G"
+
+
+def test_yaml_alternatives_load() -> None:
+    script = load_script({"turns": [[{"match": "a", "text": "A"}, "B"]]})
+    assert script.turns[0].text == "A" and [t.text for t in script.choices[0]] == ["A", "B"]
+    assert script.pick(0, "xax") is script.choices[0][0] and script.pick(0, "zzz") is script.choices[0][1]
+
+
+@pytest.mark.parametrize(
+    ("script", "message"),
+    [
+        ([[]], "turn 0: an empty list of alternatives"),
+        ([[{"text": "a"}, {"text": "b"}]], "turn 0, alternative 0: no `match`"),
+        ([[{"match": "x", "text": "a"}, {"tool_call": {"name": "w", "arguments": {}}}]], "different numbers"),
+        ([[{"match": "", "text": "a"}]], "`match` must be a non-empty string"),
+        ([[{"match": 3, "text": "a"}]], "`match` must be a non-empty string"),
+        ([[["nested"]]], "alternatives do not nest"),
+        ([[{"match": "x", "txt": "a"}]], "turn 0, alternative 0: unknown keys txt"),
+    ],
+)
+def test_bad_alternatives_are_refused_with_the_reason(script: Any, message: str) -> None:
+    with pytest.raises(ScriptError, match=message):
+        load_script(script)

@@ -13,9 +13,13 @@ from typer.core import TyperGroup
 
 from godel.cli import agents, dev, events, gateway, workspace  # noqa: F401  (workspace adds its commands to `godel agent`)
 from godel.cli.context import CliState, state
+from godel.cli.merge import merge
 from godel.cli.output import render_error
 from godel.cli.serve import serve
 from godel.cli.status import status
+from godel.cli.tasks import app as tasks_app
+from godel.cli.teams import app as teams_app
+from godel.cli.workflow import app as workflow_app
 from godel.errors import GodelError, ServerNotRunningError
 
 EXIT_API_ERROR = 1
@@ -52,7 +56,11 @@ app.add_typer(events.app, name="events")
 app.add_typer(dev.app, name="dev")
 app.add_typer(gateway.key_app, name="key")
 app.add_typer(gateway.budget_app, name="budget")
+app.add_typer(workflow_app, name="workflow")
+app.add_typer(tasks_app, name="task")
+app.add_typer(teams_app, name="team")
 app.command("usage")(gateway.usage)
+app.command("merge")(merge)
 app.command("status")(status)
 app.command("serve")(serve)
 

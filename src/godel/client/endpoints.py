@@ -243,3 +243,207 @@ class Endpoints(ABC, Generic[R]):
 
     def capabilities(self) -> R:
         return self._call("GET", "/capabilities")
+
+    # Tasks: the durable queue
+    def create_task(
+        self,
+        title: str,
+        *,
+        description: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        agent_id: str | None = None,
+        team_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> R:
+        """``POST /tasks``: a pending task; priority from -1000 to 1000 (higher is taken first)."""
+        body = camelize(
+            {
+                "title": title,
+                "description": description,
+                "priority": priority,
+                "max_attempts": max_attempts,
+                "agent_id": agent_id,
+                "team_id": team_id,
+                "metadata": dict(metadata) if metadata is not None else None,
+            }
+        )
+        return self._call("POST", f"{API}/tasks", json=body)
+
+    def list_tasks(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        agent_id: str | None = None,
+        team_id: str | None = None,
+        dead: bool | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> R:
+        """``GET /tasks``: highest priority first; ``dead=True`` is the dead-letter list."""
+        query = camelize(
+            {
+                "status": patterns_param(status),
+                "agent_id": agent_id,
+                "team_id": team_id,
+                "dead": dead,
+                "limit": limit,
+                "cursor": cursor,
+            }
+        )
+        return self._call("GET", f"{API}/tasks", params=query)
+
+    def get_task(self, task_id: str) -> R:
+        return self._call("GET", task_path(task_id))
+
+    def task_stats(self) -> R:
+        return self._call("GET", f"{API}/tasks/stats")
+
+    def assign_task(self, task_id: str, *, agent_id: str | None = None, team_id: str | None = None) -> R:
+        body = camelize({"agent_id": agent_id, "team_id": team_id})
+        return self._call("POST", task_path(task_id, "assign"), json=body)
+
+    def claim_task(self, *, agent_id: str | None = None, team_id: str | None = None) -> R:
+        """``POST /tasks/claim``: the next task for this agent or team, now assigned to it (None: queue empty)."""
+        return self._call("POST", f"{API}/tasks/claim", json=camelize({"agent_id": agent_id, "team_id": team_id}))
+
+    def start_task(self, task_id: str, *, agent_id: str | None = None) -> R:
+        return self._call("POST", task_path(task_id, "start"), json=camelize({"agent_id": agent_id}))
+
+    def complete_task(self, task_id: str, result: Mapping[str, Any] | None = None) -> R:
+        body = {"result": dict(result)} if result is not None else {}
+        return self._call("POST", task_path(task_id, "complete"), json=body)
+
+    def fail_task(self, task_id: str, error: str, *, retry: bool | None = None) -> R:
+        """``POST /tasks/{id}/fail``: requeued while attempts remain, else dead; ``retry=False``: failed now."""
+        return self._call("POST", task_path(task_id, "fail"), json=camelize({"error": error, "retry": retry}))
+
+    def retry_task(self, task_id: str) -> R:
+        """``POST /tasks/{id}/retry``: requeue a dead (or failed) task."""
+        return self._call("POST", task_path(task_id, "retry"))
+
+    def cancel_task(self, task_id: str, reason: str | None = None) -> R:
+        return self._call("POST", task_path(task_id, "cancel"), json=camelize({"reason": reason}))
+
+    def delete_task(self, task_id: str, *, force: bool = False) -> R:
+        return self._call("DELETE", task_path(task_id), params={"force": "true"} if force else None)
+
+    # Merge queue
+    def merge(
+        self,
+        repo: str,
+        into: str,
+        branches: Sequence[str] | None = None,
+        *,
+        team_id: str | None = None,
+        workflow_id: str | None = None,
+        base: str | None = None,
+        verify: str | None = None,
+        verify_timeout: float | None = None,
+        batch: bool | None = None,
+        resolve: str | None = None,
+        refinery_agent: str | None = None,
+        refinery_model: str | None = None,
+    ) -> R:
+        """``POST /merges``: merge ``branches`` (or a team's or a workflow's agent branches) into ``into``, each
+        behind the ``verify`` command; answers 202 with the job, to follow with ``get_merge``. A conflict goes to
+        the ``resolve`` command, or to a refinery agent of kind ``refinery_agent``."""
+        refinery = {"agent": refinery_agent, "model": refinery_model or ""} if refinery_agent else None
+        body = camelize(
+            {
+                "repo": repo,
+                "into": into,
+                "branches": list(branches) if branches else None,
+                "team_id": team_id,
+                "workflow_id": workflow_id,
+                "base": base,
+                "verify": verify,
+                "verify_timeout": verify_timeout,
+                "batch": batch,
+                "resolve": resolve,
+                "refinery": refinery,
+            }
+        )
+        return self._call("POST", f"{API}/merges", json=body)
+
+    def submit_workflow(
+        self,
+        source: str,
+        *,
+        repo: str,
+        base_ref: str | None = None,
+        variables: Mapping[str, Any] | None = None,
+        filename: str | None = None,
+        team_id: str | None = None,
+        start: bool | None = None,
+    ) -> R:
+        """Submit a workflow file's text (YAML or JSON); invalid files come back with every error's line."""
+        body = camelize({"source": source, "repo": repo, "base_ref": base_ref, "variables": variables,
+                         "filename": filename, "team_id": team_id, "start": start})  # fmt: skip
+        return self._call("POST", f"{API}/workflows", json=body)
+
+    def list_workflows(
+        self, *, status: str | Sequence[str] | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> R:
+        statuses = [status] if isinstance(status, str) else list(status) if status else None
+        return self._call("GET", f"{API}/workflows", params=camelize({"status": statuses, "limit": limit,
+                                                                      "cursor": cursor}))  # fmt: skip
+
+    def get_workflow(self, workflow_id: str) -> R:
+        return self._call("GET", f"{API}/workflows/{quote(workflow_id, safe='')}")
+
+    def workflow_action(self, workflow_id: str, action: str) -> R:
+        """``start``, ``pause``, ``resume`` or ``cancel``."""
+        return self._call("POST", f"{API}/workflows/{quote(workflow_id, safe='')}/{quote(action, safe='')}")
+
+    def get_merge(self, merge_id: str) -> R:
+        return self._call("GET", f"{API}/merges/{quote(merge_id, safe='')}")
+
+    def list_merges(self, *, limit: int | None = None) -> R:
+        return self._call("GET", f"{API}/merges", params=camelize({"limit": limit}))
+
+    # Teams (docs/teams.md)
+    def create_team(self, strategy: str, repo: str, **fields: Any) -> R:
+        """``POST /teams``: keyword arguments in snake_case (``task``, ``tasks``, ``stages``, ``size``, ``max_agents``,
+        ``agent``, ``model``, ``command``, ``roles``, ``profiles``, ``retry_policy``, ``budget``, ``start``…)."""
+        body = camelize({"strategy": strategy, "repo": repo, **fields})
+        if isinstance(body.get("retryPolicy"), Mapping):
+            body["retryPolicy"] = camelize(body["retryPolicy"])
+        return self._call("POST", f"{API}/teams", json=body)
+
+    def list_teams(
+        self, *, status: str | Sequence[str] | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> R:
+        query = camelize({"status": patterns_param(status), "limit": limit, "cursor": cursor})
+        return self._call("GET", f"{API}/teams", params=query)
+
+    def get_team(self, team_id: str) -> R:
+        return self._call("GET", team_path(team_id))
+
+    def update_team(self, team_id: str, **fields: Any) -> R:
+        """``PATCH /teams/{id}``: ``name``, ``description``, ``metadata``, ``max_agents``, ``budget``."""
+        return self._call("PATCH", team_path(team_id), json=camelize(fields))
+
+    def delete_team(self, team_id: str, *, force: bool = False) -> R:
+        return self._call("DELETE", team_path(team_id), params={"force": "true"} if force else None)
+
+    def team_action(self, team_id: str, action: str) -> R:
+        """``start``, ``pause``, ``resume`` or ``complete``."""
+        return self._call("POST", team_path(team_id, quote(action, safe="")))
+
+    def scale_team(self, team_id: str, size: int) -> R:
+        return self._call("POST", team_path(team_id, "scale"), json={"size": size})
+
+    def team_agents(self, team_id: str) -> R:
+        return self._call("GET", team_path(team_id, "agents"))
+
+    def team_metrics(self, team_id: str) -> R:
+        return self._call("GET", team_path(team_id, "metrics"))
+
+
+def task_path(task_id: str, *rest: str) -> str:
+    return "/".join((f"{API}/tasks/{quote(task_id, safe='')}", *rest))
+
+
+def team_path(team_id: str, *rest: str) -> str:
+    return "/".join((f"{API}/teams/{quote(team_id, safe='')}", *rest))

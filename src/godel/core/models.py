@@ -241,3 +241,44 @@ class Budget:
     period_end: datetime | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+
+
+@dataclass
+class Workflow:
+    """One run of a workflow definition (spec §2.4 workflows): its status follows the spec's state machine
+    (pending → running ⇄ paused → completed | failed | cancelled)."""
+
+    id: str
+    name: str
+    definition: dict[str, Any]  # the normalized definition (``WorkflowDefinition.to_dict``)
+    description: str | None = None
+    status: str = "pending"
+    current_step_id: str | None = None
+    context: dict[str, Any] | None = None  # the run's inputs: repo, base ref, variables
+    results: dict[str, Any] | None = None  # per step: output (what the conditions and templates see)
+    team_id: str | None = None
+    created_by: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass
+class WorkflowStep:
+    """One step of a workflow run (spec §2.4 workflow_steps). ``result`` keeps the step's output and the ids of
+    the agents of every attempt; ``agent_id`` is the current (last) attempt's."""
+
+    id: str
+    workflow_id: str
+    step_id: str
+    name: str
+    task: str
+    dependencies: list[str] | None = None
+    status: str = "pending"
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    retry_count: int = 0
+    agent_id: str | None = None

@@ -5,8 +5,9 @@ must cover what was spent in the current period, plus what requests in flight ha
 request's own estimate (its input at ~4 characters a token and its ``max_tokens`` of output, priced like the
 real thing). The check and the reservation happen under one lock, so concurrent requests can never jointly
 commit more than the limit allows beyond the error of one estimate; when the request ends its reservation is
-replaced by what it really cost (the usage record). A streamed response that crosses the limit finishes, but no
-further request passes.
+replaced by what it really cost (the usage record) -- the record is written and the reservation released under
+the same lock (``settling``), so an admission never counts a request twice or not at all. A streamed response that
+crosses the limit finishes, but no further request passes.
 
 When a settled request leaves a budget exhausted, ``on_exhausted`` is called (the control plane pauses the
 agents it covers and records ``budget:exceeded``). An agent's request that arrives over budget anyway (sent
@@ -22,12 +23,14 @@ servers sharing a database each see the others' spend only once it is recorded.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import orjson
 
 from godel.core.models import Budget, VirtualKey
 from godel.gateway.types import GatewayError, Upstream
@@ -62,6 +65,7 @@ def scopes_of(key: VirtualKey) -> list[tuple[str, str]]:
 class Reservation:
     budgets: list[Budget] = field(default_factory=list)
     amount: float = 0.0
+    settled: bool = False
 
 
 class BudgetExceeded(GatewayError):
@@ -101,9 +105,13 @@ class BudgetGuard:
     def estimate(self, upstream: Upstream, body: dict[str, Any]) -> float:
         if self.pricer is None:
             return 0.0
-        output = body.get("max_tokens") or body.get("max_output_tokens") or body.get("max_completion_tokens")
+        config = body.get("generationConfig")  # Gemini's
+        output = (
+            body.get("max_tokens") or body.get("max_output_tokens") or body.get("max_completion_tokens")
+            or (config.get("maxOutputTokens") if isinstance(config, dict) else None)
+        )  # fmt: skip
         output = int(output) if isinstance(output, int | float) and output > 0 else _DEFAULT_OUTPUT
-        prompt = len(json.dumps(body, ensure_ascii=False)) // 4
+        prompt = len(orjson.dumps(body)) // 4  # ~4 bytes a token: an estimate, settled with the real count
         cost = self.pricer.cost(
             provider_kind=upstream.config.kind, provider_name=upstream.provider, model=upstream.model,
             input_tokens=prompt, output_tokens=output, cached_tokens=0,
@@ -143,20 +151,41 @@ class BudgetGuard:
                 self._reserved[budget.id] = self._reserved.get(budget.id, 0.0) + estimate
         return Reservation(budgets, estimate)
 
-    async def settle(self, reservation: Reservation) -> None:
-        """The request ended (its usage record is written): release its reservation, report what it crossed."""
-        if not reservation.budgets:
+    @asynccontextmanager
+    async def settling(self, reservation: Reservation | None) -> AsyncIterator[None]:
+        """Around writing the request's usage record: the record lands and the reservation goes in one step, as
+        far as ``admit`` can tell (it waits on the same lock), so no admission sees the request both as spent
+        and as still reserved -- nor as neither. Then the thresholds it crossed are reported."""
+        if reservation is None or not reservation.budgets or reservation.settled:
+            yield
             return
         async with self._lock:
-            for budget in reservation.budgets:
-                left = self._reserved.get(budget.id, 0.0) - reservation.amount
-                if left > 1e-12:
-                    self._reserved[budget.id] = left
-                else:
-                    self._reserved.pop(budget.id, None)
+            try:
+                yield
+            finally:
+                self._release(reservation)
+        await self._report_all(reservation)
+
+    async def settle(self, reservation: Reservation) -> None:
+        """The request ended: release its reservation (unless ``settling`` did), report what it crossed."""
+        if not reservation.budgets or reservation.settled:
+            return
+        async with self._lock:
+            self._release(reservation)
+        await self._report_all(reservation)
+
+    def _release(self, reservation: Reservation) -> None:
+        reservation.settled = True
         for budget in reservation.budgets:
-            spent = await self._spent(budget)
-            await self._report(budget, spent)
+            left = self._reserved.get(budget.id, 0.0) - reservation.amount
+            if left > 1e-12:
+                self._reserved[budget.id] = left
+            else:
+                self._reserved.pop(budget.id, None)
+
+    async def _report_all(self, reservation: Reservation) -> None:
+        for budget in reservation.budgets:
+            await self._report(budget, await self._spent(budget))
 
     async def _report(self, budget: Budget, spent: float) -> None:
         start, _ = period_bounds(budget.period, self.now())

@@ -35,7 +35,14 @@ counts cache reads only):
     and ``cached_tokens = cache_read_input_tokens``. Stream: ``message_start`` carries ``message.usage`` (the
     input counts, and an output count so far); each ``message_delta`` carries *cumulative* counts: its
     ``output_tokens`` (and any input/cache count it gives) replaces the earlier value, never adds to it. A
-    ``message_delta`` with a usage makes the meter ``complete``.
+    ``message_delta`` with a usage makes the meter ``complete``. ``Usage.cache_write_tokens`` says how many of
+    the input tokens were cache writes, so they can be priced at their own rate.
+
+``gemini`` (``POST /v1beta/models/MODEL:generateContent`` and ``:streamGenerateContent``)
+    ``usageMetadata.promptTokenCount`` (*includes* ``cachedContentTokenCount``), ``candidatesTokenCount`` and
+    ``thoughtsTokenCount`` (thinking, billed as output). Stream (``?alt=sse``): ``data: {...}`` chunks, each with
+    the usage so far (cumulative: the last one wins); a chunk whose candidate has a ``finishReason`` and a usage
+    makes the meter ``complete``. Without ``alt=sse`` the stream is one JSON array of such chunks.
 
 Errors (``Meter.error``): OpenAI's ``{"error": {"message": ...}}`` (a whole body, or an SSE chunk mid-stream),
 Anthropic's ``{"type": "error", "error": {"message": ...}}``, the Responses ``error`` event
@@ -59,7 +66,7 @@ from typing import Any, Literal, get_args
 
 logger = logging.getLogger(__name__)
 
-Dialect = Literal["openai-chat", "openai-responses", "anthropic"]
+Dialect = Literal["openai-chat", "openai-responses", "anthropic", "gemini"]
 DIALECTS: tuple[Dialect, ...] = get_args(Dialect)
 
 # Bound on what a meter holds: a whole non-stream body, or one SSE line/event. Beyond it, metering gives up.
@@ -78,15 +85,21 @@ class Usage:
     output_tokens: int = 0
     cached_tokens: int = 0
     model: str | None = None
+    cache_write_tokens: int = 0  # of ``input_tokens``: written to the provider's prompt cache (Anthropic)
+
+    @property
+    def total(self) -> int:
+        return self.input_tokens + self.cached_tokens + self.output_tokens
 
 
 def inject_stream_usage(body: dict[str, Any]) -> dict[str, Any]:
     """A chat completions request that will report usage: with ``stream`` true, a copy with
-    ``stream_options.include_usage = True`` (other stream options kept). Otherwise ``body`` itself, unchanged:
-    a non-stream reply always has its usage, and OpenAI rejects ``stream_options`` without ``stream``."""
-    if body.get("stream") is not True:
-        return body
+    ``stream_options.include_usage = True`` (other stream options kept). Otherwise -- or when it already asks for
+    the usage -- ``body`` itself, unchanged: a non-stream reply always has its usage, and OpenAI rejects
+    ``stream_options`` without ``stream``."""
     options = body.get("stream_options")
+    if body.get("stream") is not True or (isinstance(options, dict) and options.get("include_usage") is True):
+        return body
     merged = dict(options) if isinstance(options, dict) else {}
     merged["include_usage"] = True
     return {**body, "stream_options": merged}
@@ -185,7 +198,7 @@ class Meter:
             input_tokens = counts.get("input", 0) + counts.get("cache_creation", 0)
         else:
             input_tokens = max(0, counts.get("input", 0) - cached)
-        return Usage(input_tokens, counts.get("output", 0), cached, self._model)
+        return Usage(input_tokens, counts.get("output", 0), cached, self._model, counts.get("cache_creation", 0))
 
     def feed(self, chunk: bytes) -> None:
         if self._finished is not None or self.gave_up is not None or not chunk:
@@ -335,6 +348,10 @@ class Meter:
         if isinstance(parsed, dict):
             kind = parsed.get("type")
             self._on_object(parsed, kind if isinstance(kind, str) else None, stream=False)
+        elif isinstance(parsed, list) and self.dialect == "gemini":  # a stream without alt=sse: an array of chunks
+            for chunk in parsed:
+                if isinstance(chunk, dict):
+                    self._on_object(chunk, None, stream=True)
 
     # Dialects
 
@@ -363,6 +380,8 @@ class Meter:
             self._on_chat(data, stream=stream)
         elif self.dialect == "openai-responses":
             self._on_responses(data, kind)
+        elif self.dialect == "gemini":
+            self._on_gemini(data, stream=stream)
         else:
             self._on_anthropic(data, kind)
 
@@ -428,4 +447,22 @@ class Meter:
             cache_creation=usage.get("cache_creation_input_tokens"),
         )
         if valid and kind != "message_start":
+            self._complete = True
+
+    def _on_gemini(self, data: dict[str, Any], *, stream: bool) -> None:
+        self._set_model(data.get("modelVersion"))
+        usage = data.get("usageMetadata")
+        if not isinstance(usage, dict):
+            return
+        output, thoughts = _count(usage.get("candidatesTokenCount")), _count(usage.get("thoughtsTokenCount"))
+        valid = self._set_counts(
+            input=usage.get("promptTokenCount"),
+            cached=usage.get("cachedContentTokenCount"),
+            output=(output or 0) + (thoughts or 0) if output is not None or thoughts is not None else None,
+        )
+        candidates = data.get("candidates")
+        finished = isinstance(candidates, list) and any(
+            isinstance(c, dict) and c.get("finishReason") for c in candidates
+        )
+        if valid and (finished or not stream):
             self._complete = True

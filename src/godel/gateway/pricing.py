@@ -5,7 +5,9 @@ version (nothing is fetched at run time). A model that neither an override nor t
 (``None``): a cost is never guessed.
 
 Token counts are Godel's: ``input_tokens`` EXCLUDES the cached tokens, ``cached_tokens`` are cache reads (priced
-at the model's cached-input rate when there is one, else at its input rate).
+at the model's cached-input rate when there is one, else at its input rate). ``cache_write_tokens`` are the part of
+``input_tokens`` that was written to the provider's prompt cache (Anthropic bills them at a premium), priced at the
+model's cache-write rate when there is one.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ KIND_PROVIDER_IDS: Final[Mapping[str, str]] = {
 }
 """Godel's provider kinds (wire APIs) → genai-prices' provider ids."""
 
-PRICE_FIELDS: Final = ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok")
+PRICE_FIELDS: Final = ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok")
 _REQUIRED_FIELDS: Final = frozenset({"input_per_mtok", "output_per_mtok"})
+_OPTIONAL_FIELDS: Final = frozenset(PRICE_FIELDS) - _REQUIRED_FIELDS
 _CACHE_SIZE: Final = 1024  # (kind, provider, model) lookups remembered; model names come from requests
 
 
@@ -44,17 +47,24 @@ class Price:
     output_per_mtok: float
     cached_input_per_mtok: float | None = None
     """Cache reads; ``None``: priced at ``input_per_mtok``."""
+    cache_write_per_mtok: float | None = None
+    """Cache writes; ``None``: priced at ``input_per_mtok``."""
 
     def __post_init__(self) -> None:
         for name in PRICE_FIELDS:
             value = getattr(self, name)
-            if not (name == "cached_input_per_mtok" and value is None):
+            if not (name in _OPTIONAL_FIELDS and value is None):
                 _check_usd(value, name)
 
-    def cost(self, *, input_tokens: int, output_tokens: int, cached_tokens: int) -> float:
+    def cost(self, *, input_tokens: int, output_tokens: int, cached_tokens: int, cache_write_tokens: int = 0) -> float:
         cached_rate = self.input_per_mtok if self.cached_input_per_mtok is None else self.cached_input_per_mtok
+        write_rate = self.input_per_mtok if self.cache_write_per_mtok is None else self.cache_write_per_mtok
+        writes = min(cache_write_tokens, input_tokens)
         return (
-            input_tokens * self.input_per_mtok + cached_tokens * cached_rate + output_tokens * self.output_per_mtok
+            (input_tokens - writes) * self.input_per_mtok
+            + writes * write_rate
+            + cached_tokens * cached_rate
+            + output_tokens * self.output_per_mtok
         ) / 1_000_000
 
 
@@ -70,7 +80,8 @@ def _check_usd(value: object, where: str) -> float:
 def price_overrides(raw: Mapping[str, Mapping[str, float]]) -> dict[str, Price]:
     """``{"PROVIDER/MODEL": {"input_per_mtok": …, "output_per_mtok": …, "cached_input_per_mtok": …}}`` → prices.
 
-    ``cached_input_per_mtok`` is optional. Raises ``ValueError`` naming the entry and the field at fault (inside a
+    ``cached_input_per_mtok`` and ``cache_write_per_mtok`` are optional.
+    Raises ``ValueError`` naming the entry and the field at fault (inside a
     pydantic validator, as with :data:`PriceOverrides`, it becomes a ``ValidationError``).
     """
     if not isinstance(raw, Mapping):
@@ -89,7 +100,7 @@ def price_overrides(raw: Mapping[str, Mapping[str, float]]) -> dict[str, Price]:
         if not isinstance(fields, Mapping):
             raise ValueError(
                 f"price override {key!r}: expected a table with input_per_mtok, output_per_mtok and optionally "
-                f"cached_input_per_mtok, got {fields!r}"
+                f"cached_input_per_mtok and cache_write_per_mtok, got {fields!r}"
             )
         unknown = sorted(str(name) for name in fields if name not in PRICE_FIELDS)
         if unknown:
@@ -99,14 +110,11 @@ def price_overrides(raw: Mapping[str, Mapping[str, float]]) -> dict[str, Price]:
         missing = sorted(_REQUIRED_FIELDS - fields.keys())
         if missing:
             raise ValueError(f"price override {key!r}: missing {' and '.join(missing)}")
-        cached = fields.get("cached_input_per_mtok")
-        prices[key] = Price(
-            input_per_mtok=_check_usd(fields["input_per_mtok"], f"price override {key!r}: input_per_mtok"),
-            output_per_mtok=_check_usd(fields["output_per_mtok"], f"price override {key!r}: output_per_mtok"),
-            cached_input_per_mtok=(
-                None if cached is None else _check_usd(cached, f"price override {key!r}: cached_input_per_mtok")
-            ),
-        )
+        rates = {
+            name: None if fields.get(name) is None else _check_usd(fields[name], f"price override {key!r}: {name}")
+            for name in PRICE_FIELDS
+        }
+        prices[key] = Price(**rates)  # type: ignore[arg-type]  # the required two were checked above
     return prices
 
 
@@ -140,23 +148,30 @@ class Pricer:
         input_tokens: int,
         output_tokens: int,
         cached_tokens: int,
+        cache_write_tokens: int = 0,
     ) -> float | None:
         """USD for one request, or ``None`` when the model's price is unknown (never raises)."""
-        counts = (input_tokens, output_tokens, cached_tokens)
+        counts = (input_tokens, output_tokens, cached_tokens, cache_write_tokens)
         if not model or any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in counts):
             return None
         override = self._overrides.get(f"{provider_name}/{model}")
         if override is not None:
-            return override.cost(input_tokens=input_tokens, output_tokens=output_tokens, cached_tokens=cached_tokens)
+            return override.cost(
+                input_tokens=input_tokens, output_tokens=output_tokens, cached_tokens=cached_tokens,
+                cache_write_tokens=cache_write_tokens,
+            )  # fmt: skip
         try:
-            return self._table_cost(provider_kind, provider_name, model, input_tokens, output_tokens, cached_tokens)
+            return self._table_cost(
+                provider_kind, provider_name, model, input_tokens, output_tokens, cached_tokens, cache_write_tokens
+            )
         except Exception as exc:  # metering must never fail a request
             log.warning("pricing_failed", provider=provider_name, model=model, error=repr(exc))
             return None
 
     def _table_cost(
-        self, kind: str, name: str, model: str, input_tokens: int, output_tokens: int, cached_tokens: int
-    ) -> float | None:
+        self, kind: str, name: str, model: str, input_tokens: int, output_tokens: int, cached_tokens: int,
+        cache_write_tokens: int,
+    ) -> float | None:  # fmt: skip
         from genai_prices import Usage, calc_price  # imported on first use: loading the table takes ~0.5 s
 
         key = (kind, name, model)
@@ -164,10 +179,11 @@ class Pricer:
         if resolved == _UNKNOWN:
             self._resolved.move_to_end(key)
             return None
-        # genai-prices counts input_tokens as ALL input, cache reads included (cache_read_tokens is a part of it).
+        # genai-prices counts input_tokens as ALL input, cache reads and writes included (both are parts of it).
         usage = Usage(
-            input_tokens=input_tokens + cached_tokens, cache_read_tokens=cached_tokens, output_tokens=output_tokens
-        )
+            input_tokens=input_tokens + cached_tokens, cache_read_tokens=cached_tokens,
+            cache_write_tokens=min(cache_write_tokens, input_tokens), output_tokens=output_tokens,
+        )  # fmt: skip
         candidates: list[str | None] = [resolved] if resolved is not None else self._candidates(kind, name)
         for provider_id in candidates:
             try:

@@ -10,18 +10,24 @@ each request and never leaves the server.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import time
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+import httpx
 import structlog
 
 from godel.core.clock import SystemClock
 from godel.core.ids import new_id
 from godel.core.models import UsageRecord, VirtualKey
 from godel.core.ports import Clock
+from godel.gateway import layers
 from godel.gateway.budgets import BudgetGuard
+from godel.gateway.exchange import CallNext, Exchange, Policy, Reply, compose
+from godel.gateway.forward import Forward
 from godel.gateway.keys import hash_key, new_key
 from godel.gateway.policies import AuditLog, CircuitBreaker, ResponseCache
 from godel.gateway.ratelimits import RateLimiter
@@ -61,6 +67,8 @@ class Gateway:
         audit: AuditLog | None = None,
         redact: bool = False,
         cache: ResponseCache | None = None,
+        http: httpx.AsyncClient | None = None,
+        extra_policies: Sequence[Callable[[Gateway], Policy]] = (),
     ) -> None:
         self.store = store
         self.providers = providers
@@ -77,6 +85,9 @@ class Gateway:
         self.audit = audit
         self.redact = redact
         self.cache = cache
+        self.http = http or httpx.AsyncClient()
+        self.extra_policies = list(extra_policies)
+        self._chain: CallNext | None = None
         # agent id -> (when its requests may pass again, why): shown on the agent while it lasts
         self.rate_limited: dict[str, tuple[float, str]] = {}
 
@@ -148,38 +159,91 @@ class Gateway:
                 out.append((provider, model, config))
         return out
 
-    def route(self, key: VirtualKey, wire: Wire, model: str, path: str, headers: dict[str, str]) -> Upstream:
+    def candidates(self, key: VirtualKey, wire: Wire, model: str) -> list[tuple[str, str, ProviderConfig]]:
+        """The providers that may serve ``model`` to ``key`` over ``wire``, in the key's order; refuses (404/400)
+        when there is none."""
         if not model:
             raise GatewayError(400, "invalid_request", "the request names no model")
-        candidates = [(p, m, c) for p, m, c in self.allowed_models(key) if m == model]
-        if not candidates:
+        found = [(p, m, c) for p, m, c in self.allowed_models(key) if m == model]
+        if not found:
             raise GatewayError(404, "not_found", f"model {model!r} is not available to this key")
-        speaking = [(p, m, c) for p, m, c in candidates if c.kind == wire]
+        speaking = [(p, m, c) for p, m, c in found if c.kind == wire]
         if not speaking:
-            kinds = ", ".join(sorted({c.kind for _, _, c in candidates}))
+            kinds = ", ".join(sorted({c.kind for _, _, c in found}))
             raise GatewayError(
                 400, "invalid_request", f"model {model!r} is served here over {kinds}, not over the {wire} API"
             )
-        waits = [self.breaker.retry_after(p) for p, _, _ in speaking]
-        open_ = [i for i, w in enumerate(waits) if w is None]
-        if not open_:
-            names = ", ".join(p for p, _, _ in speaking)
-            raise ProviderUnavailable(f"provider {names} keeps failing; the gateway pauses sending to it", min(
-                w for w in waits if w is not None))  # fmt: skip
-        provider, model_id, config = speaking[open_[0]]
+        return speaking
+
+    def first_upstream(self, exchange: Exchange) -> Upstream:
+        """Where the request would go if every provider were well: what budgets and rate limits reckon with
+        before ``Fallback`` picks the provider that really serves it."""
+        provider, model, config = self.candidates(exchange.key, exchange.wire, exchange.model)[0]
+        return self._upstream(provider, model, config, exchange)
+
+    def has_upstream(self, exchange: Exchange, tried: set[str]) -> bool:
+        candidates = self.candidates(exchange.key, exchange.wire, exchange.model)
+        return any(p not in tried and self.breaker.is_closed(p) for p, _, _ in candidates)
+
+    def next_upstream(self, exchange: Exchange, tried: set[str]) -> Upstream:
+        """The first candidate not tried yet whose circuit lets a request through (claiming a half-open circuit's
+        trial), or ``ProviderUnavailable`` with the shortest wait."""
+        waits: list[float] = []
+        candidates = self.candidates(exchange.key, exchange.wire, exchange.model)
+        for provider, model, config in candidates:
+            if provider in tried:
+                continue
+            wait = self.breaker.retry_after(provider)
+            if wait is None:
+                return self._upstream(provider, model, config, exchange)
+            waits.append(wait)
+        names = ", ".join(p for p, _, _ in candidates)
+        message = f"provider {names} keeps failing; the gateway pauses sending to it"
+        raise ProviderUnavailable(message, min(waits) if waits else 1.0)
+
+    def _upstream(self, provider: str, model_id: str, config: ProviderConfig, exchange: Exchange) -> Upstream:
         secret = os.environ.get(config.api_key_env) if config.api_key_env else None
         if config.api_key_env and not secret:
             raise GatewayError(502, "upstream", f"provider {provider!r} has no key in the server's environment")
-        out = {h: v for h, v in headers.items() if h in FORWARDED}
+        wire = exchange.wire
+        out = {h: v for h, v in exchange.headers.items() if h in FORWARDED}
+        out["content-type"] = "application/json"
         if wire == "anthropic":
             out.setdefault("anthropic-version", "2023-06-01")
             if secret:
                 out["x-api-key"] = secret
+        elif wire == "gemini":
+            if secret:
+                out["x-goog-api-key"] = secret
         elif secret:
             out["authorization"] = f"Bearer {secret}"
         root = config.base_url.rstrip("/")
-        url = f"{root}/v1/{path}" if wire == "anthropic" else f"{root}/{path}"
-        return Upstream(provider=provider, config=config, model=model_id, url=url, headers=out)
+        # An OpenAI base URL ends in its version (/v1); Anthropic's and Gemini's are the host's root.
+        prefix = {"anthropic": "/v1", "gemini": "/v1beta"}.get(wire, "")
+        return Upstream(provider=provider, config=config, model=model_id, url=f"{root}{prefix}/{exchange.path}",
+                        headers=out)  # fmt: skip
+
+    # ----------------------------------------------------------------------------------------- policies
+
+    def policies(self) -> list[Policy]:
+        """The chain, outermost first (``godel.gateway.layers`` explains the order)."""
+        chain: list[Policy] = [layers.redact] if self.redact else []
+        chain += [make(self) for make in self.extra_policies]
+        chain += [layers.Budget(self), layers.Record(self)]
+        if self.audit is not None:
+            chain.append(layers.Audit(self, self.audit))
+        chain.append(layers.RateLimit(self))
+        if self.cache is not None:
+            chain.append(layers.Cache(self.cache))
+        chain.append(layers.Fallback(self))
+        return chain
+
+    async def handle(self, exchange: Exchange) -> Reply:
+        """Pass one request through the policies to its provider. Raises ``GatewayError`` for a refusal."""
+        if self._chain is None:
+            self._chain = compose(self.policies(), Forward(self.http))
+        exchange.upstream = self.first_upstream(exchange)
+        return await self._chain(exchange)
 
     # -------------------------------------------------------------------------------------------- usage
 
@@ -201,6 +265,7 @@ class Gateway:
             cost = self.pricer.cost(
                 provider_kind=upstream.config.kind, provider_name=upstream.provider, model=upstream.model,
                 input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cached_tokens=usage.cached_tokens,
+                cache_write_tokens=usage.cache_write_tokens,
             )  # fmt: skip
         record = UsageRecord(
             at=self.clock.now(), provider=upstream.provider, model=upstream.model, wire=wire, stream=stream,
@@ -262,3 +327,17 @@ def _credential(headers: dict[str, str]) -> str | None:
     if auth.lower().startswith("bearer "):
         return auth[7:].strip() or None
     return headers.get("x-api-key") or headers.get("x-goog-api-key") or None
+
+
+def load_policy(path: str) -> Callable[[Gateway], Policy]:
+    """``"package.module:factory"`` → the factory (``gateway_policies``); a bad path fails at start, saying why."""
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"gateway policy {path!r}: expected 'package.module:factory'")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"gateway policy {path!r} cannot be loaded: {exc}") from exc
+    if not callable(factory):
+        raise ValueError(f"gateway policy {path!r} is not callable")
+    return factory

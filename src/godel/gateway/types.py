@@ -7,7 +7,7 @@ from typing import Literal
 
 from godel.providers.config import ProviderConfig
 
-Wire = Literal["openai-chat", "openai-responses", "anthropic"]
+Wire = Literal["openai-chat", "openai-responses", "anthropic", "gemini"]
 
 
 class GatewayError(Exception):

@@ -31,7 +31,7 @@ from godel.core.transitions import Trigger, plan
 from godel.errors import ConflictError, FieldError, GodelError, SnapshotNotFoundError, ValidationError
 from godel.gateway.budgets import period_bounds
 from godel.gateway.policies import AuditLog, CircuitBreaker, ResponseCache
-from godel.gateway.service import Gateway
+from godel.gateway.service import Gateway, load_policy
 from godel.providers import resolve_route
 from godel.runtimes import get_runtime
 from godel.runtimes.git import resolve_in_repo
@@ -42,9 +42,11 @@ from godel.scheduler.requests import SpawnRequest, fork_request
 from godel.scheduler.runs import context_of, fresh_context, render_transcript, session_messages
 from godel.scheduler.supervisor import Supervisor
 from godel.scheduler.tasks import TaskSupervisor
+from godel.scheduler.waiting import EndWaiter
 from godel.scheduler.watch import Watch
 from godel.settings import Settings
 from godel.store import open_store
+from godel.tasks import TaskQueue
 
 log = structlog.get_logger("godel.plane")
 _PREAMBLE_LIMIT = 64 * 1024  # characters of earlier conversation a fork from a session point carries
@@ -86,6 +88,16 @@ class ControlPlane:
             hostname=settings.node_name,
             max_agents=settings.max_concurrent_agents,
         )
+        # One pooled client for every proxied request; generous read timeout: a model may think for minutes.
+        gateway_http = httpx.AsyncClient(
+            timeout=httpx.Timeout(connect=10.0, read=settings.gateway_read_timeout, write=60.0, pool=30.0),
+            # Enough kept-alive connections for many agents streaming at once (httpx keeps 20 by default, and a
+            # new connection per request beyond that costs more than the relay itself).
+            limits=httpx.Limits(max_connections=512, max_keepalive_connections=256),
+            # Only what the meter can read (httpx would offer br/zstd when those packages are importable).
+            headers={"accept-encoding": "gzip, deflate"},
+        )
+        self.gateway_http = gateway_http
         self.gateway = Gateway(
             self.store, settings.providers, clock=self.clock, pricer=_pricer(settings),
             rate_limits=settings.rate_limits,
@@ -93,6 +105,7 @@ class ControlPlane:
             audit=AuditLog(settings.home / "audit") if settings.gateway_audit_bodies else None,
             redact=settings.gateway_redact_pii,
             cache=ResponseCache(settings.gateway_cache_seconds) if settings.gateway_cache_seconds > 0 else None,
+            http=gateway_http, extra_policies=[load_policy(path) for path in settings.gateway_policies],
         )  # fmt: skip
         self.gateway.budgets.on_exhausted = self._budget_exhausted
         self.gateway.budgets.on_warning = self._budget_warning
@@ -103,15 +116,8 @@ class ControlPlane:
             gateway=self.gateway,
         )  # fmt: skip
         self.tasks = TaskSupervisor()
-        # One pooled client for every proxied request; generous read timeout: a model may think for minutes.
-        self.gateway_http = httpx.AsyncClient(
-            timeout=httpx.Timeout(connect=10.0, read=settings.gateway_read_timeout, write=60.0, pool=30.0),
-            # Enough kept-alive connections for many agents streaming at once (httpx keeps 20 by default, and a
-            # new connection per request beyond that costs more than the relay itself).
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=256),
-            # Only what the meter can read (httpx would offer br/zstd when those packages are importable).
-            headers={"accept-encoding": "gzip, deflate"},
-        )
+        self.task_queue = TaskQueue(self.store, self.bus, clock=self.clock)  # /api/v1/tasks (godel.tasks)
+        self.waiter = EndWaiter(self.store, self.bus)
         self.started_at = self.clock.now()
         self.reconcile_report: dict[str, int] = {}
 
@@ -121,11 +127,13 @@ class ControlPlane:
         self.settings.home.mkdir(parents=True, exist_ok=True)
         await self.store.migrate()
         self.bus.attach(self.store)
+        await self.task_queue.start()
         self.node.status = NodeStatus.ONLINE
         self.node.last_heartbeat = self.clock.now()
         await self.store.upsert_node(self.node)
         # genai-prices loads its table on first use (~0.5 s): here, off the loop, not in the first proxied request.
         await asyncio.to_thread(_warm_prices, self.gateway.pricer)
+        self.waiter.start()
         self.reconcile_report = await reconcile_on_start(self.supervisor)
         log.info("reconciled", **self.reconcile_report)
         if background:
@@ -134,7 +142,9 @@ class ControlPlane:
             self.tasks.start("admission", self.supervisor.admission_loop, why="admit pending agents by priority")
 
     async def stop(self) -> None:
+        await self.waiter.stop()
         await self.tasks.stop()
+        await self.task_queue.stop()
         if self.settings.on_shutdown == "terminate":
             # All at once: each kill may wait out the grace period, and there may be a thousand of them.
             ids = list(self.supervisor.watched)
@@ -227,6 +237,10 @@ class ControlPlane:
         return adapter, options, context
 
     # --------------------------------------------------------------------------------------------- queries
+
+    async def wait_for_end(self, agent_id: str, *, timeout: float | None = None) -> Agent:
+        """The agent once it has ended for good: completed, killed, or failed with no retry left."""
+        return await self.waiter.wait(agent_id, timeout)
 
     async def get(self, agent_id: str) -> Agent:
         return await self.store.get_agent(agent_id)

@@ -84,13 +84,13 @@ def launch_request(
     )
 
 
-GATEWAY_WIRES = ("openai-chat", "openai-responses", "anthropic")  # what /proxy/v1 speaks
+GATEWAY_WIRES = ("openai-chat", "openai-responses", "anthropic", "gemini")  # what /proxy speaks
 
 
 async def through_gateway(sup: Supervisor, agent: Agent, request: LaunchRequest) -> LaunchRequest:
     """Point the run at Godel's gateway instead of the provider: the CLI gets a virtual key scoped to this agent
     and its route, so the provider's key never enters its environment, config or workspace. The run's earlier
-    keys are revoked first. Wire APIs the gateway does not speak (gemini) still go to the provider directly."""
+    keys are revoked first."""
     ep = request.endpoint
     if sup.gateway is None or not sup.settings.use_gateway or ep is None or ep.kind not in GATEWAY_WIRES:
         return request
@@ -103,7 +103,7 @@ async def through_gateway(sup: Supervisor, agent: Agent, request: LaunchRequest)
         "agent", agent.id, models=route[index:] + route[:index], metadata={"teamId": agent.team_id}
     )
     root = sup.settings.agent_gateway_url + "/proxy"
-    base = root if ep.kind == "anthropic" else f"{root}/v1"
+    base = root if ep.kind in ("anthropic", "gemini") else f"{root}/v1"  # their clients add the version
     return dataclasses.replace(request, endpoint=dataclasses.replace(ep, base_url=base, api_key=text))
 
 

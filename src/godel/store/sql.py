@@ -36,6 +36,9 @@ from godel.store.engine import (
 )
 from godel.store.events import query_events
 from godel.store.gateway import BudgetQueries, GatewayQueries
+from godel.store.tasks import TaskStore
+from godel.store.teams import TeamStore
+from godel.store.workflows import WorkflowStore
 
 
 def _source(actor: str) -> EventSource:
@@ -44,7 +47,7 @@ def _source(actor: str) -> EventSource:
     return EventSource(component=component or "scheduler", instance=instance or None)
 
 
-class SqlStore(GatewayQueries, BudgetQueries):
+class SqlStore(GatewayQueries, BudgetQueries, TaskStore, WorkflowStore, TeamStore):
     def __init__(self, engine: AsyncEngine, *, clock: Clock | None = None) -> None:
         self._db = Database(engine)
         self._read = self._db.read

@@ -7,6 +7,12 @@ turn, and several agents can share one server without stepping on each other's p
 Turn ``i`` answers the requests that carry as many tool results as the turns before it made tool calls.
 A turn without tool calls ends the conversation, so a turn after it could never be reached; loading such a
 script fails rather than silently ignoring the turn.
+
+A place in the script may hold *alternatives* instead of one turn: a list of turns, each with an optional
+``match`` (a substring). The request's text (``request_text``: every message's content, system prompt and tool
+results included) picks the first alternative whose ``match`` occurs in it; one without ``match`` is the
+default and must come last. Still stateless: the same request always gets the same alternative, and agents
+that ask different things (a reviewer's first and second review) get different answers from one server.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ class Turn:
     error: ScriptedError | None = None
     delay: float = 0.0
     output_tokens: int | None = None
+    match: str | None = None  # as an alternative: chosen when this substring occurs in the request's text
 
 
 @dataclass(frozen=True)
@@ -65,9 +72,19 @@ class Script:
     input_tokens_per_message: int = 10
     output_tokens: int = 5
     commit_message: str = DEFAULT_COMMIT_MESSAGE
+    # Every place's alternatives, in order (``turns[i]`` is the first of ``choices[i]``); empty: one turn each.
+    choices: tuple[tuple[Turn, ...], ...] = ()
     _keys: tuple[int, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if not self.choices:
+            object.__setattr__(self, "choices", tuple((turn,) for turn in self.turns))
+        if len(self.choices) != len(self.turns) or any(
+            not c or c[0] != t for c, t in zip(self.choices, self.turns, strict=False)
+        ):
+            raise ScriptError("`choices` must hold each place's alternatives, the place's turn first")
+        for index, alternatives in enumerate(self.choices):
+            _check_alternatives(index, alternatives)
         keys: list[int] = []
         seen = 0
         for index, turn in enumerate(self.turns):
@@ -87,8 +104,60 @@ class Script:
         except ValueError:
             return None
 
+    def needs_text(self, index: int) -> bool:
+        """Whether choosing the turn at place ``index`` needs the request's text (some alternative matches)."""
+        return any(turn.match is not None for turn in self.choices[index])
+
+    def pick(self, index: int, text: str = "") -> Turn | None:
+        """The alternative at place ``index`` that answers a request of this text: the first whose ``match``
+        occurs in it, or the default (no ``match``); None when none does."""
+        for turn in self.choices[index]:
+            if turn.match is None or turn.match in text:
+                return turn
+        return None
+
     def output_tokens_for(self, turn: Turn) -> int:
         return self.output_tokens if turn.output_tokens is None else turn.output_tokens
+
+
+def _check_alternatives(index: int, alternatives: tuple[Turn, ...]) -> None:
+    calls = {len(turn.tool_calls) for turn in alternatives}
+    if len(calls) > 1:
+        raise ScriptError(
+            f"turn {index}: its alternatives make different numbers of tool calls ({sorted(calls)}); they must "
+            "make as many, because the next turn is found by counting tool results"
+        )
+    for n, turn in enumerate(alternatives[:-1]):
+        if turn.match is None:
+            raise ScriptError(
+                f"turn {index}, alternative {n}: no `match`, so the alternatives after it could never be chosen "
+                "(put the default last)"
+            )
+
+
+_TEXT_KEYS = ("system", "instructions", "systemInstruction", "messages", "input", "contents")
+
+
+def request_text(body: Any) -> str:
+    """The text an alternative's ``match`` is looked for in: every string under the request's messages and
+    system prompt (``messages``, ``input``, ``contents``, ``system``, ``instructions``, ``systemInstruction``;
+    tool results included, tool definitions and parameters not), joined by newlines, in request order."""
+    parts: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            parts.append(value)
+        elif isinstance(value, Mapping):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item)
+
+    if isinstance(body, Mapping):
+        for key in _TEXT_KEYS:
+            walk(body.get(key))
+    return "\n".join(parts)
 
 
 def load_script(source: Script | Sequence[Any] | Mapping[str, Any] | str | Path) -> Script:
@@ -122,8 +191,10 @@ def _script(data: Any) -> Script:
     models = data.get("models") or list(DEFAULT_MODELS)
     if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
         raise ScriptError("`models` must be a list of model ids")
+    choices = tuple(_place(index, raw) for index, raw in enumerate(turns))
     return Script(
-        turns=tuple(_turn(index, raw) for index, raw in enumerate(turns)),
+        turns=tuple(alternatives[0] for alternatives in choices),
+        choices=choices,
         models=tuple(models),
         input_tokens_per_message=_int(usage, "input_tokens_per_message", 10),
         output_tokens=_int(usage, "output_tokens", 5),
@@ -131,13 +202,26 @@ def _script(data: Any) -> Script:
     )
 
 
-def _turn(index: int, raw: Any) -> Turn:
-    where = f"turn {index}"
+def _place(index: int, raw: Any) -> tuple[Turn, ...]:
+    """One place of the script: a turn, or a list of alternative turns."""
+    if not isinstance(raw, list | tuple):
+        return (_turn(f"turn {index}", raw),)
+    if not raw:
+        raise ScriptError(f"turn {index}: an empty list of alternatives")
+    alternatives = []
+    for n, alt in enumerate(raw):
+        if isinstance(alt, list | tuple):
+            raise ScriptError(f"turn {index}, alternative {n}: alternatives do not nest")
+        alternatives.append(_turn(f"turn {index}, alternative {n}", alt))
+    return tuple(alternatives)
+
+
+def _turn(where: str, raw: Any) -> Turn:
     if isinstance(raw, str):
         return Turn(text=raw)
     if not isinstance(raw, Mapping):
         raise ScriptError(f"{where}: a turn is a mapping (text, tool_calls, error, delay) or a string")
-    unknown = set(raw) - {"text", "tool_call", "tool_calls", "error", "delay", "output_tokens"}
+    unknown = set(raw) - {"text", "tool_call", "tool_calls", "error", "delay", "output_tokens", "match"}
     if unknown:
         raise ScriptError(f"{where}: unknown keys {', '.join(sorted(map(str, unknown)))}")
     calls_raw = list(raw.get("tool_calls") or [])
@@ -155,6 +239,9 @@ def _turn(index: int, raw: Any) -> Turn:
     output_tokens = raw.get("output_tokens")
     if output_tokens is not None and (not isinstance(output_tokens, int) or output_tokens < 0):
         raise ScriptError(f"{where}: `output_tokens` must be an integer >= 0")
+    match = raw.get("match")
+    if match is not None and (not isinstance(match, str) or not match):
+        raise ScriptError(f"{where}: `match` must be a non-empty string (a substring of the request's text)")
     # A turn that only waits still has to answer something; an empty text reply is the least surprising.
     if not kinds:
         text = ""
@@ -164,6 +251,7 @@ def _turn(index: int, raw: Any) -> Turn:
         error=error,
         delay=float(delay),
         output_tokens=output_tokens,
+        match=match,
     )
 
 

@@ -28,7 +28,7 @@ from godel.testing.anthropic_messages import Messages
 from godel.testing.gemini import GenerateContent, gemini_error, split_target
 from godel.testing.openai_chat import ChatCompletions
 from godel.testing.openai_responses import Responses
-from godel.testing.script import Script, Turn, load_script
+from godel.testing.script import Script, Turn, load_script, request_text
 from godel.testing.wire import BadRequest, Dialect, Reply, Usage
 
 STARTUP_TIMEOUT = 10.0
@@ -40,7 +40,7 @@ class LoggedRequest:
 
     path: str
     dialect: str
-    # turn | commit-message | error | exhausted | bad-request | count-tokens | models
+    # turn | commit-message | error | exhausted | no-match | bad-request | count-tokens | models
     outcome: str
     status: int
     model: str | None = None
@@ -227,7 +227,10 @@ class ScriptedModel:
 
     async def _read(self, request: Request) -> Any:
         with self._lock:  # which credential each request came with (a gateway must send the provider's own)
-            self._credentials.append(request.headers.get("x-api-key") or request.headers.get("authorization") or "")
+            self._credentials.append(
+                request.headers.get("x-api-key") or request.headers.get("authorization")
+                or request.headers.get("x-goog-api-key") or request.query_params.get("key") or ""
+            )  # fmt: skip
         raw = await request.body()
         try:
             return json.loads(raw)
@@ -269,7 +272,15 @@ class ScriptedModel:
                 )
                 self._log(LoggedRequest(path, dialect.name, "exhausted", 400, **seen))
                 return dialect.error(400, message)
-            turn, outcome = self.script.turns[index], "turn"
+            picked = self.script.pick(index, request_text(body) if self.script.needs_text(index) else "")
+            if picked is None:
+                message = (
+                    f"scripted model: no alternative of turn {index} matches the request (none of their `match` "
+                    "strings occurs in its text, and there is no default alternative)"
+                )
+                self._log(LoggedRequest(path, dialect.name, "no-match", 400, turn=index, **seen))
+                return dialect.error(400, message)
+            turn, outcome = picked, "turn"
         if turn.error is not None:
             self._log(LoggedRequest(path, dialect.name, "error", turn.error.status, turn=index, **seen))
             await asyncio.sleep(turn.delay)

@@ -1,0 +1,78 @@
+"""``/api/v1/merges``: the merge queue as server-side jobs (see docs/merging.md).
+
+``POST`` validates the whole request (repository, branches, integration branch) before answering 202 with the
+job; the merge runs in the background and ``GET /merges/{id}`` follows it. Runs from before a restart are read
+back from their ``merge:*`` events.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+from pydantic import Field
+
+from godel.agents import get_adapter
+from godel.api.deps import Plane
+from godel.api.schemas import Body, NonEmpty, ok
+from godel.errors import FieldError, GodelError, ValidationError
+from godel.merging.plan import DEFAULT_VERIFY_TIMEOUT
+from godel.merging.refinery import DEFAULT_TIMEOUT, RefineryConfig
+from godel.merging.service import MergeRequest, merge_service
+
+router = APIRouter(tags=["merges"])
+
+
+class StartMerge(Body):
+    repo: NonEmpty
+    into: NonEmpty
+    base: NonEmpty | None = None  # where a new integration branch starts (default HEAD); ignored if it exists
+    verify: str | None = None  # the gate: a shell command run in the integration worktree after each merge
+    verify_timeout: Annotated[float, Field(gt=0, le=7 * 86400)] = DEFAULT_VERIFY_TIMEOUT
+    branches: Annotated[list[NonEmpty], Field(max_length=1000)] = Field(default_factory=list)
+    team_id: NonEmpty | None = None
+    workflow_id: NonEmpty | None = None
+    batch: bool = False  # merge all, verify once, bisect on failure
+    resolve: str | None = None  # a shell command that resolves a conflict on a godel/refinery/… branch
+    refinery: Refinery | None = None  # or a refinery agent that does, on its own branch
+
+
+class Refinery(Body):
+    agent: NonEmpty  # the adapter: pi, claude, …
+    model: str = ""  # provider/model
+    timeout: Annotated[float, Field(gt=0, le=86400)] = DEFAULT_TIMEOUT
+
+
+StartMerge.model_rebuild()
+
+
+@router.post("/merges", status_code=202)
+async def start_merge(body: StartMerge, plane: Plane) -> JSONResponse:
+    if body.refinery is not None:
+        if body.resolve:
+            raise ValidationError("give `resolve` (a command) or `refinery` (an agent), not both",
+                                  [FieldError("refinery", "not with resolve")])  # fmt: skip
+        try:
+            get_adapter(body.refinery.agent)
+        except GodelError as exc:
+            raise ValidationError(exc.message, [FieldError("refinery.agent", exc.message)]) from None
+    refinery = RefineryConfig(**body.refinery.model_dump()) if body.refinery else None
+    request = MergeRequest(
+        repo=Path(body.repo).expanduser(), into=body.into, branches=list(body.branches), team_id=body.team_id,
+        workflow_id=body.workflow_id, base=body.base, verify=body.verify, verify_timeout=body.verify_timeout,
+        batch=body.batch, resolve=body.resolve or None, refinery=refinery,
+    )  # fmt: skip
+    job = await merge_service(plane).submit(request)
+    return JSONResponse(ok(job.as_json()), status_code=202)
+
+
+@router.get("/merges")
+async def list_merges(plane: Plane, limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
+    return ok({"items": await merge_service(plane).list(limit)})
+
+
+@router.get("/merges/{merge_id}")
+async def get_merge(merge_id: str, plane: Plane) -> dict[str, Any]:
+    return ok(await merge_service(plane).get(merge_id))

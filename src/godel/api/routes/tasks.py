@@ -1,0 +1,178 @@
+"""``/api/v1/tasks``: the durable task queue (create, list, assign or claim, start, complete, fail, retry from
+the dead-letter list, cancel, delete). The service is ``ControlPlane.task_queue`` (``godel.tasks``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+from pydantic import Field
+
+from godel.api.deps import Plane
+from godel.api.schemas import Body, ok, page
+from godel.core.models import Task
+from godel.core.states import TaskStatus
+from godel.errors import FieldError, ValidationError
+from godel.tasks import MAX_PRIORITY, MIN_PRIORITY, TaskQuery
+from godel.tasks import history as h
+from godel.tasks.queue import DESCRIPTION_LIMIT, ID_LIMIT, MAX_ATTEMPTS_LIMIT, TITLE_LIMIT
+
+router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+TaskPriority = Annotated[int, Field(strict=True, ge=MIN_PRIORITY, le=MAX_PRIORITY)]
+RefId = Annotated[str, Field(min_length=1, max_length=ID_LIMIT)]
+
+
+class CreateTask(Body):
+    title: Annotated[str, Field(min_length=1, max_length=TITLE_LIMIT)]
+    description: Annotated[str, Field(max_length=DESCRIPTION_LIMIT)] = ""
+    priority: TaskPriority = 0
+    max_attempts: Annotated[int, Field(strict=True, ge=1, le=MAX_ATTEMPTS_LIMIT)] = h.DEFAULT_MAX_ATTEMPTS
+    agent_id: RefId | None = None
+    team_id: RefId | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Target(Body):
+    agent_id: RefId | None = None
+    team_id: RefId | None = None
+
+
+class Start(Body):
+    agent_id: RefId | None = None
+
+
+class Complete(Body):
+    result: dict[str, Any] | None = None
+
+
+class Fail(Body):
+    error: Annotated[str, Field(min_length=1, max_length=100_000)]
+    retry: bool = True  # false: failed for good now, not requeued nor dead-lettered
+
+
+class Cancel(Body):
+    reason: Annotated[str, Field(max_length=10_000)] | None = None
+
+
+def _t(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def task_json(t: Task) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "title": t.title,
+        "description": t.description,
+        "priority": t.priority,
+        "status": t.status.value,
+        "agentId": t.agent_id,
+        "teamId": t.team_id,
+        "attempts": t.attempts,
+        "maxAttempts": h.max_attempts_of(t),
+        "result": t.result,
+        "lastError": h.last_error_of(t),
+        "history": h.history_of(t),
+        "metadata": h.user_metadata(t),
+        "createdAt": _t(t.created_at),
+        "updatedAt": _t(t.updated_at),
+        "completedAt": _t(t.completed_at),
+    }
+
+
+@router.post("", status_code=201)
+async def create_task(body: CreateTask, plane: Plane) -> JSONResponse:
+    task = await plane.task_queue.create(
+        body.title,
+        description=body.description,
+        priority=body.priority,
+        max_attempts=body.max_attempts,
+        agent_id=body.agent_id,
+        team_id=body.team_id,
+        metadata=body.metadata,
+    )
+    return JSONResponse(ok(task_json(task)), status_code=201)
+
+
+@router.get("")
+async def list_tasks(
+    plane: Plane,
+    status: Annotated[list[TaskStatus] | None, Query()] = None,
+    agent_id: Annotated[str | None, Query(alias="agentId")] = None,
+    team_id: Annotated[str | None, Query(alias="teamId")] = None,
+    dead: Annotated[bool, Query(description="Only the dead-letter list (status=dead).")] = False,
+    min_priority: Annotated[int | None, Query(alias="minPriority", ge=MIN_PRIORITY, le=MAX_PRIORITY)] = None,
+    max_priority: Annotated[int | None, Query(alias="maxPriority", ge=MIN_PRIORITY, le=MAX_PRIORITY)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """Highest priority first, then oldest first (the order tasks are claimed in)."""
+    statuses = tuple(status or ())
+    if dead:
+        if statuses and set(statuses) != {TaskStatus.DEAD}:
+            raise ValidationError(
+                "dead=true lists the dead-letter list; leave out status", [FieldError("status", "not with dead=true")]
+            )
+        statuses = (TaskStatus.DEAD,)
+    query = TaskQuery(
+        status=statuses, agent_id=agent_id, team_id=team_id, min_priority=min_priority, max_priority=max_priority,
+        limit=limit, cursor=cursor,
+    )  # fmt: skip
+    result = await plane.task_queue.list(query)
+    return page([task_json(t) for t in result.items], limit=limit, cursor=result.cursor, has_more=result.has_more)
+
+
+@router.get("/stats")
+async def task_stats(plane: Plane) -> dict[str, Any]:
+    """How many tasks are in each status; ``pending`` is the queue's depth, ``dead`` the dead-letter list's."""
+    return ok({"counts": await plane.task_queue.stats()})
+
+
+@router.post("/claim")
+async def claim_task(body: Target, plane: Plane) -> dict[str, Any]:
+    """The next task for this agent or team, now assigned to it; ``data`` is null when the queue has none."""
+    task = await plane.task_queue.claim(agent_id=body.agent_id, team_id=body.team_id)
+    return ok(task_json(task) if task else None)
+
+
+@router.get("/{task_id}")
+async def get_task(task_id: str, plane: Plane) -> dict[str, Any]:
+    return ok(task_json(await plane.task_queue.get(task_id)))
+
+
+@router.delete("/{task_id}")
+async def delete_task(task_id: str, plane: Plane, force: bool = False) -> dict[str, Any]:
+    await plane.task_queue.delete(task_id, force=force)
+    return ok({"id": task_id, "deleted": True})
+
+
+@router.post("/{task_id}/assign")
+async def assign_task(task_id: str, body: Target, plane: Plane) -> dict[str, Any]:
+    return ok(task_json(await plane.task_queue.assign(task_id, agent_id=body.agent_id, team_id=body.team_id)))
+
+
+@router.post("/{task_id}/start")
+async def start_task(task_id: str, plane: Plane, body: Start | None = None) -> dict[str, Any]:
+    return ok(task_json(await plane.task_queue.begin(task_id, agent_id=body.agent_id if body else None)))
+
+
+@router.post("/{task_id}/complete")
+async def complete_task(task_id: str, plane: Plane, body: Complete | None = None) -> dict[str, Any]:
+    return ok(task_json(await plane.task_queue.complete(task_id, body.result if body else None)))
+
+
+@router.post("/{task_id}/fail")
+async def fail_task(task_id: str, body: Fail, plane: Plane) -> dict[str, Any]:
+    return ok(task_json(await plane.task_queue.fail(task_id, body.error, retry=body.retry)))
+
+
+@router.post("/{task_id}/retry")
+async def retry_task(task_id: str, plane: Plane) -> dict[str, Any]:
+    return ok(task_json(await plane.task_queue.retry(task_id)))
+
+
+@router.post("/{task_id}/cancel")
+async def cancel_task(task_id: str, plane: Plane, body: Cancel | None = None) -> dict[str, Any]:
+    return ok(task_json(await plane.task_queue.cancel(task_id, body.reason if body else None)))

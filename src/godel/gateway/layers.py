@@ -1,0 +1,225 @@
+"""The gateway's built-in policies, each a ``(exchange, call_next)`` layer (see ``godel.gateway.exchange``).
+
+Their order, outermost first, is what makes them right together (``Gateway.policies`` builds it):
+
+1. ``Redact`` (opt-in) -- before anything else reads the request: the estimate, the provider, the audit log.
+2. the policies named in ``gateway_policies`` (a user's own: content filters, …) -- before anything is spent.
+3. ``Budget`` -- reserves the request's estimate, and settles it with the real cost once its usage is recorded.
+4. ``Record`` -- one usage record per request that reached the provider or the cache (the audit of metadata).
+5. ``Audit`` (opt-in) -- the request's and the response's bodies, to a JSON-lines file.
+6. ``RateLimit`` -- requests and tokens per minute, requests in flight; released the moment the answer ends.
+7. ``Cache`` (opt-in) -- identical non-streaming requests answered from memory.
+8. ``Fallback`` -- the circuit breaker: a provider that keeps failing is skipped, and a request it fails before
+   answering goes to the next provider serving the same model over the same wire API.
+then the call to the provider itself (``godel.gateway.forward``).
+
+End callbacks run innermost first, so at the end of an answer the cache and the rate limit are released before
+anything awaits, the usage record is written, and only then is the budget settled against it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from godel.gateway.budgets import BudgetExceeded, Reservation
+from godel.gateway.exchange import CallNext, Exchange, Reply
+from godel.gateway.policies import AUDIT_BODY_LIMIT, AuditLog, CachedResponse, ResponseCache, redact_body
+from godel.gateway.ratelimits import RateLimited
+from godel.gateway.types import ProviderUnavailable
+
+if TYPE_CHECKING:
+    from godel.gateway.service import Gateway
+
+
+GONE = "the caller went away mid-response (the rest of the answer was read to meter it)"
+
+
+async def redact(exchange: Exchange, call_next: CallNext) -> Reply:
+    exchange.body = redact_body(exchange.body)
+    return await call_next(exchange)
+
+
+class Budget:
+    def __init__(self, gateway: Gateway) -> None:
+        self.guard = gateway.budgets
+
+    async def __call__(self, exchange: Exchange, call_next: CallNext) -> Reply:
+        if not exchange.metered or exchange.upstream is None:
+            return await call_next(exchange)
+        reservation = exchange.state["reservation"] = await self._admit(exchange)
+        if reservation.budgets:
+            exchange.settle_before_reply_ends = True
+        try:
+            reply = await call_next(exchange)
+        except BaseException:
+            await self.guard.settle(reservation)
+            raise
+
+        async def settle(_: Exchange) -> None:
+            await self.guard.settle(reservation)  # a no-op when Record settled it with the record
+
+        exchange.on_end(settle)
+        return reply
+
+    async def _admit(self, exchange: Exchange) -> Reservation:
+        assert exchange.upstream is not None
+        while True:
+            try:
+                return await self.guard.admit(exchange.key, exchange.upstream, exchange.body)
+            except BudgetExceeded as refusal:
+                if not await self.guard.hold(exchange.key, refusal):  # paused until resumed, then once more
+                    raise
+
+
+class Record:
+    """The usage record of every request that got an answer, from the provider or the cache."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def __call__(self, exchange: Exchange, call_next: CallNext) -> Reply:
+        reply = await call_next(exchange)
+        if exchange.metered:
+            exchange.on_end(self._record)
+        return reply
+
+    async def _record(self, exchange: Exchange) -> None:
+        assert exchange.upstream is not None
+        error = GONE if exchange.caller_gone else exchange.error
+        # The real cost replaces the budget's estimate as the record lands (see BudgetGuard.settling).
+        async with self.gateway.budgets.settling(exchange.state.get("reservation")):
+            await self.gateway.record(
+                exchange.key, exchange.upstream, wire=exchange.wire, stream=exchange.stream, status=exchange.status,
+                usage=exchange.usage, complete=exchange.complete, latency_ms=exchange.latency_ms(), error=error,
+            )  # fmt: skip
+
+
+class Audit:
+    """Request and response bodies (the response up to ``AUDIT_BODY_LIMIT`` bytes) of every proxied request."""
+
+    def __init__(self, gateway: Gateway, log: AuditLog) -> None:
+        self.gateway = gateway
+        self.log = log
+
+    async def __call__(self, exchange: Exchange, call_next: CallNext) -> Reply:
+        reply = await call_next(exchange)
+        captured = _tee(reply)
+
+        async def write(done: Exchange) -> None:
+            key, upstream = done.key, done.upstream
+            entry = {
+                "keyId": key.id, "scope": f"{key.scope_type}:{key.scope_id}",
+                "provider": upstream.provider if upstream else None, "model": upstream.model if upstream else None,
+                "wire": done.wire, "path": done.path, "status": done.status, "request": done.body,
+                "response": captured.decode("utf-8", errors="replace"),
+                "responseEncoding": _header(reply, b"content-encoding"),
+            }  # fmt: skip
+            await asyncio.to_thread(self.log.write, self.gateway.clock.now(), entry)
+
+        exchange.on_end(write)
+        return reply
+
+
+class RateLimit:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def __call__(self, exchange: Exchange, call_next: CallNext) -> Reply:
+        if not exchange.metered or exchange.upstream is None:
+            return await call_next(exchange)
+        limits, key, upstream = self.gateway.limits, exchange.key, exchange.upstream
+        try:
+            ticket = limits.acquire(key, f"{upstream.provider}/{upstream.model}")
+        except RateLimited as refusal:
+            if key.scope_type == "agent":  # shown on the agent until the window lets it through
+                self.gateway.rate_limited[key.scope_id] = (time.time() + refusal.retry_after, refusal.message)
+            raise
+        try:
+            reply = await call_next(exchange)
+        except BaseException:
+            limits.release(ticket, 0)
+            raise
+        # At once when the answer ends (no await before it): the caller's next request finds its slot free.
+        exchange.on_end(lambda done: limits.release(ticket, done.usage.total))
+        return reply
+
+
+class Cache:
+    def __init__(self, cache: ResponseCache) -> None:
+        self.cache = cache
+
+    async def __call__(self, exchange: Exchange, call_next: CallNext) -> Reply:
+        if exchange.stream or not exchange.metered or exchange.upstream is None:
+            return await call_next(exchange)
+        key = self.cache.key(exchange.upstream.provider, exchange.path, exchange.body)
+        hit = self.cache.get(key)
+        if hit is not None:  # answered here: the provider is not called
+            exchange.status, exchange.complete, exchange.error = hit.status, True, "answered from the gateway's cache"
+            headers = [(b"content-type", hit.content_type.encode()), (b"x-godel-cache", b"hit")]
+            return Reply(hit.status, headers, hit.body)
+        reply = await call_next(exchange)
+        if reply.status != 200 or _header(reply, b"content-encoding"):
+            return reply
+        captured = _tee(reply)
+
+        def keep(done: Exchange) -> None:
+            if done.complete and not done.error and len(captured) < AUDIT_BODY_LIMIT:
+                content_type = _header(reply, b"content-type") or "application/json"
+                self.cache.put(key, CachedResponse(200, content_type, bytes(captured)))
+
+        exchange.on_end(keep)
+        return reply
+
+
+class Fallback:
+    """Sends the request to the first provider whose circuit is closed; when that one fails before answering
+    (unreachable, 5xx, 429), to the next one serving the same model over the same wire API, if there is one."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def __call__(self, exchange: Exchange, call_next: CallNext) -> Reply:
+        breaker, tried = self.gateway.breaker, set[str]()
+        last: Reply | None = None
+        while True:
+            try:
+                exchange.upstream = self.gateway.next_upstream(exchange, tried)
+            except ProviderUnavailable:
+                if last is None:
+                    raise
+                return last  # the others closed their circuits meanwhile: the last failure is the answer
+            provider = exchange.upstream.provider
+            tried.add(provider)
+            last = await call_next(exchange)
+            if last.status < 500 and last.status != 429:
+                breaker.succeeded(provider)
+                return last
+            breaker.failed(provider)
+            if not self.gateway.has_upstream(exchange, tried):
+                return last
+            await last.aclose()  # tried elsewhere: this failure's body is not the answer
+
+
+def _tee(reply: Reply) -> bytearray:
+    """A copy of the body as it goes by (up to the audit limit), complete when the answer has ended."""
+    captured = bytearray(reply.body[:AUDIT_BODY_LIMIT])
+    if reply.chunks is not None:
+        reply.chunks = _copying(reply.chunks, captured)
+    return captured
+
+
+async def _copying(chunks: AsyncIterator[bytes], into: bytearray) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        if len(into) < AUDIT_BODY_LIMIT:
+            into.extend(chunk[: AUDIT_BODY_LIMIT - len(into)])
+        yield chunk
+
+
+def _header(reply: Reply, name: bytes) -> str | None:
+    for key, value in reply.headers:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None

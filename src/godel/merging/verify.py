@@ -1,0 +1,90 @@
+"""The gate: the repository's verification command, run in the integration worktree after a merge.
+
+It runs through ``/bin/sh -c`` in its own process group, so a timeout (or a cancelled run) kills everything it
+started, not just the shell. Its output is kept as a bounded tail: a test suite may print megabytes, and the
+report needs the end, where the failures are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+OUTPUT_TAIL = 4000  # characters of output kept in a result
+_READ_TAIL = 64 * 1024  # bytes kept while reading (a multi-byte character may straddle the cut)
+
+# Inherited variables that would point git commands inside the gate at another repository or index (the
+# server may run from a git hook); the gate must see the integration worktree only.
+_GIT_REDIRECTS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR",
+                  "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_NAMESPACE", "GIT_PREFIX")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Gate:
+    exit_code: int | None  # None when it timed out
+    output: str  # the tail of stdout and stderr, interleaved as written
+    timed_out: bool
+    duration: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+    def reason(self, timeout: float) -> str:
+        if self.timed_out:
+            return f"verify command timed out after {timeout:g}s"
+        return f"verify command exited with {self.exit_code}"
+
+
+def gate_env(extra: Mapping[str, str]) -> dict[str, str]:
+    # The server's environment (PATH, a virtualenv, tool caches): the gate is the user's own test command.
+    env = {k: v for k, v in os.environ.items() if k not in _GIT_REDIRECTS}
+    env.update(extra)
+    return env
+
+
+async def run_gate(command: str, cwd: Path, timeout: float, env: Mapping[str, str] | None = None) -> Gate:
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        "/bin/sh",
+        "-c",
+        command,
+        cwd=cwd,
+        env=gate_env(env or {}),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,  # its own process group: a timeout kills the whole test run
+    )
+    tail = bytearray()
+
+    async def drain() -> int:
+        assert proc.stdout is not None
+        while chunk := await proc.stdout.read(65536):
+            tail.extend(chunk)
+            del tail[:-_READ_TAIL]
+        return await proc.wait()
+
+    code: int | None
+    timed_out = False
+    try:
+        code = await asyncio.wait_for(drain(), timeout)
+    except TimeoutError:
+        code, timed_out = None, True
+    finally:
+        # Also after a normal exit: a server or watcher the tests left running in the background must not
+        # outlive the gate (it would hold the worktree open).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await asyncio.shield(proc.wait())
+    text = bytes(tail).decode("utf-8", errors="replace")
+    return Gate(code, text[-OUTPUT_TAIL:], timed_out, time.monotonic() - started)

@@ -1,0 +1,157 @@
+"""The workflow tables: a run and its steps, every change committed together with the event that announces it.
+
+The engine (``godel.workflow.engine``) writes a step's move (pending → running → completed …) and its
+``workflow:step:*`` event in one transaction, so after a crash the rows say exactly which steps finished, which
+were running (and on which agent), and nothing announced was lost.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from godel.core.events import Event
+from godel.core.models import Workflow, WorkflowStep
+from godel.core.ports import Clock, Page
+from godel.errors import ConflictError, FieldError, ValidationError, WorkflowNotFoundError
+from godel.store import rows, tables
+
+WORKFLOWS = rows.Mapper(Workflow, tables.workflows)
+STEPS = rows.Mapper(WorkflowStep, tables.workflow_steps)
+
+
+class _Tx(Protocol):
+    conn: AsyncConnection
+
+    async def append(self, batch: Sequence[Event]) -> list[Event]: ...
+
+
+class _Host(Protocol):
+    _clock: Clock
+
+    def _write(self, *, events: bool = False) -> AbstractAsyncContextManager[_Tx]: ...
+    def _read(self) -> AbstractAsyncContextManager[AsyncConnection]: ...
+
+
+def _encode_cursor(wf: Workflow) -> str:
+    assert wf.created_at is not None
+    raw = json.dumps([wf.created_at.isoformat(), wf.id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        stamp, wf_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        at = datetime.fromisoformat(stamp)
+        if at.tzinfo is None or not isinstance(wf_id, str):
+            raise ValueError("malformed")
+        return at, wf_id
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise ValidationError("invalid cursor", [FieldError("cursor", "not a cursor from a previous page")]) from exc
+
+
+class WorkflowStore:
+    """Mixed into ``SqlStore`` (which provides ``_write``, ``_read`` and ``_clock``)."""
+
+    async def create_workflow(
+        self: _Host, workflow: Workflow, steps: Sequence[WorkflowStep], events: Sequence[Event] = ()
+    ) -> Workflow:
+        workflow = dataclasses.replace(workflow, created_at=workflow.created_at or self._clock.now())
+        async with self._write(events=True) as tx:
+            await tx.conn.execute(tables.workflows.insert(), WORKFLOWS.to_row(workflow))
+            if steps:
+                await tx.conn.execute(tables.workflow_steps.insert(), [STEPS.to_row(s) for s in steps])
+            if events:
+                await tx.append(events)
+        return workflow
+
+    async def get_workflow(self: _Host, workflow_id: str) -> Workflow:
+        async with self._read() as conn:
+            return await _get(conn, workflow_id)
+
+    async def list_workflows(
+        self: _Host, *, statuses: Sequence[str] = (), limit: int = 50, cursor: str | None = None
+    ) -> Page[Workflow]:
+        t = tables.workflows
+        stmt = sa.select(t)
+        if statuses:
+            stmt = stmt.where(t.c.status.in_(sorted(set(statuses))))
+        if cursor:
+            at, last = _decode_cursor(cursor)
+            stmt = stmt.where(sa.or_(t.c.created_at < at, sa.and_(t.c.created_at == at, t.c.id < last)))
+        stmt = stmt.order_by(t.c.created_at.desc(), t.c.id.desc()).limit(limit + 1)
+        async with self._read() as conn:
+            found = WORKFLOWS.from_rows(await conn.execute(stmt))
+        more = len(found) > limit
+        items = found[:limit]
+        return Page(items, _encode_cursor(items[-1]) if more and items else None, more)
+
+    async def workflow_steps(self: _Host, workflow_id: str) -> list[WorkflowStep]:
+        t = tables.workflow_steps
+        async with self._read() as conn:
+            return STEPS.from_rows(await conn.execute(sa.select(t).where(t.c.workflow_id == workflow_id)))
+
+    async def update_workflow(
+        self: _Host,
+        workflow_id: str,
+        changes: dict[str, Any],
+        events: Sequence[Event] = (),
+        *,
+        expect: Sequence[str] = (),
+    ) -> Workflow:
+        """Change the run's row (and append ``events``) in one transaction; with ``expect``, only while its status
+        is one of those (else ``ConflictError``, nothing written)."""
+        t = tables.workflows
+        async with self._write(events=True) as tx:
+            current = await _get(tx.conn, workflow_id)
+            if expect and current.status not in expect:
+                raise ConflictError(
+                    f"workflow {workflow_id} is {current.status}",
+                    details={"workflowId": workflow_id, "currentStatus": current.status},
+                )
+            if changes:
+                await tx.conn.execute(t.update().where(t.c.id == workflow_id).values(WORKFLOWS.values(changes)))
+            if events:
+                await tx.append(events)
+        return dataclasses.replace(current, **changes)
+
+    async def update_step(
+        self: _Host,
+        workflow_id: str,
+        step_id: str,
+        changes: dict[str, Any],
+        events: Sequence[Event] = (),
+        *,
+        workflow_changes: dict[str, Any] | None = None,
+    ) -> None:
+        """A step's move, the run's own changes that go with it, and their events: one transaction."""
+        s, w = tables.workflow_steps, tables.workflows
+        async with self._write(events=True) as tx:
+            done = await tx.conn.execute(
+                s.update().where(s.c.workflow_id == workflow_id, s.c.step_id == step_id).values(STEPS.values(changes))
+            )
+            if done.rowcount != 1:
+                raise WorkflowNotFoundError(workflow_id)
+            if workflow_changes:
+                await tx.conn.execute(
+                    w.update().where(w.c.id == workflow_id).values(WORKFLOWS.values(workflow_changes))
+                )
+            if events:
+                await tx.append(events)
+
+
+async def _get(conn: AsyncConnection, workflow_id: str) -> Workflow:
+    t = tables.workflows
+    row = (await conn.execute(sa.select(t).where(t.c.id == workflow_id))).first()
+    if row is None:
+        raise WorkflowNotFoundError(workflow_id)
+    return WORKFLOWS.from_row(row)

@@ -1,0 +1,56 @@
+"""The task state machine as one table.
+
+    pending ──assign/claim──▶ assigned ──complete──▶ completed
+       ▲                        │  │
+       └──fail (attempts left)──┘  └──fail (no attempts left)──▶ dead ──retry──▶ pending
+    pending/assigned ──cancel──▶ failed ──retry──▶ pending          (and fail with retry=false ──▶ failed)
+
+``start`` keeps an assigned task assigned and records when its attempt began. A task assigned to a team
+(no agent yet) may be assigned on to one of its agents. ``delete`` is allowed in every status but
+``assigned`` (someone is working on it; delete with force, or fail/cancel it first).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from godel.core.models import Task
+from godel.core.states import TaskStatus as S
+from godel.errors import TaskTransitionError
+
+
+class TaskTrigger(StrEnum):
+    ASSIGN = "assign"
+    CLAIM = "claim"
+    START = "start"
+    COMPLETE = "complete"
+    FAIL = "fail"
+    RETRY = "retry"
+    CANCEL = "cancel"
+    DELETE = "delete"
+
+
+TABLE: dict[tuple[S, TaskTrigger], frozenset[S]] = {
+    (S.PENDING, TaskTrigger.ASSIGN): frozenset({S.ASSIGNED}),
+    (S.ASSIGNED, TaskTrigger.ASSIGN): frozenset({S.ASSIGNED}),  # only team → one of its agents (see check)
+    (S.PENDING, TaskTrigger.CLAIM): frozenset({S.ASSIGNED}),
+    (S.ASSIGNED, TaskTrigger.START): frozenset({S.ASSIGNED}),
+    (S.ASSIGNED, TaskTrigger.COMPLETE): frozenset({S.COMPLETED}),
+    (S.ASSIGNED, TaskTrigger.FAIL): frozenset({S.PENDING, S.DEAD, S.FAILED}),
+    (S.DEAD, TaskTrigger.RETRY): frozenset({S.PENDING}),
+    (S.FAILED, TaskTrigger.RETRY): frozenset({S.PENDING}),
+    (S.PENDING, TaskTrigger.CANCEL): frozenset({S.FAILED}),
+    (S.ASSIGNED, TaskTrigger.CANCEL): frozenset({S.FAILED}),
+    **{(s, TaskTrigger.DELETE): frozenset() for s in S if s != S.ASSIGNED},
+}
+
+
+def can(status: S, trigger: TaskTrigger) -> bool:
+    return (status, trigger) in TABLE
+
+
+def check(task: Task, trigger: TaskTrigger, to: S | None = None) -> None:
+    """Raise ``TaskTransitionError`` (409, names the current status) unless the move is in the table."""
+    targets = TABLE.get((task.status, trigger))
+    if targets is None or (to is not None and to not in targets):
+        raise TaskTransitionError(task.id, task.status.value, trigger.value)

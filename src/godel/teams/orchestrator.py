@@ -1,0 +1,504 @@
+"""``TeamOrchestrator``: teams' lifecycle, and one asyncio task per running team driving its strategy.
+
+Status: ``creating`` (created, not started) → ``active`` ⇄ ``paused`` → ``completed`` | ``failed``. Every
+change is one store transaction with its ``team:*`` event (``store.teams``): ``team:created``,
+``team:started``, ``team:paused``, ``team:resumed``, ``team:scaled``, ``team:completed``, ``team:failed``,
+``team:deleted``. The final status is decided from the agents: completed when every agent the strategy
+needed completed, failed otherwise (with the reason in ``run.error``).
+
+Restart: ``start()`` picks up every team left ``active`` or ``paused`` and runs its strategy again; the
+strategy finds the agents already spawned by their step keys (``runner``), so none is spawned twice and the
+team goes on where it was. ``stop()`` cancels the tasks and leaves the status as it is, for the next start.
+
+Pause stops the team from spawning and pauses its running agents (as ``team:ID``); agents admitted while it
+is paused are paused as they start. Resume resumes the agents the team paused (not those a budget paused).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from godel.core.ids import new_id
+from godel.core.models import Agent, Team
+from godel.core.ports import Page
+from godel.core.states import AgentState, TeamStatus
+from godel.errors import (
+    ConflictError,
+    FieldError,
+    GodelError,
+    TeamNotFoundError,
+    TeamTransitionError,
+    ValidationError,
+)
+from godel.scheduler.plane import ControlPlane
+from godel.scheduler.waiting import has_ended
+from godel.store.teams import TeamChange
+from godel.teams import progress, prompts
+from godel.teams.checks import check_spec
+from godel.teams.parsing import parse_health
+from godel.teams.progress import run_state
+from godel.teams.roles import RoleProfile, load_roles, with_overrides
+from godel.teams.runner import StepFailed, TeamRun, TeamStorePort, team_agents
+from godel.teams.spec import TeamSpec
+from godel.teams.strategies import STRATEGY_RUNNERS
+from godel.teams.strategies import parallel as parallel_strategy
+
+log = structlog.get_logger("godel.teams")
+LIVE_TEAM = (TeamStatus.ACTIVE, TeamStatus.PAUSED)
+ENDED_TEAM = (TeamStatus.COMPLETED, TeamStatus.FAILED, TeamStatus.ARCHIVED)
+HOLD_INTERVAL = 0.2  # seconds between two looks for agents to pause while a team is paused
+_RUNNING = (AgentState.EXECUTING, AgentState.WAITING)
+
+
+def _expect(current: Team, allowed: tuple[TeamStatus, ...], trigger: str) -> None:
+    if current.status not in allowed:
+        raise TeamTransitionError(current.id, current.status.value, trigger)
+
+
+class TeamOrchestrator:
+    def __init__(self, plane: ControlPlane, *, roles: Mapping[str, Any] | None = None) -> None:
+        self.plane = plane
+        store: Any = plane.store
+        if not all(hasattr(store, m) for m in ("add_team", "read_team", "change_team", "list_teams")):
+            raise TypeError(f"{type(store).__name__} has no team methods (mix in godel.store.teams.TeamStore)")
+        self.store: TeamStorePort = store
+        # Refused at start-up, with the offending key, when godel.toml's [roles] are malformed.
+        self.roles: dict[str, RoleProfile] = load_roles(plane.settings.roles if roles is None else roles)
+        self._runs: dict[str, TeamRun] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._holds: dict[str, asyncio.Task[None]] = {}
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Resume every team left active or paused (after a restart)."""
+        cursor: str | None = None
+        while True:
+            page = await self.store.list_teams(status=LIVE_TEAM, limit=200, cursor=cursor)
+            for team in page.items:
+                if team.id not in self._tasks:
+                    log.info("resuming team", team=team.id, status=team.status.value)
+                    try:
+                        self._launch(team)
+                    except GodelError as exc:  # e.g. a stored config this version cannot read: fail it, go on
+                        log.error("cannot resume team", team=team.id, error=exc.message)
+                        await self._finish(team.id, TeamStatus.FAILED, {"error": f"not resumed: {exc.message}"},
+                                           actor="teams")  # fmt: skip
+            if not page.has_more or not page.cursor:
+                break
+            cursor = page.cursor
+
+    async def stop(self) -> None:
+        """Stop driving teams; their status stays as it is, for the next start to pick up."""
+        tasks = [*self._tasks.values(), *self._holds.values()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        self._holds.clear()
+        self._runs.clear()
+
+    def running(self, team_id: str) -> TeamRun | None:
+        return self._runs.get(team_id)
+
+    # ----------------------------------------------------------------------------------------- commands
+
+    async def create(
+        self,
+        config: Mapping[str, Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        start: bool = False,
+        actor: str = "api",
+    ) -> Team:
+        """Validate everything (strategy, roles, agent kinds, models, repository) before anything exists, then
+        create the team (``creating``), its budget, and start it when asked."""
+        spec = TeamSpec.parse(config)
+        if spec.size < 1:
+            raise ValidationError("a team starts with a size of at least 1", [FieldError("size", "at least 1")])
+        if metadata and "run" in metadata:
+            raise ValidationError("metadata.run is the orchestrator's own", [FieldError("metadata.run", "reserved")])
+        roles = with_overrides(self.roles, spec.profiles)
+        root, commit = await check_spec(self.plane, spec, roles)
+        team_id = new_id()
+        team = Team(
+            id=team_id,
+            name=name or f"{spec.strategy}-{team_id[:8]}",
+            description=description,
+            config={**spec.as_config(), "repo": str(root), "baseCommit": commit},
+            execution_strategy=spec.strategy,
+            status=TeamStatus.CREATING,
+            budget_allocated=spec.budget,
+            metadata={**(metadata or {}), "run": {"expectedAgents": _first_estimate(spec)}},
+        )
+        team, _ = await self.store.add_team(team, actor=actor)
+        if spec.budget:
+            await self.plane.set_budget("team", team.id, spec.budget, "total")
+        if start:
+            team = await self.start_team(team.id, actor=actor)
+        return team
+
+    async def start_team(self, team_id: str, *, actor: str = "api") -> Team:
+        now = self.plane.clock.now()
+
+        def decide(team: Team) -> TeamChange:
+            _expect(team, (TeamStatus.CREATING,), "start")
+            return TeamChange(
+                changes={"status": TeamStatus.ACTIVE},
+                metadata={"run": {**run_state(team), "startedAt": now.isoformat()}},
+                event="team:started",
+                payload={"strategy": team.execution_strategy, "size": team.config.get("size")},
+            )
+
+        team, _ = await self.store.change_team(team_id, decide, actor=actor)
+        self._launch(team)
+        return team
+
+    async def pause_team(self, team_id: str, *, actor: str = "api") -> Team:
+        def decide(team: Team) -> TeamChange:
+            _expect(team, (TeamStatus.ACTIVE,), "pause")
+            return TeamChange(changes={"status": TeamStatus.PAUSED}, event="team:paused")
+
+        team, _ = await self.store.change_team(team_id, decide, actor=actor)
+        run = self._runs.get(team_id)
+        if run is not None:
+            run.unpaused.clear()
+            run.team = team
+        await self._pause_agents(team_id)
+        self._hold(team_id)
+        return team
+
+    async def resume_team(self, team_id: str, *, actor: str = "api") -> Team:
+        def decide(team: Team) -> TeamChange:
+            _expect(team, (TeamStatus.PAUSED,), "resume")
+            return TeamChange(changes={"status": TeamStatus.ACTIVE}, event="team:resumed")
+
+        team, _ = await self.store.change_team(team_id, decide, actor=actor)
+        hold = self._holds.pop(team_id, None)
+        if hold is not None:
+            hold.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await hold
+        for agent in await team_agents(self.plane, team_id):
+            if agent.state == AgentState.PAUSED and agent.paused_by == _team_actor(team_id):
+                with contextlib.suppress(GodelError):  # it was killed or ended meanwhile
+                    await self.plane.resume(agent.id, actor=_team_actor(team_id), reason="team resumed")
+        run = self._runs.get(team_id)
+        if run is not None:
+            run.team = team
+            run.unpaused.set()
+        elif team.id not in self._tasks:
+            self._launch(team)
+        return team
+
+    async def scale(self, team_id: str, size: int, *, actor: str = "api") -> tuple[Team, list[str]]:
+        """A new size: live for parallel teams (up spawns, down kills the newest running agents) and the worker
+        pool for map-reduce (and parallel task lists); refused for pipelines and trees."""
+        current = await self.store.read_team(team_id)
+        spec = TeamSpec.parse(_spec_config(current))
+        if not 0 <= size <= spec.max_agents:
+            raise ValidationError(
+                f"size {size} is outside 0..{spec.max_agents} (maxAgents)",
+                [FieldError("size", f"from 0 to maxAgents ({spec.max_agents})")],
+            )
+        if not spec.scalable:
+            raise ConflictError(
+                f"a {spec.strategy} team cannot be scaled: "
+                + ("its stages run one at a time" if spec.strategy == "pipeline" else "its shape comes from its plan"),
+                details={"teamId": team_id, "strategy": spec.strategy},
+            )
+
+        def decide(team: Team) -> TeamChange:
+            _expect(team, (TeamStatus.CREATING, *LIVE_TEAM), "scale")
+            before = team.config.get("size")
+            return TeamChange(
+                changes={"config": {**team.config, "size": size}},
+                event="team:scaled",
+                payload={"from": before, "to": size},
+            )
+
+        team, _ = await self.store.change_team(team_id, decide, actor=actor)
+        killed: list[str] = []
+        run = self._runs.get(team_id)
+        if run is not None:
+            run.spec = run.spec.with_size(size)
+            run.team = team
+            await run.pool.resize(min(size, spec.max_agents))
+            if spec.strategy == "parallel":
+                killed = await parallel_strategy.rescale(run, size)
+            run.scaled.set()
+            team = run.team
+        return team, killed
+
+    async def complete_team(self, team_id: str, *, actor: str = "api") -> Team:
+        """End the team now as completed: its strategy stops and its agents still running are killed."""
+        current = await self.store.read_team(team_id)
+        _expect(current, (TeamStatus.CREATING, *LIVE_TEAM), "complete")
+        await self._halt(team_id, reason="team completed on request")
+        return await self._finish(team_id, TeamStatus.COMPLETED, {"completedBy": actor}, actor=actor)
+
+    async def update(
+        self,
+        team_id: str,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        max_agents: int | None = None,
+        budget: float | None = None,
+        actor: str = "api",
+    ) -> Team:
+        if metadata and "run" in metadata:
+            raise ValidationError("metadata.run is the orchestrator's own", [FieldError("metadata.run", "reserved")])
+
+        def decide(team: Team) -> TeamChange:
+            changes: dict[str, Any] = {}
+            config = dict(team.config)
+            if name is not None:
+                changes["name"] = name
+            if description is not None:
+                changes["description"] = description
+            if max_agents is not None:
+                if max_agents < int(config.get("size") or 0):
+                    raise ValidationError(
+                        f"maxAgents {max_agents} is below the team's size ({config.get('size')}); scale it first",
+                        [FieldError("maxAgents", "at least the team's size")],
+                    )
+                config["maxAgents"] = max_agents
+            if budget is not None:
+                config["budget"] = budget
+                changes["budget_allocated"] = budget
+            if config != team.config:
+                changes["config"] = config
+            return TeamChange(changes=changes, metadata=dict(metadata or {}))
+
+        team, _ = await self.store.change_team(team_id, decide, actor=actor)
+        if budget is not None:
+            await self.plane.set_budget("team", team_id, budget, "total")
+        run = self._runs.get(team_id)
+        if run is not None and max_agents is not None:
+            run.spec = run.spec.with_max_agents(max_agents)
+            await run.cap.resize(max_agents)
+        return team
+
+    async def delete(self, team_id: str, *, force: bool = False, actor: str = "api") -> None:
+        """Delete the team (its agents stay, without a team). A live team needs ``force``: it is halted first."""
+        current = await self.store.read_team(team_id)
+        if current.status in LIVE_TEAM and not force:
+            raise TeamTransitionError(
+                team_id, current.status.value, "delete",
+                f"team {team_id} is {current.status.value}; complete it first or delete with force=true",
+            )  # fmt: skip
+        if force:
+            await self._halt(team_id, reason="team deleted")
+
+        def allowed(team: Team) -> None:
+            if team.status in LIVE_TEAM and not force:
+                raise TeamTransitionError(team_id, team.status.value, "delete")
+
+        await self.store.remove_team(team_id, allowed=allowed, actor=actor)
+        for budget in await self.plane.store.list_budgets(entity_type="team", entity_id=team_id):
+            with contextlib.suppress(GodelError):
+                await self.plane.store.delete_budget(budget.id)
+
+    # ------------------------------------------------------------------------------------------- queries
+
+    async def get(self, team_id: str) -> Team:
+        return await self.store.read_team(team_id)
+
+    async def list_teams(
+        self, *, status: tuple[TeamStatus, ...] = (), limit: int = 50, cursor: str | None = None
+    ) -> Page[Team]:
+        page: Page[Team] = await self.store.list_teams(status=status, limit=limit, cursor=cursor)
+        return page
+
+    async def agents(self, team_id: str) -> list[Agent]:
+        await self.store.read_team(team_id)  # 404 for an unknown team
+        return await team_agents(self.plane, team_id)
+
+    async def state(self, team_id: str) -> tuple[Team, list[Agent], dict[str, Any]]:
+        """The team, its agents and what is derived from them (counts by state, progress)."""
+        team = await self.store.read_team(team_id)
+        agents = await team_agents(self.plane, team_id)
+        return team, agents, progress.summary(team, agents)
+
+    async def metrics(self, team_id: str) -> dict[str, Any]:
+        team, agents, summary = await self.state(team_id)
+        usage = await self.store.team_usage(team_id)
+        started = _parse_time(run_state(team).get("startedAt"))
+        end = team.completed_at or self.plane.clock.now()
+        return {
+            "teamId": team.id,
+            "status": team.status.value,
+            "progress": summary["progress"],
+            "agents": {k: summary[k] for k in ("total", "byState", "running", "ended")},
+            "requests": int(usage.get("requests") or 0),
+            "tokens": {
+                "input": int(usage.get("input_tokens") or 0),
+                "output": int(usage.get("output_tokens") or 0),
+                "cached": int(usage.get("cached_tokens") or 0),
+            },
+            "costUsd": round(float(usage["cost_usd"]), 8) if usage.get("cost_usd") is not None else None,
+            "budgetUsd": team.budget_allocated,
+            "agentRuntimeSeconds": round(sum(a.runtime or 0.0 for a in agents), 3),
+            "elapsedSeconds": round((end - started).total_seconds(), 3) if started else None,
+        }
+
+    # ------------------------------------------------------------------------------------------- driving
+
+    def _launch(self, team: Team) -> None:
+        spec = TeamSpec.parse(_spec_config(team))
+        run = TeamRun(self.plane, self.store, team, spec, with_overrides(self.roles, spec.profiles))
+        if team.status == TeamStatus.PAUSED:
+            run.unpaused.clear()
+            self._hold(team.id)
+        self._runs[team.id] = run
+        self._tasks[team.id] = asyncio.get_running_loop().create_task(self._drive(run), name=f"team:{team.id}")
+
+    async def _drive(self, run: TeamRun) -> None:
+        team_id = run.team_id
+        strategy = STRATEGY_RUNNERS[run.spec.strategy]
+        status, extra = TeamStatus.FAILED, {}
+        monitor: Agent | None = None
+        try:
+            await run.load()
+            if run.spec.monitor:
+                monitor = await self._monitor(run)
+            started = _parse_time(run.noted("startedAt")) or self.plane.clock.now()
+            left = None if run.spec.timeout is None else run.spec.timeout - _since(self.plane, started)
+            async with asyncio.timeout(None if left is None else max(left, 0.0)):
+                result = await strategy(run)
+            status, extra = TeamStatus.COMPLETED, {"result": result}
+        except StepFailed as exc:
+            extra = {"error": exc.reason}
+        except TimeoutError:
+            extra = {"error": f"the team timed out after {run.spec.timeout:g} s"}
+            await self._halt(team_id, reason="team timed out", cancel=False)
+        except asyncio.CancelledError:
+            raise  # stopped (server shutdown) or halted: the status is someone else's to set
+        except GodelError as exc:
+            extra = {"error": f"{exc.code}: {exc.message}"}
+        except Exception as exc:
+            log.exception("team strategy crashed", team=team_id)
+            extra = {"error": f"internal error: {exc!r}"}
+        finally:
+            if self._tasks.get(team_id) is asyncio.current_task():
+                self._tasks.pop(team_id, None)
+                self._runs.pop(team_id, None)
+        if monitor is not None:
+            extra |= await self._end_monitor(run, monitor)
+        with contextlib.suppress(TeamTransitionError, TeamNotFoundError):  # completed or deleted meanwhile
+            await self._finish(team_id, status, extra, actor=run.actor)
+
+    async def _finish(self, team_id: str, status: TeamStatus, extra: dict[str, Any], *, actor: str) -> Team:
+        now = self.plane.clock.now()
+        event = "team:completed" if status == TeamStatus.COMPLETED else "team:failed"
+        cost = (await self.store.team_usage(team_id)).get("cost_usd")
+
+        def decide(team: Team) -> TeamChange:
+            _expect(team, (TeamStatus.CREATING, *LIVE_TEAM), "complete" if status == TeamStatus.COMPLETED else "fail")
+            return TeamChange(
+                changes={"status": status, "completed_at": now, "budget_consumed": float(cost or 0.0)},
+                metadata={"run": {**run_state(team), **extra, "endedAt": now.isoformat()}},
+                event=event,
+                payload={k: v for k, v in extra.items() if k in ("error", "completedBy")},
+            )
+
+        team, _ = await self.store.change_team(team_id, decide, actor=actor)
+        hold = self._holds.pop(team_id, None)
+        if hold is not None:
+            hold.cancel()
+        return team
+
+    async def _halt(self, team_id: str, *, reason: str, cancel: bool = True) -> None:
+        """Stop the team's strategy (unless it is the caller) and kill its agents still running."""
+        task = None
+        if cancel:
+            task = self._tasks.pop(team_id, None)
+            self._runs.pop(team_id, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        hold = self._holds.pop(team_id, None)
+        if hold is not None:
+            hold.cancel()
+        for agent in await team_agents(self.plane, team_id):
+            if not has_ended(agent) and agent.state != AgentState.FAILED:
+                with contextlib.suppress(GodelError):
+                    await self.plane.kill(agent.id, actor=_team_actor(team_id), reason=reason)
+
+    async def _pause_agents(self, team_id: str) -> None:
+        for agent in await team_agents(self.plane, team_id):
+            if agent.state in _RUNNING:
+                with contextlib.suppress(GodelError):  # it ended, or was paused by someone else, meanwhile
+                    await self.plane.pause(agent.id, actor=_team_actor(team_id), reason="team paused")
+
+    def _hold(self, team_id: str) -> None:
+        """While the team is paused, pause its agents that start running (they were admitted before the pause)."""
+        if team_id in self._holds:
+            return
+
+        async def hold() -> None:
+            while True:
+                await asyncio.sleep(HOLD_INTERVAL)
+                await self._pause_agents(team_id)
+
+        self._holds[team_id] = asyncio.get_running_loop().create_task(hold(), name=f"team-hold:{team_id}")
+
+    async def _monitor(self, run: TeamRun) -> Agent:
+        task = prompts.monitor(
+            run.team.name, run.spec.strategy, run.spec.task or "; ".join(run.spec.tasks), run.team_id
+        )
+        return await run.launch("monitor", run.spec.role_of("monitor"), task, meta={"phase": "monitor"})
+
+    async def _end_monitor(self, run: TeamRun, monitor: Agent) -> dict[str, Any]:
+        agent = await self.plane.get(monitor.id)
+        if not has_ended(agent):
+            with contextlib.suppress(GodelError):
+                agent = await self.plane.kill(agent.id, actor=run.actor, reason="the team ended")
+        report = str((agent.outcome or {}).get("result") or "")
+        return {"monitor": {"agentId": agent.id, "state": agent.state.value, "health": parse_health(report),
+                            "report": report[:4000]}}  # fmt: skip
+
+
+def _team_actor(team_id: str) -> str:
+    return f"team:{team_id}"
+
+
+def _spec_config(team: Team) -> dict[str, Any]:
+    """The stored config as ``TeamSpec.parse`` reads it (the keys the orchestrator added left out)."""
+    return {k: v for k, v in team.config.items() if k != "baseCommit" and v is not None and v != [] and v != {}}
+
+
+def _first_estimate(spec: TeamSpec) -> int:
+    if spec.strategy == "parallel":
+        return len(spec.tasks) or spec.size
+    if spec.strategy == "map-reduce":
+        return (len(spec.tasks) if spec.tasks else 1 + spec.size) + 1
+    if spec.strategy == "pipeline":
+        return len(spec.pipeline_stages())
+    return 1 + 2 * spec.fanout if spec.depth else 1
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _since(plane: ControlPlane, at: datetime) -> float:
+    return (plane.clock.now() - at).total_seconds()
