@@ -14,6 +14,10 @@ Baseline, in the same run, alternating which goes first: for 100 agents, ``git w
 <branch> <dir> <base>`` with ``subprocess.run`` and fork/exec of ``/bin/sh -c true`` in its own session (timed
 to the last ``Popen`` returning), one after the other, as a script would. Every sample (both sides) works on a
 fresh ``git clone --local`` of the same 200-file repository, so neither pays for the other's worktrees.
+
+A third figure, in the same rounds, is the same 100 agents without a team (100 concurrent ``POST
+/api/v1/agents``, sent → the last ``executing``): what the scheduler itself takes for such a burst, so the
+team's own cost is the difference.
 """
 
 from __future__ import annotations
@@ -65,14 +69,20 @@ async def _run(cfg: Config, root: Path) -> list[Figure]:
     admitted: list[float] = []
     completed: list[float] = []
     baseline: list[float] = []
+    burst: list[float] = []
     parts: dict[str, list[float]] = {k: [] for k in ("post", "created", "initializing")}
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://godel.bench",
                                      timeout=120) as client:  # fmt: skip
             for i in range(warmup + samples):
                 keep = i >= warmup
-                for godel_turn in (True, False) if i % 2 == 0 else (False, True):
-                    if godel_turn:
+                turns = ("team", "burst", "baseline")
+                for turn in turns[i % 3 :] + turns[: i % 3]:  # each goes first in turn
+                    if turn == "burst":
+                        ms = await _burst_once(plane, client, _clone(origin, root / f"a{i}"))
+                        if keep:
+                            burst.append(ms)
+                    elif turn == "team":
                         repo = _clone(origin, root / f"g{i}")
                         figures = await _godel_once(plane, client, repo)
                         if keep:
@@ -86,7 +96,7 @@ async def _run(cfg: Config, root: Path) -> list[Figure]:
                         if keep:
                             baseline.append(ms)
                 if keep:
-                    cfg.log(f"teams: {i - warmup + 1}/{samples} pairs")
+                    cfg.log(f"teams: {i - warmup + 1}/{samples} rounds")
     finally:
         await app.state.teams.stop()
         await plane.stop()
@@ -108,6 +118,17 @@ async def _run(cfg: Config, root: Path) -> list[Figure]:
     out = [fig]
     out += [Figure(bench=NAME, name=label, unit="ms", godel=parts[key]) for key, label in labels.items()]
     out.append(Figure(bench=NAME, name=f"POST /teams → team completed ({SIZE} agents)", unit="ms", godel=completed))
+    out.append(
+        Figure(
+            bench=NAME,
+            name=f"no team: {SIZE} concurrent POST /agents → all executing",
+            unit="ms",
+            godel=burst,
+            baseline=baseline,
+            baseline_label=fig.baseline_label,
+            notes=["the scheduler's own cost of a burst of 100 spawns, for comparison with the team figure"],
+        )
+    )
     return out
 
 
@@ -151,6 +172,33 @@ async def _godel_once(plane: ControlPlane, client: httpx.AsyncClient, repo: Path
         "executing": ms_between(sent, last["executing"]),
         "completed": ms_between(sent, parse_time(team["completedAt"])),
     }
+
+
+async def _burst_once(plane: ControlPlane, client: httpx.AsyncClient, repo: Path) -> float:
+    """The same 100 agents without a team: 100 concurrent POST /agents; sent → the last ``executing``."""
+    ended = plane.bus.subscribe(EventFilter(patterns=("agent:complete", "agent:error", "agent:kill")))
+    try:
+        sent = utcnow()
+        body = {"task": "no-op", "repo": str(repo), "command": COMMAND}
+        answers = await asyncio.gather(*(client.post("/api/v1/agents", json=body) for _ in range(SIZE)))
+        ids = {r.json()["data"]["id"] for r in answers if r.status_code == 201}
+        if len(ids) != SIZE:
+            raise RuntimeError(f"only {len(ids)} of {SIZE} spawns were accepted")
+        left = set(ids)
+        while left:
+            event = await ended.get(timeout=120)
+            if event is None:
+                raise RuntimeError(f"{len(left)} agents did not finish within 120 s")
+            left.discard(event.metadata.agent_id or "")
+    finally:
+        ended.close()
+    last = None
+    for agent_id in ids:
+        for record in await plane.store.transitions(agent_id):
+            if record.to_state.value == "executing" and (last is None or record.at > last):
+                last = record.at
+    assert last is not None
+    return ms_between(sent, last)
 
 
 def _baseline_once(repo: Path, root: Path) -> float:

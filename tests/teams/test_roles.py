@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from godel.agents.roles import BUILTIN_ROLES, load_roles, role_named, takes_tools, with_overrides
 from godel.errors import UnknownAgentKindError, UnknownRoleError, ValidationError
 from godel.settings import Settings
-from godel.teams.roles import BUILTIN_ROLES, load_roles, role_named, takes_tools, with_overrides
 
 
 def test_builtins() -> None:

@@ -23,6 +23,7 @@ name: feature
 steps:
   - id: implement
     agent: pi
+    role: worker
     model: scripted/{MODEL}
     task: create hello.txt
   - id: check
@@ -51,6 +52,9 @@ async def test_a_pi_workflow_then_a_gated_merge(stack: Any, fast_tmp: Path) -> N
             assert (by_id["check"].result or {})["output"] == "checked after Created hello.txt."
             records = await s.records()
             assert records and all(r.agent_id == by_id["implement"].agent_id for r in records)  # metered
+            # Its role's preamble came before its task in what the model was asked.
+            first = str(s.model.requests[0].body)
+            assert "You are a worker in a team of coding agents" in first and "create hello.txt" in first
 
             async with httpx.AsyncClient(base_url=s.url, timeout=30) as client:
                 body = {"repo": str(repo), "into": "integration", "workflowId": wf.id, "verify": "test -f hello.txt"}

@@ -45,6 +45,9 @@ def test_run_wait_list_show_and_cancel(fast_tmp: Path, git_repo: Path) -> None:
         again = godel(server, "workflow", "cancel", run["id"])
         assert again.returncode == 1 and "CONFLICT" in again.stderr + again.stdout  # a finished run: 409
 
+        removed = godel(server, "workflow", "rm", run["id"])
+        assert removed.returncode == 0 and godel(server, "workflow", "show", run["id"]).returncode == 1
+
         invalid = fast_tmp / "invalid.yaml"
         invalid.write_text("name: x\nsteps:\n  - id: a\n    comand: y\n")
         refused = godel(server, "workflow", "run", str(invalid), "--repo", str(git_repo))

@@ -148,6 +148,34 @@ async def test_bad_workflows_are_refused_with_every_error(client: httpx.AsyncCli
     unknown = "name: x\nsteps:\n  - id: a\n    task: do it\n    agent: nosuch\n"
     r = await client.post("/api/v1/workflows", json={"source": unknown, "repo": str(git_repo)})
     assert r.status_code == 400 and r.json()["error"]["details"]["fields"][0]["field"] == "steps[0].agent"
+    bad_role = "name: x\nsteps:\n  - id: a\n    task: do it\n    agent: pi\n    role: jester\n"
+    r = await client.post("/api/v1/workflows", json={"source": bad_role, "repo": str(git_repo)})
+    assert r.status_code == 400 and r.json()["error"]["details"]["fields"][0]["field"] == "steps[0].role"
     r = await client.post("/api/v1/workflows", json={"repo": str(git_repo)})
     assert r.status_code == 400
     assert (await client.get("/api/v1/workflows")).json()["data"]["items"] == []  # nothing was created
+
+
+async def test_update_and_delete(client: httpx.AsyncClient, git_repo: Path) -> None:
+    source = (
+        "name: later\nvariables:\n  who: nobody\nsteps:\n  - id: a\n"
+        "    command: 'echo \"GODEL_RESULT: {{ vars.who }}\"'\n"
+    )
+    wf = await submit(client, source, git_repo, start=False)
+    assert wf["status"] == "pending"
+    r = await client.patch(f"/api/v1/workflows/{wf['id']}", json={"name": "renamed", "variables": {"who": "me"}})
+    assert r.status_code == 200 and r.json()["data"]["name"] == "renamed"
+    r = await client.patch(f"/api/v1/workflows/{wf['id']}", json={"variables": {"nope": 1}})
+    assert r.status_code == 400  # not a declared variable
+    await client.post(f"/api/v1/workflows/{wf['id']}/start")
+    done = await wait_finished(client, wf["id"])
+    assert steps_by_id(done)["a"]["output"] == "me"
+    r = await client.patch(f"/api/v1/workflows/{wf['id']}", json={"variables": {"who": "late"}})
+    assert r.status_code == 409  # it ran: its variables are history
+
+    slow = await submit(client, "name: slow\nsteps:\n  - id: a\n    command: sleep 30\n", git_repo)
+    assert (await client.delete(f"/api/v1/workflows/{slow['id']}")).status_code == 409  # running: cancel first
+    assert (await client.delete(f"/api/v1/workflows/{slow['id']}", params={"force": True})).status_code == 200
+    assert (await client.get(f"/api/v1/workflows/{slow['id']}")).status_code == 404
+    assert (await client.delete(f"/api/v1/workflows/{done['id']}")).status_code == 200
+    assert (await client.get("/api/v1/workflows")).json()["data"]["items"] == []

@@ -238,3 +238,18 @@ _action("cancel", "Cancel a run: its running steps' agents are killed (a finishe
 _action("pause", "Pause a run: no new step starts and its running agents are paused.")
 _action("resume", "Resume a paused run.")
 _action("start", "Start a run submitted without starting it.")
+
+
+@app.command("rm")
+def remove(
+    ctx: typer.Context,
+    ref: WorkflowRef,
+    force: Annotated[bool, typer.Option("--force", help="Cancel a running one first.")] = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Delete a run (its events stay in the log). A running one needs --force, which cancels it first."""
+    data = client(ctx).delete_workflow(ref, force=force)
+    if wants_json(ctx, json_output):
+        print_json(data)
+    else:
+        print_line(f"workflow {ref} deleted")

@@ -392,6 +392,10 @@ class Endpoints(ABC, Generic[R]):
     def get_workflow(self, workflow_id: str) -> R:
         return self._call("GET", f"{API}/workflows/{quote(workflow_id, safe='')}")
 
+    def delete_workflow(self, workflow_id: str, *, force: bool = False) -> R:
+        return self._call("DELETE", f"{API}/workflows/{quote(workflow_id, safe='')}",
+                          params={"force": "true"} if force else None)  # fmt: skip
+
     def workflow_action(self, workflow_id: str, action: str) -> R:
         """``start``, ``pause``, ``resume`` or ``cancel``."""
         return self._call("POST", f"{API}/workflows/{quote(workflow_id, safe='')}/{quote(action, safe='')}")

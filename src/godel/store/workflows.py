@@ -148,6 +148,24 @@ class WorkflowStore:
             if events:
                 await tx.append(events)
 
+    async def delete_workflow(
+        self: _Host, workflow_id: str, events: Sequence[Event] = (), *, expect: Sequence[str] = ()
+    ) -> None:
+        """Delete the run and its steps (their events stay in the log); with ``expect``, only in those statuses."""
+        t = tables.workflows
+        async with self._write(events=True) as tx:
+            current = await _get(tx.conn, workflow_id)
+            if expect and current.status not in expect:
+                raise ConflictError(
+                    f"workflow {workflow_id} is {current.status}: cancel it first",
+                    details={"workflowId": workflow_id, "currentStatus": current.status},
+                )
+            s = tables.workflow_steps
+            await tx.conn.execute(s.delete().where(s.c.workflow_id == workflow_id))  # SQLite may not cascade
+            await tx.conn.execute(t.delete().where(t.c.id == workflow_id))
+            if events:
+                await tx.append(events)
+
 
 async def _get(conn: AsyncConnection, workflow_id: str) -> Workflow:
     t = tables.workflows

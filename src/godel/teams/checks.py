@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from godel.agents.roles import RoleProfile, role_named
 from godel.errors import FieldError, ValidationError
 from godel.runtimes.git import resolve_in_repo
 from godel.scheduler.plane import ControlPlane
-from godel.teams.roles import RoleProfile, role_named
 from godel.teams.runner import spawn_request
 from godel.teams.spec import SLOTS_OF, StageSpec, TeamSpec
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import structlog
 
+from godel.agents.roles import RoleProfile, load_roles, with_overrides
 from godel.core.ids import new_id
 from godel.core.models import Agent, Team
 from godel.core.ports import Page
@@ -43,7 +44,6 @@ from godel.teams import progress, prompts
 from godel.teams.checks import check_spec
 from godel.teams.parsing import parse_health
 from godel.teams.progress import run_state
-from godel.teams.roles import RoleProfile, load_roles, with_overrides
 from godel.teams.runner import StepFailed, TeamRun, TeamStorePort, team_agents
 from godel.teams.spec import TeamSpec
 from godel.teams.strategies import STRATEGY_RUNNERS

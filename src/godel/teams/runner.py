@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from godel.agents.roles import RoleProfile, role_named, takes_tools
 from godel.core.models import Agent, Team
 from godel.core.ports import AgentQuery
 from godel.errors import AgentNotFoundError
@@ -31,7 +32,6 @@ from godel.scheduler.requests import SpawnRequest
 from godel.scheduler.waiting import has_ended
 from godel.store.teams import DecideTeam, TeamChange
 from godel.teams.progress import run_state
-from godel.teams.roles import RoleProfile, role_named, takes_tools
 from godel.teams.spec import StageSpec, TeamSpec
 
 log = structlog.get_logger("godel.teams")

@@ -31,6 +31,7 @@ from typing import Any, Protocol, cast
 import structlog
 
 from godel.agents import get_adapter
+from godel.agents.roles import load_roles, takes_tools
 from godel.core.events import Event, make_event
 from godel.core.ids import new_id
 from godel.core.models import Agent, Workflow, WorkflowStep
@@ -94,6 +95,9 @@ class WorkflowRows(Protocol):
         self, workflow_id: str, step_id: str, changes: dict[str, Any], events: Sequence[Event] = (), *,
         workflow_changes: dict[str, Any] | None = None,
     ) -> None: ...  # fmt: skip
+    async def delete_workflow(
+        self, workflow_id: str, events: Sequence[Event] = (), *, expect: Sequence[str] = ()
+    ) -> None: ...
 
 
 class WorkflowEngine:
@@ -172,7 +176,11 @@ class WorkflowEngine:
 
     def _check_agents(self, definition: WorkflowDefinition) -> None:
         problems = []
+        roles = load_roles(self.plane.settings.roles)
         for index, step in enumerate(definition.steps):
+            if step.role is not None and step.role not in roles:
+                known = ", ".join(sorted(roles))
+                problems.append(FieldError(f"steps[{index}].role", f"unknown role {step.role!r}; one of: {known}"))
             if step.command is None and step.agent is None:
                 problems.append(FieldError(f"steps[{index}].agent", "names no agent: set `agent:` (on the step or "
                                            "in `defaults:`) or give the step a `command:`"))  # fmt: skip
@@ -221,6 +229,38 @@ class WorkflowEngine:
                 await self._set_step(wf, step.step_id, {"status": CANCELLED, "completed_at": self.plane.clock.now()},
                                      "workflow:step:cancel", {"reason": reason})  # fmt: skip
         return wf
+
+    async def update(
+        self,
+        workflow_id: str,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        variables: dict[str, Any] | None = None,
+    ) -> Workflow:
+        """Rename or describe a run at any time; change its variables only before it starts (a running step may
+        already have read them)."""
+        wf = await self.store.get_workflow(workflow_id)
+        changes: dict[str, Any] = {}
+        if name is not None:
+            changes["name"] = name
+        if description is not None:
+            changes["description"] = description
+        expect: tuple[str, ...] = ()
+        if variables is not None:
+            resolved = parse_workflow(wf.definition).resolve_variables(variables)  # undeclared names: 400
+            changes["context"] = {**(wf.context or {}), "variables": variables, "resolved": resolved}
+            expect = (PENDING,)
+        event = self._event(wf, "workflow:update", {"fields": sorted(changes)})
+        return await self.store.update_workflow(workflow_id, changes, [event], expect=expect)
+
+    async def delete(self, workflow_id: str, *, force: bool = False) -> None:
+        """Delete a run that is not going (``force``: cancel a going one first). Its events stay in the log."""
+        wf = await self.store.get_workflow(workflow_id)
+        if force and wf.status not in FINISHED:
+            wf = await self.cancel(workflow_id, reason="deleted")
+        event = self._event(wf, "workflow:delete", {"name": wf.name})
+        await self.store.delete_workflow(workflow_id, [event], expect=(PENDING, *FINISHED))
 
     async def pause(self, workflow_id: str) -> Workflow:
         wf = await self.store.get_workflow(workflow_id)
@@ -373,10 +413,12 @@ class WorkflowEngine:
             workflow_changes={"current_step_id": step.id},
         )  # fmt: skip
         ctx = wf.context or {}
+        kind, model, config, preamble = self._profile(step)
         request = SpawnRequest(
             task=rendered.task, repo=step.repo or ctx.get("repo") or "", base_ref=self._base_ref(step, wf, steps),
-            label=agent_label(wf.id, step.id, attempt, relaunch), team_id=wf.team_id, agent=step.agent or "command",
-            command=rendered.command, model=step.model or "", timeout=step.timeout, env=rendered.env,
+            label=agent_label(wf.id, step.id, attempt, relaunch), team_id=wf.team_id, agent=kind,
+            command=rendered.command, model=model, timeout=step.timeout, env=rendered.env, config=config,
+            prompt_context=preamble,
             metadata={"workflowId": wf.id, "stepId": step.id, "attempt": attempt, "role": step.role},
         )  # fmt: skip
         try:
@@ -389,6 +431,20 @@ class WorkflowEngine:
         result["attempts"] = [*result.get("attempts", []), agent.id]
         await self._set_step(wf, step.id, {"agent_id": agent.id, "result": result}, None, {})
         self._watch(run, wf, step.id, agent.id)
+
+    def _profile(self, step: StepDefinition) -> tuple[str, str, dict[str, Any], str | None]:
+        """The step's agent kind, model, adapter options and prompt preamble: its own, else its role's
+        (``role:``, see ``godel.agents.roles``: the preamble goes before the task, the tool allowlist to the CLIs
+        that take one)."""
+        kind, model = step.agent or "command", step.model or ""
+        if step.role is None:
+            return kind, model, {}, None
+        role = load_roles(self.plane.settings.roles)[step.role]
+        kind = step.agent or role.agent or kind
+        model = step.model or role.model or ""
+        tools = role.tools_for(kind)
+        config = {"tools": tools} if tools is not None and takes_tools(kind) else {}
+        return kind, model, config, role.preamble or None
 
     def _base_ref(self, step: StepDefinition, wf: Workflow, steps: dict[str, WorkflowStep]) -> str:
         """The step's own ``baseRef``; else, for a step with exactly one dependency whose agent committed work,

@@ -130,6 +130,26 @@ async def get_steps(workflow_id: str, request: Request) -> dict[str, Any]:
     return ok({"items": [step_json(s) for s in sorted(steps, key=_order(wf))]})
 
 
+class UpdateWorkflow(Body):
+    name: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    description: str | None = None
+    variables: dict[str, Any] | None = None  # only before the run starts
+
+
+@router.patch("/workflows/{workflow_id}")
+async def update_workflow(workflow_id: str, body: UpdateWorkflow, request: Request) -> dict[str, Any]:
+    engine = _engine(request)
+    await engine.update(workflow_id, name=body.name, description=body.description, variables=body.variables)
+    wf, steps = await engine.get(workflow_id)
+    return ok(workflow_json(wf, steps))
+
+
+@router.delete("/workflows/{workflow_id}")
+async def delete_workflow(workflow_id: str, request: Request, force: bool = False) -> dict[str, Any]:
+    await _engine(request).delete(workflow_id, force=force)
+    return ok({"id": workflow_id, "deleted": True})
+
+
 @router.post("/workflows/{workflow_id}/{action}")
 async def act(workflow_id: str, action: Literal["start", "cancel", "pause", "resume"], request: Request) -> Any:
     engine = _engine(request)
