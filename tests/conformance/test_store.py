@@ -349,8 +349,8 @@ async def walk_from(store: Store, agent_id: str, triggers: Sequence[Trigger]) ->
 
 
 async def test_pagination_returns_every_row_exactly_once(store: SqlStore) -> None:
-    teams = [await store.create_team(Team(id=new_id(), name=f"team-{i}")) for i in range(2)]
-    assert (await store.get_team(teams[0].id)).name == "team-0"
+    teams = [(await store.add_team(Team(id=new_id(), name=f"team-{i}"), actor="test"))[0] for i in range(2)]
+    assert (await store.read_team(teams[0].id)).name == "team-0"
     agents: list[Agent] = []
     for i in range(120):
         # Three agents share each timestamp, so the id must break ties.

@@ -164,7 +164,7 @@ async def test_a_teams_branches_in_creation_order(
     client: httpx.AsyncClient, five: Fixture, plane: ControlPlane, fast_tmp: Path
 ) -> None:
     assert isinstance(plane.store, SqlStore)
-    team = await plane.store.create_team(Team(id=new_id(), name="builders"))
+    team = (await plane.store.add_team(Team(id=new_id(), name="builders"), actor="test"))[0]
     other_repo = make_repo(fast_tmp / "other")
     commit_branch(other_repo, "godel/elsewhere", {"x.txt": "x\n"})
     run_git(five.repo, "branch", "godel/idle", "main")  # an agent that committed nothing
@@ -183,7 +183,7 @@ async def test_a_teams_branches_in_creation_order(
     r = await client.get("/api/v1/events", params={"type": "merge:*", "teamId": team.id})
     assert len(r.json()["data"]["items"]) == 5  # started, three branches, completed
 
-    empty = await plane.store.create_team(Team(id=new_id(), name="idle"))
+    empty = (await plane.store.add_team(Team(id=new_id(), name="idle"), actor="test"))[0]
     await add_agent(plane, five.repo, "godel/idle", minutes=4, team_id=empty.id)
     error = await error_of(client, 400, repo=str(five.repo), into="integration", teamId=empty.id)
     assert fields(error) == ["teamId"]

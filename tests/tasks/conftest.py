@@ -78,7 +78,8 @@ async def add_agent(store: SqlStore, *, team_id: str | None = None, max_retries:
 
 
 async def add_team(store: SqlStore, name: str = "reviewers") -> Team:
-    return await store.create_team(Team(id=new_id(), name=name))
+    team, _ = await store.add_team(Team(id=new_id(), name=name), actor="test")
+    return team
 
 
 async def drive(store: SqlStore, agent_id: str, triggers: list[Trigger], **last_changes: Any) -> Agent:

@@ -168,7 +168,7 @@ class ControlPlane:
     # ------------------------------------------------------------------------------------------------ spawn
 
     async def spawn(self, req: SpawnRequest, *, actor: str = "api") -> Agent:
-        adapter, options, context = self._validated(req)
+        adapter, options, context = self.validate_spawn(req)
         repo, base_commit = await resolve_in_repo(Path(req.repo).expanduser(), req.base_ref, field="baseRef")
         agent_id = new_id()
         agent = Agent(
@@ -201,7 +201,7 @@ class ControlPlane:
         self.supervisor.wake.set()
         return agent
 
-    def _validated(self, req: SpawnRequest) -> tuple[AgentAdapter, dict[str, Any], dict[str, Any]]:
+    def validate_spawn(self, req: SpawnRequest) -> tuple[AgentAdapter, dict[str, Any], dict[str, Any]]:
         """Everything about a spawn request that can be refused without touching the repository: the agent kind,
         its options, the model's route and the CLI's presence. Returns the adapter, options and run context."""
         try:
@@ -473,7 +473,7 @@ class ControlPlane:
         if session_point is not None:
             req.prompt_context = await self._fork_preamble(agent_id, session_point)
             req.metadata["sessionPoint"] = session_point
-        self._validated(req)  # refused before a snapshot is taken for it
+        self.validate_spawn(req)  # refused before a snapshot is taken for it
         snap = (
             await self._own_snapshot(agent_id, snapshot_id)
             if snapshot_id

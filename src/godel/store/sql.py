@@ -18,8 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from godel.core.clock import SystemClock
-from godel.core.events import Event, EventMetadata, EventSource
-from godel.core.models import Agent, Node, Session, Snapshot, Team, TransitionRecord
+from godel.core.events import Event, EventMetadata
+from godel.core.models import Agent, Node, Session, Snapshot, TransitionRecord
 from godel.core.ports import AgentQuery, Clock, CommitListener, EventQuery, Page
 from godel.core.states import AgentState
 from godel.core.transitions import Trigger, event_type_for, plan
@@ -36,15 +36,10 @@ from godel.store.engine import (
 )
 from godel.store.events import query_events
 from godel.store.gateway import BudgetQueries, GatewayQueries
+from godel.store.host import source_of
 from godel.store.tasks import TaskStore
 from godel.store.teams import TeamStore
 from godel.store.workflows import WorkflowStore
-
-
-def _source(actor: str) -> EventSource:
-    # "user:alice" → component "user", instance "alice"; "scheduler" → component "scheduler".
-    component, _, instance = actor.partition(":")
-    return EventSource(component=component or "scheduler", instance=instance or None)
 
 
 class SqlStore(GatewayQueries, BudgetQueries, TaskStore, WorkflowStore, TeamStore):
@@ -80,7 +75,7 @@ class SqlStore(GatewayQueries, BudgetQueries, TaskStore, WorkflowStore, TeamStor
         await self._db.close()
 
     def _event(self, type_: str, payload: dict[str, Any], *, actor: str, agent: Agent, at: datetime) -> Event:
-        source = _source(actor)
+        source = source_of(actor, "scheduler")
         return Event(
             type=type_,
             payload=payload,
@@ -326,23 +321,6 @@ class SqlStore(GatewayQueries, BudgetQueries, TaskStore, WorkflowStore, TeamStor
         t = tables.nodes
         async with self._read() as conn:
             return rows.NODES.from_rows(await conn.execute(sa.select(t).order_by(t.c.name, t.c.id)))
-
-    # ------------------------------------------------- teams (beyond the Store protocol, for the teams layer)
-
-    async def create_team(self, team: Team) -> Team:
-        now = self._clock.now()
-        team = dataclasses.replace(team, created_at=team.created_at or now, updated_at=now)
-        async with self._write() as tx:
-            await tx.conn.execute(tables.teams.insert(), rows.TEAMS.to_row(team))
-        return team
-
-    async def get_team(self, team_id: str) -> Team:
-        t = tables.teams
-        async with self._read() as conn:
-            row = (await conn.execute(sa.select(t).where(t.c.id == team_id))).first()
-        if row is None:
-            raise NotFoundError(f"team {team_id!r} not found", details={"teamId": team_id})
-        return rows.TEAMS.from_row(row)
 
 
 def open_store(url: str, *, sqlite_synchronous: SqliteSynchronous = "NORMAL", clock: Clock | None = None) -> SqlStore:

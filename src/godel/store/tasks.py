@@ -23,20 +23,20 @@ import binascii
 import dataclasses
 import json
 from collections.abc import Callable, Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from godel.core.events import Event, EventMetadata, EventSource
+from godel.core.events import Event, EventMetadata
 from godel.core.models import Task
-from godel.core.ports import Clock, Page
+from godel.core.ports import Page
 from godel.core.states import TaskStatus
 from godel.errors import ConflictError, FieldError, TaskNotFoundError, ValidationError
 from godel.store import rows, tables
+from godel.store.host import StoreHost, WriteTx, source_of
 
 TASKS = rows.Mapper(Task, tables.tasks)
 
@@ -66,26 +66,8 @@ class TaskChange:
 Decide = Callable[[Task], TaskChange]
 
 
-class _Tx(Protocol):
-    conn: AsyncConnection
-
-    async def append(self, batch: Sequence[Event]) -> list[Event]: ...
-
-
-class _Host(Protocol):
-    _clock: Clock
-
-    def _write(self, *, events: bool = False) -> AbstractAsyncContextManager[_Tx]: ...
-    def _read(self) -> AbstractAsyncContextManager[AsyncConnection]: ...
-
-
-def _source(actor: str) -> EventSource:
-    component, _, instance = actor.partition(":")
-    return EventSource(component=component or "tasks", instance=instance or None)
-
-
 def task_event(task: Task, type_: str, payload: dict[str, Any], *, actor: str, at: datetime) -> Event:
-    source = _source(actor)
+    source = source_of(actor, "tasks")
     return Event(
         type=type_,
         payload={"taskId": task.id, **payload, "actor": actor},
@@ -174,7 +156,7 @@ def _values(changes: dict[str, Any]) -> dict[str, Any]:
 class TaskStore:
     """Mixed into ``SqlStore`` (which provides ``_write``, ``_read`` and ``_clock``)."""
 
-    async def create_task(self: _Host, task: Task, *, actor: str) -> tuple[Task, Event]:
+    async def create_task(self: StoreHost, task: Task, *, actor: str) -> tuple[Task, Event]:
         now = self._clock.now()
         task = dataclasses.replace(task, created_at=task.created_at or now, updated_at=now)
         payload = {
@@ -189,11 +171,11 @@ class TaskStore:
             (event,) = await tx.append([task_event(task, "task:created", payload, actor=actor, at=now)])
         return task, event
 
-    async def get_task(self: _Host, task_id: str) -> Task:
+    async def get_task(self: StoreHost, task_id: str) -> Task:
         async with self._read() as conn:
             return await _get(conn, task_id)
 
-    async def list_tasks(self: _Host, query: TaskQuery) -> Page[Task]:
+    async def list_tasks(self: StoreHost, query: TaskQuery) -> Page[Task]:
         stmt = list_statement(query)
         async with self._read() as conn:
             found = TASKS.from_rows(await conn.execute(stmt))
@@ -201,7 +183,7 @@ class TaskStore:
         items = found[: query.limit]
         return Page(items=items, cursor=encode_cursor(items[-1]) if has_more else None, has_more=has_more)
 
-    async def count_tasks(self: _Host) -> dict[str, int]:
+    async def count_tasks(self: StoreHost) -> dict[str, int]:
         """How many tasks are in each status (every status present, zero or not)."""
         t = tables.tasks
         stmt = sa.select(t.c.status, sa.func.count()).group_by(t.c.status)
@@ -209,12 +191,12 @@ class TaskStore:
             counted = {str(status): int(n) for status, n in await conn.execute(stmt)}
         return {s.value: counted.get(s.value, 0) for s in TaskStatus}
 
-    async def team_exists(self: _Host, team_id: str) -> bool:
+    async def team_exists(self: StoreHost, team_id: str) -> bool:
         t = tables.teams
         async with self._read() as conn:
             return (await conn.execute(sa.select(t.c.id).where(t.c.id == team_id))).first() is not None
 
-    async def change_task(self: _Host, task_id: str, decide: Decide, *, actor: str) -> tuple[Task, Event]:
+    async def change_task(self: StoreHost, task_id: str, decide: Decide, *, actor: str) -> tuple[Task, Event]:
         """Read the task locked, let ``decide`` validate the move and say what changes, write it with its event.
         ``decide`` raising (a refused transition) leaves the row and the log as they were."""
         async with self._write(events=True) as tx:
@@ -222,7 +204,7 @@ class TaskStore:
             return await _apply(self, tx, current, decide(current), actor=actor)
 
     async def claim_task(
-        self: _Host, decide: Decide, *, agent_id: str | None, team_id: str | None, actor: str
+        self: StoreHost, decide: Decide, *, agent_id: str | None, team_id: str | None, actor: str
     ) -> tuple[Task, Event] | None:
         """Take the highest-priority pending task this agent (and/or team) may have and apply ``decide`` to it;
         None when there is none. Safe with any number of concurrent claimers (see the module docstring)."""
@@ -237,7 +219,7 @@ class TaskStore:
             return await _apply(self, tx, current, decide(current), actor=actor)
 
     async def delete_task(
-        self: _Host, task_id: str, *, allowed: Callable[[Task], None], actor: str
+        self: StoreHost, task_id: str, *, allowed: Callable[[Task], None], actor: str
     ) -> tuple[Task, Event]:
         """Delete the task if ``allowed`` (which raises to refuse) accepts it; appends ``task:deleted``."""
         async with self._write(events=True) as tx:
@@ -260,7 +242,7 @@ async def _get(conn: AsyncConnection, task_id: str, *, for_update: bool = False)
     return TASKS.from_row(row)
 
 
-async def _apply(host: _Host, tx: _Tx, current: Task, change: TaskChange, *, actor: str) -> tuple[Task, Event]:
+async def _apply(host: StoreHost, tx: WriteTx, current: Task, change: TaskChange, *, actor: str) -> tuple[Task, Event]:
     now = host._clock.now()
     values = _values(change.changes) | {"updated_at": now}
     t = tables.tasks

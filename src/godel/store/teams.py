@@ -14,21 +14,21 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from godel.core.events import Event, EventMetadata, EventSource
+from godel.core.events import Event, EventMetadata
 from godel.core.models import Team
-from godel.core.ports import Clock, Page
+from godel.core.ports import Page
 from godel.core.states import TeamStatus
 from godel.errors import TeamNotFoundError
 from godel.store import rows, tables
 from godel.store.agents import decode_cursor, encode_cursor
+from godel.store.host import StoreHost, source_of
 
 _NOT_CHANGEABLE = frozenset({"id", "created_at"})
 
@@ -46,27 +46,13 @@ class TeamChange:
 DecideTeam = Callable[[Team], TeamChange]
 
 
-class _Tx(Protocol):
-    conn: AsyncConnection
-
-    async def append(self, batch: Sequence[Event]) -> list[Event]: ...
-
-
-class _Host(Protocol):
-    _clock: Clock
-
-    def _write(self, *, events: bool = False) -> AbstractAsyncContextManager[_Tx]: ...
-    def _read(self) -> AbstractAsyncContextManager[AsyncConnection]: ...
-
-
 def team_event(team: Team, type_: str, payload: dict[str, Any], *, actor: str, at: datetime) -> Event:
-    component, _, instance = actor.partition(":")
-    source = EventSource(component=component or "teams", instance=instance or None)
+    source = source_of(actor, "teams")
     return Event(
         type=type_,
         payload={"teamId": team.id, **payload, "actor": actor},
         source=source,
-        metadata=EventMetadata(team_id=team.id, user_id=instance if component == "user" else None),
+        metadata=EventMetadata(team_id=team.id, user_id=source.instance if source.component == "user" else None),
         timestamp=at,
     )
 
@@ -74,7 +60,7 @@ def team_event(team: Team, type_: str, payload: dict[str, Any], *, actor: str, a
 class TeamStore:
     """Mixed into ``SqlStore`` (which provides ``_write``, ``_read`` and ``_clock``)."""
 
-    async def add_team(self: _Host, team: Team, *, actor: str) -> tuple[Team, Event]:
+    async def add_team(self: StoreHost, team: Team, *, actor: str) -> tuple[Team, Event]:
         now = self._clock.now()
         team = dataclasses.replace(team, created_at=team.created_at or now, updated_at=now)
         payload = {
@@ -88,12 +74,12 @@ class TeamStore:
             (event,) = await tx.append([team_event(team, "team:created", payload, actor=actor, at=now)])
         return team, event
 
-    async def read_team(self: _Host, team_id: str) -> Team:
+    async def read_team(self: StoreHost, team_id: str) -> Team:
         async with self._read() as conn:
             return await _get(conn, team_id)
 
     async def list_teams(
-        self: _Host, *, status: Sequence[TeamStatus] = (), limit: int = 50, cursor: str | None = None
+        self: StoreHost, *, status: Sequence[TeamStatus] = (), limit: int = 50, cursor: str | None = None
     ) -> Page[Team]:
         if limit < 1:
             raise ValueError("limit must be at least 1")
@@ -113,7 +99,9 @@ class TeamStore:
         next_cursor = encode_cursor(last.created_at, last.id) if last and last.created_at else None
         return Page(items=items, cursor=next_cursor, has_more=has_more)
 
-    async def change_team(self: _Host, team_id: str, decide: DecideTeam, *, actor: str) -> tuple[Team, Event | None]:
+    async def change_team(
+        self: StoreHost, team_id: str, decide: DecideTeam, *, actor: str
+    ) -> tuple[Team, Event | None]:
         """Read the team locked, let ``decide`` validate the move and say what changes, write it with its event.
         ``decide`` raising leaves the row and the log as they were."""
         async with self._write(events=True) as tx:
@@ -136,7 +124,7 @@ class TeamStore:
                 (event,) = await tx.append([team_event(updated, change.event, change.payload, actor=actor, at=now)])
         return updated, event
 
-    async def remove_team(self: _Host, team_id: str, *, allowed: Callable[[Team], None], actor: str) -> Event:
+    async def remove_team(self: StoreHost, team_id: str, *, allowed: Callable[[Team], None], actor: str) -> Event:
         """Delete the team if ``allowed`` (which raises to refuse) accepts it; its agents are kept, with no team
         (the foreign key's ``ON DELETE SET NULL``). Appends ``team:deleted``."""
         async with self._write(events=True) as tx:
@@ -149,7 +137,7 @@ class TeamStore:
             )
         return event
 
-    async def team_usage(self: _Host, team_id: str) -> dict[str, Any]:
+    async def team_usage(self: StoreHost, team_id: str) -> dict[str, Any]:
         """Requests, tokens and cost the gateway metered for the team (every key that carried its id)."""
         t = tables.usage_records
         stmt = sa.select(

@@ -12,34 +12,21 @@ import binascii
 import dataclasses
 import json
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from godel.core.events import Event
 from godel.core.models import Workflow, WorkflowStep
-from godel.core.ports import Clock, Page
+from godel.core.ports import Page
 from godel.errors import ConflictError, FieldError, ValidationError, WorkflowNotFoundError
 from godel.store import rows, tables
+from godel.store.host import StoreHost
 
 WORKFLOWS = rows.Mapper(Workflow, tables.workflows)
 STEPS = rows.Mapper(WorkflowStep, tables.workflow_steps)
-
-
-class _Tx(Protocol):
-    conn: AsyncConnection
-
-    async def append(self, batch: Sequence[Event]) -> list[Event]: ...
-
-
-class _Host(Protocol):
-    _clock: Clock
-
-    def _write(self, *, events: bool = False) -> AbstractAsyncContextManager[_Tx]: ...
-    def _read(self) -> AbstractAsyncContextManager[AsyncConnection]: ...
 
 
 def _encode_cursor(wf: Workflow) -> str:
@@ -63,7 +50,7 @@ class WorkflowStore:
     """Mixed into ``SqlStore`` (which provides ``_write``, ``_read`` and ``_clock``)."""
 
     async def create_workflow(
-        self: _Host, workflow: Workflow, steps: Sequence[WorkflowStep], events: Sequence[Event] = ()
+        self: StoreHost, workflow: Workflow, steps: Sequence[WorkflowStep], events: Sequence[Event] = ()
     ) -> Workflow:
         workflow = dataclasses.replace(workflow, created_at=workflow.created_at or self._clock.now())
         async with self._write(events=True) as tx:
@@ -74,12 +61,12 @@ class WorkflowStore:
                 await tx.append(events)
         return workflow
 
-    async def get_workflow(self: _Host, workflow_id: str) -> Workflow:
+    async def get_workflow(self: StoreHost, workflow_id: str) -> Workflow:
         async with self._read() as conn:
             return await _get(conn, workflow_id)
 
     async def list_workflows(
-        self: _Host, *, statuses: Sequence[str] = (), limit: int = 50, cursor: str | None = None
+        self: StoreHost, *, statuses: Sequence[str] = (), limit: int = 50, cursor: str | None = None
     ) -> Page[Workflow]:
         t = tables.workflows
         stmt = sa.select(t)
@@ -95,13 +82,13 @@ class WorkflowStore:
         items = found[:limit]
         return Page(items, _encode_cursor(items[-1]) if more and items else None, more)
 
-    async def workflow_steps(self: _Host, workflow_id: str) -> list[WorkflowStep]:
+    async def workflow_steps(self: StoreHost, workflow_id: str) -> list[WorkflowStep]:
         t = tables.workflow_steps
         async with self._read() as conn:
             return STEPS.from_rows(await conn.execute(sa.select(t).where(t.c.workflow_id == workflow_id)))
 
     async def update_workflow(
-        self: _Host,
+        self: StoreHost,
         workflow_id: str,
         changes: dict[str, Any],
         events: Sequence[Event] = (),
@@ -125,7 +112,7 @@ class WorkflowStore:
         return dataclasses.replace(current, **changes)
 
     async def update_step(
-        self: _Host,
+        self: StoreHost,
         workflow_id: str,
         step_id: str,
         changes: dict[str, Any],
@@ -149,7 +136,7 @@ class WorkflowStore:
                 await tx.append(events)
 
     async def delete_workflow(
-        self: _Host, workflow_id: str, events: Sequence[Event] = (), *, expect: Sequence[str] = ()
+        self: StoreHost, workflow_id: str, events: Sequence[Event] = (), *, expect: Sequence[str] = ()
     ) -> None:
         """Delete the run and its steps (their events stay in the log); with ``expect``, only in those statuses."""
         t = tables.workflows

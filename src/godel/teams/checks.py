@@ -32,7 +32,7 @@ def _check_spawn(
         role_name=role, task="check", stage=stage,
     )  # fmt: skip
     try:
-        plane._validated(req)
+        plane.validate_spawn(req)
     except ValidationError as exc:
         fields = exc.fields or [FieldError(where, exc.message)]
         raise type(exc)(
