@@ -34,3 +34,17 @@ def tag_requests(gateway: Any) -> Policy:
 
 
 SEEN: list[tuple[int, int, bool]] = []
+
+
+def refuse_after(gateway: Any) -> Policy:
+    """Looks at the provider's answer and refuses it: raises after ``call_next`` returned."""
+
+    async def policy(exchange: Exchange, call_next: CallNext) -> Reply:
+        reply = await call_next(exchange)
+        if exchange.body.get("user") == "blocked":
+            raise GatewayError(403, "permission", "this answer is not allowed")
+        if exchange.body.get("user") == "boom":
+            raise RuntimeError("a bug in a policy")
+        return reply
+
+    return policy

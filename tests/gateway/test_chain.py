@@ -80,7 +80,7 @@ async def test_gemini_through_the_gateway(stack: Any) -> None:
                 assert streamed.status_code == 200
                 lines = [line async for line in streamed.aiter_lines() if line.startswith("data: ")]
             assert json.loads(lines[-1][6:])["usageMetadata"]["candidatesTokenCount"] == 3
-            assert "key=" not in s.model.requests[-1].path and s.model.credentials[-1] == UPSTREAM_KEY
+            assert s.model.requests[-1].query == "alt=sse" and s.model.credentials[-1] == UPSTREAM_KEY
             counted = await client.post(
                 s.gemini_url("countTokens"), json={"contents": contents}, headers={"x-goog-api-key": key}
             )
@@ -160,3 +160,51 @@ def test_a_bad_policy_path_is_refused_with_its_reason() -> None:
     with pytest.raises(ValueError, match="cannot be loaded"):
         load_policy("tests.gateway.custom_policies:missing")
     assert load_policy(FILTERS[0]) is custom_policies.no_passwords
+
+
+async def test_a_policy_raising_after_the_provider_answered_releases_and_records(stack: Any) -> None:
+    prices = {f"scripted/{MODEL}": {"input_per_mtok": 1000.0, "output_per_mtok": 1000.0}}
+    limits = {"key": {"max_parallel": 1}}
+    policies = ["tests.gateway.custom_policies:refuse_after"]
+    async with stack(HELLO, gateway_policies=policies, rate_limits=limits, prices=prices) as s:
+        await s.plane.set_budget("user", "alice", 10.0, "total")
+        chat = openai.AsyncOpenAI(base_url=s.openai_base, api_key=await s.key(), max_retries=0)
+        ask = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}
+        with pytest.raises(openai.PermissionDeniedError, match="not allowed"):
+            await chat.chat.completions.create(user="blocked", **ask)  # type: ignore[call-overload]
+        with pytest.raises(openai.InternalServerError, match="the gateway failed"):  # a bug: an error, in dialect
+            await chat.chat.completions.create(user="boom", **ask)  # type: ignore[call-overload]
+        records = await s.records()
+        assert len(s.model.requests) == 2 and len(records) == 2  # the provider answered (and bills) both
+        assert s.plane.gateway.budgets._reserved == {}  # both reservations released
+        # The one slot of this key is free again: neither refusal kept it.
+        reply = await chat.chat.completions.create(**ask)  # type: ignore[call-overload]
+        assert reply.choices[0].message.content == "Hello."
+
+
+async def test_credentials_in_the_query_string_never_reach_the_provider(stack: Any) -> None:
+    async with stack(HELLO) as s:
+        key = await s.key()
+        async with httpx.AsyncClient(timeout=10) as client:
+            r = await client.post(f"{s.openai_base}/chat/completions?key={key}&api-version=2024-10-21",
+                                  json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]},
+                                  headers={"authorization": f"Bearer {key}"})  # fmt: skip
+            assert r.status_code == 200, r.text
+        (sent,) = s.model.requests
+        assert key not in sent.query and sent.query == "api-version=2024-10-21"  # other parameters pass
+
+
+async def test_a_provider_without_its_key_is_skipped_for_one_that_has_it(stack: Any) -> None:
+    async with stack(HELLO) as s:
+        with ScriptedModel(HELLO) as backup:
+            gateway = s.plane.gateway
+            first = gateway.providers["scripted"]
+            gateway.providers["scripted"] = first.model_copy(update={"api_key_env": "GODEL_TEST_NO_SUCH_KEY"})
+            gateway.providers["backup"] = ProviderConfig(kind="openai-chat", base_url=backup.base_url, models=[MODEL])
+            client = openai.AsyncOpenAI(base_url=s.openai_base, api_key=await s.key(), max_retries=0)
+            reply = await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+            assert reply.choices[0].message.content == "Hello." and len(backup.requests) == 1
+            del gateway.providers["backup"]
+            with pytest.raises(openai.APIStatusError, match="has no key in the server's environment") as info:
+                await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+            assert info.value.status_code == 502

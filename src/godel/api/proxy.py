@@ -22,12 +22,15 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
+import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from godel.gateway.dialects import JSON_TYPE, error_reply
 from godel.gateway.exchange import Exchange, Reply
 from godel.gateway.service import Gateway
 from godel.gateway.types import GatewayError, Wire
+
+log = structlog.get_logger("godel.gateway")
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 DRAIN_SECONDS = 120.0  # how long the rest of an answer whose caller left is read, to meter it
@@ -64,12 +67,12 @@ async def _serve(gateway: Gateway, scope: Scope, receive: Receive, send: Send) -
     wire: Wire = (
         "gemini" if path.startswith("/proxy/v1beta") else "anthropic" if "x-api-key" in headers else "openai-chat"
     )
+    exchange: Exchange | None = None
     try:
         wire, upstream_path, model = _route(path, wire)
         if scope["method"] != "POST":
             raise GatewayError(405, "invalid_request", f"{path} takes POST")
-        if wire == "gemini":
-            query = _gemini_query(query, headers)
+        query = _clean_query(query, headers, gemini=wire == "gemini")
         raw = await _read_body(receive)
         if raw is None:
             return  # the caller left before sending its request
@@ -93,7 +96,15 @@ async def _serve(gateway: Gateway, scope: Scope, receive: Receive, send: Send) -
         )  # fmt: skip
         reply = await gateway.handle(exchange)
     except GatewayError as exc:
+        if exchange is not None:
+            await exchange.abandon()  # a policy refused after the provider answered: release what it holds
         await _send_whole(send, error_reply(wire, exc))
+        return
+    except Exception as exc:  # a bug in a policy: the caller gets an error in its dialect, nothing stays held
+        log.exception("the gateway failed on a request", path=path)
+        if exchange is not None:
+            await exchange.abandon()
+        await _send_whole(send, error_reply(wire, GatewayError(500, "upstream", f"the gateway failed: {exc!r}")))
         return
     await _relay(exchange, reply, receive, send)
 
@@ -109,13 +120,19 @@ def _route(path: str, wire: Wire) -> tuple[Wire, str, str]:
     raise GatewayError(404, "not_found", f"the gateway has no endpoint {path}")
 
 
-def _gemini_query(query: str, headers: dict[str, str]) -> str:
-    """Gemini clients may send the key as ``?key=``: it is taken as the credential and not passed on."""
+_CREDENTIALS = {"key", "api_key", "api-key", "apikey", "access_token", "token"}
+
+
+def _clean_query(query: str, headers: dict[str, str], *, gemini: bool) -> str:
+    """What of the caller's query string goes on to the provider: never a credential. Gemini clients may send
+    their key as ``?key=``: it is taken as the credential (and still not passed on)."""
+    if not query:
+        return ""
     pairs = parse_qsl(query, keep_blank_values=True)
     for name, value in pairs:
-        if name == "key" and value:
+        if gemini and name == "key" and value:
             headers.setdefault("x-goog-api-key", value)
-    return urlencode([(n, v) for n, v in pairs if n != "key"])
+    return urlencode([(n, v) for n, v in pairs if n.lower() not in _CREDENTIALS])
 
 
 async def _read_body(receive: Receive) -> bytes | None:
@@ -143,7 +160,9 @@ async def _relay(exchange: Exchange, reply: Reply, receive: Receive, send: Send)
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     _pending.add(done)
     try:
-        if reply.chunks is None:  # a whole answer (from the cache, say)
+        if reply.chunks is None:  # a whole answer (a refusal of the provider's, from the cache, …)
+            if exchange.settle_before_reply_ends:  # under a budget the caller's next request must see this one
+                await exchange.end()
             await _send_whole(send, reply)
             await exchange.end()
             return
@@ -154,6 +173,7 @@ async def _relay(exchange: Exchange, reply: Reply, receive: Receive, send: Send)
         finally:
             left.cancel()
             await reply.aclose()
+            exchange.read_meter()  # the usage now, not when the chunk generators happen to be collected
         if exchange.settle_before_reply_ends and not exchange.caller_gone:
             # Under a budget, the caller's next request must find this one settled: end first, then say so.
             await exchange.end()
@@ -163,7 +183,7 @@ async def _relay(exchange: Exchange, reply: Reply, receive: Receive, send: Send)
                 await send({"type": "http.response.body", "body": b""})
             await exchange.end()
     finally:
-        await exchange.end()  # if anything above failed (a no-op after a clean end)
+        await exchange.abandon()  # after a clean end: nothing left to do; after a failure: release, record
         _pending.discard(done)
         done.set_result(None)
 

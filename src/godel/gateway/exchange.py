@@ -76,6 +76,7 @@ class Exchange:
     settle_before_reply_ends: bool = False  # a budget is involved: the caller's next request must see this one
     state: dict[str, Any] = field(default_factory=dict)  # for policies' own notes
     raw: bytes | None = None  # the body as the caller sent it: forwarded as is while ``body`` is not replaced
+    opened: list[Reply] = field(default_factory=list)  # the providers' answers (``Forward``), to close whatever happens
     _ends: list[End] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -94,10 +95,31 @@ class Exchange:
     def latency_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
 
+    def read_meter(self) -> None:
+        """Take the usage from the meter now (idempotent): the answer ended, or was given up."""
+        if self.meter is not None:
+            self.usage = self.meter.finish()
+            self.complete = self.meter.complete
+            self.error = self.error or self.meter.error
+
+    async def abandon(self) -> None:
+        """The request will not be answered as the chain meant (a policy raised, the relay broke): release the
+        providers' connections, keep what was metered, and run the end callbacks registered so far."""
+        for reply in self.opened:
+            try:
+                await reply.aclose()
+            except Exception as exc:
+                log.warning("could not close a provider's answer", error=repr(exc))
+        self.read_meter()
+        await self.end()
+
     async def end(self) -> None:
         """Run the end callbacks in the order they were registered -- innermost policy first, as each registers
-        once ``call_next`` returned; one that fails is logged and does not stop the others."""
+        once ``call_next`` returned; one that fails is logged and does not stop the others. A cancellation (the
+        server shutting down) lets the rest run too -- they release slots and write the usage record -- and is
+        raised again afterwards."""
         ends, self._ends = self._ends, []
+        cancelled: BaseException | None = None
         for callback in ends:
             try:
                 result = callback(self)
@@ -105,6 +127,10 @@ class Exchange:
                     await result
             except Exception as exc:
                 log.error("a gateway policy failed at the end of a request", policy=repr(callback), error=repr(exc))
+            except BaseException as exc:  # CancelledError: finish the bookkeeping first
+                cancelled = cancelled or exc
+        if cancelled is not None:
+            raise cancelled
 
 
 CallNext = Callable[[Exchange], Awaitable[Reply]]

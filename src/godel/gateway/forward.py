@@ -44,7 +44,9 @@ class Forward:
             exchange.wire, exchange.stream, content_encoding=response.headers.get("content-encoding")
         )
         headers = [(k, v) for k, v in response.headers.raw if k.lower() not in _HOP_BY_HOP]
-        return Reply(response.status_code, headers, chunks=_metered(exchange, response, meter), close=response.aclose)
+        reply = Reply(response.status_code, headers, chunks=_metered(exchange, response, meter), close=response.aclose)
+        exchange.opened.append(reply)
+        return reply
 
 
 async def _metered(exchange: Exchange, response: httpx.Response, meter: Meter) -> AsyncIterator[bytes]:

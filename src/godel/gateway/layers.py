@@ -28,7 +28,7 @@ from godel.gateway.budgets import BudgetExceeded, Reservation
 from godel.gateway.exchange import CallNext, Exchange, Reply
 from godel.gateway.policies import AUDIT_BODY_LIMIT, AuditLog, CachedResponse, ResponseCache, redact_body
 from godel.gateway.ratelimits import RateLimited
-from godel.gateway.types import ProviderUnavailable
+from godel.gateway.types import GatewayError
 
 if TYPE_CHECKING:
     from godel.gateway.service import Gateway
@@ -183,24 +183,28 @@ class Fallback:
 
     async def __call__(self, exchange: Exchange, call_next: CallNext) -> Reply:
         breaker, tried = self.gateway.breaker, set[str]()
-        last: Reply | None = None
+        exchange.upstream = self.gateway.next_upstream(exchange, tried)  # ProviderUnavailable when none is open
         while True:
-            try:
-                exchange.upstream = self.gateway.next_upstream(exchange, tried)
-            except ProviderUnavailable:
-                if last is None:
-                    raise
-                return last  # the others closed their circuits meanwhile: the last failure is the answer
             provider = exchange.upstream.provider
             tried.add(provider)
-            last = await call_next(exchange)
-            if last.status < 500 and last.status != 429:
+            try:
+                reply = await call_next(exchange)
+            except asyncio.CancelledError:
+                breaker.abandoned(provider)  # the caller left: it says nothing about the provider
+                raise
+            except Exception:
+                breaker.failed(provider)
+                raise
+            if reply.status < 500 and reply.status != 429:
                 breaker.succeeded(provider)
-                return last
+                return reply
             breaker.failed(provider)
-            if not self.gateway.has_upstream(exchange, tried):
-                return last
-            await last.aclose()  # tried elsewhere: this failure's body is not the answer
+            try:  # the next one first: if none is left, this failure is the answer, still unread
+                after = self.gateway.next_upstream(exchange, tried)
+            except GatewayError:
+                return reply
+            await reply.aclose()  # tried elsewhere: this failure's body is not the answer
+            exchange.upstream = after
 
 
 def _tee(reply: Reply) -> bytearray:

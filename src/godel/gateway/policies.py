@@ -117,6 +117,13 @@ class CircuitBreaker:
             return True
         return self.now() - c.opened_at >= self.reset_seconds and not c.trial
 
+    def abandoned(self, provider: str) -> None:
+        """The request sent there was given up before it told anything (the caller left): a half-open circuit's
+        trial is free to be claimed again."""
+        c = self._circuits.get(provider)
+        if c is not None:
+            c.trial = False
+
     def succeeded(self, provider: str) -> None:
         self._circuits.pop(provider, None)
 

@@ -177,33 +177,39 @@ class Gateway:
 
     def first_upstream(self, exchange: Exchange) -> Upstream:
         """Where the request would go if every provider were well: what budgets and rate limits reckon with
-        before ``Fallback`` picks the provider that really serves it."""
+        before ``Fallback`` picks the provider that really serves it (so no key is needed yet)."""
         provider, model, config = self.candidates(exchange.key, exchange.wire, exchange.model)[0]
-        return self._upstream(provider, model, config, exchange)
-
-    def has_upstream(self, exchange: Exchange, tried: set[str]) -> bool:
-        candidates = self.candidates(exchange.key, exchange.wire, exchange.model)
-        return any(p not in tried and self.breaker.is_closed(p) for p, _, _ in candidates)
+        return self._upstream(provider, model, config, exchange, need_key=False)
 
     def next_upstream(self, exchange: Exchange, tried: set[str]) -> Upstream:
-        """The first candidate not tried yet whose circuit lets a request through (claiming a half-open circuit's
-        trial), or ``ProviderUnavailable`` with the shortest wait."""
+        """The first candidate not tried yet that has its key and whose circuit lets a request through (claiming
+        a half-open circuit's trial); else ``ProviderUnavailable`` with the shortest wait, or 502 when the only
+        ones left have no key in the server's environment."""
         waits: list[float] = []
+        keyless: list[str] = []
         candidates = self.candidates(exchange.key, exchange.wire, exchange.model)
         for provider, model, config in candidates:
             if provider in tried:
+                continue
+            if config.api_key_env and not os.environ.get(config.api_key_env):
+                keyless.append(provider)  # checked before the breaker: a trial must not be claimed for nothing
                 continue
             wait = self.breaker.retry_after(provider)
             if wait is None:
                 return self._upstream(provider, model, config, exchange)
             waits.append(wait)
-        names = ", ".join(p for p, _, _ in candidates)
-        message = f"provider {names} keeps failing; the gateway pauses sending to it"
-        raise ProviderUnavailable(message, min(waits) if waits else 1.0)
+        if waits:
+            names = ", ".join(p for p, _, _ in candidates if p not in keyless)
+            raise ProviderUnavailable(f"provider {names} keeps failing; the gateway pauses sending to it", min(waits))
+        if keyless:
+            raise GatewayError(502, "upstream", f"provider {', '.join(keyless)} has no key in the server's environment")
+        raise ProviderUnavailable(f"every provider serving {exchange.model!r} failed this request", 1.0)
 
-    def _upstream(self, provider: str, model_id: str, config: ProviderConfig, exchange: Exchange) -> Upstream:
+    def _upstream(
+        self, provider: str, model_id: str, config: ProviderConfig, exchange: Exchange, *, need_key: bool = True
+    ) -> Upstream:
         secret = os.environ.get(config.api_key_env) if config.api_key_env else None
-        if config.api_key_env and not secret:
+        if need_key and config.api_key_env and not secret:
             raise GatewayError(502, "upstream", f"provider {provider!r} has no key in the server's environment")
         wire = exchange.wire
         out = {h: v for h, v in exchange.headers.items() if h in FORWARDED}

@@ -49,6 +49,7 @@ class LoggedRequest:
     turn: int | None = None
     usage: Usage | None = None
     body: Any = None
+    query: str = ""  # the query string, as sent
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -258,7 +259,8 @@ class ScriptedModel:
         except BadRequest as exc:
             self._log(LoggedRequest(path, dialect.name, "bad-request", 400, body=body))
             return dialect.error(400, str(exc))
-        seen = {"model": inbound.model, "stream": inbound.stream, "tool_results": inbound.tool_results, "body": body}
+        seen = {"model": inbound.model, "stream": inbound.stream, "tool_results": inbound.tool_results, "body": body,
+                "query": request.url.query}  # fmt: skip
         index: int | None = None
         if inbound.commit_message_call:
             # Answered outside the script: aider asks for these on its own schedule, not the agent's.
