@@ -51,3 +51,20 @@ async def test_a_refinery_agent_resolves_a_conflict_on_its_own_branch(stack: Any
         # The refinery agent went through the gateway like any agent, and saw the conflict it was given.
         (request,) = [r for r in s.model.requests if r.tool_results == 0]
         assert "notes.txt" in str(request.body) and "feature-two" in str(request.body)
+
+
+async def test_a_refinery_that_could_never_run_is_refused_before_the_merge(stack: Any, fast_tmp: Path) -> None:  # noqa: F811
+    require_cli("pi")
+    repo = make_repo(fast_tmp / "repo", {"notes.txt": "base\n"})
+    async with stack(RESOLVE) as s, httpx.AsyncClient(base_url=s.url, timeout=30) as client:
+        base = {"repo": str(repo), "into": "integration", "branches": ["main"]}
+        for refinery, field in (
+            ({"agent": "pi"}, "refinery"),  # pi needs a model
+            ({"agent": "nosuch", "model": f"scripted/{MODEL}"}, "refinery"),
+            ({"agent": "command"}, "refinery.agent"),
+            ({"agent": "pi", "model": "nowhere/none"}, "refinery"),
+        ):
+            r = await client.post("/api/v1/merges", json={**base, "refinery": refinery})
+            assert r.status_code == 400, (refinery, r.text)
+            assert r.json()["error"]["details"]["fields"][0]["field"] == field
+        assert (await client.get("/api/v1/merges")).json()["data"]["items"] == []  # nothing was started

@@ -10,10 +10,13 @@ ancestors, and no conflict marker is left in the files. The conflicting agent's 
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 
 from godel.core.states import AgentState
+from godel.errors import GodelError
 from godel.merging.resolver import Conflict, Resolution, ResolutionFailed
 from godel.runtimes.git import git_bytes
 from godel.scheduler.plane import ControlPlane
@@ -27,6 +30,22 @@ class RefineryConfig:
     agent: str  # the adapter: "pi", "claude", …
     model: str = ""  # "provider/model"
     timeout: float = DEFAULT_TIMEOUT
+
+
+async def _conclude_merge(worktree: Path) -> None:
+    """Commit a merge the agent resolved but Godel did not commit (nothing differed from the branch's side, or
+    ``commit_on_complete`` is off): only when no path is left unmerged."""
+    if not worktree.is_dir():
+        return
+    rc, _, _ = await git_bytes("rev-parse", "-q", "--verify", "MERGE_HEAD", cwd=worktree, check=False)
+    if rc != 0:
+        return  # no merge in progress: Godel's commit concluded it (or the agent did)
+    rc, unmerged, _ = await git_bytes("diff", "--name-only", "--diff-filter=U", cwd=worktree, check=False)
+    if rc != 0 or unmerged.strip():
+        return  # still conflicted: the checks below say so
+    identity = ["-c", "user.name=Godel", "-c", "user.email=godel@localhost"]
+    await git_bytes("add", "-A", cwd=worktree, check=False)
+    await git_bytes(*identity, "commit", "-q", "--no-edit", "--no-verify", cwd=worktree, check=False)
 
 
 def refinery_task(conflict: Conflict) -> str:
@@ -59,11 +78,20 @@ class AgentResolver:
                                                        "files": list(conflict.files)}},
         )  # fmt: skip
         agent = await self.plane.spawn(request, actor="refinery")
-        done = await self.plane.wait_for_end(agent.id, timeout=self.config.timeout + 300)
+        try:
+            done = await self.plane.wait_for_end(agent.id, timeout=self.config.timeout + 300)
+        except BaseException as exc:  # waited too long (paused by its budget, say), or the merge run is stopping
+            with contextlib.suppress(GodelError):
+                await self.plane.kill(agent.id, actor="refinery", reason="the merge no longer waits for it")
+            if isinstance(exc, TimeoutError):
+                raise ResolutionFailed(f"the refinery agent {agent.id} did not end in time") from None
+            raise
         if done.state != AgentState.COMPLETED or not done.branch:
             raise ResolutionFailed(f"the refinery agent {agent.id} ended {done.state.value}: {done.last_error}")
         branch = done.branch
         repo = conflict.repo
+        if done.worktree:
+            await _conclude_merge(Path(done.worktree))
         for commit in (conflict.tip, conflict.onto):
             rc, _, _ = await git_bytes("merge-base", "--is-ancestor", commit, branch, cwd=repo, check=False)
             if rc != 0:

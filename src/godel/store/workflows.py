@@ -11,7 +11,7 @@ import base64
 import binascii
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -119,21 +119,58 @@ class WorkflowStore:
         events: Sequence[Event] = (),
         *,
         workflow_changes: dict[str, Any] | None = None,
-    ) -> None:
-        """A step's move, the run's own changes that go with it, and their events: one transaction."""
+        expect: str | None = None,
+    ) -> bool:
+        """A step's move, the run's own changes that go with it, and their events: one transaction. With
+        ``expect``, only while the step's status is that one (False, nothing written, when it moved meanwhile)."""
         s, w = tables.workflow_steps, tables.workflows
+        where = [s.c.workflow_id == workflow_id, s.c.step_id == step_id]
+        if expect is not None:
+            where.append(s.c.status == expect)
         async with self._write(events=True) as tx:
-            done = await tx.conn.execute(
-                s.update().where(s.c.workflow_id == workflow_id, s.c.step_id == step_id).values(STEPS.values(changes))
-            )
+            done = await tx.conn.execute(s.update().where(*where).values(STEPS.values(changes)))
             if done.rowcount != 1:
+                if expect is not None:
+                    return False
                 raise WorkflowNotFoundError(workflow_id)
             if workflow_changes:
-                await tx.conn.execute(
-                    w.update().where(w.c.id == workflow_id).values(WORKFLOWS.values(workflow_changes))
-                )
+                values = WORKFLOWS.values(workflow_changes)
+                await tx.conn.execute(w.update().where(w.c.id == workflow_id).values(values))
             if events:
                 await tx.append(events)
+        return True
+
+    async def cancel_workflow(
+        self: StoreHost,
+        workflow_id: str,
+        changes: dict[str, Any],
+        events: Sequence[Event],
+        step_event: Callable[[WorkflowStep], Event],
+        *,
+        expect: Sequence[str],
+        finished: Sequence[str],
+    ) -> tuple[Workflow, list[WorkflowStep]]:
+        """End a run and every step of it not yet finished, in one transaction: whoever reads the run afterwards
+        finds no step of it still running. Returns the run and the steps that were stopped (as they were)."""
+        t, s = tables.workflows, tables.workflow_steps
+        async with self._write(events=True) as tx:
+            current = await _get(tx.conn, workflow_id)
+            if current.status not in expect:
+                raise ConflictError(
+                    f"workflow {workflow_id} is {current.status}",
+                    details={"workflowId": workflow_id, "currentStatus": current.status},
+                )
+            rows = STEPS.from_rows(await tx.conn.execute(sa.select(s).where(s.c.workflow_id == workflow_id)))
+            stopped = [r for r in rows if r.status not in finished]
+            await tx.conn.execute(t.update().where(t.c.id == workflow_id).values(WORKFLOWS.values(changes)))
+            if stopped:
+                await tx.conn.execute(
+                    s.update()
+                    .where(s.c.workflow_id == workflow_id, s.c.status.not_in(list(finished)))
+                    .values(status="cancelled", completed_at=changes.get("completed_at"))
+                )
+            await tx.append([*events, *(step_event(r) for r in stopped)])
+        return dataclasses.replace(current, **changes), stopped
 
     async def delete_workflow(
         self: StoreHost, workflow_id: str, events: Sequence[Event] = (), *, expect: Sequence[str] = ()

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
@@ -32,7 +32,7 @@ import structlog
 
 from godel.agents import get_adapter
 from godel.agents.roles import load_roles, takes_tools
-from godel.core.events import Event, make_event
+from godel.core.events import Event, EventFilter, make_event
 from godel.core.ids import new_id
 from godel.core.models import Agent, Workflow, WorkflowStep
 from godel.core.ports import AgentQuery, Page
@@ -46,6 +46,7 @@ from godel.errors import (
 )
 from godel.scheduler.plane import ControlPlane
 from godel.scheduler.requests import SpawnRequest
+from godel.scheduler.waiting import has_ended
 from godel.workflow.context import build_context, step_view
 from godel.workflow.definition import OnError, StepDefinition, WorkflowDefinition
 from godel.workflow.graph import TERMINAL, StepStatus
@@ -74,6 +75,7 @@ class _Run:
     definition: WorkflowDefinition
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     watchers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    holds: set[asyncio.Task[None]] = field(default_factory=set)  # agents to pause once they start (see _hold)
     task: asyncio.Task[None] | None = None
 
 
@@ -93,11 +95,15 @@ class WorkflowRows(Protocol):
     ) -> Workflow: ...
     async def update_step(
         self, workflow_id: str, step_id: str, changes: dict[str, Any], events: Sequence[Event] = (), *,
-        workflow_changes: dict[str, Any] | None = None,
-    ) -> None: ...  # fmt: skip
+        workflow_changes: dict[str, Any] | None = None, expect: str | None = None,
+    ) -> bool: ...  # fmt: skip
     async def delete_workflow(
         self, workflow_id: str, events: Sequence[Event] = (), *, expect: Sequence[str] = ()
     ) -> None: ...
+    async def cancel_workflow(
+        self, workflow_id: str, changes: dict[str, Any], events: Sequence[Event],
+        step_event: Callable[[WorkflowStep], Event], *, expect: Sequence[str], finished: Sequence[str],
+    ) -> tuple[Workflow, list[WorkflowStep]]: ...  # fmt: skip
 
 
 class WorkflowEngine:
@@ -122,12 +128,12 @@ class WorkflowEngine:
         self._stopping = True
         runs = list(self._runs.values())
         for run in runs:
-            for watcher in run.watchers.values():
+            for watcher in [*run.watchers.values(), *run.holds]:
                 watcher.cancel()
             if run.task is not None:
                 run.task.cancel()
         for run in runs:
-            for task in [*run.watchers.values(), run.task]:
+            for task in [*run.watchers.values(), *run.holds, run.task]:
                 if task is not None:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
@@ -212,22 +218,20 @@ class WorkflowEngine:
 
     async def cancel(self, workflow_id: str, *, reason: str = "cancelled on request") -> Workflow:
         wf = await self.store.get_workflow(workflow_id)
-        event = self._event(wf, "workflow:cancel", {"reason": reason})
-        wf = await self.store.update_workflow(
-            workflow_id, {"status": CANCELLED, "completed_at": self.plane.clock.now()}, [event],
-            expect=(PENDING, RUNNING, PAUSED),
+        # The run and its unfinished steps end in one transaction; their agents are stopped after.
+        wf, stopped = await self.store.cancel_workflow(
+            workflow_id, {"status": CANCELLED, "completed_at": self.plane.clock.now()},
+            [self._event(wf, "workflow:cancel", {"reason": reason})],
+            lambda step: self._event(wf, "workflow:step:cancel", {"stepId": step.step_id, "reason": reason}),
+            expect=(PENDING, RUNNING, PAUSED), finished=tuple(str(s) for s in TERMINAL),
         )  # fmt: skip
         run = self._runs.get(workflow_id)
         if run is not None:
             run.wake.set()  # the run notices the status, stops its watchers and winds down
-        for step in await self.store.workflow_steps(workflow_id):
-            if step.status in (RUNNING, StepStatus.RETRYING):
-                if step.agent_id is not None:
-                    with contextlib.suppress(GodelError):
-                        await self.plane.kill(step.agent_id, actor="workflow", reason=f"workflow {reason}")
-            if step.status not in TERMINAL:
-                await self._set_step(wf, step.step_id, {"status": CANCELLED, "completed_at": self.plane.clock.now()},
-                                     "workflow:step:cancel", {"reason": reason})  # fmt: skip
+        for step in stopped:
+            if step.status == RUNNING and step.agent_id is not None:
+                with contextlib.suppress(GodelError):  # it may have ended meanwhile
+                    await self.plane.kill(step.agent_id, actor="workflow", reason=f"workflow {reason}")
         return wf
 
     async def update(
@@ -267,10 +271,10 @@ class WorkflowEngine:
         wf = await self.store.update_workflow(
             workflow_id, {"status": PAUSED}, [self._event(wf, "workflow:pause", {})], expect=(RUNNING,)
         )
+        run = self._runs.get(workflow_id)
         for step in await self.store.workflow_steps(workflow_id):
-            if step.status == RUNNING and step.agent_id is not None:
-                with contextlib.suppress(GodelError):  # an agent that just ended cannot be paused: fine
-                    await self.plane.pause(step.agent_id, actor="workflow", reason="workflow paused")
+            if step.status == RUNNING and step.agent_id is not None and run is not None:
+                self._hold(run, step.agent_id)
         return wf
 
     async def resume(self, workflow_id: str) -> Workflow:
@@ -329,30 +333,44 @@ class WorkflowEngine:
             for sid in progress.blocked:
                 reason = "a step it depends on was cancelled"
                 await self._set_step(wf, sid, {"status": CANCELLED}, "workflow:step:cancel", {"reason": reason})
+            if progress.fatal:  # nothing new starts: a step waiting out its backoff will not get its next try
+                waiting = [sid for sid, row in steps.items() if row.status == StepStatus.RETRYING.value]
+                for sid in waiting:
+                    reason = f"step {', '.join(progress.fatal)} failed"
+                    await self._set_step(wf, sid, {"status": CANCELLED, "completed_at": self.plane.clock.now()},
+                                         "workflow:step:cancel", {"reason": reason})  # fmt: skip
+                if waiting:
+                    continue
             if progress.finished or (progress.fatal and not progress.active):
                 status = FAILED if progress.fatal else COMPLETED
                 why = f"step {', '.join(progress.fatal)} failed" if progress.fatal else None
                 await self._finish(run, status, why)
                 return
-            if self._timed_out(wf, definition):
+            left = self._time_left(wf, definition)
+            if left is not None and left <= 0:
                 await self.cancel(run.workflow_id, reason=f"timed out after {definition.timeout:g}s")
                 return
             if wf.status == RUNNING and not progress.fatal:
                 # Side by side: a spawn is mostly waiting (git, the store), and a wide level should not queue.
                 begun = await asyncio.gather(*(self._begin(run, wf, definition.step(sid), steps)
-                                               for sid in progress.ready))  # fmt: skip
-                if any(begun) or progress.blocked:
+                                               for sid in progress.ready), return_exceptions=True)  # fmt: skip
+                for sid, outcome in zip(progress.ready, begun, strict=True):
+                    if isinstance(outcome, BaseException):  # the others went on; the loop looks at this one again
+                        log.error("a workflow step could not start", workflow=wf.id, step=sid, error=repr(outcome))
+                if any(outcome is True for outcome in begun) or progress.blocked:
                     continue  # look again at once: a skipped step may make others ready
             due = await self._retry_due(run, wf, steps)
             if due == 0.0:
                 continue
+            wait = min(x for x in (due, left, 60.0) if x is not None)  # wake for a retry, or the run's deadline
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(run.wake.wait(), timeout=min(due, 60.0) if due is not None else 60.0)
+                await asyncio.wait_for(run.wake.wait(), timeout=max(wait, 0.01))
 
-    def _timed_out(self, wf: Workflow, definition: WorkflowDefinition) -> bool:
+    def _time_left(self, wf: Workflow, definition: WorkflowDefinition) -> float | None:
+        """Seconds until the run's ``timeout`` (None: it has none)."""
         if definition.timeout is None or wf.started_at is None:
-            return False
-        return self.plane.clock.now() - wf.started_at > timedelta(seconds=definition.timeout)
+            return None
+        return definition.timeout - (self.plane.clock.now() - wf.started_at).total_seconds()
 
     async def _finish(self, run: _Run, status: str, reason: str | None) -> None:
         wf = await self.store.get_workflow(run.workflow_id)
@@ -430,6 +448,15 @@ class WorkflowEngine:
             return
         result["attempts"] = [*result.get("attempts", []), agent.id]
         await self._set_step(wf, step.id, {"agent_id": agent.id, "result": result}, None, {})
+        # The run may have been cancelled or paused while the agent was being spawned: cancel saw no agent to
+        # kill, pause none to pause. Now there is one (and it is recorded, so a later cancel finds it too).
+        now = await self.store.get_workflow(wf.id)
+        if now.status in FINISHED:
+            with contextlib.suppress(GodelError):
+                await self.plane.kill(agent.id, actor="workflow", reason=f"workflow {now.status}")
+            return
+        if now.status == PAUSED:
+            self._hold(run, agent.id)
         self._watch(run, wf, step.id, agent.id)
 
     def _profile(self, step: StepDefinition) -> tuple[str, str, dict[str, Any], str | None]:
@@ -487,6 +514,31 @@ class WorkflowEngine:
         else:
             steps = {s.step_id: s for s in await self.store.workflow_steps(wf.id)}
             await self._spawn_attempt(run, wf, step, steps, attempt=attempt, relaunch=relaunch)
+
+    def _hold(self, run: _Run, agent_id: str) -> None:
+        """Pause ``agent_id`` for a paused run: at once if it executes, else as soon as it starts (a queued or
+        half-spawned agent cannot be paused yet), unless the run is no longer paused by then."""
+
+        async def hold() -> None:
+            sub = self.plane.bus.subscribe(EventFilter(patterns=("agent:*",), agent_id=agent_id), buffer_size=100)
+            try:
+                while True:
+                    agent = await self.plane.get(agent_id)
+                    if has_ended(agent) or (await self.store.get_workflow(run.workflow_id)).status != PAUSED:
+                        return
+                    if agent.state in (AgentState.EXECUTING, AgentState.WAITING):
+                        with contextlib.suppress(GodelError):  # it may end right now: nothing left to pause
+                            await self.plane.pause(agent_id, actor="workflow", reason="workflow paused")
+                        return
+                    if agent.state == AgentState.PAUSED:
+                        return
+                    await sub.get(timeout=1.0)  # its next move (or a second, to look again)
+            finally:
+                sub.close()
+
+        task = asyncio.get_running_loop().create_task(hold())
+        run.holds.add(task)
+        task.add_done_callback(run.holds.discard)
 
     def _watch(self, run: _Run, wf: Workflow, step_id: str, agent_id: str) -> None:
         async def watch() -> None:
@@ -610,11 +662,12 @@ class WorkflowEngine:
         payload: dict[str, Any],
         *,
         workflow_changes: dict[str, Any] | None = None,
-    ) -> None:
+        expect: str | None = None,
+    ) -> bool:
         events = [self._event(wf, event_type, {"stepId": step_id, **payload})] if event_type else []
-        await self.store.update_step(wf.id, step_id, changes, events, workflow_changes=workflow_changes)
-        if event_type is not None:
-            log.debug("workflow step", workflow=wf.id, step=step_id, kind=event_type)
+        return await self.store.update_step(
+            wf.id, step_id, changes, events, workflow_changes=workflow_changes, expect=expect
+        )
 
     def _event(self, wf: Workflow, type_: str, payload: dict[str, Any]) -> Event:
         return make_event(type_, {"workflowId": wf.id, **payload}, component="workflow", workflow_id=wf.id,

@@ -14,13 +14,13 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from godel.agents import get_adapter
 from godel.api.deps import Plane
 from godel.api.schemas import Body, NonEmpty, ok
 from godel.errors import FieldError, GodelError, ValidationError
 from godel.merging.plan import DEFAULT_VERIFY_TIMEOUT
 from godel.merging.refinery import DEFAULT_TIMEOUT, RefineryConfig
 from godel.merging.service import MergeRequest, merge_service
+from godel.scheduler.requests import SpawnRequest
 
 router = APIRouter(tags=["merges"])
 
@@ -54,10 +54,15 @@ async def start_merge(body: StartMerge, plane: Plane) -> JSONResponse:
         if body.resolve:
             raise ValidationError("give `resolve` (a command) or `refinery` (an agent), not both",
                                   [FieldError("refinery", "not with resolve")])  # fmt: skip
-        try:
-            get_adapter(body.refinery.agent)
+        if body.refinery.agent == "command":
+            raise ValidationError("a refinery is an agent CLI (pi, claude, …), not a command: use `resolve` for that",
+                                  [FieldError("refinery.agent", "an agent CLI")])  # fmt: skip
+        probe = SpawnRequest(task="resolve a conflict", repo=body.repo, agent=body.refinery.agent,
+                             model=body.refinery.model)  # fmt: skip
+        try:  # everything a refinery agent would be refused for, before the merge starts: kind, model, CLI
+            plane.validate_spawn(probe)
         except GodelError as exc:
-            raise ValidationError(exc.message, [FieldError("refinery.agent", exc.message)]) from None
+            raise ValidationError(exc.message, [FieldError("refinery", exc.message)]) from None
     refinery = RefineryConfig(**body.refinery.model_dump()) if body.refinery else None
     request = MergeRequest(
         repo=Path(body.repo).expanduser(), into=body.into, branches=list(body.branches), team_id=body.team_id,
