@@ -142,6 +142,11 @@ class Settings(BaseSettings):
     gateway_breaker_reset: float = Field(default=30.0, gt=0)
     """Seconds an open circuit stays open before one trial request is let through."""
 
+    redis_url: str | None = None
+    """Redis (``redis://host:6379/0``) for the state several Godel servers on one database must share: the
+    gateway's rate-limit windows, requests in flight and budget reservations (without it each server keeps its
+    own, and enforces only its own requests)."""
+
     gateway_policies: list[str] = Field(default_factory=list)
     """Your own gateway policies, as ``"package.module:factory"``: each factory is called with the ``Gateway`` and
     returns a policy, an ``async (exchange, call_next) -> Reply`` callable (``godel.gateway.exchange``). They run

@@ -42,6 +42,6 @@ async def test_an_admission_during_a_record_counts_it_once(fast_tmp: Path) -> No
         reservation = await second
         assert reservation.amount == 0.5 and first.settled
         await guard.settle(first)  # the end callback after settling: nothing left to release
-        assert guard._reserved == {"b1": 0.5}
+        assert await guard.state.reservations() == {"b1": 0.5}
     finally:
         await store.close()

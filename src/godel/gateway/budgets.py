@@ -16,13 +16,13 @@ resumed, then tries it again -- so raising the budget and resuming continues the
 50, 80 and 100% is reported once per period through ``on_warning`` (``budget:warning``). Requests that cannot
 be priced (a model no price table knows) are not counted: a budget only limits priced spend.
 
-The reservations are in this process's memory: one Godel server enforces its own requests exactly; several
-servers sharing a database each see the others' spend only once it is recorded.
+The reservations and the lock live in ``SharedState``: this process's memory (one server enforces its own
+requests exactly), or Redis (``GODEL_REDIS_URL``), so that several servers sharing a database and a Redis enforce
+each budget together.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -33,6 +33,7 @@ from typing import Any
 import orjson
 
 from godel.core.models import Budget, VirtualKey
+from godel.gateway.shared import MemoryState, SharedState
 from godel.gateway.types import GatewayError, Upstream
 
 THRESHOLDS = (50, 80, 100)
@@ -90,6 +91,7 @@ class BudgetGuard:
         on_exhausted: Notify | None = None,
         on_warning: Notify | None = None,
         on_hold: Callable[[Budget, float, str], Awaitable[bool]] | None = None,
+        state: SharedState | None = None,
     ) -> None:
         self.store = store
         self.pricer = pricer
@@ -97,8 +99,9 @@ class BudgetGuard:
         self.on_exhausted = on_exhausted
         self.on_warning = on_warning
         self.on_hold = on_hold
-        self._lock = asyncio.Lock()
-        self._reserved: dict[str, float] = {}  # budget id -> USD reserved by requests in flight
+        # The reservations of requests in flight (USD per budget) and the lock admissions and settlements take:
+        # this process's, or Redis's when several servers share the budgets (godel.gateway.shared).
+        self.state: SharedState = state or MemoryState()
         self._warned: dict[tuple[str, str], set[int | str]] = {}  # (budget id, period) -> what was reported
         self._budget_cache: dict[tuple[tuple[str, str], ...], tuple[float, list[Budget]]] = {}
 
@@ -141,14 +144,14 @@ class BudgetGuard:
         if not budgets:
             return Reservation()
         estimate = self.estimate(upstream, body)
-        async with self._lock:
+        async with self.state.guarding([b.id for b in budgets]):
             for budget in budgets:
                 spent = await self._spent(budget)
-                committed = spent + self._reserved.get(budget.id, 0.0)
+                committed = spent + await self.state.reserved(budget.id)
                 if committed >= budget.total_budget or committed + estimate > budget.total_budget:
                     raise BudgetExceeded(budget, spent, estimate)
             for budget in budgets:
-                self._reserved[budget.id] = self._reserved.get(budget.id, 0.0) + estimate
+                await self.state.reserve(budget.id, estimate)
         return Reservation(budgets, estimate)
 
     @asynccontextmanager
@@ -159,29 +162,25 @@ class BudgetGuard:
         if reservation is None or not reservation.budgets or reservation.settled:
             yield
             return
-        async with self._lock:
+        async with self.state.guarding([b.id for b in reservation.budgets]):
             try:
                 yield
             finally:
-                self._release(reservation)
+                await self._release(reservation)
         await self._report_all(reservation)
 
     async def settle(self, reservation: Reservation) -> None:
         """The request ended: release its reservation (unless ``settling`` did), report what it crossed."""
         if not reservation.budgets or reservation.settled:
             return
-        async with self._lock:
-            self._release(reservation)
+        async with self.state.guarding([b.id for b in reservation.budgets]):
+            await self._release(reservation)
         await self._report_all(reservation)
 
-    def _release(self, reservation: Reservation) -> None:
+    async def _release(self, reservation: Reservation) -> None:
         reservation.settled = True
         for budget in reservation.budgets:
-            left = self._reserved.get(budget.id, 0.0) - reservation.amount
-            if left > 1e-12:
-                self._reserved[budget.id] = left
-            else:
-                self._reserved.pop(budget.id, None)
+            await self.state.reserve(budget.id, -reservation.amount)
 
     async def _report_all(self, reservation: Reservation) -> None:
         for budget in reservation.budgets:

@@ -132,7 +132,7 @@ class RateLimit:
             return await call_next(exchange)
         limits, key, upstream = self.gateway.limits, exchange.key, exchange.upstream
         try:
-            ticket = limits.acquire(key, f"{upstream.provider}/{upstream.model}")
+            ticket = await limits.acquire(key, f"{upstream.provider}/{upstream.model}")
         except RateLimited as refusal:
             if key.scope_type == "agent":  # shown on the agent until the window lets it through
                 self.gateway.rate_limited[key.scope_id] = (time.time() + refusal.retry_after, refusal.message)
@@ -140,9 +140,9 @@ class RateLimit:
         try:
             reply = await call_next(exchange)
         except BaseException:
-            limits.release(ticket, 0)
+            await limits.release(ticket, 0)
             raise
-        # At once when the answer ends (no await before it): the caller's next request finds its slot free.
+        # First when the answer ends (the innermost end): the caller's next request finds its slot free.
         exchange.on_end(lambda done: limits.release(ticket, done.usage.total))
         return reply
 

@@ -1,5 +1,6 @@
 """Rate limits at the gateway, per virtual key and per model: requests and tokens per minute, and requests in
-flight at once, with the ``limits`` library (sliding-window counters, in this server's memory).
+flight at once, with the ``limits`` library (sliding-window counters) on the gateway's ``SharedState``: this
+server's memory, or Redis (``GODEL_REDIS_URL``) so that several servers count together.
 
 Limits come from the configuration (``[rate_limits.key]`` for every key, ``[rate_limits."provider/model"]`` per
 model) and from a key's own (``limits`` when it is created). A request over a limit is refused with 429 and
@@ -15,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from limits import RateLimitItemPerMinute
-from limits.storage import MemoryStorage
-from limits.strategies import SlidingWindowCounterRateLimiter
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from godel.core.models import VirtualKey
+from godel.gateway.shared import MemoryState, SharedState
 from godel.gateway.types import GatewayError
 from godel.providers.config import RateLimit
 
@@ -35,11 +36,13 @@ class Ticket:
 
 
 class RateLimiter:
-    def __init__(self, config: dict[str, RateLimit], *, now: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, config: dict[str, RateLimit], *, now: Callable[[], float] = time.time, state: SharedState | None = None
+    ) -> None:
         self.config = config
         self.now = now
-        self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
-        self._parallel: dict[tuple[str, str], int] = {}
+        self.state: SharedState = state or MemoryState()
+        self._limiter = SlidingWindowCounterRateLimiter(self.state.windows())
 
     def _scopes(self, key: VirtualKey, model: str) -> list[tuple[str, str, RateLimit]]:
         scopes = []
@@ -51,35 +54,37 @@ class RateLimiter:
             scopes.append(("model", model, per_model))
         return scopes
 
-    def acquire(self, key: VirtualKey, model: str) -> Ticket:
+    async def acquire(self, key: VirtualKey, model: str) -> Ticket:
         """Admit one request of ``key`` to ``model`` (a ``provider/model`` name) or raise ``RateLimited``."""
         scopes = self._scopes(key, model)
+        if not scopes:
+            return Ticket()
         for kind, ident, spec in scopes:
             what = "this key" if kind == "key" else f"model {ident}"
-            if spec.max_parallel and self._parallel.get((kind, ident), 0) >= spec.max_parallel:
-                raise RateLimited(f"{what} already has {spec.max_parallel} requests in flight", 1)
             for limit, unit in ((spec.requests_per_minute, "requests"), (spec.tokens_per_minute, "tokens")):
-                if limit and not self._limiter.test(RateLimitItemPerMinute(limit), kind, ident, unit):
-                    reset = self._limiter.get_window_stats(RateLimitItemPerMinute(limit), kind, ident, unit).reset_time
-                    raise RateLimited(f"{what} is over its {limit} {unit} per minute", reset - self.now())
+                if limit and not await self._limiter.test(RateLimitItemPerMinute(limit), kind, ident, unit):
+                    stats = await self._limiter.get_window_stats(RateLimitItemPerMinute(limit), kind, ident, unit)
+                    raise RateLimited(f"{what} is over its {limit} {unit} per minute", stats.reset_time - self.now())
+        taken: list[tuple[str, str, RateLimit]] = []
+        for kind, ident, spec in scopes:
+            if spec.max_parallel and not await self.state.take(f"{kind}:{ident}", spec.max_parallel):
+                for k, i, _ in taken:
+                    await self.state.give(f"{k}:{i}")
+                what = "this key" if kind == "key" else f"model {ident}"
+                raise RateLimited(f"{what} already has {spec.max_parallel} requests in flight", 1)
+            taken.append((kind, ident, spec))
         for kind, ident, spec in scopes:
             if spec.requests_per_minute:
-                self._limiter.hit(RateLimitItemPerMinute(spec.requests_per_minute), kind, ident, "requests")
-            if spec.max_parallel:
-                self._parallel[(kind, ident)] = self._parallel.get((kind, ident), 0) + 1
+                await self._limiter.hit(RateLimitItemPerMinute(spec.requests_per_minute), kind, ident, "requests")
         return Ticket(scopes)
 
-    def release(self, ticket: Ticket, tokens: int) -> None:
+    async def release(self, ticket: Ticket, tokens: int) -> None:
         """The request ended: it leaves the in-flight count, and its tokens count against the minute."""
         for kind, ident, spec in ticket.scopes:
             if spec.max_parallel:
-                left = self._parallel.get((kind, ident), 1) - 1
-                if left > 0:
-                    self._parallel[(kind, ident)] = left
-                else:
-                    self._parallel.pop((kind, ident), None)
+                await self.state.give(f"{kind}:{ident}")
             if spec.tokens_per_minute and tokens > 0:
                 item = RateLimitItemPerMinute(spec.tokens_per_minute)
-                remaining = self._limiter.get_window_stats(item, kind, ident, "tokens").remaining
+                remaining = (await self._limiter.get_window_stats(item, kind, ident, "tokens")).remaining
                 # What did not fit still fills the window: the next request waits for the minute to move on.
-                self._limiter.hit(item, kind, ident, "tokens", cost=max(1, min(tokens, remaining)))
+                await self._limiter.hit(item, kind, ident, "tokens", cost=max(1, min(tokens, remaining)))

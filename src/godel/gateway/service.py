@@ -31,6 +31,7 @@ from godel.gateway.forward import Forward
 from godel.gateway.keys import hash_key, new_key
 from godel.gateway.policies import AuditLog, CircuitBreaker, ResponseCache
 from godel.gateway.ratelimits import RateLimiter
+from godel.gateway.shared import MemoryState, SharedState
 from godel.gateway.types import GatewayError, ProviderUnavailable, Upstream, Wire
 from godel.providers.config import ProviderConfig, RateLimit
 
@@ -69,18 +70,21 @@ class Gateway:
         cache: ResponseCache | None = None,
         http: httpx.AsyncClient | None = None,
         extra_policies: Sequence[Callable[[Gateway], Policy]] = (),
+        shared: SharedState | None = None,
     ) -> None:
         self.store = store
         self.providers = providers
         self.clock: Clock = clock or SystemClock()
         self.pricer = pricer
-        self.budgets = BudgetGuard(store, pricer, now=self.clock.now)
+        # What the limits remember between requests: this process's memory, or Redis shared by several servers.
+        self.shared: SharedState = shared or MemoryState()
+        self.budgets = BudgetGuard(store, pricer, now=self.clock.now, state=self.shared)
         # Keys by hash, for KEY_CACHE_SECONDS: a store read per request costs more than the rest of the routing.
         # A revocation through this server drops the entry at once; one through another server shares the
         # database and takes effect here within the cache time.
         self._keys: dict[str, tuple[float, VirtualKey | None]] = {}
         self.writer = UsageWriter(store)
-        self.limits = RateLimiter(dict(rate_limits or {}))
+        self.limits = RateLimiter(dict(rate_limits or {}), state=self.shared)
         self.breaker = breaker or CircuitBreaker()
         self.audit = audit
         self.redact = redact

@@ -32,6 +32,7 @@ from godel.errors import ConflictError, FieldError, GodelError, SnapshotNotFound
 from godel.gateway.budgets import period_bounds
 from godel.gateway.policies import AuditLog, CircuitBreaker, ResponseCache
 from godel.gateway.service import Gateway, load_policy
+from godel.gateway.shared import RedisState
 from godel.providers import resolve_route
 from godel.runtimes import get_runtime
 from godel.runtimes.git import resolve_in_repo
@@ -106,6 +107,7 @@ class ControlPlane:
             redact=settings.gateway_redact_pii,
             cache=ResponseCache(settings.gateway_cache_seconds) if settings.gateway_cache_seconds > 0 else None,
             http=gateway_http, extra_policies=[load_policy(path) for path in settings.gateway_policies],
+            shared=RedisState(settings.redis_url) if settings.redis_url else None,
         )  # fmt: skip
         self.gateway.budgets.on_exhausted = self._budget_exhausted
         self.gateway.budgets.on_warning = self._budget_warning
@@ -163,6 +165,7 @@ class ControlPlane:
         await self.store.upsert_node(self.node)
         self.bus.close()
         await self.gateway_http.aclose()
+        await self.gateway.shared.close()
         await self.store.close()
 
     # ------------------------------------------------------------------------------------------------ spawn
