@@ -99,12 +99,7 @@ class WorkflowStore:
         is one of those (else ``ConflictError``, nothing written)."""
         t = tables.workflows
         async with self._write(events=True) as tx:
-            current = await _get(tx.conn, workflow_id)
-            if expect and current.status not in expect:
-                raise ConflictError(
-                    f"workflow {workflow_id} is {current.status}",
-                    details={"workflowId": workflow_id, "currentStatus": current.status},
-                )
+            current = await _get(tx.conn, workflow_id, expect)
             if changes:
                 await tx.conn.execute(t.update().where(t.c.id == workflow_id).values(WORKFLOWS.values(changes)))
             if events:
@@ -154,12 +149,7 @@ class WorkflowStore:
         finds no step of it still running. Returns the run and the steps that were stopped (as they were)."""
         t, s = tables.workflows, tables.workflow_steps
         async with self._write(events=True) as tx:
-            current = await _get(tx.conn, workflow_id)
-            if current.status not in expect:
-                raise ConflictError(
-                    f"workflow {workflow_id} is {current.status}",
-                    details={"workflowId": workflow_id, "currentStatus": current.status},
-                )
+            current = await _get(tx.conn, workflow_id, expect)
             rows = STEPS.from_rows(await tx.conn.execute(sa.select(s).where(s.c.workflow_id == workflow_id)))
             stopped = [r for r in rows if r.status not in finished]
             await tx.conn.execute(t.update().where(t.c.id == workflow_id).values(WORKFLOWS.values(changes)))
@@ -178,12 +168,7 @@ class WorkflowStore:
         """Delete the run and its steps (their events stay in the log); with ``expect``, only in those statuses."""
         t = tables.workflows
         async with self._write(events=True) as tx:
-            current = await _get(tx.conn, workflow_id)
-            if expect and current.status not in expect:
-                raise ConflictError(
-                    f"workflow {workflow_id} is {current.status}: cancel it first",
-                    details={"workflowId": workflow_id, "currentStatus": current.status},
-                )
+            await _get(tx.conn, workflow_id, expect)
             s = tables.workflow_steps
             await tx.conn.execute(s.delete().where(s.c.workflow_id == workflow_id))  # SQLite may not cascade
             await tx.conn.execute(t.delete().where(t.c.id == workflow_id))
@@ -191,9 +176,16 @@ class WorkflowStore:
                 await tx.append(events)
 
 
-async def _get(conn: AsyncConnection, workflow_id: str) -> Workflow:
+async def _get(conn: AsyncConnection, workflow_id: str, expect: Sequence[str] = ()) -> Workflow:
+    """The run; with ``expect``, only while its status is one of those (else ``ConflictError``)."""
     t = tables.workflows
     row = (await conn.execute(sa.select(t).where(t.c.id == workflow_id))).first()
     if row is None:
         raise WorkflowNotFoundError(workflow_id)
-    return WORKFLOWS.from_row(row)
+    current = WORKFLOWS.from_row(row)
+    if expect and current.status not in expect:
+        raise ConflictError(
+            f"workflow {workflow_id} is {current.status}",
+            details={"workflowId": workflow_id, "currentStatus": current.status, "expected": list(expect)},
+        )
+    return current
