@@ -136,16 +136,26 @@ class MergeQueue:
         while pending:
             await tree.reset(tree.published)
             merged: list[_Merged] = []
+            # Decisions that hang on this round's merges, which the gate has not passed yet: a branch found
+            # "already in" only through them, or conflicting with them. If bisection throws one of them out, the
+            # branch goes round again instead of being reported against a merge that did not stay.
+            deferred: list[tuple[int, Candidate, float, MergeOutcome | None, dict[str, Any] | None]] = []
             for index, candidate in pending:
                 started = time.monotonic()
-                if await tree.contains(candidate.tip):
+                if await tree.is_ancestor(candidate.tip, tree.published):
                     await self._decide(index, started, BranchStatus.SKIPPED, reason=f"already in {self.plan.into}")
+                    continue
+                if merged and await tree.contains(candidate.tip):
+                    deferred.append((index, candidate, started, None, None))
                     continue
                 await self.listener.phase(candidate.name, "merging")
                 # Always the tip: a resolution from an earlier round was made against commits that included
                 # the culprit since removed, and would bring it back in.
-                outcome, resolution = await self._merge(tree, candidate, candidate.tip)
-                if await self._merged_cleanly(index, started, outcome, resolution):
+                merge, resolution = await self._merge(tree, candidate, candidate.tip)
+                if merge.conflict and merged:
+                    deferred.append((index, candidate, started, merge, resolution))
+                    continue
+                if await self._merged_cleanly(index, started, merge, resolution):
                     ref = resolution["commit"] if resolution else candidate.tip
                     merged.append(_Merged(index, candidate, ref, resolution, started))
             if not merged:
@@ -156,8 +166,14 @@ class MergeQueue:
                 gate = await self._gate(tree, {"GODEL_MERGE_BRANCHES": "\n".join(m.candidate.name for m in merged)})
             if gate is None or gate.ok:
                 await self._publish_merged(tree, merged)
+                for index, _, started, outcome, resolution in deferred:  # what they hung on stayed: final now
+                    if outcome is None:
+                        await self._decide(index, started, BranchStatus.SKIPPED, reason=f"already in {self.plan.into}")
+                    else:
+                        await self._merged_cleanly(index, started, outcome, resolution)
                 return
-            pending = await self._bisect(tree, merged, gate)
+            rest = await self._bisect(tree, merged, gate)
+            pending = sorted([*rest, *((index, candidate) for index, candidate, *_ in deferred)], key=lambda p: p[0])
 
     async def _bisect(self, tree: IntegrationTree, merged: list[_Merged], failed: Gate) -> list[tuple[int, Candidate]]:
         """Find the first branch of ``merged`` whose prefix fails the gate; publish the good prefix before it,

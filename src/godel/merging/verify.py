@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -51,40 +52,37 @@ def gate_env(extra: Mapping[str, str]) -> dict[str, str]:
 
 async def run_gate(command: str, cwd: Path, timeout: float, env: Mapping[str, str] | None = None) -> Gate:
     started = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(
-        "/bin/sh",
-        "-c",
-        command,
-        cwd=cwd,
-        env=gate_env(env or {}),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,  # its own process group: a timeout kills the whole test run
-    )
-    tail = bytearray()
-
-    async def drain() -> int:
-        assert proc.stdout is not None
-        while chunk := await proc.stdout.read(65536):
-            tail.extend(chunk)
-            del tail[:-_READ_TAIL]
-        return await proc.wait()
-
-    code: int | None
-    timed_out = False
-    try:
-        code = await asyncio.wait_for(drain(), timeout)
-    except TimeoutError:
-        code, timed_out = None, True
-    finally:
-        # Also after a normal exit: a server or watcher the tests left running in the background must not
-        # outlive the gate (it would hold the worktree open).
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await asyncio.shield(proc.wait())
+    # Output to a file, not a pipe: a child the command leaves in the background would keep a pipe open, and
+    # asyncio's wait() waits for its pipes; the shell's exit is what decides.
+    with tempfile.TemporaryFile() as out:
+        proc = await asyncio.create_subprocess_exec(
+            "/bin/sh",
+            "-c",
+            command,
+            cwd=cwd,
+            env=gate_env(env or {}),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # its own process group: a timeout kills the whole test run
+        )
+        code: int | None
+        timed_out = False
+        try:
+            code = await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            code, timed_out = None, True
+        finally:
+            # Also after a normal exit: a server or watcher the tests left running in the background must not
+            # outlive the gate (it would hold the worktree open).
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await asyncio.shield(proc.wait())
+        size = out.seek(0, os.SEEK_END)
+        out.seek(max(0, size - _READ_TAIL))
+        tail = out.read()
     text = bytes(tail).decode("utf-8", errors="replace")
     return Gate(code, text[-OUTPUT_TAIL:], timed_out, time.monotonic() - started)
