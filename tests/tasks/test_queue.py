@@ -29,7 +29,12 @@ async def events_of(store: SqlStore, task_id: str) -> list[Any]:
 async def test_create_defaults(queue: TaskQueue) -> None:
     task = await queue.create("write the docs", metadata={"ticket": "GDL-1"})
     assert task.status == TaskStatus.PENDING and task.priority == 0 and task.attempts == 0
-    assert task.metadata == {"ticket": "GDL-1", "maxAttempts": 3, "history": []}
+    assert task.metadata == {
+        "ticket": "GDL-1",
+        "maxAttempts": 3,
+        "history": [],
+        "reservedFor": {"agentId": None, "teamId": None},
+    }
     assert await queue.get(task.id) == task
 
 
@@ -257,3 +262,17 @@ async def test_concurrent_fails_count_every_attempt_once(queue: TaskQueue, store
 async def test_the_queue_needs_a_store_with_task_methods() -> None:
     with pytest.raises(TypeError):
         TaskQueue(object())
+
+
+async def test_a_failed_task_goes_back_to_whom_it_was_for(queue: Any, store: Any) -> None:
+    team = await add_team(store, "takers")
+    open_task = await queue.create("for anyone")
+    held = await queue.claim(team_id=team.id)  # a team takes it ...
+    assert held is not None and held.id == open_task.id and held.team_id == team.id
+    requeued = await queue.fail(open_task.id, "the team gave up")  # ... and fails it: anyone may have it again
+    assert requeued.status == TaskStatus.PENDING and requeued.team_id is None and requeued.agent_id is None
+    outsider = await add_agent(store)
+    assert (await queue.claim(agent_id=outsider.id)).id == open_task.id
+    reserved = await queue.create("for the team", team_id=team.id)  # a task made for the team stays the team's
+    await queue.claim(team_id=team.id)
+    assert (await queue.fail(reserved.id, "retry")).team_id == team.id

@@ -4,7 +4,9 @@
 - ``history``: one entry per attempt, oldest first: ``{"attempt", "agentId", "teamId", "claimed",
   "assignedAt", "startedAt", "endedAt", "outcome" ("completed" | "failed" | "cancelled" | null while it
   runs), "error"}``;
-- ``lastError``: the error of the latest failed attempt.
+- ``lastError``: the error of the latest failed attempt;
+- ``reservedFor``: ``{"agentId", "teamId"}`` as the task was created (or last assigned by hand), where a
+  requeue puts it back: a task for anyone goes back to anyone, not to the team that last held it.
 
 Everything else in ``metadata`` is the user's. The helpers return new dicts; a task is never mutated.
 """
@@ -19,7 +21,8 @@ from godel.core.models import Task
 HISTORY = "history"
 MAX_ATTEMPTS = "maxAttempts"
 LAST_ERROR = "lastError"
-RESERVED = (HISTORY, MAX_ATTEMPTS, LAST_ERROR)
+RESERVED_FOR = "reservedFor"
+RESERVED = (HISTORY, MAX_ATTEMPTS, LAST_ERROR, RESERVED_FOR)
 DEFAULT_MAX_ATTEMPTS = 3
 
 
@@ -40,6 +43,15 @@ def max_attempts_of(task: Task) -> int:
 def last_error_of(task: Task) -> str | None:
     value = task.metadata.get(LAST_ERROR)
     return value if isinstance(value, str) else None
+
+
+def reservation_of(task: Task) -> tuple[str | None, str | None]:
+    """``(agent_id, team_id)`` a requeued task is reserved for again (none: anyone may claim it)."""
+    value = task.metadata.get(RESERVED_FOR)
+    if not isinstance(value, dict):
+        return None, None
+    agent, team = value.get("agentId"), value.get("teamId")
+    return (agent if isinstance(agent, str) else None), (team if isinstance(team, str) else None)
 
 
 def user_metadata(task: Task) -> dict[str, Any]:

@@ -116,7 +116,12 @@ class TaskQueue:
             priority=priority,
             agent_id=agent_id,
             team_id=team_id,
-            metadata={**(metadata or {}), h.MAX_ATTEMPTS: max_attempts, h.HISTORY: []},
+            metadata={
+                **(metadata or {}),
+                h.MAX_ATTEMPTS: max_attempts,
+                h.HISTORY: [],
+                h.RESERVED_FOR: {"agentId": agent_id, "teamId": team_id},
+            },
         )
         created, _ = await self.store.create_task(task, actor=actor)
         return created
@@ -248,8 +253,10 @@ class TaskQueue:
             if attempts >= h.max_attempts_of(task):
                 changes |= {"status": TaskStatus.DEAD, "completed_at": now}
                 return TaskChange(changes, "task:dead", payload)
-            # Requeued for anyone to take (the history keeps who failed it).
-            changes |= {"status": TaskStatus.PENDING, "agent_id": None}
+            # Requeued for whom it was meant: anyone, or the agent or team it was created for (the history keeps
+            # who failed it).
+            agent, team = h.reservation_of(task)
+            changes |= {"status": TaskStatus.PENDING, "agent_id": agent, "team_id": team}
             return TaskChange(changes, "task:failed", {**payload, "requeued": True})
 
         task, _ = await self.store.change_task(task_id, decide, actor=actor)
@@ -260,7 +267,9 @@ class TaskQueue:
 
         def decide(task: Task) -> TaskChange:
             check(task, TaskTrigger.RETRY)
-            changes = {"status": TaskStatus.PENDING, "attempts": 0, "agent_id": None, "completed_at": None}
+            agent, team = h.reservation_of(task)
+            changes = {"status": TaskStatus.PENDING, "attempts": 0, "agent_id": agent, "team_id": team,
+                       "completed_at": None}  # fmt: skip
             return TaskChange(changes, "task:requeued", {"previousAttempts": task.attempts})
 
         task, _ = await self.store.change_task(task_id, decide, actor=actor)

@@ -206,10 +206,11 @@ class TeamOrchestrator:
         pool for map-reduce (and parallel task lists); refused for pipelines and trees."""
         current = await self.store.read_team(team_id)
         spec = TeamSpec.parse(_spec_config(current))
-        if not 0 <= size <= spec.max_agents:
+        if not 0 <= size <= spec.room:
+            where = ", less the monitor's place" if spec.monitor else ""
             raise ValidationError(
-                f"size {size} is outside 0..{spec.max_agents} (maxAgents)",
-                [FieldError("size", f"from 0 to maxAgents ({spec.max_agents})")],
+                f"size {size} is outside 0..{spec.room} (maxAgents{where})",
+                [FieldError("size", f"from 0 to {spec.room} (maxAgents{where})")],
             )
         if not spec.scalable:
             raise ConflictError(
@@ -370,9 +371,12 @@ class TeamOrchestrator:
         strategy = STRATEGY_RUNNERS[run.spec.strategy]
         status, extra = TeamStatus.FAILED, {}
         monitor: Agent | None = None
+        # The monitor is one of the team's agents: it holds a place under maxAgents for as long as it runs.
+        monitor_place = contextlib.AsyncExitStack()
         try:
             await run.load()
             if run.spec.monitor:
+                await monitor_place.enter_async_context(run.cap.place())
                 monitor = await self._monitor(run)
             started = _parse_time(run.noted("startedAt")) or self.plane.clock.now()
             left = None if run.spec.timeout is None else run.spec.timeout - _since(self.plane, started)
@@ -383,7 +387,6 @@ class TeamOrchestrator:
             extra = {"error": exc.reason}
         except TimeoutError:
             extra = {"error": f"the team timed out after {run.spec.timeout:g} s"}
-            await self._halt(team_id, reason="team timed out", cancel=False)
         except asyncio.CancelledError:
             raise  # stopped (server shutdown) or halted: the status is someone else's to set
         except GodelError as exc:
@@ -395,8 +398,11 @@ class TeamOrchestrator:
             if self._tasks.get(team_id) is asyncio.current_task():
                 self._tasks.pop(team_id, None)
                 self._runs.pop(team_id, None)
+        if status == TeamStatus.FAILED:  # nothing of a failed team goes on running (and spending)
+            await self._halt(team_id, reason=f"team failed: {extra.get('error')}", cancel=False, spare=monitor)
         if monitor is not None:
             extra |= await self._end_monitor(run, monitor)
+        await monitor_place.aclose()
         with contextlib.suppress(TeamTransitionError, TeamNotFoundError):  # completed or deleted meanwhile
             await self._finish(team_id, status, extra, actor=run.actor)
 
@@ -420,8 +426,8 @@ class TeamOrchestrator:
             hold.cancel()
         return team
 
-    async def _halt(self, team_id: str, *, reason: str, cancel: bool = True) -> None:
-        """Stop the team's strategy (unless it is the caller) and kill its agents still running."""
+    async def _halt(self, team_id: str, *, reason: str, cancel: bool = True, spare: Agent | None = None) -> None:
+        """Stop the team's strategy (unless it is the caller) and kill its agents still running (but ``spare``)."""
         task = None
         if cancel:
             task = self._tasks.pop(team_id, None)
@@ -434,6 +440,8 @@ class TeamOrchestrator:
         if hold is not None:
             hold.cancel()
         for agent in await team_agents(self.plane, team_id):
+            if spare is not None and agent.id == spare.id:
+                continue
             if not has_ended(agent) and agent.state != AgentState.FAILED:
                 with contextlib.suppress(GodelError):
                     await self.plane.kill(agent.id, actor=_team_actor(team_id), reason=reason)

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_-]*)[ \t]*\n(.*?)```", re.DOTALL)
-_VERDICT = re.compile(r"^[\s>*_`#-]*verdict\s*:\s*[*_`]*\s*(approve|reject)\s*[*_`.!]*\s*$", re.IGNORECASE)
-_HEALTH = re.compile(r"^[\s>*_`#-]*health\s*:\s*[*_`]*\s*(ok|alert)\s*[*_`.!]*\s*$", re.IGNORECASE)
+# Markdown emphasis may wrap the label, the value, or both: "**VERDICT**: approve", "VERDICT: **approve**".
+_VERDICT = re.compile(r"^[\s>*_`#-]*verdict[*_`]*\s*:\s*[*_`]*\s*(approve|reject)\s*[*_`.!]*\s*$", re.IGNORECASE)
+_HEALTH = re.compile(r"^[\s>*_`#-]*health[*_`]*\s*:\s*[*_`]*\s*(ok|alert)\s*[*_`.!]*\s*$", re.IGNORECASE)
 MAX_SUBTASK_CHARS = 10_000
 
 

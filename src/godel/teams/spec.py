@@ -70,6 +70,11 @@ class TeamSpec:
     monitor: bool = False
     budget: float | None = None
 
+    @property
+    def room(self) -> int:
+        """The most agents the team's size may ask for: maxAgents, less the monitor's place."""
+        return self.max_agents - (1 if self.monitor else 0)
+
     # ------------------------------------------------------------------------------------------ reading
 
     @classmethod
@@ -103,9 +108,11 @@ class TeamSpec:
         default_size = len(tasks) if tasks and strategy == "parallel" else (4 if strategy == "map-reduce" else 1)
         # 0 only by a scale (a stored team may be at 0); a new team needs at least one (``TeamOrchestrator.create``)
         size = _int(raw, "size", errors, default=default_size, low=0, high=MAX_AGENTS_LIMIT)
-        max_agents = _int(raw, "maxAgents", errors, default=max(size, 10), low=1, high=MAX_AGENTS_LIMIT)
-        if size > max_agents:
-            errors.append(FieldError("size", f"above maxAgents ({max_agents})"))
+        watched = 1 if raw.get("monitor") else 0  # the monitor is one of the team's agents under maxAgents
+        max_agents = _int(raw, "maxAgents", errors, default=max(size + watched, 10), low=1, high=MAX_AGENTS_LIMIT)
+        if size + watched > max_agents:
+            where = " (one place is the monitor's)" if watched else ""
+            errors.append(FieldError("size", f"above maxAgents ({max_agents}){where}"))
         retry = raw.get("retryPolicy") or {}
         if not isinstance(retry, Mapping) or set(retry) - {"maxRetries", "maxRounds"}:
             errors.append(FieldError("retryPolicy", "a mapping with maxRetries and maxRounds"))

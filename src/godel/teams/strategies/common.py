@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
 
 from godel.core.models import Agent
 from godel.core.states import AgentState
 from godel.runtimes.git import git_bytes
 from godel.teams.prompts import Piece
 from godel.teams.runner import StepFailed, TeamRun
+
+T = TypeVar("T")
+
+
+async def together(steps: Sequence[Awaitable[T]]) -> list[T]:
+    """All of ``steps`` side by side; the first to fail stops the others (no sibling goes on spawning agents
+    for a team that has failed) and its exception is raised as it is."""
+    tasks = [asyncio.ensure_future(step) for step in steps]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def completed(agent: Agent, what: str) -> Agent:

@@ -14,14 +14,13 @@ plans, 4 leaves, 3 summaries). ``run.nodes`` records each node's task, depth and
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from godel.core.models import Agent
 from godel.teams import prompts
 from godel.teams.parsing import FormatError, parse_subtasks
 from godel.teams.runner import StepFailed, TeamRun
-from godel.teams.strategies.common import check_merged, completed, gate_of, piece
+from godel.teams.strategies.common import check_merged, completed, gate_of, piece, together
 
 
 class _Tree:
@@ -68,7 +67,7 @@ class _Tree:
         for child, sub in zip(children, subtasks, strict=True):
             self.nodes.setdefault(child, {"task": sub, "depth": depth + 1, "children": []})
         await self.record()
-        done = await asyncio.gather(*(self.node(c, s, depth + 1) for c, s in zip(children, subtasks, strict=True)))
+        done = await together([self.node(c, s, depth + 1) for c, s in zip(children, subtasks, strict=True)])
         role = spec.role_of("reduce")
         merge = gate_of(self.team, role) == "merge"
         pieces = [piece(a, f"subtask {c}", s) for a, c, s in zip(done, children, subtasks, strict=True)]
