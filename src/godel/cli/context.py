@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import typer
 
+from godel.cli.output import print_json, print_line
 from godel.client import GodelClient
 from godel.errors import AgentNotFoundError, GodelError
 
@@ -66,3 +68,44 @@ def agent_id(ctx: typer.Context, ref: str) -> str:
     if not matches:
         raise AgentNotFoundError(ref)
     raise AmbiguousIdError(f"{ref!r} matches {len(matches)} agents; give more of the id", details={"matches": matches})
+
+
+def action_commands(
+    app: typer.Typer,
+    noun: str,
+    call: Callable[[typer.Context, str, str], Mapping[str, Any]],
+    actions: Mapping[str, str],
+    *,
+    ref_help: str,
+) -> None:
+    """One command per lifecycle action (``godel team pause ID``, ``godel workflow cancel ID`` …): ``call(ctx,
+    ref, action)`` sends it; the answer is printed as JSON with ``--json``, else as "NOUN ID STATUS"."""
+    for name, help_text in actions.items():
+        app.command(name)(_action_command(noun, name, help_text, call, ref_help))
+
+
+def _action_command(
+    noun: str, action: str, help_text: str, call: Callable[[typer.Context, str, str], Mapping[str, Any]],
+    ref_help: str,
+) -> Callable[..., None]:  # fmt: skip
+    def command(
+        ctx: typer.Context,
+        ref: Annotated[str, typer.Argument(metavar="ID", help=ref_help)],
+        json_out: JsonFlag = False,
+    ) -> None:
+        data = call(ctx, ref, action)
+        if wants_json(ctx, json_out):
+            print_json(data)
+        else:
+            print_line(f"{noun} {data['id']} {data['status']}")
+
+    command.__doc__ = help_text
+    # Real objects, not the strings ``from __future__ import annotations`` leaves: Typer reads the signature, and
+    # ``ref_help`` is this call's local.
+    command.__annotations__ = {
+        "ctx": typer.Context,
+        "ref": Annotated[str, typer.Argument(metavar="ID", help=ref_help)],
+        "json_out": JsonFlag,
+        "return": None,
+    }
+    return command

@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
-from godel.cli.context import AmbiguousIdError, JsonFlag, client, is_full_id, wants_json
+from godel.cli.context import AmbiguousIdError, JsonFlag, action_commands, client, is_full_id, wants_json
 from godel.cli.output import Column, console, is_tty, print_json, print_line, print_record, print_table
 from godel.client import GodelClient
 from godel.errors import TeamNotFoundError
@@ -234,22 +234,16 @@ def _follow(ctx: typer.Context, tid: str, *, quiet: bool) -> dict[str, Any]:
         time.sleep(POLL_SECONDS)  # the CLI follows the server by polling it
 
 
-def _action(name: str, help_text: str) -> None:
-    def command(ctx: typer.Context, ref: TeamRef, json_out: JsonFlag = False) -> None:
-        data = client(ctx).team_action(team_id(ctx, ref), name)
-        if wants_json(ctx, json_out):
-            print_json(data)
-        else:
-            print_line(f"team {data['id']} {data['status']}")
-
-    command.__doc__ = help_text
-    app.command(name)(command)
-
-
-_action("start", "Start a team created with --no-start.")
-_action("pause", "Pause a team: it spawns nothing more and its running agents are paused.")
-_action("resume", "Resume a paused team (and the agents it paused).")
-_action("complete", "End a team now as completed: its running agents are killed.")
+action_commands(
+    app, "team", lambda ctx, ref, action: client(ctx).team_action(team_id(ctx, ref), action),
+    {
+        "start": "Start a team created with --no-start.",
+        "pause": "Pause a team: it spawns nothing more and its running agents are paused.",
+        "resume": "Resume a paused team (and the agents it paused).",
+        "complete": "End a team now as completed: its running agents are killed.",
+    },
+    ref_help="Team id (or a unique prefix of one).",
+)  # fmt: skip
 
 
 @app.command()

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, Progress, TextColumn
 
-from godel.cli.context import JsonFlag, client, wants_json
+from godel.cli.context import JsonFlag, action_commands, client, wants_json
 from godel.cli.output import Column, is_tty, print_json, print_line, print_record, print_table
 from godel.errors import FieldError, WorkflowValidationError
 from godel.workflow import WorkflowDefinition, load_workflow
@@ -222,22 +222,16 @@ def show(ctx: typer.Context, ref: WorkflowRef, json_output: JsonFlag = False) ->
     print_table(STEP_COLUMNS, data["steps"])
 
 
-def _action(name: str, help_text: str) -> None:
-    def command(ctx: typer.Context, ref: WorkflowRef, json_output: JsonFlag = False) -> None:
-        data = client(ctx).workflow_action(ref, name)
-        if wants_json(ctx, json_output):
-            print_json(data)
-        else:
-            print_line(f"workflow {data['id']} {data['status']}")
-
-    command.__doc__ = help_text
-    app.command(name)(command)
-
-
-_action("cancel", "Cancel a run: its running steps' agents are killed (a finished run: 409).")
-_action("pause", "Pause a run: no new step starts and its running agents are paused.")
-_action("resume", "Resume a paused run.")
-_action("start", "Start a run submitted without starting it.")
+action_commands(
+    app, "workflow", lambda ctx, ref, action: client(ctx).workflow_action(ref, action),
+    {
+        "cancel": "Cancel a run: its running steps' agents are killed (a finished run: 409).",
+        "pause": "Pause a run: no new step starts and its running agents are paused.",
+        "resume": "Resume a paused run.",
+        "start": "Start a run submitted without starting it.",
+    },
+    ref_help="A workflow id.",
+)  # fmt: skip
 
 
 @app.command("rm")
