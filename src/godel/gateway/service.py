@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-import httpx
 import structlog
 
 from godel.core.clock import SystemClock
@@ -27,7 +26,7 @@ from godel.core.ports import Clock
 from godel.gateway import layers
 from godel.gateway.budgets import BudgetGuard
 from godel.gateway.exchange import CallNext, Exchange, Policy, Reply, compose
-from godel.gateway.forward import Forward
+from godel.gateway.forward import Forward, UpstreamClient
 from godel.gateway.keys import hash_key, new_key
 from godel.gateway.policies import AuditLog, CircuitBreaker, ResponseCache
 from godel.gateway.ratelimits import RateLimiter
@@ -68,7 +67,7 @@ class Gateway:
         audit: AuditLog | None = None,
         redact: bool = False,
         cache: ResponseCache | None = None,
-        http: httpx.AsyncClient | None = None,
+        http: UpstreamClient | None = None,
         extra_policies: Sequence[Callable[[Gateway], Policy]] = (),
         shared: SharedState | None = None,
     ) -> None:
@@ -89,7 +88,7 @@ class Gateway:
         self.audit = audit
         self.redact = redact
         self.cache = cache
-        self.http = http or httpx.AsyncClient()
+        self.http = http or UpstreamClient()
         self.extra_policies = list(extra_policies)
         self._chain: CallNext | None = None
         # agent id -> (when its requests may pass again, why): shown on the agent while it lasts

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import structlog
 
 from godel.agents import get_adapter
@@ -30,6 +29,7 @@ from godel.core.states import ACTIVE, AgentState, AgentStatus, NodeStatus, state
 from godel.core.transitions import Trigger, plan
 from godel.errors import ConflictError, FieldError, GodelError, SnapshotNotFoundError, ValidationError
 from godel.gateway.budgets import period_bounds
+from godel.gateway.forward import UpstreamClient
 from godel.gateway.policies import AuditLog, CircuitBreaker, ResponseCache
 from godel.gateway.service import Gateway, load_policy
 from godel.gateway.shared import RedisState
@@ -90,14 +90,7 @@ class ControlPlane:
             max_agents=settings.max_concurrent_agents,
         )
         # One pooled client for every proxied request; generous read timeout: a model may think for minutes.
-        gateway_http = httpx.AsyncClient(
-            timeout=httpx.Timeout(connect=10.0, read=settings.gateway_read_timeout, write=60.0, pool=30.0),
-            # Enough kept-alive connections for many agents streaming at once (httpx keeps 20 by default, and a
-            # new connection per request beyond that costs more than the relay itself).
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=256),
-            # Only what the meter can read (httpx would offer br/zstd when those packages are importable).
-            headers={"accept-encoding": "gzip, deflate"},
-        )
+        gateway_http = UpstreamClient(read_timeout=settings.gateway_read_timeout)
         self.gateway_http = gateway_http
         self.gateway = Gateway(
             self.store, settings.providers, clock=self.clock, pricer=_pricer(settings),
