@@ -55,7 +55,6 @@ def create_app(settings: Settings | None = None, *, plane: ControlPlane | None =
     app.state.workflows = workflows
     app.state.teams = teams
     app.state.gateway = the_plane.gateway
-    app.state.gateway_http = the_plane.gateway_http
     errors.install(app)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(proxy.ProxyMiddleware, gateway=the_plane.gateway)  # outermost: /proxy/… skips the rest

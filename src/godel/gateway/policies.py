@@ -110,13 +110,6 @@ class CircuitBreaker:
             return None
         return max(0.0, self.reset_seconds - waited) or 1.0
 
-    def is_closed(self, provider: str) -> bool:
-        """Whether a request may go to ``provider`` now, without claiming a half-open circuit's trial."""
-        c = self._circuits.get(provider)
-        if c is None or c.opened_at is None:
-            return True
-        return self.now() - c.opened_at >= self.reset_seconds and not c.trial
-
     def abandoned(self, provider: str) -> None:
         """The request sent there was given up before it told anything (the caller left): a half-open circuit's
         trial is free to be claimed again."""

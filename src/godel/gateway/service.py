@@ -178,10 +178,17 @@ class Gateway:
             )
         return speaking
 
+    def _candidates_of(self, exchange: Exchange) -> list[tuple[str, str, ProviderConfig]]:
+        """``candidates`` for the request, worked out once (the estimate and Fallback both ask)."""
+        found: list[tuple[str, str, ProviderConfig]] | None = exchange.state.get("candidates")
+        if found is None:
+            found = exchange.state["candidates"] = self.candidates(exchange.key, exchange.wire, exchange.model)
+        return found
+
     def first_upstream(self, exchange: Exchange) -> Upstream:
         """Where the request would go if every provider were well: what budgets and rate limits reckon with
         before ``Fallback`` picks the provider that really serves it (so no key is needed yet)."""
-        provider, model, config = self.candidates(exchange.key, exchange.wire, exchange.model)[0]
+        provider, model, config = self._candidates_of(exchange)[0]
         return self._upstream(provider, model, config, exchange, need_key=False)
 
     def next_upstream(self, exchange: Exchange, tried: set[str]) -> Upstream:
@@ -190,7 +197,7 @@ class Gateway:
         ones left have no key in the server's environment."""
         waits: list[float] = []
         keyless: list[str] = []
-        candidates = self.candidates(exchange.key, exchange.wire, exchange.model)
+        candidates = self._candidates_of(exchange)
         for provider, model, config in candidates:
             if provider in tried:
                 continue

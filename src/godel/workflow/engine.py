@@ -30,7 +30,6 @@ from typing import Any, Protocol, cast
 
 import structlog
 
-from godel.agents import get_adapter
 from godel.agents.roles import load_roles, takes_tools
 from godel.core.events import Event, EventFilter, make_event
 from godel.core.ids import new_id
@@ -153,7 +152,7 @@ class WorkflowEngine:
         start: bool = True,
     ) -> Workflow:
         resolved = definition.resolve_variables(variables)  # an undeclared variable is refused here
-        self._check_agents(definition)
+        self._check_roles(definition)
         workflow_id = new_id()
         now = self.plane.clock.now()
         wf = Workflow(
@@ -180,21 +179,16 @@ class WorkflowEngine:
             return await self.start_workflow(workflow_id)
         return wf
 
-    def _check_agents(self, definition: WorkflowDefinition) -> None:
-        problems = []
+    def _check_roles(self, definition: WorkflowDefinition) -> None:
+        """Roles come from the server's configuration, so only the server can check them (the definition layer
+        checked everything else: agents, commands, references)."""
         roles = load_roles(self.plane.settings.roles)
-        for index, step in enumerate(definition.steps):
-            if step.role is not None and step.role not in roles:
-                known = ", ".join(sorted(roles))
-                problems.append(FieldError(f"steps[{index}].role", f"unknown role {step.role!r}; one of: {known}"))
-            if step.command is None and step.agent is None:
-                problems.append(FieldError(f"steps[{index}].agent", "names no agent: set `agent:` (on the step or "
-                                           "in `defaults:`) or give the step a `command:`"))  # fmt: skip
-                continue
-            try:
-                get_adapter(step.agent or "command")
-            except GodelError as exc:
-                problems.append(FieldError(f"steps[{index}].agent", exc.message))
+        known = ", ".join(sorted(roles))
+        problems = [
+            FieldError(f"steps[{index}].role", f"unknown role {step.role!r}; one of: {known}")
+            for index, step in enumerate(definition.steps)
+            if step.role is not None and step.role not in roles
+        ]
         if problems:
             raise ValidationError("the workflow cannot run: " + "; ".join(p.message for p in problems), problems)
 
