@@ -49,11 +49,14 @@ def run(cfg: Config) -> list[Figure]:
             server.start()
             key = server.api("POST", "/api/v1/keys", json={"scope": "user", "id": "bench"})["key"]
             assert server.proc is not None
-            return asyncio.run(_measure(cfg, upstream, f"{server.url}/proxy/v1", key, server.proc.pid))
+            figures = asyncio.run(_measure(cfg, upstream, f"{server.url}/proxy/v1", key, server.proc.pid))
         finally:
             server.stop()
             model.terminate()
             model.wait(10)
+    from benchmarks import gateway_budgets  # a budget against no budget, on a server of its own
+
+    return figures + gateway_budgets.run(cfg)
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -40,6 +40,7 @@ MODULES = {
     "gateway": "benchmarks.gateway",
     "teams": "benchmarks.teams",
     "workflow": "benchmarks.workflow",
+    "auth": "benchmarks.auth",
 }
 
 

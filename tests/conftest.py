@@ -9,6 +9,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,3 +55,24 @@ def _git_identity(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GIT_AUTHOR_EMAIL", "test@godel.invalid")
     monkeypatch.setenv("GIT_COMMITTER_NAME", "Godel Test")
     monkeypatch.setenv("GIT_COMMITTER_EMAIL", "test@godel.invalid")
+
+
+async def admin_headers(
+    plane: Any, name: str = "admin", roles: tuple[str, ...] = ("admin",), team: str | None = None
+) -> dict[str, str]:
+    """Headers that authenticate as user ``name`` (made with ``roles`` if missing) on an app built over ``plane``:
+    a real access token signed by the server's own key (no password, no argon2 hash: fast enough per test)."""
+    from godel.auth.accounts import Accounts
+
+    auth = plane.auth
+    if await auth.store.get_user(name) is None:
+        await Accounts(auth).create_user(name, roles=list(roles), team=team)
+    token, _ = auth.signer.issue(f"user:{name}", f"test-{name}", auth.clock.now(), 3600)
+    return {"Authorization": f"Bearer {token}"}
+
+
+def local_admin_headers(home: Path) -> dict[str, str]:
+    """The key ``godel serve`` wrote to ``home/credentials`` on its first start (read as the CLI reads it)."""
+    import json
+
+    return {"X-API-Key": json.loads((home / "credentials").read_text())["apiKey"]}

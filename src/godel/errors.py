@@ -14,6 +14,11 @@ translated where they happen with ``raise SomeGodelError(...) from exc``.
     │   ├── UnknownStrategyError       400 UNKNOWN_STRATEGY   (a team's strategy; details list the valid ones)
     │   ├── UnknownRoleError           400 UNKNOWN_ROLE       (a team's role; details list the known ones)
     │   └── WorkflowValidationError    400 INVALID_WORKFLOW   (every problem at once, each with line/column)
+    ├── AuthenticationError            401 UNAUTHORIZED       (no credential, or one that is unknown, expired, revoked)
+    ├── PermissionDeniedError          403 FORBIDDEN          (details: the permission the call needs)
+    │   └── OriginRefusedError         403 ORIGIN_REFUSED     (a cross-site request, or a Host not served here)
+    ├── RateLimitedError               429 RATE_LIMITED       (details: retryAfter seconds)
+    ├── SsoProviderError               502 SSO_PROVIDER_ERROR (the OpenID provider is unreachable or not OIDC)
     ├── NotFoundError                  404 NOT_FOUND
     │   ├── AgentNotFoundError         404 AGENT_NOT_FOUND
     │   ├── EventNotFoundError         404 EVENT_NOT_FOUND
@@ -33,6 +38,7 @@ translated where they happen with ``raise SomeGodelError(...) from exc``.
     ├── RuntimeFailure                 500 RUNTIME_ERROR      (a workspace or process operation failed)
     │   └── GitError                   500 GIT_ERROR          (details: command, stderr)
     ├── StoreError                     503 STORE_UNAVAILABLE
+    │   └── SharedStateUnavailableError 503 SHARED_STATE_UNAVAILABLE
     └── ServerNotRunningError          503 SERVER_NOT_RUNNING (raised by the client, shown by the CLI)
 """
 
@@ -101,6 +107,36 @@ class PathOutsideWorkspaceError(ValidationError):
 
 class WorkflowValidationError(ValidationError):
     code = "INVALID_WORKFLOW"
+
+
+class AuthenticationError(GodelError):
+    code = "UNAUTHORIZED"
+    status_code = 401
+
+
+class PermissionDeniedError(GodelError):
+    code = "FORBIDDEN"
+    status_code = 403
+
+
+class OriginRefusedError(PermissionDeniedError):
+    code = "ORIGIN_REFUSED"
+
+
+class SsoProviderError(GodelError):
+    """The OpenID provider could not be reached, or answered something that is not OpenID Connect."""
+
+    code = "SSO_PROVIDER_ERROR"
+    status_code = 502
+
+
+class RateLimitedError(GodelError):
+    code = "RATE_LIMITED"
+    status_code = 429
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message, details={"retryAfter": retry_after})
+        self.retry_after = retry_after
 
 
 class NotFoundError(GodelError):
@@ -203,6 +239,12 @@ class GitError(RuntimeFailure):
 class StoreError(GodelError):
     code = "STORE_UNAVAILABLE"
     status_code = 503
+
+
+class SharedStateUnavailableError(StoreError):
+    """The Redis the servers share (``GODEL_REDIS_URL``) does not answer: budgeted requests are refused (503)."""
+
+    code = "SHARED_STATE_UNAVAILABLE"
 
 
 class ServerNotRunningError(GodelError):

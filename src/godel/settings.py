@@ -170,6 +170,110 @@ class Settings(BaseSettings):
     ``monitor``) and ``description``. A built-in role (coordinator, worker, reviewer, refinery, monitor) named
     here is overridden key by key; any other name adds a role."""
 
+    auth_enabled: bool = True
+    """Require a credential on every route but health, capabilities and the OpenAPI document. Turning it off is
+    only for a benchmark or a machine with no other user: ``godel serve`` then refuses to bind anything but
+    loopback."""
+
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """Host names the server answers to (a DNS-rebinding defence): a request whose ``Host`` is not one of them gets
+    403. Always allowed: localhost, 127.0.0.1, ::1, the bound address and the host of ``gateway_url``; ``"*"`` allows
+    any (behind a reverse proxy that checks it)."""
+
+    cors_origins: list[str] = Field(default_factory=list)
+    """Web origins (``https://dash.example``) allowed to call the API from a browser. Empty (the default): no CORS,
+    and any request carrying another site's ``Origin`` is refused."""
+
+    access_token_ttl: float = Field(default=900.0, gt=0, le=86400)
+    """Seconds an access token (a JWT from ``/auth/login`` or ``/auth/refresh``) stays valid."""
+
+    refresh_token_ttl: float = Field(default=7 * 86400.0, gt=0, le=90 * 86400)
+    """Seconds a refresh token stays valid; each use replaces it with a new one."""
+
+    jwt_secret_file: Path | None = None
+    """File with the key that signs access tokens. Unset: ``$GODEL_HOME/jwt.key``, made on first start (mode
+    0600). Servers that share a database must share this file."""
+
+    api_rate_limit: str = "1200/minute"
+    """Requests one credential may make to the API, in the ``limits`` library's notation (``100/second``,
+    ``1200/minute``); over it: 429 with ``Retry-After``. Shared between servers through ``redis_url``."""
+
+    cookie_secure: bool | None = None
+    """Mark the session cookie ``Secure`` (sent over HTTPS only). Unset: when the server itself serves TLS."""
+
+    tls_cert: Path | None = None
+    """PEM certificate for ``godel serve`` to serve HTTPS itself (or put a reverse proxy in front: docs/auth.md)."""
+
+    tls_key: Path | None = None
+    """PEM private key of ``tls_cert``."""
+
+    webhook_max_attempts: int = Field(default=8, ge=1, le=100)
+    """Attempts of one webhook delivery (the first included) before it fails for good."""
+
+    webhook_backoff: float = Field(default=1.0, gt=0)
+    """Seconds before a webhook delivery's second attempt; the wait doubles after each failed attempt."""
+
+    webhook_backoff_max: float = Field(default=300.0, gt=0)
+    """The longest wait, in seconds, between two attempts of one webhook delivery."""
+
+    webhook_failure_threshold: int = Field(default=5, ge=1)
+    """Failed webhook deliveries in a row (each after all its attempts) that disable a subscription."""
+
+    webhook_timeout: float = Field(default=10.0, gt=0)
+    """Seconds one webhook attempt may take (connect, send, answer) before it counts as failed."""
+
+    webhook_concurrency: int = Field(default=8, ge=1)
+    """Webhook attempts in flight at once on this server."""
+
+    max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    """The largest request body the API accepts, in bytes; a larger one gets 413 before it is read further
+    (the gateway's ``/proxy`` is not limited by it)."""
+
+    secret_key_file: Path | None = None
+    """File with the key that encrypts the secrets Godel stores (spawn ``env`` values, webhook secrets). Unset:
+    ``$GODEL_HOME/secret.key``, made on first use (mode 0600). Servers that share a database must share this file."""
+
+    repo_roots: list[Path] = Field(default_factory=list)
+    """Folders the repositories of spawns and merges must be inside (``repo`` elsewhere gets 400). Empty (the
+    default): any repository the server's user can read."""
+
+    oidc_issuer: str | None = None
+    """Single sign-on (docs/sso.md): the OpenID Connect provider's issuer URL; its
+    ``/.well-known/openid-configuration`` is read on the first login. Unset (the default): no single sign-on, and
+    ``/auth/oidc/…`` answers 404."""
+
+    oidc_client_id: str | None = None
+    """The client id Godel is registered under at the provider (needed with ``oidc_issuer``)."""
+
+    oidc_client_secret_env: str | None = None
+    """Name of the environment variable that holds the client secret (read at each login). Unset: a public client,
+    held by PKCE alone."""
+
+    oidc_redirect_url: str | None = None
+    """The callback URL registered at the provider. Default: ``url`` + ``/auth/oidc/callback``."""
+
+    oidc_scopes: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"])
+    """Scopes asked of the provider; add the one that releases ``oidc_role_claim`` if it needs one (often
+    ``groups``)."""
+
+    oidc_role_claim: str = "groups"
+    """The claim (in the ID token, else the provider's userinfo) whose values ``oidc_role_map`` turns into roles."""
+
+    oidc_role_map: dict[str, str] = Field(default_factory=dict)
+    """Claim value → Godel role (``"godel-admins" = "admin"``). A user gets every role one of its values maps to,
+    recomputed at each login."""
+
+    oidc_default_role: str | None = None
+    """The role of a user none of whose values maps to a role. Unset (the default): such a login is refused (403)."""
+
+    oidc_team_claim: str | None = None
+    """The claim that gives a user's team, set at each login. Unset: single sign-on leaves teams alone."""
+
+    webhook_allow_private: bool = False
+    """Let webhooks be delivered to loopback, private and link-local addresses (checked when a subscription is made
+    and again each time its host is resolved). Off by default, so a webhook cannot probe or call what sits behind
+    the server."""
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -194,6 +298,12 @@ class Settings(BaseSettings):
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}"
+
+    @property
+    def local_url(self) -> str:
+        """Where a client on this machine reaches ``godel serve`` (what ``$GODEL_HOME/credentials`` names)."""
+        scheme = "https" if self.tls_cert else "http"
+        return f"{scheme}://{self.agent_gateway_url.split('://', 1)[1]}"
 
     @property
     def worktrees_dir(self) -> Path:

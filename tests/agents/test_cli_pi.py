@@ -26,7 +26,9 @@ def _pi() -> None:
 
 def godel(url: str, cwd: Path, *args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [sys.executable, "-m", "godel", *args], env={**os.environ, "GODEL_URL": url}, cwd=cwd,
+        # GODEL_HOME: the CLI finds the server's credentials there, as on a user's machine.
+        [sys.executable, "-m", "godel", *args], env={**os.environ, "GODEL_URL": url, "GODEL_HOME": str(cwd / "home")},
+        cwd=cwd,
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == expect, f"godel {args} -> {result.returncode}\n{result.stdout}\n{result.stderr}"

@@ -14,7 +14,7 @@ from godel.api.app import create_app
 from godel.core.states import AgentState
 from tests.agents.conftest import Rig, RigFactory, require_cli
 from tests.agents.test_pi import EDIT
-from tests.conftest import run_git
+from tests.conftest import admin_headers, run_git
 
 pytestmark = pytest.mark.usefixtures("_pi")
 
@@ -28,7 +28,8 @@ def _pi() -> None:
 async def api(rig: RigFactory, turns: Any, **overrides: Any) -> AsyncIterator[tuple[Rig, httpx.AsyncClient]]:
     async with rig(turns, **overrides) as r:
         transport = httpx.ASGITransport(app=create_app(plane=r.plane))
-        async with httpx.AsyncClient(transport=transport, base_url="http://godel.test") as c:
+        headers = await admin_headers(r.plane)
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost", headers=headers) as c:
             yield r, c
 
 

@@ -12,6 +12,7 @@ import pytest
 from godel.api.app import create_app
 from godel.scheduler.plane import ControlPlane
 from godel.settings import Settings
+from tests.conftest import admin_headers
 
 
 def settings_for(home: Path, **overrides: Any) -> Settings:
@@ -49,7 +50,8 @@ async def plane(settings: Settings) -> AsyncIterator[ControlPlane]:
 async def client(plane: ControlPlane) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(plane=plane)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://godel.test") as c:
+    headers = await admin_headers(plane)
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost", headers=headers) as c:
         yield c
 
 

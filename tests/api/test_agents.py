@@ -83,7 +83,7 @@ async def test_kill_pause_resume(client: httpx.AsyncClient, git_repo: Path) -> N
     pid = running["pid"]
 
     paused = (await client.post(f"/api/v1/agents/{agent['id']}/pause")).json()["data"]
-    assert paused["status"] == "paused" and paused["pausedBy"] == "api"
+    assert paused["status"] == "paused" and paused["pausedBy"] == "user:admin"
     assert psutil.Process(pid).status() == psutil.STATUS_STOPPED
     again = await client.post(f"/api/v1/agents/{agent['id']}/pause")
     assert again.status_code == 409 and again.json()["error"]["details"]["currentState"] == "paused"
@@ -107,12 +107,14 @@ async def test_kill_pause_resume(client: httpx.AsyncClient, git_repo: Path) -> N
 async def test_concurrency_limit_and_priority(fast_tmp: Path, git_repo: Path) -> None:
     from godel.api.app import create_app
     from tests.api.conftest import settings_for
+    from tests.conftest import admin_headers
 
     plane = ControlPlane(settings_for(fast_tmp / "home2", max_concurrent_agents=2))
     await plane.start(background=False)  # admission driven by hand, so the order is deterministic
     try:
         transport = httpx.ASGITransport(app=create_app(plane=plane))
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        headers = await admin_headers(plane)
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost", headers=headers) as client:
             ids = [(await spawn(client, git_repo, "sleep 30", label=f"a{i}", priority=i))["id"] for i in range(4)]
             assert await plane.supervisor.admit_once() == 2
             for _ in range(5):  # the limit holds however often the scheduler passes

@@ -51,9 +51,11 @@ class Godel:
 
     url: str
     cwd: Path
+    home: Path
 
     def run(self, *args: str, expect: int | None = 0, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "GODEL_URL": self.url}
+        # The CLI finds the server's credentials in $GODEL_HOME/credentials, as it would on the user's machine.
+        env = {**os.environ, "GODEL_URL": self.url, "GODEL_HOME": str(self.home)}
         result = subprocess.run(
             [sys.executable, "-m", "godel", *args],
             env=env,
@@ -76,4 +78,4 @@ class Godel:
 @pytest.fixture
 def godel(cli_server: ServerProcess, cli_home: Path) -> Godel:
     # A neutral cwd, so no ./godel.toml of the checkout changes what the CLI does.
-    return Godel(cli_server.url, cli_home)
+    return Godel(cli_server.url, cli_home, cli_server.home)

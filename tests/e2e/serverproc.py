@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.conftest import local_admin_headers
 
 
 def free_port() -> int:
@@ -37,7 +40,11 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = home / "server.log"
 
-    def start(self, timeout: float = 20.0) -> ServerProcess:
+    def start_tls(self, ca: Path, timeout: float = 20.0) -> ServerProcess:
+        """Start a server that serves HTTPS with a certificate signed by ``ca`` (its own, self-signed)."""
+        return self.start(timeout, verify=ssl.create_default_context(cafile=str(ca)))
+
+    def start(self, timeout: float = 20.0, verify: ssl.SSLContext | bool = True) -> ServerProcess:
         self.home.mkdir(parents=True, exist_ok=True)
         out = open(self.log, "ab")
         self.proc = subprocess.Popen(
@@ -53,12 +60,18 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log.read_text()[-3000:]}")
             try:
-                if httpx.get(f"{self.url}/health/ready", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/health/ready", timeout=1, verify=verify).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)  # waiting for the server to come up
         raise RuntimeError(f"server not ready:\n{self.log.read_text()[-3000:]}")
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The first administrator's key, which the server wrote to ``$GODEL_HOME/credentials`` on its first start."""
+        # None when authentication is off (GODEL_AUTH_ENABLED=false): the server then wrote no credentials.
+        return local_admin_headers(self.home) if (self.home / "credentials").exists() else {}
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -72,6 +85,7 @@ class ServerProcess:
         return self.proc.wait(timeout)
 
     def api(self, method: str, path: str, **kw: Any) -> Any:
+        kw.setdefault("headers", self.headers)
         r = httpx.request(method, f"{self.url}{path}", timeout=15, **kw)
         body = r.json()
         if not body.get("success"):

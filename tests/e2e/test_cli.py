@@ -114,17 +114,18 @@ def test_restore_a_snapshot(godel: Godel, cli_repo: Path) -> None:
 
 
 def test_events_tail_prints_live_events_until_interrupted(godel: Godel, cli_server: ServerProcess) -> None:
-    kind = f"clitest{uuid.uuid4().hex[:8]}"
+    kind = f"custom:clitest{uuid.uuid4().hex[:8]}"  # callers publish in their own namespace
     tail = subprocess.Popen(
         [sys.executable, "-m", "godel", "events", "tail", "--pattern", f"{kind}:*", "--since", "0"],
-        env={**os.environ, "GODEL_URL": godel.url},
+        env={**os.environ, "GODEL_URL": godel.url, "GODEL_HOME": str(godel.home)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
         for i in range(2):
-            r = httpx.post(f"{godel.url}/api/v1/events", json={"type": f"{kind}:tick", "payload": {"i": i}})
+            r = httpx.post(f"{godel.url}/api/v1/events", json={"type": f"{kind}:tick", "payload": {"i": i}},
+                           headers=cli_server.headers)  # fmt: skip
             assert r.status_code == 201, r.text
         assert tail.stdout is not None
         lines = [tail.stdout.readline() for _ in range(2)]
@@ -156,5 +157,5 @@ def test_spawn_outside_a_repository_is_refused(godel: Godel, cli_home: Path) -> 
 
 def test_no_server_exits_3_with_a_hint(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    result = Godel(url, tmp_path).run("agent", "list", expect=3)
+    result = Godel(url, tmp_path, tmp_path).run("agent", "list", expect=3)
     assert result.stderr == f"error: Godel server is not running at {url} (start it with `godel serve`)\n"

@@ -26,7 +26,7 @@ def server(fast_tmp: Path) -> Iterator[ServerProcess]:
 
 def sse_events(srv: ServerProcess, path: str, want: int, headers: dict | None = None) -> list[dict]:
     out: list[dict] = []
-    with httpx.stream("GET", f"{srv.url}{path}", headers=headers or {}, timeout=20) as r:
+    with httpx.stream("GET", f"{srv.url}{path}", headers={**srv.headers, **(headers or {})}, timeout=20) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         current: dict = {}
         for line in r.iter_lines():
@@ -46,11 +46,11 @@ def sse_events(srv: ServerProcess, path: str, want: int, headers: dict | None = 
 
 def test_sse_stream_resumes_from_last_event_id(server: ServerProcess) -> None:
     for i in range(5):
-        server.api("POST", "/api/v1/events", json={"type": "demo:tick", "payload": {"i": i}})
-    first = sse_events(server, "/api/v1/events/stream?type=demo:*&since=0", 3)
+        server.api("POST", "/api/v1/events", json={"type": "custom:demo:tick", "payload": {"i": i}})
+    first = sse_events(server, "/api/v1/events/stream?type=custom:demo:*&since=0", 3)
     assert [e["data"]["payload"]["i"] for e in first] == [0, 1, 2]
     assert all(e["id"] == str(e["data"]["sequence"]) for e in first)
-    rest = sse_events(server, "/api/v1/events/stream?type=demo:*", 2, headers={"Last-Event-ID": first[-1]["id"]})
+    rest = sse_events(server, "/api/v1/events/stream?type=custom:demo:*", 2, headers={"Last-Event-ID": first[-1]["id"]})
     assert [e["data"]["payload"]["i"] for e in rest] == [3, 4]
 
 
@@ -74,9 +74,23 @@ def recv_until(ws, pred, timeout: float = 10.0) -> dict:  # type: ignore[no-unty
     raise AssertionError("message not received")
 
 
+def recv_both(ws, first, second, timeout: float = 10.0) -> tuple[dict, dict]:  # type: ignore[no-untyped-def]
+    """The first message matching ``first`` and the first matching ``second``, in whatever order they come."""
+    found: dict[int, dict] = {}
+
+    def seen(m: dict) -> bool:
+        for i, pred in enumerate((first, second)):
+            if i not in found and pred(m):
+                found[i] = m
+        return len(found) == 2
+
+    recv_until(ws, seen, timeout)
+    return found[0], found[1]
+
+
 def test_websocket_protocol(server: ServerProcess, git_repo: Path) -> None:
     ws_url = server.url.replace("http", "ws") + "/events"
-    with connect(ws_url, subprotocols=["godel-events-v1"]) as ws:
+    with connect(ws_url, subprotocols=["godel-events-v1"], additional_headers=server.headers) as ws:  # type: ignore[arg-type]
         assert ws.subprotocol == "godel-events-v1"
         send(ws, "ping", {}, "p1")
         pong = recv_until(ws, lambda m: m["type"] == "pong")
@@ -107,10 +121,14 @@ def test_websocket_protocol(server: ServerProcess, git_repo: Path) -> None:
         assert started["payload"]["metadata"]["agentId"] == agent["id"]
 
         send(ws, "command", {"command": "agent:pause", "agentId": agent["id"]}, "c1")
-        resp = recv_until(ws, lambda m: m["type"] == "response" and m["metadata"]["correlationId"] == "c1")
+        # The response and the pause event may arrive in either order (the event is delivered at commit).
+        resp, _ = recv_both(
+            ws,
+            lambda m: m["type"] == "response" and m["metadata"]["correlationId"] == "c1",
+            lambda m: m["type"] == "event" and m["payload"]["type"] == "agent:pause",
+        )
         assert resp["payload"] == {"success": True, "data": resp["payload"]["data"]}
         assert resp["payload"]["data"]["status"] == "paused"
-        recv_until(ws, lambda m: m["type"] == "event" and m["payload"]["type"] == "agent:pause")
 
         send(ws, "command", {"command": "agent:pause", "agentId": agent["id"]}, "c2")
         resp = recv_until(ws, lambda m: m["type"] == "response" and m["metadata"]["correlationId"] == "c2")
@@ -135,15 +153,15 @@ def test_websocket_protocol(server: ServerProcess, git_repo: Path) -> None:
     server.api(
         "POST",
         "/api/v1/events",
-        json={"type": "agent:note", "payload": {}, "metadata": {"agentId": agent["id"]}},
+        json={"type": "custom:note", "payload": {}, "metadata": {"agentId": agent["id"]}},
     )
-    with connect(ws_url) as ws:
+    with connect(ws_url, additional_headers=server.headers) as ws:  # type: ignore[arg-type]
         send(
             ws,
             "subscribe",
-            {"patterns": ["agent:*"], "filters": {"agentId": agent["id"]}, "since": last_seq},
+            {"patterns": ["custom:*"], "filters": {"agentId": agent["id"]}, "since": last_seq},
             "s2",
         )
         note = recv_until(ws, lambda m: m["type"] == "event")
-        assert note["payload"]["type"] == "agent:note" and note["payload"]["sequence"] > last_seq
+        assert note["payload"]["type"] == "custom:note" and note["payload"]["sequence"] > last_seq
     assert state(server, agent["id"])["state"] == "killed"

@@ -17,6 +17,7 @@ from godel.api.app import create_app
 from godel.scheduler.plane import ControlPlane
 from godel.settings import Settings
 from godel.testing import ScriptedModel
+from tests.conftest import local_admin_headers
 from tests.e2e.serverproc import free_port
 
 UPSTREAM_KEY = "sk-upstream-0123456789-secret"
@@ -28,6 +29,11 @@ class Stack:
     plane: ControlPlane
     model: ScriptedModel
     url: str  # the Godel server
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The first administrator's key, as ``godel serve`` wrote it to ``$GODEL_HOME/credentials``."""
+        return local_admin_headers(self.plane.settings.home)
 
     @property
     def openai_base(self) -> str:
@@ -54,7 +60,9 @@ def stack(fast_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]
     monkeypatch.setenv("SCRIPTED_UPSTREAM_KEY", UPSTREAM_KEY)
 
     @asynccontextmanager
-    async def make(turns: Any, *, upstream_down: bool = False, **overrides: Any) -> AsyncIterator[Stack]:
+    async def make(
+        turns: Any, *, upstream_down: bool = False, provider_options: dict[str, Any] | None = None, **overrides: Any
+    ) -> AsyncIterator[Stack]:
         with ScriptedModel(turns) as model:
             root = f"http://127.0.0.1:{free_port()}" if upstream_down else model.url
             providers = {
@@ -65,6 +73,7 @@ def stack(fast_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]
             }
             for p in providers.values():
                 p["api_key_env"] = "SCRIPTED_UPSTREAM_KEY"
+                p.update(provider_options or {})
             port = free_port()
             home = fast_tmp / f"home-{port}"  # one database per stack
             settings = Settings(home=home, providers=providers, url=f"http://127.0.0.1:{port}", port=port, **overrides)

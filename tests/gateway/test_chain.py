@@ -176,7 +176,7 @@ async def test_a_policy_raising_after_the_provider_answered_releases_and_records
             await chat.chat.completions.create(user="boom", **ask)  # type: ignore[call-overload]
         records = await s.records()
         assert len(s.model.requests) == 2 and len(records) == 2  # the provider answered (and bills) both
-        assert await s.plane.gateway.shared.reservations() == {}  # both reservations released
+        assert await s.plane.gateway.budgets.reservations() == {}  # both reservations released
         # The one slot of this key is free again: neither refusal kept it.
         reply = await chat.chat.completions.create(**ask)  # type: ignore[call-overload]
         assert reply.choices[0].message.content == "Hello."

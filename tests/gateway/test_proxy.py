@@ -122,7 +122,7 @@ async def test_upstream_errors_and_a_dead_upstream_come_back_in_dialect(stack: A
 
 
 async def test_keys_and_usage_api(stack: Any) -> None:
-    async with stack(HELLO) as s, httpx.AsyncClient(base_url=s.url) as api:
+    async with stack(HELLO) as s, httpx.AsyncClient(base_url=s.url, headers=s.headers) as api:
         created = await api.post(
             "/api/v1/keys", json={"scope": "team", "id": "t1", "models": ["scripted/scripted-model"]}
         )

@@ -32,7 +32,7 @@ async def test_requests_per_minute_per_key_gives_429_with_retry_after(stack: Any
 
 async def test_a_models_limit_and_a_keys_own_limit(stack: Any) -> None:
     limits = {"scripted-anthropic/scripted-model": {"requests_per_minute": 1}}
-    async with stack(HELLO, rate_limits=limits) as s, httpx.AsyncClient(base_url=s.url) as api:
+    async with stack(HELLO, rate_limits=limits) as s, httpx.AsyncClient(base_url=s.url, headers=s.headers) as api:
         client = anthropic.AsyncAnthropic(base_url=s.anthropic_base, api_key=await s.key(), max_retries=0)
         await client.messages.create(model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "hi"}])
         with pytest.raises(anthropic.RateLimitError, match="model scripted-anthropic/scripted-model"):
@@ -52,7 +52,10 @@ async def test_a_models_limit_and_a_keys_own_limit(stack: Any) -> None:
 
 async def test_parallel_limit_recovers_and_is_shown_on_the_agent(stack: Any, fast_tmp: Any) -> None:
     slow = [{"text": "Hello.", "delay": 1.0}]
-    async with stack(slow, rate_limits={"key": {"max_parallel": 1}}) as s, httpx.AsyncClient(base_url=s.url) as api:
+    async with (
+        stack(slow, rate_limits={"key": {"max_parallel": 1}}) as s,
+        httpx.AsyncClient(base_url=s.url, headers=s.headers) as api,
+    ):
         agent = await s.plane.spawn(
             __import__("godel.scheduler.requests", fromlist=["SpawnRequest"]).SpawnRequest(
                 task="t", repo=str(make_repo(fast_tmp / "repo")), command="sleep 30"

@@ -25,8 +25,10 @@ from tests.merging.conftest import BRANCHES, VERIFY, Fixture
 
 
 @pytest.fixture
-def server_url(settings: Settings) -> Iterator[str]:
+def server_url(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv("GODEL_HOME", str(settings.home))  # the CLI finds the server's credentials there
     port = free_port()
+    settings = settings.model_copy(update={"port": port})  # the credentials file names the port it serves on
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="godel-test-server", daemon=True)

@@ -30,7 +30,10 @@ async def test_a_refinery_agent_resolves_a_conflict_on_its_own_branch(stack: Any
     run_git(repo, "checkout", "-q", "main")
     tips = {b: run_git(repo, "rev-parse", b) for b in ("feature-one", "feature-two")}
     settings = {"agents_dir": agents_dir(), "agent_cli_retries": 0, "watch_interval": 0.02, "reconcile_interval": 0.05}
-    async with stack(RESOLVE, **settings) as s, httpx.AsyncClient(base_url=s.url, timeout=30) as client:
+    async with (
+        stack(RESOLVE, **settings) as s,
+        httpx.AsyncClient(base_url=s.url, headers=s.headers, timeout=30) as client,
+    ):
         body = {
             "repo": str(repo), "into": "integration", "branches": ["feature-one", "feature-two"],
             "verify": "grep -qx one notes.txt",  # the resolution must keep feature-one's line
@@ -56,7 +59,7 @@ async def test_a_refinery_agent_resolves_a_conflict_on_its_own_branch(stack: Any
 async def test_a_refinery_that_could_never_run_is_refused_before_the_merge(stack: Any, fast_tmp: Path) -> None:  # noqa: F811
     require_cli("pi")
     repo = make_repo(fast_tmp / "repo", {"notes.txt": "base\n"})
-    async with stack(RESOLVE) as s, httpx.AsyncClient(base_url=s.url, timeout=30) as client:
+    async with stack(RESOLVE) as s, httpx.AsyncClient(base_url=s.url, headers=s.headers, timeout=30) as client:
         base = {"repo": str(repo), "into": "integration", "branches": ["main"]}
         for refinery, field in (
             ({"agent": "pi"}, "refinery"),  # pi needs a model

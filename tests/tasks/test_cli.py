@@ -57,7 +57,9 @@ def new_team(server: ServerProcess) -> str:
 
 def godel(server: ServerProcess, *args: str) -> Result:
     # A wide "terminal" for the tests that pretend to have one, so no cell is cut.
-    return CliRunner().invoke(app, list(args), obj=CliState(url=server.url), env={"COLUMNS": "200"})
+    # GODEL_HOME: where the CLI finds the server's credentials, as on the user's machine.
+    env = {"COLUMNS": "200", "GODEL_HOME": str(server.home)}
+    return CliRunner().invoke(app, list(args), obj=CliState(url=server.url), env=env)
 
 
 def ok(server: ServerProcess, *args: str) -> str:

@@ -113,7 +113,7 @@ async def test_tasks_of_agents_that_ended_while_the_plane_was_down_are_settled(p
 
 
 def api(srv: ServerProcess, method: str, path: str, status: int = 200, **kw: Any) -> Any:
-    r = httpx.request(method, f"{srv.url}{path}", timeout=15, **kw)
+    r = httpx.request(method, f"{srv.url}{path}", timeout=15, headers=srv.headers, **kw)
     assert r.status_code == status, r.text
     return r.json().get("data")
 

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import uvicorn
 from tests.agents.conftest import agents_dir
-from tests.conftest import make_repo
+from tests.conftest import local_admin_headers, make_repo
 from tests.e2e.serverproc import free_port
 
 from godel.api.app import create_app
@@ -136,7 +136,8 @@ def stack(fast_tmp: Path, repo: Path) -> StackFactory:
             while not server.started:
                 assert not task.done(), "the server did not start"
                 await asyncio.sleep(0.01)
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            headers = local_admin_headers(plane.settings.home)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30, headers=headers) as client:
                 yield Stack(plane, app.state.teams, f"http://127.0.0.1:{port}", client, repo, models)
         finally:
             server.should_exit = True

@@ -36,7 +36,9 @@ def repo(server: ServerProcess) -> Path:
 
 
 def godel(server: ServerProcess, *args: str) -> Result:
-    return CliRunner().invoke(app, list(args), obj=CliState(url=server.url), env={"COLUMNS": "200"})
+    # GODEL_HOME: where the CLI finds the server's credentials, as on the user's machine.
+    env = {"COLUMNS": "200", "GODEL_HOME": str(server.home)}
+    return CliRunner().invoke(app, list(args), obj=CliState(url=server.url), env=env)
 
 
 def ok(server: ServerProcess, *args: str) -> str:

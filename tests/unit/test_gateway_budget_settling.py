@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
+
+import pytest
 
 from godel.core.clock import utcnow
 from godel.core.models import Budget, UsageRecord, VirtualKey
-from godel.gateway.budgets import BudgetGuard
+from godel.gateway.budgets import BudgetExceeded, BudgetGuard
 from godel.gateway.types import Upstream
 from godel.providers.config import ProviderConfig
 from godel.store.sql import open_store
@@ -31,17 +32,17 @@ async def test_an_admission_during_a_record_counts_it_once(fast_tmp: Path) -> No
         upstream = Upstream("p", ProviderConfig(kind="openai-chat", base_url="http://x/v1"), "m", "http://x", {})
 
         first = await guard.admit(key, upstream, {})  # reserves $0.50 of the $1.00
-        async with guard.settling(first):
-            await store.add_usage(UsageRecord(at=utcnow(), provider="p", model="m", wire="openai-chat", stream=False,
-                                              status_code=200, cost_usd=0.5, user_name="alice"))  # fmt: skip
-            # Spent $0.50 (recorded) and reserved $0.50 (not yet released): an admission now would count the same
-            # request twice and refuse. It waits instead, and sees $0.50 spent + its own $0.50 = the cap: it fits.
-            second = asyncio.create_task(guard.admit(key, upstream, {}))
-            await asyncio.sleep(0.05)  # give the admission every chance to run inside the window
-            assert not second.done()
-        reservation = await second
-        assert reservation.amount == 0.5 and first.settled
-        await guard.settle(first)  # the end callback after settling: nothing left to release
-        assert await guard.state.reservations() == {"b1": 0.5}
+        record = await store.add_usage(
+            UsageRecord(at=utcnow(), provider="p", model="m", wire="openai-chat", stream=False, status_code=200,
+                        cost_usd=0.5, user_name="alice")
+        )  # fmt: skip
+        # Recorded ($0.50 in the ledger) and not yet settled (still reserved): an admission now must count the
+        # request once -- as reserved -- and fit: $0.50 + its own $0.50 = the cap.
+        second = await guard.admit(key, upstream, {})
+        assert second.amount == 0.5
+        await guard.settle(first, record)  # reserved -> spent, in one step
+        assert first.settled and await guard.reservations() == {"b1": 0.5}
+        with pytest.raises(BudgetExceeded):  # $0.50 spent + $0.50 reserved: nothing more fits
+            await guard.admit(key, upstream, {})
     finally:
         await store.close()

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from godel.api.app import create_app
 from godel.scheduler.plane import ControlPlane
 from tests.api.conftest import plane, settings  # noqa: F401  (fixtures)
+from tests.conftest import admin_headers
 from tests.gateway.conftest import stack  # noqa: F401  (a fixture)
 
 
@@ -27,8 +28,10 @@ async def app(plane: ControlPlane) -> AsyncIterator[FastAPI]:  # noqa: F811
 
 
 @pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://godel.test") as c:
+async def client(app: FastAPI, plane: ControlPlane) -> AsyncIterator[httpx.AsyncClient]:  # noqa: F811
+    headers = await admin_headers(plane)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost", headers=headers) as c:
         yield c
 
 

@@ -56,7 +56,7 @@ async def test_a_pi_workflow_then_a_gated_merge(stack: Any, fast_tmp: Path) -> N
             first = str(s.model.requests[0].body)
             assert "You are a worker in a team of coding agents" in first and "create hello.txt" in first
 
-            async with httpx.AsyncClient(base_url=s.url, timeout=30) as client:
+            async with httpx.AsyncClient(base_url=s.url, headers=s.headers, timeout=30) as client:
                 body = {"repo": str(repo), "into": "integration", "workflowId": wf.id, "verify": "test -f hello.txt"}
                 r = await client.post("/api/v1/merges", json=body)
                 assert r.status_code == 202, r.text

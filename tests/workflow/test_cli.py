@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,8 +21,9 @@ BAD = "name: bad\nsteps:\n  - id: boom\n    command: exit 4\n"
 
 
 def godel(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GODEL_HOME": str(server.home)}  # where the CLI finds the server's credentials
     return subprocess.run([sys.executable, "-m", "godel", "--url", server.url, *args], capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+                          text=True, timeout=60, env=env)  # fmt: skip
 
 
 def test_run_wait_list_show_and_cancel(fast_tmp: Path, git_repo: Path) -> None:

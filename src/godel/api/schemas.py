@@ -6,72 +6,129 @@ domain objects are plain dataclasses, and one function per entity keeps the wire
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
-from godel.core.events import Event, validate_pattern
+from godel.core.events import Event, event_wire, validate_pattern
 from godel.core.models import Agent, CleanupPolicy, Session, Snapshot, TransitionRecord
+
+MAX_INT64 = 2**63 - 1  # sequence numbers, cursors, ids: what a BIGINT column holds
+TEXT_LIMIT = 100_000  # characters of a task, command or setup script (each travels as one argv string: 128 KiB)
+NAME_LIMIT = 255
+ENV_LIMIT = 1000  # variables in one spawn's ``env``
+MAX_SECONDS = 365 * 86400.0  # a timeout or delay longer than a year is a mistake (and overflows datetimes)
+MAX_USD = 1e9
+
+
+def _bad_value(value: Any) -> str | None:
+    """Why a value must not be accepted anywhere in a body: a NUL byte (no process argument, environment or
+    PostgreSQL text can hold one) or a number that is not finite (JSON cannot render it back)."""
+    if isinstance(value, str):
+        return "must not contain a NUL byte" if "\0" in value else None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "must be a finite number"
+    if isinstance(value, dict):
+        for k, v in value.items():
+            why = _bad_value(k) or _bad_value(v)
+            if why:
+                return why
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            why = _bad_value(v)
+            if why:
+                return why
+    return None
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    """Every request body: camelCase, unknown fields refused, numbers finite, no NUL byte in any string (free-form
+    JSON values included)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _clean(cls, value: Any) -> Any:
+        why = _bad_value(value)
+        if why:
+            raise ValueError(why)
+        return value
+
+
+def _expandable(text: str) -> str:
+    try:
+        Path(text).expanduser()
+    except RuntimeError as exc:  # "~nosuchuser": no such user's home
+        raise ValueError(f"cannot expand {text.split('/')[0]!r}: no such user") from exc
+    return text
 
 
 NonEmpty = Annotated[str, Field(min_length=1)]
+Name = Annotated[str, Field(min_length=1, max_length=NAME_LIMIT)]
+Text = Annotated[str, Field(min_length=1, max_length=TEXT_LIMIT)]
+RepoPath = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_expandable)]
 Priority = Annotated[int, Field(ge=-1_000_000, le=1_000_000)]
+Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS)]
+Usd = Annotated[float, Field(ge=0, lt=MAX_USD)]
+EnvName = Annotated[str, Field(min_length=1, max_length=NAME_LIMIT, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+EnvValue = Annotated[str, Field(max_length=TEXT_LIMIT)]
+Env = Annotated[dict[EnvName, EnvValue], Field(max_length=ENV_LIMIT)]
 
 
 class CreateAgent(Body):
-    task: NonEmpty
-    repo: NonEmpty
-    base_ref: NonEmpty = "HEAD"
-    label: Annotated[str, Field(max_length=255)] | None = None
-    team_id: str | None = None
-    agent: NonEmpty = "command"
-    command: str | None = None
-    model: str = ""
+    task: Text
+    repo: RepoPath
+    base_ref: Name = "HEAD"
+    label: Annotated[str, Field(max_length=NAME_LIMIT)] | None = None
+    team_id: Name | None = None
+    agent: Annotated[str, Field(min_length=1, max_length=100)] = "command"
+    command: Annotated[str, Field(max_length=TEXT_LIMIT)] | None = None
+    model: Annotated[str, Field(max_length=NAME_LIMIT)] = ""
     priority: Priority = 0
-    timeout: Annotated[float, Field(gt=0)] | None = None
+    timeout: Seconds | None = None
     max_retries: Annotated[int, Field(ge=0, le=100)] = 0
     cleanup: CleanupPolicy = CleanupPolicy.MANUAL
-    cleanup_delay: Annotated[float, Field(ge=0)] = 0.0
-    setup: str | None = None
-    env: dict[str, str] = Field(default_factory=dict)
+    cleanup_delay: Annotated[float, Field(ge=0, le=MAX_SECONDS)] = 0.0
+    setup: Annotated[str, Field(max_length=TEXT_LIMIT)] | None = None
+    env: Env = Field(default_factory=dict)
     config: dict[str, Any] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
-    budget_limit: Annotated[float, Field(ge=0)] | None = None
+    budget_limit: Usd | None = None
+    allow_subagents: bool = False  # the run's own API credential may spawn agents (which it then owns)
 
 
 class Reason(Body):
-    reason: str | None = None
+    reason: Annotated[str, Field(max_length=10_000)] | None = None
 
 
 class Resume(Body):
-    reason: str | None = None
-    message: Annotated[str, Field(min_length=1)] | None = None  # a follow-up: continue the ended agent's session
+    reason: Annotated[str, Field(max_length=10_000)] | None = None
+    message: Text | None = None  # a follow-up: continue the ended agent's session
 
 
 class CreateSnapshot(Body):
-    label: Annotated[str, Field(max_length=255)] | None = None
+    label: Annotated[str, Field(max_length=NAME_LIMIT)] | None = None
 
 
 class Restore(Body):
-    snapshot_id: NonEmpty
+    snapshot_id: Name
 
 
 class Fork(Body):
-    snapshot_id: str | None = None
-    session_point: Annotated[int, Field(ge=0)] | None = None
-    task: str | None = None
-    label: str | None = None
-    command: str | None = None
-    agent: str | None = None
-    model: str | None = None
+    snapshot_id: Name | None = None
+    session_point: Annotated[int, Field(ge=0, le=MAX_INT64)] | None = None
+    task: Text | None = None
+    label: Annotated[str, Field(max_length=NAME_LIMIT)] | None = None
+    command: Annotated[str, Field(max_length=TEXT_LIMIT)] | None = None
+    agent: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    model: Annotated[str, Field(max_length=NAME_LIMIT)] | None = None
     priority: Priority | None = None
-    timeout: Annotated[float, Field(gt=0)] | None = None
+    timeout: Seconds | None = None
 
 
 class PublishEvent(Body):
@@ -132,6 +189,7 @@ def agent_json(a: Agent) -> dict[str, Any]:
         "budgetConsumed": a.budget_consumed,
         "config": _redacted(a.config),
         "metadata": {**a.metadata, "worktree": a.worktree, "snapshotFrom": a.snapshot_from},
+        "owner": a.owner,
         "context": _run_context(a.context),
         "updatedAt": _t(a.updated_at),
     }
@@ -183,28 +241,7 @@ def _redacted(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def event_json(e: Event) -> dict[str, Any]:
-    md = e.metadata
-    return {
-        "id": e.id,
-        "type": e.type,
-        "timestamp": int(e.timestamp.timestamp() * 1000),
-        "source": {
-            "component": e.source.component,
-            "instance": e.source.instance,
-            "version": e.source.version,
-        },
-        "payload": e.payload,
-        "metadata": {
-            "correlationId": md.correlation_id,
-            "causationId": md.causation_id,
-            "userId": md.user_id,
-            "agentId": md.agent_id,
-            "teamId": md.team_id,
-            "workflowId": md.workflow_id,
-            "traceId": md.trace_id,
-        },
-        "sequence": e.sequence,
-    }
+    return event_wire(e)
 
 
 def log_json(e: Event) -> dict[str, Any]:

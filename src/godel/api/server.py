@@ -42,6 +42,8 @@ def serve(settings: Settings) -> None:
         # Compression cost a third of the server's time fanning events out to 100 sockets; events are small.
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=5,
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
     )
     # uvicorn handles SIGINT/SIGTERM (graceful shutdown, lifespan) and then re-raises the signal through the
     # handler that was installed before it. A no-op handler here makes a clean stop exit with status 0.

@@ -18,9 +18,13 @@ from typing import Any
 import structlog
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from godel.api.access import StillValid, authenticate, checked_inside
 from godel.api.schemas import agent_json, event_json, pattern_error
+from godel.auth.audit import AuditLog
+from godel.auth.principal import Principal
+from godel.auth.service import AuthService
 from godel.core.events import EventFilter
-from godel.errors import GodelError
+from godel.errors import GodelError, PermissionDeniedError
 from godel.scheduler.plane import ControlPlane
 
 log = structlog.get_logger("godel.ws")
@@ -44,9 +48,12 @@ def _msg(type_: str, payload: Any, *, id_: str | None = None, correlation: str |
 
 
 class Connection:
-    def __init__(self, ws: WebSocket, plane: ControlPlane) -> None:
+    def __init__(self, ws: WebSocket, plane: ControlPlane, principal: Principal, auth: AuthService) -> None:
         self.ws = ws
         self.plane = plane
+        self.principal = principal  # checked at the handshake; every command and event is checked again
+        self.auth = auth
+        self.valid = StillValid(ws)  # a logout, revocation or disable ends the connection
         self.out: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
         self.subs: dict[str, asyncio.Task[None]] = {}
         self.commands: set[asyncio.Task[None]] = set()
@@ -134,6 +141,11 @@ class Connection:
     async def _pump(self, sub_id: str, flt: EventFilter, since: int | None) -> None:
         try:
             async for e in self.plane.bus.stream(flt, since=since):
+                if not await self.valid.holds():
+                    await self.ws.close(code=4401, reason="credential no longer valid")
+                    return
+                if not await self.auth.can_read_event(self.principal, e):
+                    continue
                 body = event_json(e)
                 await self.send(
                     _msg("event", {**body, "subscriptionId": sub_id, "data": e.payload}, id_=f"evt-{e.sequence}")
@@ -163,6 +175,19 @@ class Connection:
             )
             return
         reason = payload.get("reason") if isinstance(payload.get("reason"), str) else None
+        try:
+            self.principal = await self.valid.principal()  # each command with the caller's rights as of now
+        except GodelError as exc:
+            await self.respond(mid, error=exc)
+            await self.ws.close(code=4401, reason="credential no longer valid")
+            return
+        if not self.principal.may("agent", "update", await self.auth.owner_of("agent", agent_id)):
+            await self.audit(name, agent_id, "denied")
+            await self.respond(mid, error=PermissionDeniedError(
+                f"{self.principal.id} may not {name.removeprefix('agent:')} agent {agent_id}",
+                details={"permission": "agent:update"},
+            ))  # fmt: skip
+            return
         action = {
             "agent:pause": self.plane.pause,
             "agent:resume": self.plane.resume,
@@ -170,11 +195,22 @@ class Connection:
             "agent:restart": self.plane.restart,
         }[name]
         try:
-            agent = await action(agent_id, actor="ws", reason=reason)
+            agent = await action(agent_id, actor=self.principal.id, reason=reason)
         except GodelError as exc:
+            await self.audit(name, agent_id, "failure")
             await self.respond(mid, error=exc)
             return
+        await self.audit(name, agent_id, "success")
         await self.respond(mid, {"agentId": agent.id, "status": agent.status.value, "agent": agent_json(agent)})
+
+    async def audit(self, command: str, agent_id: str, outcome: str) -> None:
+        audit: AuditLog = self.ws.app.state.audit
+        client = self.ws.client
+        try:
+            await audit.record(actor=self.principal.id, action=f"WS {command}", resource=f"agent_id={agent_id}",
+                               outcome=outcome, client=client.host if client else None)  # fmt: skip
+        except Exception:
+            log.exception("audit record failed", command=command)
 
     def close(self) -> None:
         for task in [*self.subs.values(), *self.commands]:
@@ -182,11 +218,25 @@ class Connection:
         self.subs.clear()
 
 
-@router.websocket("/events")
+@router.websocket("/events", dependencies=[checked_inside("agent:update per command, event:read per event")])
 async def events_socket(ws: WebSocket) -> None:
     subprotocols = ws.scope.get("subprotocols") or []
+    try:
+        principal = await authenticate(ws)
+    except GodelError as exc:  # refused at the handshake: the client sees HTTP 403 and nothing else
+        audit: AuditLog = ws.app.state.audit
+        client = ws.client
+        try:
+            await audit.record(
+                actor="anonymous", action="WS /events", outcome="denied", status_code=exc.status_code,
+                client=client.host if client else None, details={"refused": exc.message[:300]},
+            )  # fmt: skip
+        except Exception:
+            log.exception("audit record failed")
+        await ws.close(code=4401 if exc.status_code == 401 else 4403, reason=exc.message[:120])
+        return
     await ws.accept(subprotocol="godel-events-v1" if "godel-events-v1" in subprotocols else None)
-    conn = Connection(ws, ws.app.state.plane)
+    conn = Connection(ws, ws.app.state.plane, principal, ws.app.state.auth)
     writer = asyncio.create_task(conn.writer(), name="ws:writer")
     try:
         while True:

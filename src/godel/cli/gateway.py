@@ -19,7 +19,11 @@ from godel.cli import output
 from godel.cli.context import AmbiguousIdError, JsonFlag, agent_id, client, is_full_id, wants_json
 from godel.cli.output import SHORT_ID, Column, print_json, print_line, print_record, print_table
 
-key_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke the gateway's virtual keys.")
+key_app = typer.Typer(
+    no_args_is_help=True,
+    help="Create, list and revoke the gateway's virtual keys (for calling models; keys for Godel's own API: "
+    "godel user key).",
+)
 budget_app = typer.Typer(no_args_is_help=True, help="Set, show and remove USD spending limits.")
 
 

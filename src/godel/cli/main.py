@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from godel.cli import agents, dev, events, gateway, workspace  # noqa: F401  (workspace adds its commands to `godel agent`)
+from godel.cli import access, agents, dev, events, gateway, workspace  # noqa: F401  (workspace adds its commands to `godel agent`)
 from godel.cli.context import CliState, state
 from godel.cli.merge import merge
 from godel.cli.output import render_error
@@ -59,6 +59,12 @@ app.add_typer(gateway.budget_app, name="budget")
 app.add_typer(workflow_app, name="workflow")
 app.add_typer(tasks_app, name="task")
 app.add_typer(teams_app, name="team")
+app.add_typer(access.user_app, name="user")
+app.add_typer(access.role_app, name="role")
+app.add_typer(access.audit_app, name="audit")
+app.command("login")(access.login)
+app.command("logout")(access.logout)
+app.command("whoami")(access.whoami)
 app.command("usage")(gateway.usage)
 app.command("merge")(merge)
 app.command("status")(status)

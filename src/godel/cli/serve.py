@@ -2,12 +2,42 @@
 
 from __future__ import annotations
 
+import ipaddress
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from godel.errors import GodelError
+from godel.errors import GodelError, ValidationError
 from godel.settings import Settings
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def check_exposure(settings: Settings) -> None:
+    """Refuse to start in a way that would hand the machine to whoever can reach it."""
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise ValidationError("--tls-cert and --tls-key go together: give both, or neither")
+    if is_loopback(settings.host):
+        return
+    if not settings.auth_enabled:
+        raise ValidationError(
+            f"refusing to serve on {settings.host} with authentication off (GODEL_AUTH_ENABLED=false): anyone who "
+            "can reach this address could run commands as you. Bind 127.0.0.1, or turn authentication on."
+        )
+    if not settings.tls_cert:
+        typer.echo(
+            f"warning: serving on {settings.host} over plain HTTP: credentials cross the network in clear. Use "
+            "--tls-cert/--tls-key, or a reverse proxy that terminates TLS (docs/auth.md).",
+            err=True,
+        )
 
 
 def serve(
@@ -15,10 +45,15 @@ def serve(
         str | None, typer.Option("--host", help="Address to bind (default: GODEL_HOST or 127.0.0.1).")
     ] = None,
     port: Annotated[int | None, typer.Option("--port", help="Port to listen on (default: GODEL_PORT or 7373).")] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="PEM certificate: serve HTTPS (with --tls-key).")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key of --tls-cert.")] = None,
 ) -> None:
     """Run the Godel server until Ctrl-C (data lives under GODEL_HOME)."""
-    overrides: dict[str, Any] = {"host": host, "port": port}
+    overrides: dict[str, Any] = {"host": host, "port": port, "tls_cert": tls_cert, "tls_key": tls_key}
     settings = Settings(**{key: value for key, value in overrides.items() if value is not None})
+    check_exposure(settings)
     try:
         # Imported here so that every other command stays a thin HTTP client that never loads the server.
         from godel.api.server import serve as run_server

@@ -14,7 +14,7 @@ from godel.client.envelope import translate, unwrap
 from godel.client.errors import ServerNotRunningError
 from godel.client.sse import SSEDecoder, adecode
 from godel.client.streams import Resumption, log_item, stream_item
-from godel.client.sync import default_url
+from godel.client.sync import auth_headers, default_url
 
 
 class AsyncGodelClient(Endpoints[Awaitable[JSON]]):
@@ -25,9 +25,11 @@ class AsyncGodelClient(Endpoints[Awaitable[JSON]]):
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
         headers: Mapping[str, str] | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.base_url = (base_url or default_url()).rstrip("/")
         self.timeout = timeout
+        headers = auth_headers(self.base_url, headers, api_key)
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport, headers=headers)
 
     async def aclose(self) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from godel.client.credentials import find_api_key
 from godel.client.endpoints import API, JSON, Endpoints, agent_path, camelize, patterns_param
 from godel.client.envelope import translate, unwrap
 from godel.client.errors import ServerNotRunningError
@@ -27,6 +28,18 @@ def default_url() -> str:
     return Settings().url
 
 
+def auth_headers(url: str, headers: Mapping[str, str] | None, api_key: str | None) -> dict[str, str]:
+    """The caller's headers plus the credential found for ``url`` (``godel.client.credentials``), unless the
+    caller already sends one."""
+    out = dict(headers or {})
+    if any(k.lower() in ("authorization", "x-api-key") for k in out):
+        return out
+    key = api_key or find_api_key(url, Settings().home)
+    if key:
+        out["X-API-Key"] = key
+    return out
+
+
 class GodelClient(Endpoints[JSON]):
     def __init__(
         self,
@@ -35,9 +48,11 @@ class GodelClient(Endpoints[JSON]):
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
         headers: Mapping[str, str] | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.base_url = (base_url or default_url()).rstrip("/")
         self.timeout = timeout
+        headers = auth_headers(self.base_url, headers, api_key)
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport, headers=headers)
 
     def close(self) -> None:

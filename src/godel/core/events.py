@@ -140,3 +140,26 @@ def sql_like_prefixes(patterns: Iterable[str]) -> list[str] | None:
             return None
         out.append(p.split("*", 1)[0])
     return out
+
+
+def event_wire(e: Event) -> dict[str, Any]:
+    """An event as it goes over the wire (the API, streams, webhooks): the spec's §2.2 shape, camelCase,
+    the timestamp in milliseconds."""
+    md = e.metadata
+    return {
+        "id": e.id,
+        "type": e.type,
+        "timestamp": int(e.timestamp.timestamp() * 1000),
+        "source": {"component": e.source.component, "instance": e.source.instance, "version": e.source.version},
+        "payload": e.payload,
+        "metadata": {
+            "correlationId": md.correlation_id,
+            "causationId": md.causation_id,
+            "userId": md.user_id,
+            "agentId": md.agent_id,
+            "teamId": md.team_id,
+            "workflowId": md.workflow_id,
+            "traceId": md.trace_id,
+        },
+        "sequence": e.sequence,
+    }

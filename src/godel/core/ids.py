@@ -20,5 +20,11 @@ def branch_for(agent_id: str) -> str:
     return f"godel/{agent_id}"
 
 
+def agent_of_branch(branch: str) -> str | None:
+    """The agent whose branch this is (``godel/<id>``), or None for any other branch."""
+    prefix, _, rest = branch.removeprefix("refs/heads/").partition("/")
+    return rest if prefix == "godel" and rest and "/" not in rest else None
+
+
 def snapshot_ref(snapshot_id: str) -> str:
     return f"refs/godel/snapshots/{snapshot_id}"

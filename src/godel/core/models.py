@@ -82,6 +82,7 @@ class Agent:
     # Context (spec fields kept as documents)
     context: dict[str, Any] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    owner: str | None = None  # the principal that spawned it ("user:alice", "agent:<id>"); None: the system
 
     @property
     def status(self) -> AgentStatus:
@@ -222,6 +223,7 @@ class UsageRecord:
     team_id: str | None = None
     user_name: str | None = None
     id: int | None = None
+    cost_estimated: bool = False  # cost_usd is the budget's estimate: the answer's usage or price was unknown
 
 
 @dataclass

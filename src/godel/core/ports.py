@@ -39,6 +39,7 @@ class AgentQuery:
     node_id: str | None = None
     limit: int = 50
     cursor: str | None = None  # opaque; from the previous Page
+    owners: Sequence[str] | None = None  # only agents owned by one of these principals (None: anyone's)
 
 
 T = TypeVar("T")
@@ -126,7 +127,7 @@ class Store(Protocol):
         self, at: datetime, *, key_id: str | None = None, scope_type: str | None = None, scope_id: str | None = None
     ) -> int: ...
     async def add_usage(self, record: UsageRecord) -> UsageRecord: ...
-    async def add_usages(self, records: list[UsageRecord]) -> None: ...
+    async def add_usages(self, records: list[UsageRecord], releases: Sequence[str] = ()) -> None: ...
     async def usage_records(
         self, *, agent_id: str | None = None, since: datetime | None = None, limit: int = 1000
     ) -> list[UsageRecord]: ...

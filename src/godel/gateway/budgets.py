@@ -1,57 +1,90 @@
-"""Budgets, enforced at the gateway before and after each request.
+"""Budgets, enforced at the gateway before and after each request, failing closed.
 
 Before a request is forwarded, every budget that applies to its key (the agent's own, its team's, the user's)
 must cover what was spent in the current period, plus what requests in flight have reserved, plus this
 request's own estimate (its input at ~4 characters a token and its ``max_tokens`` of output, priced like the
-real thing). The check and the reservation happen under one lock, so concurrent requests can never jointly
-commit more than the limit allows beyond the error of one estimate; when the request ends its reservation is
-replaced by what it really cost (the usage record) -- the record is written and the reservation released under
-the same lock (``settling``), so an admission never counts a request twice or not at all. A streamed response that
-crosses the limit finishes, but no further request passes.
+real thing). The check and the reservation are one step for every admission of the budget, so concurrent
+requests can never jointly commit more than the limit allows beyond the error of one estimate; when the request
+ends its reservation is replaced by what it really cost (the usage record). A streamed response that crosses the
+limit finishes, but no further request passes.
+
+What was spent is the ledger's (``budget_spend``, kept by the store in the transaction of each usage record): one
+row per budget and period, so an admission costs the same after a million records as after none. Where the
+reservations live depends on ``SharedState``:
+
+- in this process (one server): the reservations are a dict, and the ledger is mirrored in memory -- loaded once
+  per budget and period, then advanced by this server's own settlements after their record commits. The check and
+  the reservation run without an ``await`` between them, so they need no lock, and an admission awaits nothing
+  once the budget's period is loaded. A settlement commits the record first and then, in one synchronous step,
+  moves the request from "reserved" to "spent": an admission sees it exactly once, never twice (which would
+  refuse -- and pause the agent of -- a request the budget could pay for) nor not at all.
+- in Redis (``GODEL_REDIS_URL``, several servers): admissions take the budget's Redis lock, read spent and reserved
+  from the database in one statement, and record the reservation durably (``budget_reservations``); the usage
+  record's transaction deletes it. A Redis that restarts loses nothing (the reservations are the database's); a
+  Redis that cannot be reached refuses budgeted requests with a 503 and ``Retry-After`` (``SharedStateDown``).
+
+Failing closed: under a budget, a request for a model no price table knows is refused (``UnpricedModel``, 400,
+naming the ``[prices]`` entry to add) unless its provider sets ``allow_unpriced``; an answer whose cost cannot be
+computed (no usage in it, or a fallback to an unpriced model) is charged its reservation's estimate, and its usage
+record says so (``cost_estimated``).
 
 When a settled request leaves a budget exhausted, ``on_exhausted`` is called (the control plane pauses the
 agents it covers and records ``budget:exceeded``). An agent's request that arrives over budget anyway (sent
 before the pause landed) is not refused: ``hold`` has the agent paused and keeps the request until the agent is
 resumed, then tries it again -- so raising the budget and resuming continues the run where it stood. Crossing
-50, 80 and 100% is reported once per period through ``on_warning`` (``budget:warning``). Requests that cannot
-be priced (a model no price table knows) are not counted: a budget only limits priced spend.
-
-The reservations and the lock live in ``SharedState``: this process's memory (one server enforces its own
-requests exactly), or Redis (``GODEL_REDIS_URL``), so that several servers sharing a database and a Redis enforce
-each budget together.
+50, 80 and 100% is reported once per period through ``on_warning`` (``budget:warning``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 import orjson
 
-from godel.core.models import Budget, VirtualKey
+from godel.core.ids import new_id
+from godel.core.models import Budget, UsageRecord, VirtualKey
+from godel.gateway.flights import SingleFlight
 from godel.gateway.shared import MemoryState, SharedState
 from godel.gateway.types import GatewayError, Upstream
+from godel.store.gateway import period_start
 
 THRESHOLDS = (50, 80, 100)
 BUDGET_CACHE_SECONDS = 1.0
+RESERVATION_TTL = timedelta(hours=1)  # a durable reservation older than this is a dead server's: not counted
+SETTLE_WAIT_SECONDS = 10.0  # a refusal waits at most this long for this server's answered requests to settle
 _DEFAULT_OUTPUT = 4096  # tokens assumed when a request sets no max_tokens
+_MIRROR_LIMIT = 100_000  # budget periods mirrored in memory before the mirror starts afresh
 Notify = Callable[[Budget, float, int], Awaitable[None]]
+Period = tuple[str, datetime]  # (budget id, period start): one ledger row
+
+
+class BudgetStore(Protocol):
+    """The store methods budgets use (``SqlStore`` has them)."""
+
+    async def budgets_for(self, scopes: list[tuple[str, str]]) -> list[Budget]: ...
+    async def budget_standing(
+        self, periods: Sequence[tuple[str, datetime]], *, reserved_since: datetime | None = None
+    ) -> dict[str, tuple[float, float]]: ...
+    async def reserve_budgets(
+        self, reservation_id: str, budget_ids: Sequence[str], amount: float, at: datetime, expired_before: datetime
+    ) -> None: ...
+    async def release_reservation(self, reservation_id: str) -> None: ...
 
 
 def period_bounds(period: str, now: datetime) -> tuple[datetime | None, datetime | None]:
-    now = now.astimezone(UTC)
+    if period not in ("daily", "monthly"):
+        return None, None
+    start = period_start(period, now)
     if period == "daily":
-        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
         return start, start + timedelta(days=1)
-    if period == "monthly":
-        start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        year, month = (start.year + 1, 1) if start.month == 12 else (start.year, start.month + 1)
-        return start, start.replace(year=year, month=month)
-    return None, None
+    year, month = (start.year + 1, 1) if start.month == 12 else (start.year, start.month + 1)
+    return start, start.replace(year=year, month=month)
 
 
 def scopes_of(key: VirtualKey) -> list[tuple[str, str]]:
@@ -62,11 +95,14 @@ def scopes_of(key: VirtualKey) -> list[tuple[str, str]]:
     return scopes
 
 
-@dataclass
+@dataclass(eq=False)  # by identity: kept in sets
 class Reservation:
     budgets: list[Budget] = field(default_factory=list)
     amount: float = 0.0
     settled: bool = False
+    id: str | None = None  # set when the reservation is durable (recorded in the database)
+    ending: bool = False  # answered: its usage record is being written
+    done: asyncio.Event | None = None  # set once settled (a refusal may wait for it: see ``BudgetGuard.admit``)
 
 
 class BudgetExceeded(GatewayError):
@@ -81,6 +117,22 @@ class BudgetExceeded(GatewayError):
         self.budget = budget
 
 
+class UnpricedModel(GatewayError):
+    """Under a budget, a model whose price is unknown cannot be metered: refused (400), saying how to price it."""
+
+    def __init__(self, upstream: Upstream, budget: Budget) -> None:
+        name = f"{upstream.provider}/{upstream.model}"
+        super().__init__(
+            400,
+            "invalid_request",
+            f"Godel cannot price model {name!r}, and {budget.entity_type} {budget.entity_id} has a budget: a "
+            f"request it cannot meter is refused. Give the model a price in godel.toml: "
+            f'[prices."{name}"] input_per_mtok = …, output_per_mtok = … (USD per million tokens); or let '
+            f"provider {upstream.provider!r} through unmetered with allow_unpriced = true under "
+            f"[providers.{upstream.provider}].",
+        )
+
+
 class BudgetGuard:
     def __init__(
         self,
@@ -93,21 +145,31 @@ class BudgetGuard:
         on_hold: Callable[[Budget, float, str], Awaitable[bool]] | None = None,
         state: SharedState | None = None,
     ) -> None:
-        self.store = store
+        self.store: BudgetStore = store
         self.pricer = pricer
         self.now = now
         self.on_exhausted = on_exhausted
         self.on_warning = on_warning
         self.on_hold = on_hold
-        # The reservations of requests in flight (USD per budget) and the lock admissions and settlements take:
-        # this process's, or Redis's when several servers share the budgets (godel.gateway.shared).
+        # The budget locks: none in this process, Redis's when several servers share the budgets.
         self.state: SharedState = state or MemoryState()
         self._warned: dict[tuple[str, str], set[int | str]] = {}  # (budget id, period) -> what was reported
         self._budget_cache: dict[tuple[tuple[str, str], ...], tuple[float, list[Budget]]] = {}
+        self._budget_flights: SingleFlight[tuple[tuple[str, str], ...], list[Budget]] = SingleFlight()
+        # One server (not ``state.shared``): reservations per budget, and the ledger's mirror (see the docstring).
+        self._reserved: dict[str, float] = {}
+        self._spent: dict[Period, float] = {}
+        self._late: dict[Period, float] = {}  # settled while the period was being loaded: added to what loads
+        self._loads: SingleFlight[Period, None] = SingleFlight()
+        self._generation = 0  # ``forget`` bumps it: a load begun before is not kept
+        self._open: dict[str, set[Reservation]] = {}  # this server's unsettled reservations, per budget
 
-    def estimate(self, upstream: Upstream, body: dict[str, Any]) -> float:
+    # ------------------------------------------------------------------------------------------ estimating
+
+    def estimate(self, upstream: Upstream, body: dict[str, Any]) -> float | None:
+        """What the request may cost at most (roughly), or None when its model has no known price."""
         if self.pricer is None:
-            return 0.0
+            return None
         config = body.get("generationConfig")  # Gemini's
         output = (
             body.get("max_tokens") or body.get("max_output_tokens") or body.get("max_completion_tokens")
@@ -119,72 +181,179 @@ class BudgetGuard:
             provider_kind=upstream.config.kind, provider_name=upstream.provider, model=upstream.model,
             input_tokens=prompt, output_tokens=output, cached_tokens=0,
         )  # fmt: skip
-        return float(cost or 0.0)
-
-    async def _spent(self, budget: Budget) -> float:
-        start, _ = period_bounds(budget.period, self.now())
-        return float(await self.store.spent(budget.entity_type, budget.entity_id, start))
+        return None if cost is None else float(cost)
 
     async def _budgets(self, scopes: list[tuple[str, str]]) -> list[Budget]:
         # Cached briefly: most requests have no budget, and a store read per request would be most of the
-        # gateway's own latency. ``forget`` (a budget set or removed here) drops the cache at once.
+        # gateway's own latency; concurrent misses share one read. ``forget`` drops the cache at once.
         now = time.monotonic()
         cache_key = tuple(scopes)
         cached = self._budget_cache.get(cache_key)
         if cached is not None and now - cached[0] < BUDGET_CACHE_SECONDS:
             return cached[1]
-        budgets = list(await self.store.budgets_for(scopes))
-        if len(self._budget_cache) > 10_000:
-            self._budget_cache.clear()
-        self._budget_cache[cache_key] = (now, budgets)
-        return budgets
+
+        async def load() -> list[Budget]:
+            generation = self._generation
+            budgets = list(await self.store.budgets_for(scopes))
+            if generation == self._generation:  # a budget set meanwhile: not cached, read again next time
+                if len(self._budget_cache) > 10_000:
+                    self._budget_cache.clear()
+                self._budget_cache[cache_key] = (time.monotonic(), budgets)
+            return budgets
+
+        return await self._budget_flights.run(cache_key, load)
+
+    # ------------------------------------------------------------------------------------------- admitting
 
     async def admit(self, key: VirtualKey, upstream: Upstream, body: dict[str, Any]) -> Reservation:
+        """Reserve the request's estimate on every budget of its key, or raise ``BudgetExceeded``.
+
+        Settlements run after the reply's last byte, so a caller's next request may arrive while its previous
+        one is still being recorded. A request that would be refused waits first for this server's answered
+        requests of the budget to settle (their estimate usually exceeds their cost), and is checked again: a
+        refusal is never due to a settlement still under way."""
         budgets = await self._budgets(scopes_of(key))
         if not budgets:
             return Reservation()
         estimate = self.estimate(upstream, body)
-        async with self.state.guarding([b.id for b in budgets]):
+        if estimate is None:
+            if not upstream.config.allow_unpriced:
+                raise UnpricedModel(upstream, budgets[0])
+            estimate = 0.0  # let through by the operator's choice: it costs the budget nothing it can see
+        while True:
+            try:
+                if self.state.shared:
+                    reservation = await self._admit_durable(budgets, estimate)
+                else:
+                    reservation = await self._admit_local(budgets, estimate)
+            except BudgetExceeded as refusal:
+                ending = [r.done for r in self._open.get(refusal.budget.id, ()) if r.ending and r.done is not None]
+                if not ending:
+                    raise
+                waits = [asyncio.ensure_future(event.wait()) for event in ending]
+                _, pending = await asyncio.wait(waits, timeout=SETTLE_WAIT_SECONDS)
+                for wait in pending:
+                    wait.cancel()
+                if pending:
+                    raise
+                continue
+            reservation.done = asyncio.Event()
             for budget in budgets:
-                spent = await self._spent(budget)
-                committed = spent + await self.state.reserved(budget.id)
-                if committed >= budget.total_budget or committed + estimate > budget.total_budget:
-                    raise BudgetExceeded(budget, spent, estimate)
-            for budget in budgets:
-                await self.state.reserve(budget.id, estimate)
+                self._open.setdefault(budget.id, set()).add(reservation)
+            return reservation
+
+    def ending(self, reservation: Reservation | None) -> None:
+        """The request was answered; its usage record is on its way (``Record`` says so before writing it)."""
+        if reservation is not None:
+            reservation.ending = True
+
+    async def _admit_local(self, budgets: list[Budget], estimate: float) -> Reservation:
+        now = self.now()
+        periods = [(b.id, period_start(b.period, now)) for b in budgets]
+        while missing := [p for p in periods if p not in self._spent]:
+            for period in missing:
+                await self._loads.run(period, functools.partial(self._load, period))
+        # From here to the reservation nothing awaits: no other admission or settlement runs in between.
+        for budget, period in zip(budgets, periods, strict=True):
+            spent = self._spent[period]
+            committed = spent + self._reserved.get(budget.id, 0.0)
+            if committed >= budget.total_budget or committed + estimate > budget.total_budget:
+                raise BudgetExceeded(budget, spent, estimate)
+        for budget in budgets:
+            self._reserved[budget.id] = self._reserved.get(budget.id, 0.0) + estimate
         return Reservation(budgets, estimate)
 
-    @asynccontextmanager
-    async def settling(self, reservation: Reservation | None) -> AsyncIterator[None]:
-        """Around writing the request's usage record: the record lands and the reservation goes in one step, as
-        far as ``admit`` can tell (it waits on the same lock), so no admission sees the request both as spent
-        and as still reserved -- nor as neither. Then the thresholds it crossed are reported."""
-        if reservation is None or not reservation.budgets or reservation.settled:
-            yield
-            return
-        async with self.state.guarding([b.id for b in reservation.budgets]):
-            try:
-                yield
-            finally:
-                await self._release(reservation)
-        await self._report_all(reservation)
+    async def _load(self, period: Period) -> None:
+        generation = self._generation
+        self._late[period] = 0.0
+        try:
+            standing = await self.store.budget_standing([period])
+        finally:
+            late = self._late.pop(period, 0.0)
+        # A settlement while the ledger was read may or may not be in what was read: counted (once more, at
+        # worst), so the mirror errs towards refusing, never towards overspending.
+        if generation == self._generation:
+            if len(self._spent) > _MIRROR_LIMIT:
+                self._spent.clear()
+            self._spent[period] = standing.get(period[0], (0.0, 0.0))[0] + late
 
-    async def settle(self, reservation: Reservation) -> None:
-        """The request ended: release its reservation (unless ``settling`` did), report what it crossed."""
+    async def _admit_durable(self, budgets: list[Budget], estimate: float) -> Reservation:
+        ids = [b.id for b in budgets]
+        async with self.state.guarding(ids):
+            now = self.now()
+            since = now - RESERVATION_TTL
+            standing = await self.store.budget_standing(
+                [(b.id, period_start(b.period, now)) for b in budgets], reserved_since=since
+            )
+            for budget in budgets:
+                spent, reserved = standing.get(budget.id, (0.0, 0.0))
+                committed = spent + reserved
+                if committed >= budget.total_budget or committed + estimate > budget.total_budget:
+                    raise BudgetExceeded(budget, spent, estimate)
+            reservation_id = new_id()
+            await self.store.reserve_budgets(reservation_id, ids, estimate, now, since)
+        return Reservation(budgets, estimate, id=reservation_id)
+
+    # -------------------------------------------------------------------------------------------- settling
+
+    async def settle(self, reservation: Reservation, record: UsageRecord | None = None) -> None:
+        """The request ended. ``record``: its usage record, committed (for a durable reservation, in the same
+        transaction as the reservation's release: ``UsageWriter.write(record, release=reservation.id)``); None:
+        it got no answer, and its reservation is only released. Then the thresholds crossed are reported."""
         if not reservation.budgets or reservation.settled:
             return
-        async with self.state.guarding([b.id for b in reservation.budgets]):
-            await self._release(reservation)
+        reservation.settled = True
+        try:
+            await self._release(reservation, record)
+        finally:
+            for budget in reservation.budgets:
+                opened = self._open.get(budget.id)
+                if opened is not None:
+                    opened.discard(reservation)
+                    if not opened:
+                        del self._open[budget.id]
+            if reservation.done is not None:
+                reservation.done.set()
         await self._report_all(reservation)
 
-    async def _release(self, reservation: Reservation) -> None:
-        reservation.settled = True
-        for budget in reservation.budgets:
-            await self.state.reserve(budget.id, -reservation.amount)
+    async def _release(self, reservation: Reservation, record: UsageRecord | None) -> None:
+        if reservation.id is not None:
+            if record is None:
+                await self.store.release_reservation(reservation.id)
+        else:
+            # One synchronous step: from "reserved" to "spent" at once, as far as any admission can tell.
+            for budget in reservation.budgets:
+                left = self._reserved.get(budget.id, 0.0) - reservation.amount
+                if left > 1e-12:
+                    self._reserved[budget.id] = left
+                else:
+                    self._reserved.pop(budget.id, None)
+            cost = (record.cost_usd or 0.0) if record is not None else 0.0
+            if cost:
+                for budget in reservation.budgets:
+                    period = (budget.id, period_start(budget.period, record.at if record else self.now()))
+                    if period in self._spent:
+                        self._spent[period] += cost
+                    elif period in self._late:
+                        self._late[period] += cost
+
+    async def reservations(self) -> dict[str, float]:
+        """What requests in flight reserved on each budget in this process (for inspection and tests)."""
+        return dict(self._reserved)
+
+    async def spent(self, budget: Budget) -> float:
+        """What ``budget`` spent in its current period: its ledger row."""
+        standing = await self.store.budget_standing([(budget.id, period_start(budget.period, self.now()))])
+        return standing.get(budget.id, (0.0, 0.0))[0]
+
+    async def _known_spent(self, budget: Budget) -> float:
+        """``spent``, from this server's mirror when it has the period (no store read per settlement)."""
+        mirrored = self._spent.get((budget.id, period_start(budget.period, self.now())))
+        return mirrored if mirrored is not None and not self.state.shared else await self.spent(budget)
 
     async def _report_all(self, reservation: Reservation) -> None:
         for budget in reservation.budgets:
-            await self._report(budget, await self._spent(budget))
+            await self._report(budget, await self._known_spent(budget))
 
     async def _report(self, budget: Budget, spent: float) -> None:
         start, _ = period_bounds(budget.period, self.now())
@@ -205,11 +374,13 @@ class BudgetGuard:
         resumed (after the budget was raised, or not). True: try the request again; False: refuse it now."""
         if key.scope_type != "agent" or self.on_hold is None:
             return False
-        spent = await self._spent(refusal.budget)
-        return await self.on_hold(refusal.budget, spent, key.scope_id)
+        return await self.on_hold(refusal.budget, await self.spent(refusal.budget), key.scope_id)
 
     def forget(self, budget_id: str) -> None:
-        """A budget was set, raised or removed: read budgets afresh, and its thresholds may be reported again."""
+        """A budget was set, raised or removed: read budgets and the ledger afresh, and its thresholds may be
+        reported again."""
+        self._generation += 1
         self._budget_cache.clear()
+        self._spent.clear()
         for key in [k for k in self._warned if k[0] == budget_id]:
             del self._warned[key]

@@ -18,6 +18,7 @@ _ANTHROPIC = {
     "upstream": "api_error",
     "budget": "billing_error",
     "rate_limit": "rate_limit_error",
+    "unavailable": "overloaded_error",
 }
 _OPENAI = {
     "authentication": ("invalid_request_error", "invalid_api_key"),
@@ -27,6 +28,7 @@ _OPENAI = {
     "upstream": ("api_error", "upstream_error"),
     "budget": ("insufficient_quota", "budget_exceeded"),
     "rate_limit": ("requests", "rate_limit_exceeded"),
+    "unavailable": ("api_error", "service_unavailable"),
 }
 # Google's canonical status names, as Gemini's error bodies carry them.
 _GEMINI = {
@@ -37,6 +39,7 @@ _GEMINI = {
     "upstream": "UNAVAILABLE",
     "budget": "RESOURCE_EXHAUSTED",
     "rate_limit": "RESOURCE_EXHAUSTED",
+    "unavailable": "UNAVAILABLE",
 }
 JSON_TYPE = (b"content-type", b"application/json")
 
@@ -53,6 +56,6 @@ def error_body(wire: Wire, exc: GatewayError) -> dict[str, Any]:
 def error_reply(wire: Wire, exc: GatewayError) -> Reply:
     headers = [JSON_TYPE]
     retry_after = getattr(exc, "retry_after", None)
-    if retry_after is not None:  # a rate limit, or a provider whose circuit is open
+    if retry_after is not None:  # a rate limit, a provider whose circuit is open, Redis unreachable
         headers.append((b"retry-after", str(retry_after).encode()))
     return Reply(exc.status, headers, orjson.dumps(error_body(wire, exc)))

@@ -73,7 +73,7 @@ class Exchange:
     error: str | None = None
     meter: Meter | None = None
     caller_gone: bool = False
-    settle_before_reply_ends: bool = False  # a budget is involved: the caller's next request must see this one
+    settle_before_reply_ends: bool = False  # end callbacks before the last byte (budgets no longer need it)
     state: dict[str, Any] = field(default_factory=dict)  # for policies' own notes
     raw: bytes | None = None  # the body as the caller sent it: forwarded as is while ``body`` is not replaced
     opened: list[Reply] = field(default_factory=list)  # the providers' answers (``Forward``), to close whatever happens

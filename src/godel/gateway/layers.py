@@ -4,7 +4,8 @@ Their order, outermost first, is what makes them right together (``Gateway.polic
 
 1. ``Redact`` (opt-in) -- before anything else reads the request: the estimate, the provider, the audit log.
 2. the policies named in ``gateway_policies`` (a user's own: content filters, …) -- before anything is spent.
-3. ``Budget`` -- reserves the request's estimate, and settles it with the real cost once its usage is recorded.
+3. ``Budget`` -- reserves the request's estimate (refusing an unpriced model under a budget), and settles it with
+   the real cost once its usage is recorded -- after the reply's last byte, the reservation counting until then.
 4. ``Record`` -- one usage record per request that reached the provider or the cache (the audit of metadata).
 5. ``Audit`` (opt-in) -- the request's and the response's bodies, to a JSON-lines file.
 6. ``RateLimit`` -- requests and tokens per minute, requests in flight; released the moment the answer ends.
@@ -50,8 +51,8 @@ class Budget:
         if not exchange.metered or exchange.upstream is None:
             return await call_next(exchange)
         reservation = exchange.state["reservation"] = await self._admit(exchange)
-        if reservation.budgets:
-            exchange.settle_before_reply_ends = True
+        # The reply's last byte does not wait for the settlement: until the usage record lands, the request's
+        # reservation still counts against the budget, so the caller's next request cannot overspend it.
         try:
             reply = await call_next(exchange)
         except BaseException:
@@ -89,12 +90,17 @@ class Record:
     async def _record(self, exchange: Exchange) -> None:
         assert exchange.upstream is not None
         error = GONE if exchange.caller_gone else exchange.error
-        # The real cost replaces the budget's estimate as the record lands (see BudgetGuard.settling).
-        async with self.gateway.budgets.settling(exchange.state.get("reservation")):
-            await self.gateway.record(
-                exchange.key, exchange.upstream, wire=exchange.wire, stream=exchange.stream, status=exchange.status,
-                usage=exchange.usage, complete=exchange.complete, latency_ms=exchange.latency_ms(), error=error,
-            )  # fmt: skip
+        reservation: Reservation | None = exchange.state.get("reservation")
+        self.gateway.budgets.ending(reservation)
+        # The real cost replaces the budget's estimate: the record (and a durable reservation's release) commit
+        # in one transaction, then the guard moves the request from reserved to spent.
+        record = await self.gateway.record(
+            exchange.key, exchange.upstream, wire=exchange.wire, stream=exchange.stream, status=exchange.status,
+            usage=exchange.usage, complete=exchange.complete, latency_ms=exchange.latency_ms(), error=error,
+            reservation=reservation,
+        )  # fmt: skip
+        if reservation is not None:
+            await self.gateway.budgets.settle(reservation, record)
 
 
 class Audit:

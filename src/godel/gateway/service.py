@@ -24,8 +24,9 @@ from godel.core.ids import new_id
 from godel.core.models import UsageRecord, VirtualKey
 from godel.core.ports import Clock
 from godel.gateway import layers
-from godel.gateway.budgets import BudgetGuard
+from godel.gateway.budgets import BudgetGuard, Reservation
 from godel.gateway.exchange import CallNext, Exchange, Policy, Reply, compose
+from godel.gateway.flights import SingleFlight
 from godel.gateway.forward import Forward, UpstreamClient
 from godel.gateway.keys import hash_key, new_key
 from godel.gateway.policies import AuditLog, CircuitBreaker, ResponseCache
@@ -51,7 +52,7 @@ class KeyStore(Protocol):
         self, at: datetime, *, key_id: str | None = None, scope_type: str | None = None, scope_id: str | None = None
     ) -> int: ...
     async def add_usage(self, record: UsageRecord) -> UsageRecord: ...
-    async def add_usages(self, records: list[UsageRecord]) -> None: ...
+    async def add_usages(self, records: list[UsageRecord], releases: Sequence[str] = ()) -> None: ...
 
 
 class Gateway:
@@ -82,6 +83,8 @@ class Gateway:
         # A revocation through this server drops the entry at once; one through another server shares the
         # database and takes effect here within the cache time.
         self._keys: dict[str, tuple[float, VirtualKey | None]] = {}
+        # Concurrent misses for one key (a burst after an idle pause) share one store read.
+        self._key_flights: SingleFlight[str, VirtualKey | None] = SingleFlight()
         self.writer = UsageWriter(store)
         self.limits = RateLimiter(dict(rate_limits or {}), state=self.shared)
         self.breaker = breaker or CircuitBreaker()
@@ -130,11 +133,15 @@ class Gateway:
         cached = self._keys.get(digest)
         if cached is not None and now - cached[0] < KEY_CACHE_SECONDS:
             return cached[1]
-        key = await self.store.key_by_hash(digest)
-        if len(self._keys) > 10_000:
-            self._keys.clear()  # bounded: unknown keys sent in a flood must not grow it without end
-        self._keys[digest] = (now, key)
-        return key
+
+        async def load() -> VirtualKey | None:
+            key = await self.store.key_by_hash(digest)
+            if len(self._keys) > 10_000:
+                self._keys.clear()  # bounded: unknown keys sent in a flood must not grow it without end
+            self._keys[digest] = (time.monotonic(), key)
+            return key
+
+        return await self._key_flights.run(digest, load)
 
     async def authenticate(self, headers: dict[str, str]) -> VirtualKey:
         text = _credential(headers)
@@ -275,14 +282,26 @@ class Gateway:
         complete: bool,
         latency_ms: float,
         error: str | None,
+        reservation: Reservation | None = None,
     ) -> UsageRecord:
+        """Write the request's usage record (and release its durable budget reservation in the same transaction).
+
+        Under a budget, a cost that cannot be computed -- an answer (or a stream cut short) without any usage, a
+        fallback to a model without a price -- is the reservation's estimate, never $0 (``cost_estimated``). An
+        error answer without usage costs nothing: providers do not bill refusals."""
         cost = None
-        if self.pricer is not None and (usage.input_tokens or usage.output_tokens or usage.cached_tokens):
+        metered = bool(usage.input_tokens or usage.output_tokens or usage.cached_tokens)
+        if self.pricer is not None and metered:
             cost = self.pricer.cost(
                 provider_kind=upstream.config.kind, provider_name=upstream.provider, model=upstream.model,
                 input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cached_tokens=usage.cached_tokens,
                 cache_write_tokens=usage.cache_write_tokens,
             )  # fmt: skip
+        budgeted = reservation is not None and bool(reservation.budgets)
+        estimated = False
+        if budgeted and cost is None and reservation is not None and reservation.amount > 0:
+            if metered or 200 <= status < 400:
+                cost, estimated = reservation.amount, True
         record = UsageRecord(
             at=self.clock.now(), provider=upstream.provider, model=upstream.model, wire=wire, stream=stream,
             status_code=status, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
@@ -290,24 +309,25 @@ class Gateway:
             error=error, key_id=key.id,
             agent_id=key.scope_id if key.scope_type == "agent" else None,
             team_id=key.scope_id if key.scope_type == "team" else key.metadata.get("teamId"),
-            user_name=key.scope_id if key.scope_type == "user" else None,
+            user_name=key.scope_id if key.scope_type == "user" else None, cost_estimated=estimated,
         )  # fmt: skip
-        return await self.writer.write(record)
+        return await self.writer.write(record, release=reservation.id if reservation is not None else None)
 
 
 class UsageWriter:
     """Writes usage records in batches: whatever arrives while one batch commits goes into the next, so under
     load one transaction carries many records, and a lone record is written at once. ``write`` returns once its
-    record is committed."""
+    record is committed -- with ``release``, the durable budget reservation it replaces deleted in the same
+    transaction."""
 
     def __init__(self, store: KeyStore) -> None:
         self.store = store
-        self._queue: list[tuple[UsageRecord, asyncio.Future[None]]] = []
+        self._queue: list[tuple[UsageRecord, str | None, asyncio.Future[None]]] = []
         self._running: asyncio.Task[None] | None = None
 
-    async def write(self, record: UsageRecord) -> UsageRecord:
+    async def write(self, record: UsageRecord, *, release: str | None = None) -> UsageRecord:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((record, done))
+        self._queue.append((record, release, done))
         if self._running is None or self._running.done():
             self._running = asyncio.get_running_loop().create_task(self._drain())
         await asyncio.shield(done)
@@ -317,18 +337,18 @@ class UsageWriter:
         while self._queue:
             batch, self._queue = self._queue[:500], self._queue[500:]
             try:
-                await self.store.add_usages([r for r, _ in batch])
+                await self.store.add_usages([r for r, _, _ in batch], [r for _, r, _ in batch if r])
             except Exception:
                 await self._one_by_one(batch)  # one bad record must not take the others with it
                 continue
-            for _, done in batch:
+            for _, _, done in batch:
                 if not done.done():
                     done.set_result(None)
 
-    async def _one_by_one(self, batch: list[tuple[UsageRecord, asyncio.Future[None]]]) -> None:
-        for record, done in batch:
+    async def _one_by_one(self, batch: list[tuple[UsageRecord, str | None, asyncio.Future[None]]]) -> None:
+        for record, release, done in batch:
             try:
-                await self.store.add_usages([record])
+                await self.store.add_usages([record], [release] if release else [])
             except Exception as exc:
                 log.error("a usage record could not be written", record=repr(record), error=repr(exc))
                 if not done.done():

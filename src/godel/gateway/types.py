@@ -16,7 +16,7 @@ class GatewayError(Exception):
     def __init__(self, status: int, kind: str, message: str) -> None:
         super().__init__(message)
         self.status = status
-        self.kind = kind  # authentication | not_found | invalid_request | upstream | permission
+        self.kind = kind  # authentication | not_found | invalid_request | upstream | permission | budget | unavailable
         self.message = message
 
 

@@ -36,6 +36,7 @@ from godel.merging.resolver import CommandResolver, Resolver
 from godel.merging.results import BranchResult, BranchStatus, summarize
 from godel.merging.sources import team_candidates, workflow_candidates
 from godel.runtimes.git import git, repo_root
+from godel.runtimes.paths import within_roots
 from godel.scheduler.plane import ControlPlane
 from godel.store import SqlStore
 from godel.store.merging import merge_events
@@ -66,6 +67,7 @@ class MergeRequest:
     batch: bool = False
     resolve: str | None = None  # a shell command that resolves conflicts on a refinery branch
     refinery: RefineryConfig | None = None  # or an agent that does (see godel.merging.refinery)
+    owner: str | None = None  # who asked for it ("user:alice"): its events are theirs, and so is the job (RBAC)
 
 
 @dataclass
@@ -101,6 +103,7 @@ class MergeJob:
             "refinery": dataclasses.asdict(request.refinery) if request.refinery else None,
             "teamId": request.team_id,
             "workflowId": request.workflow_id,
+            "owner": request.owner,
             "branches": plan.names,
             "current": self.current,
             "results": [r.as_json() for r in self.results],
@@ -145,7 +148,8 @@ class MergeService:
     # --------------------------------------------------------------------------------------------- start
 
     async def submit(self, request: MergeRequest) -> MergeJob:
-        root = await repo_root(request.repo)
+        roots = self.plane.settings.repo_roots
+        root = within_roots(await repo_root(within_roots(request.repo, roots)), roots)
         branches_field, candidates = await self._candidates(root, request)
         plan = await make_plan(
             root, request.into, candidates, base=request.base, verify=request.verify,
@@ -250,7 +254,8 @@ class MergeService:
             if value and len(value) <= _ID_COLUMN:
                 metadata[key] = value
         try:
-            await self.plane.publish(type_, {"mergeId": job.id, **payload}, metadata, actor="merging")
+            actor = job.request.owner or "merging"
+            await self.plane.publish(type_, {"mergeId": job.id, **payload}, metadata, actor=actor)
         except GodelError as exc:
             if required:
                 raise

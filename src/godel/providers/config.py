@@ -30,6 +30,10 @@ class ProviderConfig(BaseModel):
     models: list[str] = Field(default_factory=list)
     """Model ids this provider serves; a spawn's ``--model NAME/MODEL`` must name one of them."""
 
+    allow_unpriced: bool = False
+    """Under a budget, let this provider's models that have no known price (neither ``[prices]`` nor the bundled
+    table) through unmetered. Off: such a request is refused (400) while any budget applies to its key."""
+
     @field_validator("base_url")
     @classmethod
     def _http(cls, v: str) -> str:

@@ -13,9 +13,12 @@ between the check and the use is out of scope here; stronger runtimes confine th
 
 from __future__ import annotations
 
+import os
+import shutil
+import stat
 from pathlib import Path, PurePosixPath
 
-from godel.errors import FieldError, PathOutsideWorkspaceError
+from godel.errors import FieldError, PathOutsideWorkspaceError, ValidationError
 
 
 def _reject(path: str, why: str) -> PathOutsideWorkspaceError:
@@ -40,3 +43,64 @@ def confine(workspace: Path, path: str) -> Path:
     if target != root and not target.is_relative_to(root):
         raise _reject(path, "resolves outside the workspace")
     return target
+
+
+def user_path(text: str, field: str = "repo") -> Path:
+    """A path a client gave (``~`` and ``~user`` expanded); a 400 naming ``field`` when it cannot be expanded or
+    holds a NUL byte, instead of the ``RuntimeError``/``ValueError`` the standard library raises."""
+    if "\0" in text:
+        raise ValidationError(f"{field} contains a NUL byte", [FieldError(field, "must not contain a NUL byte")])
+    try:
+        return Path(text).expanduser()
+    except RuntimeError as exc:  # "~nosuchuser"
+        why = f"cannot expand {text.split('/')[0]!r}: no such user"
+        raise ValidationError(f"{field}: {why}", [FieldError(field, why)]) from exc
+
+
+def within_roots(path: Path, roots: list[Path], field: str = "repo") -> Path:
+    """``path`` (resolved) when ``roots`` is empty or it lies inside one of them; a 400 naming ``field`` otherwise."""
+    if not roots:
+        return path
+    resolved = path.resolve()
+    for root in roots:
+        top = root.expanduser().resolve()
+        if resolved == top or resolved.is_relative_to(top):
+            return path
+    why = "outside the folders this server accepts repositories from (repo_roots)"
+    raise ValidationError(f"{field} {str(path)!r} is {why}", [FieldError(field, why)])
+
+
+def create_inside(workspace: Path, rel: PurePosixPath, source: Path) -> bool:
+    """Copy the file ``source`` to ``workspace/rel`` without following any symlink on the way: each folder of
+    ``rel`` is opened (or made) relative to the one before with ``O_NOFOLLOW``, and the file is created with
+    ``O_EXCL | O_NOFOLLOW``. False when something is already at ``rel`` (never overwritten);
+    PathOutsideWorkspaceError when a folder on the way is a symlink (a checkout may carry one that points out of
+    the workspace: writing through it would create files anywhere the server can write)."""
+    text = str(rel)
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        raise _reject(text, "is not a plain relative path")
+    nofollow_dir = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(workspace, nofollow_dir)
+    try:
+        for i, part in enumerate(rel.parts[:-1]):
+            try:
+                os.mkdir(part, 0o755, dir_fd=fd)
+            except FileExistsError:
+                pass
+            try:
+                nxt = os.open(part, nofollow_dir, dir_fd=fd)
+            except (NotADirectoryError, OSError) as exc:  # ELOOP: a symlink; ENOTDIR: a file in the way
+                where = "/".join(rel.parts[: i + 1])
+                raise _reject(text, f"would be written through {where!r}, which is a symlink or not a folder") from exc
+            os.close(fd)
+            fd = nxt
+        try:
+            out = os.open(rel.parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                          stat.S_IMODE(source.stat().st_mode) or 0o600, dir_fd=fd)  # fmt: skip
+        except FileExistsError:
+            return False
+        with os.fdopen(out, "wb") as dst, source.open("rb") as src:
+            shutil.copyfileobj(src, dst)
+        return True
+    finally:
+        os.close(fd)

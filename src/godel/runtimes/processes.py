@@ -101,6 +101,10 @@ def write_private(path: Path, content: str) -> None:
         f.write(content)
 
 
+def _private(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)
+
+
 def _retire_previous_run(log_dir: Path) -> None:
     """Move an earlier attempt's logs and exit file into ``run-N/``: a stale ``exit`` would end the new run
     at once, and old output must be kept, not overwritten."""
@@ -117,13 +121,16 @@ def _retire_previous_run(log_dir: Path) -> None:
 
 def _popen(handle: RuntimeHandle, launch: LaunchSpec) -> subprocess.Popen[bytes]:
     log_dir = handle.log_dir
-    log_dir.mkdir(parents=True, exist_ok=True)
+    log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # an agent's output may quote its secrets
     _retire_previous_run(log_dir)
     for path, content in launch.files.items():
         write_private(path, content)
     cwd = handle.workspace / launch.cwd if launch.cwd else handle.workspace  # an absolute cwd wins the join
     argv = ["/bin/sh", "-c", WRAPPER, "godel-run", str(exit_file(handle)), *launch.argv]
-    with open(log_dir / "stdout.log", "ab") as out, open(log_dir / "stderr.log", "ab") as err:
+    with (
+        open(log_dir / "stdout.log", "ab", opener=_private) as out,
+        open(log_dir / "stderr.log", "ab", opener=_private) as err,
+    ):
         return subprocess.Popen(
             argv,
             cwd=cwd,

@@ -30,6 +30,7 @@ from godel.core.ids import branch_for
 from godel.core.ports import RuntimeHandle, WorkspaceSpec
 from godel.errors import AgentSpawnError, ConflictError, FieldError, GitError, ValidationError
 from godel.runtimes.git import git, git_bytes, ref_exists, repo_root, resolve_commit, tree_of_workdir
+from godel.runtimes.paths import create_inside
 from godel.runtimes.processes import agent_env
 from godel.runtimes.snapshots import lay_tree, snapshot_commit
 
@@ -184,16 +185,34 @@ def included_files(repo: Path) -> list[Path]:
 
 
 def copy_includes(repo: Path, dest: Path) -> list[Path]:
-    """Copy the included files that the checkout did not already provide; return what was copied."""
+    """Copy the included files that the checkout did not already provide; return what was copied.
+
+    Nothing is written through a symlink: the checkout (the base ref, a snapshot) may carry a symlinked folder
+    pointing out of the workspace where the repo's own working tree has a real one, and a file copied "into" it
+    would land outside. Such an entry fails the workspace (PathOutsideWorkspaceError, naming the entry and the
+    link) rather than being skipped quietly: the agent would otherwise start without a file it was promised."""
     copied = []
     for rel in included_files(repo):
-        target = dest / rel
-        if target.exists() or target.is_symlink():  # never overwrite checked-out (or forked) content
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(repo / rel, target)
-        copied.append(rel)
+        if create_inside(dest, PurePosixPath(rel.as_posix()), repo / rel):  # never overwrites checked-out content
+            copied.append(rel)
     return copied
+
+
+async def include_escapes(repo: Path, commit: str) -> list[str]:
+    """The folders of ``.worktreeinclude`` entries that are symlinks in ``commit``'s tree: copying the entry into a
+    checkout of ``commit`` would write through them. Lets a spawn be refused (400) before anything is created;
+    ``copy_includes`` refuses the same at copy time, whatever the tree."""
+    files = await asyncio.to_thread(included_files, repo)
+    folders = sorted({str(PurePosixPath(*f.parts[:i])) for f in files for i in range(1, len(f.parts))})
+    if not folders or len(folders) > 1000:  # very many: left to the copy-time check (argv length)
+        return []
+    _, out, _ = await git_bytes("ls-tree", "-z", "--full-tree", commit, "--", *folders, cwd=repo, check=False)
+    escapes = []
+    for entry in out.split(b"\0"):
+        meta, _, name = entry.partition(b"\t")
+        if meta.startswith(b"120000 "):
+            escapes.append(name.decode(errors="replace"))
+    return escapes
 
 
 # ---------------------------------------------------------------------------------------------- setup

@@ -19,6 +19,8 @@ from typing import Any
 import structlog
 
 from godel.agents import get_adapter
+from godel.auth.service import AuthService
+from godel.auth.tokens import TokenSigner, load_or_create_key
 from godel.bus import MemoryBus
 from godel.core.clock import SystemClock
 from godel.core.events import Event, EventFilter, make_event
@@ -27,7 +29,14 @@ from godel.core.models import Agent, Budget, Node, Session, Snapshot
 from godel.core.ports import AgentAdapter, AgentQuery, Clock, EventQuery, Page, Runtime, Store
 from godel.core.states import ACTIVE, AgentState, AgentStatus, NodeStatus, states_with_status
 from godel.core.transitions import Trigger, plan
-from godel.errors import ConflictError, FieldError, GodelError, SnapshotNotFoundError, ValidationError
+from godel.errors import (
+    ConflictError,
+    FieldError,
+    GodelError,
+    PathOutsideWorkspaceError,
+    SnapshotNotFoundError,
+    ValidationError,
+)
 from godel.gateway.budgets import period_bounds
 from godel.gateway.forward import UpstreamClient
 from godel.gateway.policies import AuditLog, CircuitBreaker, ResponseCache
@@ -36,6 +45,8 @@ from godel.gateway.shared import RedisState
 from godel.providers import resolve_route
 from godel.runtimes import get_runtime
 from godel.runtimes.git import resolve_in_repo
+from godel.runtimes.paths import user_path, within_roots
+from godel.runtimes.worktrees import INCLUDE_FILE, include_escapes
 from godel.scheduler.adoption import reconcile_on_start
 from godel.scheduler.ending import RESTART_RESET, end
 from godel.scheduler.handles import handle_of
@@ -47,6 +58,7 @@ from godel.scheduler.waiting import EndWaiter
 from godel.scheduler.watch import Watch
 from godel.settings import Settings
 from godel.store import open_store
+from godel.store.secrets import SecretBox, private_dir
 from godel.tasks import TaskQueue
 
 log = structlog.get_logger("godel.plane")
@@ -106,9 +118,17 @@ class ControlPlane:
         self.gateway.budgets.on_warning = self._budget_warning
         self.gateway.budgets.on_hold = self._budget_hold
         self._budget_pauses = asyncio.Lock()
+        # Who may call the API: identities, credentials, the agents' own run credentials (godel.auth).
+        private_dir(settings.home)
+        self.secrets = SecretBox.for_settings(settings)  # what the store keeps sealed: spawn env, webhook secrets
+        self.auth = AuthService(
+            store=self.store, clock=self.clock, enabled=settings.auth_enabled,
+            signer=TokenSigner(load_or_create_key(settings.jwt_secret_file or settings.home / "jwt.key")),
+            access_ttl=settings.access_token_ttl, refresh_ttl=settings.refresh_token_ttl,
+        )  # fmt: skip
         self.supervisor = Supervisor(
             store=self.store, runtime=self.runtime, settings=settings, clock=self.clock, node_id=self.node.id,
-            gateway=self.gateway,
+            gateway=self.gateway, auth=self.auth if settings.auth_enabled else None, secrets=self.secrets,
         )  # fmt: skip
         self.tasks = TaskSupervisor()
         self.task_queue = TaskQueue(self.store, self.bus, clock=self.clock)  # /api/v1/tasks (godel.tasks)
@@ -165,7 +185,16 @@ class ControlPlane:
 
     async def spawn(self, req: SpawnRequest, *, actor: str = "api") -> Agent:
         adapter, options, context = self.validate_spawn(req)
-        repo, base_commit = await resolve_in_repo(Path(req.repo).expanduser(), req.base_ref, field="baseRef")
+        roots = self.settings.repo_roots
+        path = within_roots(user_path(req.repo), roots)
+        repo, base_commit = await resolve_in_repo(path, req.base_ref, field="baseRef")
+        within_roots(repo, roots)  # the repository's top, not only the folder named, is inside a root
+        escapes = await include_escapes(repo, base_commit)
+        if escapes:  # the checkout would carry a symlink that .worktreeinclude copies write through
+            why = f"{INCLUDE_FILE} names files under {', '.join(escapes[:5])}, a symlink in {req.base_ref}"
+            raise PathOutsideWorkspaceError(f"refused: {why}", [FieldError("baseRef", why)])
+        if options.get("env"):  # sealed before the row is written; opened only to launch (runs.launch_request)
+            options["env"] = self.secrets.seal_values(options["env"])
         agent_id = new_id()
         agent = Agent(
             id=agent_id,
@@ -188,8 +217,9 @@ class ControlPlane:
             max_retries=req.max_retries,
             budget_limit=req.budget_limit,
             spawned_at=self.clock.now(),
-            metadata=dict(req.metadata),
+            metadata={**req.metadata, **({"allowSubagents": True} if req.allow_subagents else {})},
             context=context or None,
+            owner=req.owner,
         )
         agent, _ = await self.store.create_agent(agent, actor=actor)
         if req.budget_limit:  # the spec's budgetLimit: a total budget on the agent, enforced at the gateway
@@ -200,6 +230,9 @@ class ControlPlane:
     def validate_spawn(self, req: SpawnRequest) -> tuple[AgentAdapter, dict[str, Any], dict[str, Any]]:
         """Everything about a spawn request that can be refused without touching the repository: the agent kind,
         its options, the model's route and the CLI's presence. Returns the adapter, options and run context."""
+        problems = req.problems()  # bounds, NULs, env names: every caller's request, before anything is created
+        if problems:
+            raise ValidationError(f"invalid spawn request: {problems[0].field}: {problems[0].message}", problems)
         try:
             adapter = get_adapter(req.agent)
         except ValidationError as exc:
@@ -460,12 +493,16 @@ class ControlPlane:
         overrides: dict[str, Any] | None = None,
         session_point: int | None = None,
         actor: str = "api",
+        owner: str | None = None,
     ) -> Agent:
         """A new agent from a snapshot of this one's working tree (a fresh one when none is named). With
         ``session_point`` N, it also gets the first N entries of this agent's transcript, as context before its
         task, so it picks up the conversation where it stood."""
         source = await self.store.get_agent(agent_id)
         req = fork_request(source, snapshot_id or "", overrides or {})
+        req.owner = owner or source.owner  # the fork is its maker's (the source's owner's when made internally)
+        if req.owner != source.owner:
+            req.env = {}  # the source's secrets belong to its owner, not to whoever forks it
         if session_point is not None:
             req.prompt_context = await self._fork_preamble(agent_id, session_point)
             req.metadata["sessionPoint"] = session_point
@@ -533,7 +570,7 @@ class ControlPlane:
 
     async def budget_status(self, budget: Budget) -> dict[str, Any]:
         start, end = period_bounds(budget.period, self.clock.now())
-        spent = await self.store.spent(budget.entity_type, budget.entity_id, start)
+        spent = await self.gateway.budgets.spent(budget)  # the ledger's running total: one row, not a sum
         return {"spent": spent, "remaining": max(0.0, budget.total_budget - spent), "start": start, "end": end}
 
     def _budget_agents(self, budget: Budget) -> list[str]:

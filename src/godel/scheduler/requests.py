@@ -1,11 +1,25 @@
-"""What a spawn asks for, and how a fork derives its request from the agent it forks."""
+"""What a spawn asks for, and how a fork derives its request from the agent it forks.
+
+``problems`` is the one check of a request's values that every spawn goes through (the API's, a team's, a
+workflow step's, a fork's), before anything is created: finite numbers within bounds, valid environment names, and
+no NUL byte in any string that reaches a process (the kernel cannot pass one; it would fail only at launch).
+"""
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from godel.core.models import Agent, CleanupPolicy
+from godel.errors import FieldError
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+TEXT_LIMIT = 100_000  # characters of a task, command or setup script: each travels as one argv string (128 KiB)
+MAX_SECONDS = 365 * 86400.0
+MAX_PRIORITY = 1_000_000
+MAX_USD = 1e9
 
 
 @dataclass
@@ -30,6 +44,49 @@ class SpawnRequest:
     budget_limit: float | None = None
     snapshot_from: str | None = None  # set by fork
     prompt_context: str | None = None  # set by fork from a session point: the earlier conversation, as text
+    owner: str | None = None  # the principal spawning it ("user:alice", "agent:<id>"): its scope in RBAC
+    allow_subagents: bool = False  # the run's own credential may spawn agents (owned by it)
+
+    def problems(self) -> list[FieldError]:
+        """What is wrong with the request's values (empty when nothing is)."""
+        out: list[FieldError] = []
+        for name in ("task", "repo", "base_ref", "label", "team_id", "agent", "command", "model", "setup",
+                     "prompt_context"):  # fmt: skip
+            text = getattr(self, name)
+            if text is not None and "\0" in text:
+                out.append(FieldError(_camel(name), "must not contain a NUL byte"))
+        if len(self.task) > TEXT_LIMIT:
+            out.append(FieldError("task", f"at most {TEXT_LIMIT} characters"))
+        for name in ("command", "setup"):
+            if len(getattr(self, name) or "") > TEXT_LIMIT:
+                out.append(FieldError(name, f"at most {TEXT_LIMIT} characters"))
+        for key, value in self.env.items():
+            if not isinstance(key, str) or not ENV_NAME.fullmatch(key):
+                out.append(
+                    FieldError(f"env.{key}", "a variable name: letters, digits and '_', not starting with a digit")
+                )
+            elif not isinstance(value, str) or "\0" in value:
+                out.append(FieldError(f"env.{key}", "must be a string without NUL bytes"))
+        numbers: list[tuple[str, float | None, float, float]] = [
+            ("timeout", self.timeout, 0.0, MAX_SECONDS),
+            ("cleanupDelay", self.cleanup_delay, 0.0, MAX_SECONDS),
+            ("budgetLimit", self.budget_limit, 0.0, MAX_USD),
+            ("priority", self.priority, -MAX_PRIORITY, MAX_PRIORITY),
+            ("maxRetries", self.max_retries, 0, 100),
+        ]
+        for name, number, low, high in numbers:
+            if number is None:
+                continue
+            if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+                out.append(FieldError(name, "must be a finite number"))
+            elif not low <= number <= high or (name == "timeout" and number <= 0):
+                out.append(FieldError(name, f"must be between {low:g} and {high:g}"))
+        return out
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
 
 
 def fork_request(source: Agent, snapshot_id: str, overrides: dict[str, Any]) -> SpawnRequest:

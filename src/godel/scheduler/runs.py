@@ -70,13 +70,16 @@ def launch_request(
                 f"{name} is now served by a provider of kind {resolved.kind}, which the {agent.kind} CLI does not "
                 f"speak ({' / '.join(speaks)}); the configuration changed since the agent was spawned"
             )
+    options = agent.config
+    if options.get("env"):  # the one place a spawn's sealed env values are opened: for the process, never stored
+        options = {**options, "env": sup.secrets.open_values(options["env"])}
     return LaunchRequest(
         agent_id=agent.id,
         task=ctx.get("prompt") or (f"{ctx['preamble']}\n\n{agent.task}" if ctx.get("preamble") else agent.task),
         model=agent.model,
         workspace=handle.workspace,
         config_dir=sup.settings.home / "run" / agent.id / "config",
-        options=agent.config,
+        options=options,
         endpoint=resolved,
         tools_dir=sup.settings.agents_dir,
         cli_retries=sup.settings.agent_cli_retries,
@@ -107,12 +110,30 @@ async def through_gateway(sup: Supervisor, agent: Agent, request: LaunchRequest)
     return dataclasses.replace(request, endpoint=dataclasses.replace(ep, base_url=base, api_key=text))
 
 
+async def with_api_credential(sup: Supervisor, agent: Agent, request: LaunchRequest) -> LaunchRequest:
+    """Give the run its own API credential (``GODEL_API_KEY``, with ``GODEL_URL``): role ``agent``, scoped to this
+    agent, so what runs inside can report on itself but never read or steer others, mint keys or change budgets.
+    The run's earlier credentials are revoked first."""
+    if sup.auth is None:
+        return request
+    await sup.auth.revoke_agent_credentials(agent.id)
+    text = await sup.auth.issue_agent_credential(agent.id, allow_spawn=bool(agent.metadata.get("allowSubagents")))
+    env = {**request.options.get("env", {}), "GODEL_API_KEY": text, "GODEL_URL": sup.settings.agent_gateway_url}
+    return dataclasses.replace(request, options={**request.options, "env": env})
+
+
 async def revoke_run_keys(sup: Supervisor, agent_id: str) -> None:
+    """The run is over: its gateway keys and its API credential stop working."""
     if sup.gateway is not None:
         try:
             await sup.gateway.revoke_scope("agent", agent_id)
         except Exception:  # the run is over either way; a key left live is logged, and revoked by the next run
             log.exception("could not revoke the agent's gateway keys", agent=agent_id)
+    if sup.auth is not None:
+        try:
+            await sup.auth.revoke_agent_credentials(agent_id)
+        except Exception:  # as above: revoked by the next run, and it names only this agent
+            log.exception("could not revoke the agent's API credential", agent=agent_id)
 
 
 async def open_session(sup: Supervisor, agent: Agent, request: LaunchRequest) -> Session:

@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 
 from godel.agents import get_adapter
+from godel.auth.service import AuthService
 from godel.core.events import Event
 from godel.core.models import Agent
 from godel.core.ports import (
@@ -51,9 +52,11 @@ from godel.scheduler.runs import (
     open_session,
     revoke_run_keys,
     through_gateway,
+    with_api_credential,
 )
 from godel.scheduler.watch import Changes, Checkpoint, Watch
 from godel.settings import Settings
+from godel.store.secrets import SecretBox
 
 log = structlog.get_logger("godel.supervisor")
 
@@ -80,9 +83,13 @@ class Supervisor:
         clock: Clock,
         node_id: str,
         gateway: Gateway | None = None,
+        auth: AuthService | None = None,
+        secrets: SecretBox | None = None,
     ) -> None:
         self.store = store
         self.gateway = gateway  # when set (and settings.use_gateway), agents reach their models through it
+        self.auth = auth  # when set, each run gets its own least-privilege API credential (GODEL_API_KEY)
+        self.secrets = secrets or SecretBox.for_settings(settings)  # opens the sealed spawn env at launch
         self.runtime = runtime
         self.settings = settings
         self.clock = clock
@@ -163,6 +170,7 @@ class Supervisor:
         adapter = get_adapter(agent.kind)
         try:
             request = await through_gateway(self, agent, launch_request(self, agent, handle, speaks=adapter.wire_apis))
+            request = await with_api_credential(self, agent, request)
             for private in (request.config_dir, request.output_dir):  # the CLI's own, outside the workspace
                 private.mkdir(parents=True, exist_ok=True, mode=0o700)
             # Adapters may read files (a session to resume): off the event loop.

@@ -79,6 +79,8 @@ def list_statement(query: AgentQuery) -> tuple[sa.Select[Any], dict[str, Any]]:
         value = getattr(query, name)
         if value is not None:
             params[name] = value
+    if query.owners is not None:
+        params["owners"] = list(query.owners)
     if query.cursor:
         params["at"], params["last_id"] = decode_cursor(query.cursor)
     states = None if wanted is None else tuple(sorted(s.value for s in wanted))
@@ -92,6 +94,8 @@ def _page_statement(states: tuple[str, ...] | None, given: frozenset[str]) -> sa
     for name in ("team_id", "label", "model", "node_id"):
         if name in given:
             conditions.append(c[name] == sa.bindparam(name))
+    if "owners" in given:  # a caller who may see only its own (or its team's) agents
+        conditions.append(c.owner.in_(sa.bindparam("owners", expanding=True)))
     if "at" in given:
         at = sa.bindparam("at", type_=c.spawned_at.type)
         conditions.append(c.spawned_at <= at)

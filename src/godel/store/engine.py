@@ -15,7 +15,9 @@ The rest of the store is one code path over SQLAlchemy Core; what differs lives 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -68,9 +70,22 @@ def create_engine(url: str, *, sqlite_synchronous: SqliteSynchronous = "NORMAL")
             raise ValueError(f"invalid SQLite synchronous mode {sqlite_synchronous!r}")
         assert u.database is not None
         if not u.query.get("uri"):
-            Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+            _private_database(Path(u.database))
         _configure_sqlite(engine, sqlite_synchronous)
     return engine
+
+
+def _private_database(path: Path) -> None:
+    """The database holds secrets (sealed, but with their names, tasks and transcripts beside them): its folder is
+    made 0700 when Godel creates it, and the file with its ``-wal``/``-shm`` is 0600 (SQLite gives those two the
+    database file's mode, so creating the file first with 0600 covers them)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # an empty file is an empty database
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            if file.stat().st_mode & 0o077:
+                file.chmod(0o600)
 
 
 def _configure_sqlite(engine: AsyncEngine, synchronous: str) -> None:

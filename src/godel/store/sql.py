@@ -26,6 +26,7 @@ from godel.core.transitions import Trigger, event_type_for, plan
 from godel.errors import AgentNotFoundError, EventNotFoundError, NotFoundError, SnapshotNotFoundError
 from godel.store import agents as agent_queries
 from godel.store import migrations, rows, tables
+from godel.store.auth import AuthQueries
 from godel.store.database import Database
 from godel.store.engine import (
     MIGRATIONS_LOCK_KEY,
@@ -39,10 +40,11 @@ from godel.store.gateway import BudgetQueries, GatewayQueries
 from godel.store.host import source_of
 from godel.store.tasks import TaskStore
 from godel.store.teams import TeamStore
+from godel.store.webhooks import WebhookQueries
 from godel.store.workflows import WorkflowStore
 
 
-class SqlStore(GatewayQueries, BudgetQueries, TaskStore, WorkflowStore, TeamStore):
+class SqlStore(GatewayQueries, BudgetQueries, TaskStore, WorkflowStore, TeamStore, WebhookQueries, AuthQueries):
     def __init__(self, engine: AsyncEngine, *, clock: Clock | None = None) -> None:
         self._db = Database(engine)
         self._read = self._db.read

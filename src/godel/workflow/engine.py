@@ -432,6 +432,7 @@ class WorkflowEngine:
             command=rendered.command, model=model, timeout=step.timeout, env=rendered.env, config=config,
             prompt_context=preamble,
             metadata={"workflowId": wf.id, "stepId": step.id, "attempt": attempt, "role": step.role},
+            owner=wf.created_by if (wf.created_by or "").startswith(("user:", "agent:")) else None,
         )  # fmt: skip
         try:
             agent = await self.plane.spawn(request, actor=f"workflow:{wf.id}")

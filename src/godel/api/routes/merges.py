@@ -10,13 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
+from godel.api.access import MERGE, allow, auth_of, visible_owners
 from godel.api.deps import Plane
-from godel.api.schemas import Body, NonEmpty, ok
-from godel.errors import FieldError, GodelError, ValidationError
+from godel.api.schemas import Body, NonEmpty, RepoPath, ok
+from godel.auth.principal import Principal
+from godel.core.ids import agent_of_branch
+from godel.errors import FieldError, GodelError, PermissionDeniedError, ValidationError
 from godel.merging.plan import DEFAULT_VERIFY_TIMEOUT
 from godel.merging.refinery import DEFAULT_TIMEOUT, RefineryConfig
 from godel.merging.service import MergeRequest, merge_service
@@ -26,7 +29,7 @@ router = APIRouter(tags=["merges"])
 
 
 class StartMerge(Body):
-    repo: NonEmpty
+    repo: RepoPath
     into: NonEmpty
     base: NonEmpty | None = None  # where a new integration branch starts (default HEAD); ignored if it exists
     verify: str | None = None  # the gate: a shell command run in the integration worktree after each merge
@@ -49,7 +52,20 @@ StartMerge.model_rebuild()
 
 
 @router.post("/merges", status_code=202)
-async def start_merge(body: StartMerge, plane: Plane) -> JSONResponse:
+async def start_merge(
+    body: StartMerge, plane: Plane, request: Request, caller: Annotated[Principal, allow("merge:create")]
+) -> JSONResponse:
+    auth = auth_of(request)
+    # Merging reads the branches it takes in and writes the one it merges into: an agent's branch (godel/ID) is
+    # that agent's, so the caller must be able to read it (or change it, for ``into``).
+    wanted = [("team", body.team_id, "read"), ("workflow", body.workflow_id, "read")]
+    wanted += [("agent", agent_of_branch(b), "read") for b in body.branches]
+    wanted.append(("agent", agent_of_branch(body.into), "update"))
+    for kind, ref, action in wanted:
+        if ref is not None and not caller.may(kind, action, await auth.owner_of(kind, ref)):
+            raise PermissionDeniedError(
+                f"{caller.id} may not {action} {kind} {ref}", details={"permission": f"{kind}:{action}"}
+            )
     if body.refinery is not None:
         if body.resolve:
             raise ValidationError("give `resolve` (a command) or `refinery` (an agent), not both",
@@ -64,20 +80,29 @@ async def start_merge(body: StartMerge, plane: Plane) -> JSONResponse:
         except GodelError as exc:
             raise ValidationError(exc.message, [FieldError("refinery", exc.message)]) from None
     refinery = RefineryConfig(**body.refinery.model_dump()) if body.refinery else None
-    request = MergeRequest(
+    merge = MergeRequest(
         repo=Path(body.repo).expanduser(), into=body.into, branches=list(body.branches), team_id=body.team_id,
         workflow_id=body.workflow_id, base=body.base, verify=body.verify, verify_timeout=body.verify_timeout,
-        batch=body.batch, resolve=body.resolve or None, refinery=refinery,
+        batch=body.batch, resolve=body.resolve or None, refinery=refinery, owner=caller.id,
     )  # fmt: skip
-    job = await merge_service(plane).submit(request)
+    job = await merge_service(plane).submit(merge)
     return JSONResponse(ok(job.as_json()), status_code=202)
 
 
 @router.get("/merges")
-async def list_merges(plane: Plane, limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
-    return ok({"items": await merge_service(plane).list(limit)})
+async def list_merges(
+    plane: Plane,
+    request: Request,
+    caller: Annotated[Principal, allow("merge:read")],
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> dict[str, Any]:
+    owners = await visible_owners(request, caller, "merge")
+    items = await merge_service(plane).list(limit)
+    return ok({"items": [m for m in items if owners is None or m.get("owner") in owners]})
 
 
 @router.get("/merges/{merge_id}")
-async def get_merge(merge_id: str, plane: Plane) -> dict[str, Any]:
+async def get_merge(
+    merge_id: str, plane: Plane, caller: Annotated[Principal, allow("merge:read", on=MERGE)]
+) -> dict[str, Any]:
     return ok(await merge_service(plane).get(merge_id))

@@ -6,20 +6,24 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
+from godel.api.access import OWNER_KEY, TASK, allow, may_steer, owned_metadata, visible_owners
 from godel.api.deps import Plane
 from godel.api.schemas import Body, ok, page
+from godel.auth.principal import Principal
 from godel.core.models import Task
 from godel.core.states import TaskStatus
-from godel.errors import FieldError, ValidationError
+from godel.errors import FieldError, PermissionDeniedError, ValidationError
 from godel.tasks import MAX_PRIORITY, MIN_PRIORITY, TaskQuery
 from godel.tasks import history as h
 from godel.tasks.queue import DESCRIPTION_LIMIT, ID_LIMIT, MAX_ATTEMPTS_LIMIT, TITLE_LIMIT
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
+Reader = Annotated[Principal, allow("task:read", on=TASK)]
+Updater = Annotated[Principal, allow("task:update", on=TASK)]
 
 TaskPriority = Annotated[int, Field(strict=True, ge=MIN_PRIORITY, le=MAX_PRIORITY)]
 RefId = Annotated[str, Field(min_length=1, max_length=ID_LIMIT)]
@@ -75,7 +79,8 @@ def task_json(t: Task) -> dict[str, Any]:
         "result": t.result,
         "lastError": h.last_error_of(t),
         "history": h.history_of(t),
-        "metadata": h.user_metadata(t),
+        "metadata": {k: v for k, v in h.user_metadata(t).items() if k != OWNER_KEY},
+        "owner": t.metadata.get(OWNER_KEY),
         "createdAt": _t(t.created_at),
         "updatedAt": _t(t.updated_at),
         "completedAt": _t(t.completed_at),
@@ -83,7 +88,10 @@ def task_json(t: Task) -> dict[str, Any]:
 
 
 @router.post("", status_code=201)
-async def create_task(body: CreateTask, plane: Plane) -> JSONResponse:
+async def create_task(
+    body: CreateTask, plane: Plane, request: Request, caller: Annotated[Principal, allow("task:create")]
+) -> JSONResponse:
+    await may_steer(request, caller, agent_id=body.agent_id, team_id=body.team_id)
     task = await plane.task_queue.create(
         body.title,
         description=body.description,
@@ -91,7 +99,7 @@ async def create_task(body: CreateTask, plane: Plane) -> JSONResponse:
         max_attempts=body.max_attempts,
         agent_id=body.agent_id,
         team_id=body.team_id,
-        metadata=body.metadata,
+        metadata=owned_metadata(body.metadata, caller),
     )
     return JSONResponse(ok(task_json(task)), status_code=201)
 
@@ -99,6 +107,8 @@ async def create_task(body: CreateTask, plane: Plane) -> JSONResponse:
 @router.get("")
 async def list_tasks(
     plane: Plane,
+    request: Request,
+    caller: Annotated[Principal, allow("task:read")],
     status: Annotated[list[TaskStatus] | None, Query()] = None,
     agent_id: Annotated[str | None, Query(alias="agentId")] = None,
     team_id: Annotated[str | None, Query(alias="teamId")] = None,
@@ -121,58 +131,77 @@ async def list_tasks(
         limit=limit, cursor=cursor,
     )  # fmt: skip
     result = await plane.task_queue.list(query)
-    return page([task_json(t) for t in result.items], limit=limit, cursor=result.cursor, has_more=result.has_more)
+    owners = await visible_owners(request, caller, "task")
+    items = [t for t in result.items if owners is None or t.metadata.get(OWNER_KEY) in owners]
+    return page([task_json(t) for t in items], limit=limit, cursor=result.cursor, has_more=result.has_more)
 
 
 @router.get("/stats")
-async def task_stats(plane: Plane) -> dict[str, Any]:
+async def task_stats(plane: Plane, caller: Annotated[Principal, allow("task:read")]) -> dict[str, Any]:
     """How many tasks are in each status; ``pending`` is the queue's depth, ``dead`` the dead-letter list's."""
     return ok({"counts": await plane.task_queue.stats()})
 
 
 @router.post("/claim")
-async def claim_task(body: Target, plane: Plane) -> dict[str, Any]:
+async def claim_task(
+    body: Target, plane: Plane, request: Request, caller: Annotated[Principal, allow("task:update")]
+) -> Any:
+    """Take the next task of the shared queue, whoever made it: that needs ``task:update:all`` (to take one of
+    your own, assign it)."""
+    if caller.scope_of("task", "update") != "all":
+        raise PermissionDeniedError(
+            "claiming takes the next task of the shared queue, whoever made it: it needs task:update:all "
+            "(assign one of your own tasks with POST /tasks/{id}/assign)",
+            details={"permission": "task:update:all"},
+        )
+    await may_steer(request, caller, agent_id=body.agent_id, team_id=body.team_id)
     """The next task for this agent or team, now assigned to it; ``data`` is null when the queue has none."""
     task = await plane.task_queue.claim(agent_id=body.agent_id, team_id=body.team_id)
     return ok(task_json(task) if task else None)
 
 
 @router.get("/{task_id}")
-async def get_task(task_id: str, plane: Plane) -> dict[str, Any]:
+async def get_task(task_id: str, plane: Plane, caller: Reader) -> dict[str, Any]:
     return ok(task_json(await plane.task_queue.get(task_id)))
 
 
 @router.delete("/{task_id}")
-async def delete_task(task_id: str, plane: Plane, force: bool = False) -> dict[str, Any]:
+async def delete_task(
+    task_id: str, plane: Plane, caller: Annotated[Principal, allow("task:delete", on=TASK)], force: bool = False
+) -> dict[str, Any]:
     await plane.task_queue.delete(task_id, force=force)
     return ok({"id": task_id, "deleted": True})
 
 
 @router.post("/{task_id}/assign")
-async def assign_task(task_id: str, body: Target, plane: Plane) -> dict[str, Any]:
+async def assign_task(task_id: str, body: Target, plane: Plane, request: Request, caller: Updater) -> dict[str, Any]:
+    await may_steer(request, caller, agent_id=body.agent_id, team_id=body.team_id)
     return ok(task_json(await plane.task_queue.assign(task_id, agent_id=body.agent_id, team_id=body.team_id)))
 
 
 @router.post("/{task_id}/start")
-async def start_task(task_id: str, plane: Plane, body: Start | None = None) -> dict[str, Any]:
+async def start_task(
+    task_id: str, plane: Plane, request: Request, caller: Updater, body: Start | None = None
+) -> dict[str, Any]:
+    await may_steer(request, caller, agent_id=body.agent_id if body else None)
     return ok(task_json(await plane.task_queue.begin(task_id, agent_id=body.agent_id if body else None)))
 
 
 @router.post("/{task_id}/complete")
-async def complete_task(task_id: str, plane: Plane, body: Complete | None = None) -> dict[str, Any]:
+async def complete_task(task_id: str, plane: Plane, caller: Updater, body: Complete | None = None) -> dict[str, Any]:
     return ok(task_json(await plane.task_queue.complete(task_id, body.result if body else None)))
 
 
 @router.post("/{task_id}/fail")
-async def fail_task(task_id: str, body: Fail, plane: Plane) -> dict[str, Any]:
+async def fail_task(task_id: str, body: Fail, plane: Plane, caller: Updater) -> dict[str, Any]:
     return ok(task_json(await plane.task_queue.fail(task_id, body.error, retry=body.retry)))
 
 
 @router.post("/{task_id}/retry")
-async def retry_task(task_id: str, plane: Plane) -> dict[str, Any]:
+async def retry_task(task_id: str, plane: Plane, caller: Updater) -> dict[str, Any]:
     return ok(task_json(await plane.task_queue.retry(task_id)))
 
 
 @router.post("/{task_id}/cancel")
-async def cancel_task(task_id: str, plane: Plane, body: Cancel | None = None) -> dict[str, Any]:
+async def cancel_task(task_id: str, plane: Plane, caller: Updater, body: Cancel | None = None) -> dict[str, Any]:
     return ok(task_json(await plane.task_queue.cancel(task_id, body.reason if body else None)))

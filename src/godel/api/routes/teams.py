@@ -10,7 +10,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from godel.api.schemas import Body, agent_json, ok, page
+from godel.api.access import OWNER_KEY, RESERVED_METADATA, TEAM, allow, owned_metadata, visible_owners
+from godel.api.schemas import Body, RepoPath, agent_json, ok, page
+from godel.auth.principal import Principal
 from godel.core.models import Agent, Team
 from godel.core.states import TeamStatus
 from godel.teams import TeamOrchestrator
@@ -25,6 +27,8 @@ def _teams(request: Request) -> TeamOrchestrator:
 
 
 Teams = Annotated[TeamOrchestrator, Depends(_teams)]
+Reader = Annotated[Principal, allow("team:read", on=TEAM)]
+Updater = Annotated[Principal, allow("team:update", on=TEAM)]
 Text = Annotated[str, Field(min_length=1, max_length=100_000)]
 
 
@@ -45,7 +49,7 @@ class CreateTeam(Body):
     name: Annotated[str, Field(min_length=1, max_length=255)] | None = None
     description: Annotated[str, Field(max_length=10_000)] | None = None
     strategy: str
-    repo: Annotated[str, Field(min_length=1)]
+    repo: RepoPath
     base_ref: str | None = None
     task: Text | None = None
     tasks: list[str] | None = None
@@ -105,7 +109,8 @@ def team_json(team: Team, summary: dict[str, Any] | None = None, agents: list[Ag
         "config": team.config,
         "budgetAllocated": team.budget_allocated,
         "budgetConsumed": team.budget_consumed,
-        "metadata": {k: v for k, v in team.metadata.items() if k != "run"},
+        "metadata": {k: v for k, v in team.metadata.items() if k not in ("run", OWNER_KEY)},
+        "owner": team.metadata.get(OWNER_KEY),
         "createdAt": _t(team.created_at),
         "updatedAt": _t(team.updated_at),
         "completedAt": _t(team.completed_at),
@@ -121,17 +126,22 @@ async def _shown(teams: TeamOrchestrator, team_id: str) -> dict[str, Any]:
 
 
 @router.post("", status_code=201)
-async def create_team(body: CreateTeam, teams: Teams) -> JSONResponse:
+async def create_team(
+    body: CreateTeam, teams: Teams, caller: Annotated[Principal, allow("team:create")]
+) -> JSONResponse:
     config = body.model_dump(by_alias=True, exclude_none=True, exclude={"name", "description", "metadata", "start"})
     team = await teams.create(
-        config, name=body.name, description=body.description, metadata=body.metadata, start=body.start
-    )
+        config, name=body.name, description=body.description, metadata=owned_metadata(body.metadata, caller),
+        start=body.start,
+    )  # fmt: skip
     return JSONResponse(ok(await _shown(teams, team.id)), status_code=201)
 
 
 @router.get("")
 async def list_teams(
     teams: Teams,
+    request: Request,
+    caller: Annotated[Principal, allow("team:read")],
     status: Annotated[list[TeamStatus] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
@@ -139,68 +149,74 @@ async def list_teams(
     """Newest first; each team with its agents' counts and progress."""
     found = await teams.list_teams(status=tuple(status or ()), limit=limit, cursor=cursor)
     items = []
+    owners = await visible_owners(request, caller, "team")
     for team in found.items:
+        if owners is not None and team.metadata.get(OWNER_KEY) not in owners:
+            continue
         _, _, summary = await teams.state(team.id)
         items.append(team_json(team, summary))
     return page(items, limit=limit, cursor=found.cursor, has_more=found.has_more)
 
 
 @router.get("/{team_id}")
-async def get_team(team_id: str, teams: Teams) -> dict[str, Any]:
+async def get_team(team_id: str, teams: Teams, caller: Reader) -> dict[str, Any]:
     return ok(await _shown(teams, team_id))
 
 
 @router.patch("/{team_id}")
-async def update_team(team_id: str, body: UpdateTeam, teams: Teams) -> dict[str, Any]:
+async def update_team(team_id: str, body: UpdateTeam, teams: Teams, caller: Updater) -> dict[str, Any]:
+    metadata = {k: v for k, v in (body.metadata or {}).items() if k not in RESERVED_METADATA} or None
     await teams.update(
-        team_id, name=body.name, description=body.description, metadata=body.metadata,
+        team_id, name=body.name, description=body.description, metadata=metadata,
         max_agents=body.max_agents, budget=body.budget,
     )  # fmt: skip
     return ok(await _shown(teams, team_id))
 
 
 @router.delete("/{team_id}")
-async def delete_team(team_id: str, teams: Teams, force: bool = False) -> dict[str, Any]:
+async def delete_team(
+    team_id: str, teams: Teams, caller: Annotated[Principal, allow("team:delete", on=TEAM)], force: bool = False
+) -> dict[str, Any]:
     await teams.delete(team_id, force=force)
     return ok({"id": team_id, "deleted": True})
 
 
 @router.post("/{team_id}/start")
-async def start_team(team_id: str, teams: Teams) -> dict[str, Any]:
+async def start_team(team_id: str, teams: Teams, caller: Updater) -> dict[str, Any]:
     await teams.start_team(team_id)
     return ok(await _shown(teams, team_id))
 
 
 @router.post("/{team_id}/pause")
-async def pause_team(team_id: str, teams: Teams) -> dict[str, Any]:
+async def pause_team(team_id: str, teams: Teams, caller: Updater) -> dict[str, Any]:
     await teams.pause_team(team_id)
     return ok(await _shown(teams, team_id))
 
 
 @router.post("/{team_id}/resume")
-async def resume_team(team_id: str, teams: Teams) -> dict[str, Any]:
+async def resume_team(team_id: str, teams: Teams, caller: Updater) -> dict[str, Any]:
     await teams.resume_team(team_id)
     return ok(await _shown(teams, team_id))
 
 
 @router.post("/{team_id}/complete")
-async def complete_team(team_id: str, teams: Teams) -> dict[str, Any]:
+async def complete_team(team_id: str, teams: Teams, caller: Updater) -> dict[str, Any]:
     await teams.complete_team(team_id)
     return ok(await _shown(teams, team_id))
 
 
 @router.post("/{team_id}/scale")
-async def scale_team(team_id: str, body: Scale, teams: Teams) -> dict[str, Any]:
+async def scale_team(team_id: str, body: Scale, teams: Teams, caller: Updater) -> dict[str, Any]:
     _, killed = await teams.scale(team_id, body.size)
     return ok({**await _shown(teams, team_id), "killedAgents": killed})
 
 
 @router.get("/{team_id}/agents")
-async def team_agents(team_id: str, teams: Teams) -> dict[str, Any]:
+async def team_agents(team_id: str, teams: Teams, caller: Reader) -> dict[str, Any]:
     agents = await teams.agents(team_id)
     return ok({"items": [agent_json(a) for a in agents]})
 
 
 @router.get("/{team_id}/metrics")
-async def team_metrics(team_id: str, teams: Teams) -> dict[str, Any]:
+async def team_metrics(team_id: str, teams: Teams, caller: Reader) -> dict[str, Any]:
     return ok(await teams.metrics(team_id))

@@ -8,7 +8,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from godel.api.schemas import Body, NonEmpty, ok
+from godel.api.access import WORKFLOW, allow, may_steer, visible_owners
+from godel.api.schemas import Body, NonEmpty, RepoPath, ok
+from godel.auth.principal import Principal
 from godel.core.models import Workflow, WorkflowStep
 from godel.errors import FieldError, ValidationError
 from godel.workflow import load_workflow, parse_workflow
@@ -17,6 +19,8 @@ from godel.workflow.engine import WorkflowEngine
 from godel.workflow.graph import TERMINAL
 
 router = APIRouter(tags=["workflows"])
+Reader = Annotated[Principal, allow("workflow:read", on=WORKFLOW)]
+Updater = Annotated[Principal, allow("workflow:update", on=WORKFLOW)]
 
 
 class SubmitWorkflow(Body):
@@ -24,7 +28,7 @@ class SubmitWorkflow(Body):
     format: Literal["yaml", "json"] | None = None
     filename: Annotated[str, Field(max_length=255)] = "<workflow>"
     definition: dict[str, Any] | None = None  # or the document as an object
-    repo: NonEmpty
+    repo: RepoPath
     base_ref: NonEmpty = "HEAD"
     variables: dict[str, Any] = Field(default_factory=dict)
     team_id: str | None = None
@@ -96,11 +100,14 @@ def _order(wf: Workflow) -> Any:
 
 
 @router.post("/workflows", status_code=201)
-async def submit(body: SubmitWorkflow, request: Request) -> JSONResponse:
+async def submit(
+    body: SubmitWorkflow, request: Request, caller: Annotated[Principal, allow("workflow:create")]
+) -> JSONResponse:
+    await may_steer(request, caller, team_id=body.team_id)
     engine = _engine(request)
     wf = await engine.submit(
         _definition(body), repo=body.repo, base_ref=body.base_ref, variables=body.variables, team_id=body.team_id,
-        start=body.start,
+        start=body.start, created_by=caller.id,
     )  # fmt: skip
     wf, steps = await engine.get(wf.id)
     return JSONResponse(ok(workflow_json(wf, steps)), status_code=201)
@@ -109,23 +116,25 @@ async def submit(body: SubmitWorkflow, request: Request) -> JSONResponse:
 @router.get("/workflows")
 async def list_workflows(
     request: Request,
+    caller: Annotated[Principal, allow("workflow:read")],
     status: Annotated[list[str] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
 ) -> dict[str, Any]:
     page = await _engine(request).list_workflows(statuses=status or (), limit=limit, cursor=cursor)
-    items = [workflow_json(w) for w in page.items]
+    owners = await visible_owners(request, caller, "workflow")
+    items = [workflow_json(w) for w in page.items if owners is None or w.created_by in owners]
     return ok({"items": items, "pagination": {"limit": limit, "cursor": page.cursor, "hasMore": page.has_more}})
 
 
 @router.get("/workflows/{workflow_id}")
-async def get_workflow(workflow_id: str, request: Request) -> dict[str, Any]:
+async def get_workflow(workflow_id: str, request: Request, caller: Reader) -> dict[str, Any]:
     wf, steps = await _engine(request).get(workflow_id)
     return ok(workflow_json(wf, steps))
 
 
 @router.get("/workflows/{workflow_id}/steps")
-async def get_steps(workflow_id: str, request: Request) -> dict[str, Any]:
+async def get_steps(workflow_id: str, request: Request, caller: Reader) -> dict[str, Any]:
     wf, steps = await _engine(request).get(workflow_id)
     return ok({"items": [step_json(s) for s in sorted(steps, key=_order(wf))]})
 
@@ -137,7 +146,7 @@ class UpdateWorkflow(Body):
 
 
 @router.patch("/workflows/{workflow_id}")
-async def update_workflow(workflow_id: str, body: UpdateWorkflow, request: Request) -> dict[str, Any]:
+async def update_workflow(workflow_id: str, body: UpdateWorkflow, request: Request, caller: Updater) -> dict[str, Any]:
     engine = _engine(request)
     await engine.update(workflow_id, name=body.name, description=body.description, variables=body.variables)
     wf, steps = await engine.get(workflow_id)
@@ -145,13 +154,20 @@ async def update_workflow(workflow_id: str, body: UpdateWorkflow, request: Reque
 
 
 @router.delete("/workflows/{workflow_id}")
-async def delete_workflow(workflow_id: str, request: Request, force: bool = False) -> dict[str, Any]:
+async def delete_workflow(
+    workflow_id: str,
+    request: Request,
+    caller: Annotated[Principal, allow("workflow:delete", on=WORKFLOW)],
+    force: bool = False,
+) -> dict[str, Any]:
     await _engine(request).delete(workflow_id, force=force)
     return ok({"id": workflow_id, "deleted": True})
 
 
 @router.post("/workflows/{workflow_id}/{action}")
-async def act(workflow_id: str, action: Literal["start", "cancel", "pause", "resume"], request: Request) -> Any:
+async def act(
+    workflow_id: str, action: Literal["start", "cancel", "pause", "resume"], request: Request, caller: Updater
+) -> Any:
     engine = _engine(request)
     do = {"start": engine.start_workflow, "cancel": engine.cancel, "pause": engine.pause, "resume": engine.resume}
     await do[action](workflow_id)
