@@ -309,3 +309,27 @@ def machine_info() -> dict[str, Any]:
         "git": git_version,
         "loadavg": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def scripted_upstream(root: Path, text: str, output_tokens: int) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the scripted model (``godel dev model``) answering every request with ``text``, in its own session on a
+    free port; returns the process and its OpenAI base URL once it answers. The caller terminates it."""
+    import httpx
+    from tests.e2e.serverproc import free_port
+
+    port = free_port()
+    script = root / "script.yaml"
+    script.write_text(f"turns:\n  - text: {text}\n    output_tokens: {output_tokens}\n")
+    model = subprocess.Popen(
+        [sys.executable, "-m", "godel", "dev", "model", "--script", str(script), "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base}/models", timeout=1).status_code == 200:
+                return model, base
+        time.sleep(0.05)  # waiting for the upstream to listen
+    model.terminate()
+    raise RuntimeError(f"the scripted model did not answer at {base}")

@@ -14,38 +14,29 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
-from tests.e2e.serverproc import ServerProcess, free_port
+from tests.e2e.serverproc import ServerProcess
 
-from benchmarks.common import Config, Figure, ms_since, workdir
+from benchmarks.common import Config, Figure, ms_since, scripted_upstream, workdir
 
 NAME = "gateway"
 MODEL = "scripted-model"
+UPSTREAM_TEXT = "Hello from upstream, a short streamed answer."
 BODY = {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
 
 
 def run(cfg: Config) -> list[Figure]:
     with workdir(cfg, NAME) as root:
-        port = free_port()
-        script = root / "script.yaml"
-        script.write_text("turns:\n  - text: Hello from upstream, a short streamed answer.\n    output_tokens: 12\n")
-        model = subprocess.Popen(
-            [sys.executable, "-m", "godel", "dev", "model", "--script", str(script), "--port", str(port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-        upstream = f"http://127.0.0.1:{port}/v1"
+        model, upstream = scripted_upstream(root, UPSTREAM_TEXT, 12)
         config = root / "godel.toml"
         config.write_text(
             f'[providers.scripted]\nkind = "openai-chat"\nbase_url = "{upstream}"\nmodels = ["{MODEL}"]\n'
         )
         server = ServerProcess(root / "home", cwd=root, GODEL_CONFIG=str(config), GODEL_LOG_LEVEL="warning")
         try:
-            asyncio.run(_wait_up(f"{upstream}/models"))
             server.start()
             key = server.api("POST", "/api/v1/keys", json={"scope": "user", "id": "bench"})["key"]
             assert server.proc is not None
@@ -119,18 +110,6 @@ async def _measure(cfg: Config, upstream: str, via: str, key: str, server_pid: i
                 per_core.notes.append("server CPU per request: " + ", ".join(f"{c:.2f} ms" for c in cpu_ms))
                 figures.append(per_core)
     return figures
-
-
-async def _wait_up(url: str) -> None:
-    async with httpx.AsyncClient() as c:
-        for _ in range(200):
-            try:
-                if (await c.get(url)).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.05)  # waiting for the upstream to listen
-    raise RuntimeError("the scripted model did not come up")
 
 
 async def _load(client: httpx.AsyncClient, concurrency: int, total: int) -> tuple[list[float], float]:

@@ -22,28 +22,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-from tests.e2e.serverproc import ServerProcess, free_port
+from tests.e2e.serverproc import ServerProcess
 
-from benchmarks.common import Config, Figure, ms_since, workdir
-from benchmarks.gateway import BODY, MODEL, _cpu_seconds, _wait_up
+from benchmarks.common import Config, Figure, ms_since, scripted_upstream, workdir
+from benchmarks.gateway import BODY, MODEL, UPSTREAM_TEXT, _cpu_seconds
 
 NAME = "gateway"
 IDLE_SECONDS = 3.0  # longer than the key cache (2 s) and the budget cache (1 s)
 
 
 def run(cfg: Config) -> list[Figure]:
-    import subprocess
-    import sys
-
     with workdir(cfg, "gateway-budgets") as root:
-        port = free_port()
-        script = root / "script.yaml"
-        script.write_text("turns:\n  - text: Hello from upstream, a short streamed answer.\n    output_tokens: 12\n")
-        model = subprocess.Popen(
-            [sys.executable, "-m", "godel", "dev", "model", "--script", str(script), "--port", str(port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-        upstream = f"http://127.0.0.1:{port}/v1"
+        model, upstream = scripted_upstream(root, UPSTREAM_TEXT, 12)
         config = root / "godel.toml"
         config.write_text(
             f'[providers.scripted]\nkind = "openai-chat"\nbase_url = "{upstream}"\nmodels = ["{MODEL}"]\n\n'
@@ -51,7 +41,6 @@ def run(cfg: Config) -> list[Figure]:
         )
         server = ServerProcess(root / "home", cwd=root, GODEL_CONFIG=str(config), GODEL_LOG_LEVEL="warning")
         try:
-            asyncio.run(_wait_up(f"{upstream}/models"))
             server.start()
             free = server.api("POST", "/api/v1/keys", json={"scope": "user", "id": "free"})["key"]
             capped = server.api("POST", "/api/v1/keys", json={"scope": "user", "id": "capped"})["key"]

@@ -82,6 +82,7 @@ class AuthService:
     access_ttl: float = 900.0
     refresh_ttl: float = 7 * 86400.0
     _keys: dict[str, _Cached] = field(default_factory=dict)
+    _sessions: dict[str, _Cached] = field(default_factory=dict)  # verified access tokens (by their text)
     _users: dict[str, tuple[float, dict[str, Any] | None]] = field(default_factory=dict)
     _roles: tuple[float, dict[str, tuple[Permission, ...]]] | None = None
     _families: dict[str, tuple[float, bool]] = field(default_factory=dict)
@@ -170,6 +171,18 @@ class AuthService:
                 raise AuthenticationError("the user this agent runs for is disabled or removed")
 
     async def _from_access_token(self, token: str, method: str) -> Principal:
+        now = self.clock.monotonic()
+        cached = self._sessions.get(token)
+        if cached is not None and cached.until > now and cached.principal.method == method:
+            return cached.principal
+        principal = await self._verify_access_token(token, method)
+        # Remembered as long as the user's roles and the session's state are (a logout here forgets it at once).
+        self._sessions[token] = _Cached(principal, now + USER_CACHE_SECONDS)
+        if len(self._sessions) > _OWNER_CACHE_MAX:
+            self._sessions.clear()
+        return principal
+
+    async def _verify_access_token(self, token: str, method: str) -> Principal:
         claims = self.signer.verify(token)
         if claims is None:
             raise AuthenticationError("invalid or expired access token; log in again or use /auth/refresh")
@@ -226,8 +239,9 @@ class AuthService:
 
     def forget(self, *, user: str | None = None, roles: bool = False, everything: bool = False) -> None:
         """Drop what this server remembers after a change made here (the other servers expire theirs)."""
-        if everything or user is not None:
+        if everything or user is not None or roles:
             self._keys.clear()  # keys are cached by their text; which belong to the user is not known cheaply
+            self._sessions.clear()
         if user is not None:
             self._users.pop(user, None)
         if roles or everything:
@@ -292,12 +306,14 @@ class AuthService:
         )
         if spent is None or spent["used_at"] is not None or spent["revoked_at"] is not None:
             self._families[row["family"]] = (self.clock.monotonic() + USER_CACHE_SECONDS, True)
+            self._sessions = {t: c for t, c in self._sessions.items() if c.principal.credential_id != row["family"]}
             raise AuthenticationError("this refresh token was already used or revoked; its session is now closed")
         return await self._tokens(row["user_name"], row["family"], nxt, now)
 
     async def logout(self, family: str) -> None:
         await self.store.revoke_token_family(family, self.clock.now())
         self._families[family] = (self.clock.monotonic() + USER_CACHE_SECONDS, True)
+        self._sessions = {t: c for t, c in self._sessions.items() if c.principal.credential_id != family}
 
     # --- agent credentials ---
     async def issue_agent_credential(self, agent_id: str, *, allow_spawn: bool, ttl: float | None = None) -> str:
