@@ -1,13 +1,14 @@
 """``/api/v1/webhooks`` over HTTP (ASGI): validation, ownership, the secret shown once, ping and re-enabling.
 
-The app here is the webhooks router with the real access checks (``godel.api.access``) and the real error
-mapping; only the authentication is a small stand-in (``X-API-Key: NAME:ROLE``), since who the caller is, not how
-it proved it, is what these routes decide on.
+The app here is the webhooks router with the real authentication (``godel.auth.AuthService`` on the test's store:
+users with roles, bearer access tokens signed by its key), the real access checks (``godel.api.access``) and the
+real error mapping.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -15,29 +16,27 @@ from fastapi import FastAPI
 
 from godel.api import errors
 from godel.api.routes import webhooks
-from godel.auth.principal import Principal
-from godel.auth.service import Presented
+from godel.auth.accounts import Accounts
+from godel.auth.service import AuthService
+from godel.auth.tokens import TokenSigner
 from godel.bus.memory import MemoryBus
-from godel.errors import AuthenticationError
+from godel.core.clock import SystemClock
 from godel.store import SqlStore
 from godel.webhooks import WebhookDispatcher
-from tests.webhooks.conftest import FAST, AgentGate, Receiver, eventually, person
+from tests.webhooks.conftest import FAST, AgentGate, Receiver, eventually
 
 BASE = "/api/v1/webhooks"
 
 
-class NameAuth:
-    """Authenticates ``X-API-Key: alice:developer`` as the person alice with the developer role."""
-
-    async def authenticate(self, presented: Presented) -> Principal:
-        if not presented.api_key or ":" not in presented.api_key:
-            raise AuthenticationError("no credential")
-        name, role = presented.api_key.split(":", 1)
-        return person(name, role)
+SIGNER = TokenSigner(b"webhook-tests-signing-key-" * 3)
+USERS = {"alice": "developer", "bob": "developer", "root": "admin", "vic": "viewer"}
 
 
 def as_(name: str, role: str = "developer") -> dict[str, str]:
-    return {"X-API-Key": f"{name}:{role}"}
+    """A real access token of user ``name`` (made with role ``USERS[name]`` by the client fixture)."""
+    assert USERS[name] == role or role == "developer", (name, role)
+    token, _ = SIGNER.issue(f"user:{name}", "webhook-tests", datetime.now(UTC), 3600)
+    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture
@@ -50,11 +49,15 @@ async def hooks(plane: tuple[SqlStore, MemoryBus]) -> AsyncIterator[WebhookDispa
 
 
 @pytest.fixture
-async def client(hooks: WebhookDispatcher) -> AsyncIterator[httpx.AsyncClient]:
+async def client(plane: tuple[SqlStore, MemoryBus], hooks: WebhookDispatcher) -> AsyncIterator[httpx.AsyncClient]:
+    store, _ = plane
+    auth = AuthService(store=store, clock=SystemClock(), signer=SIGNER)
+    for name, role in USERS.items():
+        await Accounts(auth).create_user(name, roles=[role])
     app = FastAPI()
     errors.install(app)
     app.include_router(webhooks.router, prefix="/api/v1")
-    app.state.auth = NameAuth()
+    app.state.auth = auth
     app.state.webhooks = hooks
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://godel.test") as c:
         yield c
