@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -273,6 +273,17 @@ class Settings(BaseSettings):
     """Let webhooks be delivered to loopback, private and link-local addresses (checked when a subscription is made
     and again each time its host is resolved). Off by default, so a webhook cannot probe or call what sits behind
     the server."""
+
+    @field_validator("api_rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str) -> str:
+        from limits import parse  # here, not at import: the CLI builds Settings on every call
+
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a rate limit such as '1200/minute' or '20/second'") from exc
+        return value
 
     @classmethod
     def settings_customise_sources(
