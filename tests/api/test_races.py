@@ -167,32 +167,90 @@ async def test_restart_keeps_the_stopped_runs_last_output(manual: ControlPlane, 
     assert got[:2] == ["hello", "bye"] and got.count("bye") == 1  # (the shell may add "Terminated")
 
 
-async def test_crash_during_spawning_stops_the_unrecorded_process(
+async def _crash_at(plane: ControlPlane, monkeypatch: pytest.MonkeyPatch, trigger: str) -> None:
+    """From now on the server 'dies' (its task is cancelled) the moment it would record ``trigger``."""
+    real = plane.store.transition_agent
+
+    async def crash(agent_id: str, t: Any, **kw: Any) -> Any:
+        if t.value == trigger:
+            raise asyncio.CancelledError
+        return await real(agent_id, t, **kw)
+
+    monkeypatch.setattr(plane.store, "transition_agent", crash)
+
+
+async def test_crash_after_the_launch_adopts_the_unrecorded_process(
     manual_settings: Settings, git_repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     plane = ControlPlane(manual_settings)
     await plane.start(background=False)
-    agent = await plane.spawn(req(git_repo, "sleep 60"))
-    real = plane.store.transition_agent
-
-    async def crash_before_recording(agent_id: str, trigger: Any, **kw: Any) -> Any:
-        if trigger.value == "session_started":
-            raise asyncio.CancelledError  # the server dies after launching, before recording the pid
-        return await real(agent_id, trigger, **kw)
-
-    monkeypatch.setattr(plane.store, "transition_agent", crash_before_recording)
+    gate = manual_settings.home / "gate"
+    agent = await plane.spawn(req(git_repo, f"echo one; while [ ! -e {gate} ]; do sleep 0.02; done; echo two"))
+    await _crash_at(plane, monkeypatch, "session_started")  # launched, the pid not yet in the store
     await plane.supervisor.admit_once()
     await settle(plane)
-    pid = int((manual_settings.logs_dir / agent.id / "pid").read_text().split()[0])
-    assert psutil.pid_exists(pid)
+    pid_file = manual_settings.logs_dir / agent.id / "pid"
+
+    async def recorded() -> bool:  # the wrapper writes it as its first act
+        return pid_file.exists()
+
+    await until(recorded)
+    pid = int(pid_file.read_text().split()[0])
+    assert psutil.pid_exists(pid) and (await plane.store.get_agent(agent.id)).state == AgentState.SPAWNING
     await plane.store.close()
 
     second = ControlPlane(manual_settings)  # the restarted server
     await second.start(background=False)
     try:
+        running = await second.get(agent.id)
+        assert running.state == AgentState.EXECUTING and running.pid == pid  # the same process, adopted
+        gate.touch()
+        await until(exited(second, agent.id))
+        await second.supervisor.tick()
+        await settle(second)
         after = await second.get(agent.id)
-        assert after.state == AgentState.FAILED and "being spawned" in (after.last_error or "")
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        assert after.state == AgentState.COMPLETED and after.exit_code == 0, after.last_error
+        assert await lines(second, agent.id) == ["one", "two"]  # every line once
+        sessions = await second.store.list_sessions(agent.id)
+        assert [s.status.value for s in sessions] == ["completed"]  # the launch's own session, not a second one
+    finally:
+        await second.stop()
+
+
+async def test_crash_before_the_launch_queues_the_agent_again(
+    manual_settings: Settings, git_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plane = ControlPlane(manual_settings)
+    await plane.start(background=False)
+    agent = await plane.spawn(req(git_repo, "echo ran"))
+    real_start = plane.runtime.start
+
+    async def die_before_start(*a: Any, **kw: Any) -> Any:
+        raise asyncio.CancelledError  # the server dies with the session committed, nothing started
+
+    monkeypatch.setattr(plane.runtime, "start", die_before_start)
+    await plane.supervisor.admit_once()
+    await settle(plane)
+    assert (await plane.store.get_agent(agent.id)).state == AgentState.SPAWNING
+    assert real_start is not None
+    await plane.store.close()
+
+    second = ControlPlane(manual_settings)
+    await second.start(background=False)
+    try:
+        queued = await second.get(agent.id)
+        assert queued.state == AgentState.PENDING and queued.retry_count == 0  # nothing ran: no attempt spent
+        assert [t.trigger for t in await second.transitions(agent.id)][-1] == "requeue"
+        assert await second.supervisor.admit_once() == 1
+        await settle(second)
+        await until(exited(second, agent.id))
+        await second.supervisor.tick()
+        await settle(second)
+        after = await second.get(agent.id)
+        assert after.state == AgentState.COMPLETED, after.last_error
+        assert await lines(second, agent.id) == ["ran"]
+        statuses = [s.status.value for s in await second.store.list_sessions(agent.id)]
+        assert statuses == ["failed", "completed"]  # the launch that never started is closed, with its reason
     finally:
         await second.stop()
 

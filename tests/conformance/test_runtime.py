@@ -25,6 +25,7 @@ import pytest
 
 from godel.core.ids import new_id
 from godel.core.ports import (
+    RUN_KEY,
     LaunchSpec,
     ProcessState,
     Runtime,
@@ -534,6 +535,42 @@ async def test_adopt_of_a_never_started_or_vanished_agent_is_false(bench: Bench)
     fresh = bench.fresh_runtime()
     assert not await fresh.adopt(handle)
     assert (await fresh.status(handle)).state is ProcessState.GONE
+
+
+def _unrecorded(handle: RuntimeHandle, run: str) -> RuntimeHandle:
+    """The handle a restarted server has when it died after launching ``run`` and before recording its pid."""
+    return RuntimeHandle(**{**handle.__dict__, "pid": None, "pid_started": None, "extra": {RUN_KEY: run}})
+
+
+async def test_adopt_finds_an_unrecorded_launch_by_its_id(bench: Bench) -> None:
+    handle = await bench.prepare()
+    handle.extra[RUN_KEY] = "launch-1"
+    handle = await bench.run("sleep 100", handle)
+    await until(lambda: (handle.log_dir / "pid").exists())  # the wrapper records itself first thing
+    found = _unrecorded(handle, "launch-1")
+    assert await bench.fresh_runtime().adopt(found)
+    assert (found.pid, found.pid_started) == (handle.pid, pytest.approx(handle.pid_started, abs=0.05))
+
+
+async def test_adopt_finds_a_launch_whose_pid_file_is_not_written_yet(bench: Bench) -> None:
+    handle = await bench.prepare()
+    handle.extra[RUN_KEY] = "launch-2"
+    handle = await bench.run("sleep 100", handle)
+    await until(lambda: (handle.log_dir / "pid").exists())
+    (handle.log_dir / "pid").unlink()  # as if the server died between the fork and the wrapper's first line
+    found = _unrecorded(handle, "launch-2")
+    assert await bench.fresh_runtime().adopt(found)
+    assert found.pid == handle.pid
+
+
+async def test_adopt_ignores_an_earlier_launchs_files(bench: Bench) -> None:
+    handle = await bench.prepare()
+    handle.extra[RUN_KEY] = "attempt-1"
+    handle = await bench.run("exit 3", handle)
+    await until(lambda: (handle.log_dir / "exit").exists())
+    # The next attempt's session was committed, then the server died before starting it: the exit status and
+    # pid file on disk are the first attempt's and must not be taken for the second's.
+    assert not await bench.fresh_runtime().adopt(_unrecorded(handle, "attempt-2"))
 
 
 _SERVER = """

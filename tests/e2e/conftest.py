@@ -5,8 +5,10 @@ Fixture names start with ``cli_`` so they never shadow the per-test ``server`` f
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -16,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from tests.conftest import TMPFS, make_repo
 from tests.e2e.serverproc import ServerProcess
+from tests.pg import PG_SERVER, pg_admin
 
 
 @pytest.fixture(scope="session")
@@ -79,3 +83,21 @@ class Godel:
 def godel(cli_server: ServerProcess, cli_home: Path) -> Godel:
     # A neutral cwd, so no ./godel.toml of the checkout changes what the CLI does.
     return Godel(cli_server.url, cli_home, cli_server.home)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """The server's store: SQLite under GODEL_HOME (embedded mode), or a fresh database on the machine's
+    PostgreSQL (server mode), so the crash test runs against both."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    name = f"godel_e2e_{os.getpid()}_{secrets.token_hex(4)}"
+    try:
+        asyncio.run(pg_admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.skip(f"PostgreSQL at {PG_SERVER} is not reachable: {exc}")
+    try:
+        yield {"GODEL_DATABASE_URL": f"postgresql+asyncpg://{PG_SERVER}/{name}"}
+    finally:
+        asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -3,38 +3,14 @@ agent is re-adopted or honestly failed and that no acknowledged event or log lin
 
 from __future__ import annotations
 
-import asyncio
 import os
-import secrets
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import psutil
-import pytest
 
 from tests.e2e.serverproc import ServerProcess
-from tests.pg import PG_SERVER, pg_admin
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
-    """The server's store: SQLite under GODEL_HOME (embedded mode), or a fresh database on the machine's
-    PostgreSQL (server mode), so the crash test runs against both."""
-    if request.param == "sqlite":
-        yield {}
-        return
-    name = f"godel_e2e_{os.getpid()}_{secrets.token_hex(4)}"
-    try:
-        asyncio.run(pg_admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.skip(f"PostgreSQL at {PG_SERVER} is not reachable: {exc}")
-    try:
-        yield {"GODEL_DATABASE_URL": f"postgresql+asyncpg://{PG_SERVER}/{name}"}
-    finally:
-        asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def wait_for(check, timeout: float = 20.0, what: str = "condition"):  # type: ignore[no-untyped-def]

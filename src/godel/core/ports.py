@@ -223,6 +223,11 @@ class RuntimeHandle:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# ``RuntimeHandle.extra[RUN_KEY]``: the id of the launch a handle is for (the supervisor uses the run's session id).
+# A runtime records it with the process it starts, so that ``adopt`` after a restart trusts only that launch.
+RUN_KEY = "run"
+
+
 @dataclass
 class LaunchSpec:
     """What an adapter asks the runtime to run. stdin is always closed (agents run headless)."""

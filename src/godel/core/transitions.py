@@ -8,6 +8,8 @@ Spec §2.3 with the deviations a real supervisor needs, each noted:
 - ``timeout`` and ``lost`` are distinct triggers into ``failed`` so the reason is queryable;
 - ``restart`` (the API's ``/restart``) re-queues from any non-pending state; the caller stops a live process first.
 - ``continue`` re-queues an ended agent with a follow-up message for its CLI session (same workspace, same branch).
+- ``requeue`` puts an agent whose launch never started (the server stopped while preparing it) back in the queue;
+  nothing ran, so it is no attempt and costs no retry.
 
 ``plan`` is pure. The only writer of agent state is ``Store.transition_agent``, which calls ``plan`` inside
 the same database transaction that updates the row, records the transition and appends its event.
@@ -41,6 +43,7 @@ class Trigger(StrEnum):
     KILL = "kill"
     RESTART = "restart"
     CONTINUE = "continue"  # a follow-up message continues the agent's CLI session in the same workspace
+    REQUEUE = "requeue"  # the server stopped before the launch started: nothing ran, the agent waits for a slot again
 
 
 _NON_TERMINAL = [s for s in S if s not in (S.COMPLETED, S.KILLED)]
@@ -67,6 +70,7 @@ TABLE: dict[tuple[S, Trigger], S] = {
     **{(s, Trigger.ERROR): S.FAILED for s in _RUNNING},
     **{(s, Trigger.TIMEOUT): S.FAILED for s in _RUNNING},
     **{(s, Trigger.LOST): S.FAILED for s in (S.INITIALIZING, S.SPAWNING, *_RUNNING, S.COMPLETING)},
+    **{(s, Trigger.REQUEUE): S.PENDING for s in (S.INITIALIZING, S.SPAWNING)},
     **{(s, Trigger.KILL): S.KILLED for s in _NON_TERMINAL},
     **{(s, Trigger.RESTART): S.PENDING for s in S if s != S.PENDING},
     **{(s, Trigger.CONTINUE): S.PENDING for s in (S.COMPLETED, S.FAILED, S.KILLED)},
@@ -110,6 +114,6 @@ EVENT_FOR: dict[S, str] = {
 def event_type_for(plan_: TransitionPlan) -> str:
     if plan_.trigger == Trigger.RESUME or plan_.trigger == Trigger.INPUT_RECEIVED:
         return "agent:resume"
-    if plan_.trigger in (Trigger.RETRY, Trigger.RESTART, Trigger.CONTINUE):
+    if plan_.trigger in (Trigger.RETRY, Trigger.RESTART, Trigger.CONTINUE, Trigger.REQUEUE):
         return f"agent:{plan_.trigger.value}"
     return EVENT_FOR[plan_.to_state]

@@ -40,7 +40,7 @@ from godel.runtimes import snapshots, worktrees
 from godel.runtimes.git import is_dirty
 from godel.runtimes.lines import LineSplitter, StreamName, read_output
 from godel.runtimes.paths import confine
-from godel.runtimes.processes import LocalProcesses, agent_env, read_pid
+from godel.runtimes.processes import LocalProcesses, agent_env, find_launch
 
 
 class LocalRuntime:
@@ -92,12 +92,13 @@ class LocalRuntime:
     async def adopt(self, handle: RuntimeHandle) -> bool:
         """True when the process still runs and is the recorded one, or when it finished while no server was
         watching (its exit status and output are on disk); ``status`` then reports what happened. A handle
-        without a pid (the server died between launching and recording it) is completed from the pid file."""
+        without a pid (the server died between launching and recording it) is completed from what the wrapper
+        left (``find_launch``): only a process of the launch named in ``handle.extra["run"]`` is adopted."""
         if handle.pid is None:
-            recorded = read_pid(handle)
-            if recorded is None:
+            found = find_launch(handle)
+            if found is None:
                 return False
-            handle.pid, handle.pid_started = recorded
+            handle.pid, handle.pid_started = found
         return self._processes.adopt(handle)
 
     async def terminate(self, handle: RuntimeHandle, *, grace: float = 5.0) -> None:

@@ -33,12 +33,16 @@ from pathlib import Path
 
 import psutil
 
-from godel.core.ports import LaunchSpec, ProcessState, ProcessStatus, RuntimeHandle
+from godel.core.ports import RUN_KEY, LaunchSpec, ProcessState, ProcessStatus, RuntimeHandle
 from godel.errors import AgentSpawnError
 
-# $1 is the exit file; the rest is the agent's argv. `command -p` finds mv even if the agent's PATH is odd.
+# $1 is the exit file, $2 the pid file, $3 the launch's id; the rest is the agent's argv. The wrapper records its own
+# pid with the launch id before anything runs, so a server that dies between the fork and its own bookkeeping can
+# still tell, after a restart, that *this* launch started (and not an earlier attempt whose files are still there).
+# `command -p` finds mv even if the agent's PATH is odd.
 WRAPPER = (
-    'f=$1; shift; trap : HUP INT TERM; "$@"; c=$?; printf "%s\\n" "$c" >"$f.tmp" && command -p mv -f "$f.tmp" "$f"'
+    'f=$1; p=$2; r=$3; shift 3; printf "%s %s\\n" "$$" "$r" >"$p.tmp" && command -p mv -f "$p.tmp" "$p"; '
+    'trap : HUP INT TERM; "$@"; c=$?; printf "%s\\n" "$c" >"$f.tmp" && command -p mv -f "$f.tmp" "$f"'
 )
 
 _CLOCK_SLACK = 0.05  # seconds of tolerance when comparing process start times
@@ -74,13 +78,42 @@ def pid_file(handle: RuntimeHandle) -> Path:
     return handle.log_dir / "pid"
 
 
-def read_pid(handle: RuntimeHandle) -> tuple[int, float] | None:
-    """The pid and start time recorded when the run was launched (before the server recorded them itself)."""
+def read_pid(handle: RuntimeHandle) -> tuple[int, str] | None:
+    """The wrapper's pid and the launch id it was started with, as the wrapper recorded them."""
     try:
-        pid, started = pid_file(handle).read_text().split()
-        return int(pid), float(started)
+        pid, run = pid_file(handle).read_text().split()
+        return int(pid), run
     except (OSError, ValueError):
         return None
+
+
+def find_launch(handle: RuntimeHandle) -> tuple[int, float | None] | None:
+    """The pid (and start time, if it still runs) of this handle's launch, found from what the wrapper left: its
+    pid file when it names this launch, else a wrapper process still running with this launch's arguments (the
+    server died between the fork and the wrapper's first line). None: this launch never started."""
+    run = str(handle.extra.get(RUN_KEY) or "")
+    recorded = read_pid(handle)
+    if recorded is not None and (not run or recorded[1] == run):
+        pid = recorded[0]
+        try:
+            proc = psutil.Process(pid)
+            if _is_wrapper_of(proc, handle, run):
+                return pid, proc.create_time()
+        except psutil.Error:
+            pass
+        return pid, None  # ended (its exit file tells how), or its pid was reused since: not to be trusted
+    if not run:
+        return None
+    for proc in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if _is_wrapper_of(proc, handle, run):
+                return proc.pid, proc.create_time()
+    return None
+
+
+def _is_wrapper_of(proc: psutil.Process, handle: RuntimeHandle, run: str) -> bool:
+    expected = ["godel-run", str(exit_file(handle)), str(pid_file(handle)), run or "-"]
+    return proc.cmdline()[3:7] == expected
 
 
 def record_exit(handle: RuntimeHandle, code: int) -> None:
@@ -126,7 +159,8 @@ def _popen(handle: RuntimeHandle, launch: LaunchSpec) -> subprocess.Popen[bytes]
     for path, content in launch.files.items():
         write_private(path, content)
     cwd = handle.workspace / launch.cwd if launch.cwd else handle.workspace  # an absolute cwd wins the join
-    argv = ["/bin/sh", "-c", WRAPPER, "godel-run", str(exit_file(handle)), *launch.argv]
+    run = str(handle.extra.get(RUN_KEY) or "-")
+    argv = ["/bin/sh", "-c", WRAPPER, "godel-run", str(exit_file(handle)), str(pid_file(handle)), run, *launch.argv]
     with (
         open(log_dir / "stdout.log", "ab", opener=_private) as out,
         open(log_dir / "stderr.log", "ab", opener=_private) as err,
@@ -277,10 +311,6 @@ class LocalProcesses:
             raise AgentSpawnError(f"cannot start the agent: {exc}", details={"argv": launch.argv}) from exc
         started = psutil.Process(child.pid).create_time()  # we have not reaped it, so the pid is still ours
         self._children[child.pid] = (child, started)
-        # On disk at once: a server that dies before committing the pid can still find this process.
-        tmp = pid_file(handle).with_suffix(".tmp")
-        tmp.write_text(f"{child.pid} {started!r}\n")
-        os.replace(tmp, pid_file(handle))
         return child.pid, started
 
     def _sweep(self) -> None:

@@ -3,11 +3,15 @@
 - ``executing``/``waiting``/``paused`` with a process that still lives (same pid *and* start time) or that
   finished while the server was down (its exit status is on disk): re-adopted; output written meanwhile is
   ingested from the committed offsets, and the exit, if any, is judged as usual.
-- ``initializing``/``spawning``: the spawn was cut off half-way; a process launched just before the crash (found
-  through the runtime's own record of it) is stopped, and the agent failed with that reason (and retried if
-  it has retries left; the retry cleans the half-made workspace).
+- ``spawning`` whose launch started (the runtime finds the process, or its exit status, recorded under the id of
+  the run's session, which is committed before the process starts): the start is recorded now and the run is
+  watched from the beginning of its output, so nothing it wrote is lost and nothing is read twice.
+- ``initializing``, or ``spawning`` whose launch never started: nothing ran, so there is nothing to judge; the
+  agent goes back to the queue (``requeue``, no retry spent) and its half-made workspace is set aside.
 - ``completing``: the process had ended with success; the completion is finished.
-- Anything else: failed, "the process vanished while the server was down".
+- A recorded run whose process is gone without an exit status: watched all the same, so the watch pass ingests
+  what it wrote and then records it lost ("vanished without recording an exit status").
+- Anything else (no process was ever recorded): failed, "the process vanished while the server was down".
 Agents with the ``delayed`` cleanup policy get their remaining delay re-armed.
 """
 
@@ -18,14 +22,14 @@ from typing import TYPE_CHECKING
 from godel.agents import get_adapter
 from godel.core.events import make_event
 from godel.core.models import Agent, CleanupPolicy
-from godel.core.ports import AgentQuery, LaunchRequest
+from godel.core.ports import RUN_KEY, AgentQuery, LaunchRequest, RuntimeHandle
 from godel.core.states import ACTIVE, AgentState
 from godel.core.transitions import Trigger
 from godel.errors import InvalidTransitionError
 from godel.scheduler.cleanup import arm_delayed_cleanup
 from godel.scheduler.ending import after_failure, complete
 from godel.scheduler.handles import handle_of
-from godel.scheduler.runs import close_open_sessions, launch_request
+from godel.scheduler.runs import close_open_sessions, launch_request, revoke_run_keys
 from godel.scheduler.watch import load_signals
 
 if TYPE_CHECKING:
@@ -44,7 +48,7 @@ async def _all(sup: Supervisor, states: list[AgentState]) -> list[Agent]:
 
 
 async def reconcile_on_start(sup: Supervisor) -> dict[str, int]:
-    report = {"adopted": 0, "failed": 0, "completed": 0, "cleanupScheduled": 0}
+    report = {"adopted": 0, "requeued": 0, "vanished": 0, "failed": 0, "completed": 0, "cleanupScheduled": 0}
     for agent in await _all(sup, sorted(ACTIVE)):
         await _reconcile_one(sup, agent, report)
     for agent in await _all(sup, [AgentState.COMPLETED, AgentState.FAILED, AgentState.KILLED]):
@@ -58,14 +62,17 @@ async def reconcile_on_start(sup: Supervisor) -> dict[str, int]:
 
 async def _reconcile_one(sup: Supervisor, agent: Agent, report: dict[str, int]) -> None:
     handle = handle_of(agent, sup.runtime.name, sup.settings.worktrees_dir)
-    if agent.state in (AgentState.INITIALIZING, AgentState.SPAWNING):
-        if agent.state == AgentState.SPAWNING and await sup.runtime.adopt(handle) and handle.pid is not None:
-            await sup.runtime.terminate(handle, grace=sup.settings.kill_grace)  # an orphan nobody recorded
-        await _lost(sup, agent, "the server stopped while this agent was being spawned", report)
+    if agent.state == AgentState.SPAWNING and await _finish_launch(sup, agent, handle):
+        report["adopted"] += 1
+    elif agent.state in (AgentState.INITIALIZING, AgentState.SPAWNING):
+        await _requeue(sup, agent, handle, report)
     elif agent.state == AgentState.COMPLETING:
         report["completed"] += 1
         await complete(sup, agent, handle)
-    elif agent.pid is not None and await sup.runtime.adopt(handle):
+    elif agent.pid is not None:
+        # Watched whether or not the process is found: one that vanished without an exit status is then ended
+        # by the watch pass like any other run, its output ingested to the last line before it is judged lost.
+        found = await sup.runtime.adopt(handle)
         signals = load_signals(agent.outcome.get("signals"))
         # Without the endpoint: collecting the run's files needs the rest only, and the provider's key or entry
         # may be gone from this server's environment or configuration.
@@ -75,17 +82,21 @@ async def _reconcile_one(sup: Supervisor, agent: Agent, report: dict[str, int]) 
             agent, handle, get_adapter(agent.kind), request, offsets=dict(agent.log_offsets), signals=signals,
             usage=usage,
         )  # fmt: skip
-        report["adopted"] += 1
-        adopted = make_event(
-            "agent:adopted",
-            {"pid": agent.pid, "state": agent.state.value},
-            component="supervisor",
-            agent_id=agent.id,
-            team_id=agent.team_id,
-        )
-        await sup.store.append_events([adopted])
+        if found:
+            report["adopted"] += 1
+            await _adopted_event(sup, agent, agent.pid, agent.state)
+        else:
+            report["vanished"] += 1
     else:
         await _lost(sup, agent, "the process vanished while the server was down", report)
+
+
+async def _adopted_event(sup: Supervisor, agent: Agent, pid: int, state: AgentState) -> None:
+    adopted = make_event(
+        "agent:adopted", {"pid": pid, "state": state.value}, component="supervisor", agent_id=agent.id,
+        team_id=agent.team_id,
+    )  # fmt: skip
+    await sup.store.append_events([adopted])
 
 
 async def _lost(sup: Supervisor, agent: Agent, reason: str, report: dict[str, int]) -> None:
@@ -98,3 +109,37 @@ async def _lost(sup: Supervisor, agent: Agent, reason: str, report: dict[str, in
     except InvalidTransitionError:
         return
     await after_failure(sup, agent)
+
+
+async def _finish_launch(sup: Supervisor, agent: Agent, handle: RuntimeHandle) -> bool:
+    """The server died after committing this launch's session and before recording its start: if the launch
+    started, record the start now and watch the run from its first line. False: the launch never started."""
+    sessions = [s for s in await sup.store.list_sessions(agent.id) if s.completed_at is None]
+    if not sessions:
+        return False
+    session = sessions[-1]  # oldest first: the last one open is this launch's
+    handle.pid = handle.pid_started = None  # the row may still hold the previous run's
+    handle.extra[RUN_KEY] = session.id
+    await sup.runtime.adopt(handle)  # fills in the pid when it finds this launch, running or ended
+    if handle.pid is None:
+        return False
+    request: LaunchRequest | None = launch_request(sup, agent, handle, endpoint=False)
+    w = sup.watch(agent, handle, get_adapter(agent.kind), request, offsets={}, signals=[], starting=True,
+                  started_at=sup.clock.now())  # fmt: skip
+    await sup.started(w, agent, session.id, model=None)
+    await _adopted_event(sup, agent, handle.pid, AgentState.EXECUTING)
+    return True
+
+
+async def _requeue(sup: Supervisor, agent: Agent, handle: RuntimeHandle, report: dict[str, int]) -> None:
+    reason = "the server stopped before this agent's launch started; queued again"
+    await close_open_sessions(sup, agent.id, reason)
+    await revoke_run_keys(sup, agent.id)
+    if agent.state == AgentState.INITIALIZING and (handle.workspace.exists() or handle.workspace.is_symlink()):
+        await sup.runtime.cleanup(handle)  # half made and not recorded: the next launch makes it afresh
+    try:
+        await sup.store.transition_agent(agent.id, Trigger.REQUEUE, actor="supervisor", reason=reason)
+    except InvalidTransitionError:
+        return
+    report["requeued"] += 1
+    sup.wake.set()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from godel.auth.service import AuthService
 from godel.core.events import Event
 from godel.core.models import Agent
 from godel.core.ports import (
+    RUN_KEY,
     AgentAdapter,
     AgentSignal,
     Clock,
@@ -168,6 +170,7 @@ class Supervisor:
             await self._abandon(agent.id, handle)
             return
         adapter = get_adapter(agent.kind)
+        session = None
         try:
             request = await through_gateway(self, agent, launch_request(self, agent, handle, speaks=adapter.wire_apis))
             request = await with_api_credential(self, agent, request)
@@ -175,6 +178,10 @@ class Supervisor:
                 private.mkdir(parents=True, exist_ok=True, mode=0o700)
             # Adapters may read files (a session to resume): off the event loop.
             launch = await asyncio.to_thread(adapter.launch, request)
+            # The session is committed before the process starts and names the launch: a server that dies from
+            # here on finds, after a restart, whether this very launch started (``adoption.py``).
+            session = await open_session(self, agent, request)
+            handle.extra[RUN_KEY] = session.id
             handle = await self.runtime.start(handle, launch)
         except GodelError as exc:
             await self._spawn_failed(agent, exc)
@@ -184,27 +191,41 @@ class Supervisor:
             await self._spawn_failed(agent, AgentSpawnError(f"could not launch the {agent.kind} CLI: {exc!r}"))
             return
         offsets = dict(handle.extra.get("log_offsets", {}))
-        session = await open_session(self, agent, request)
-        context = {**context_of(agent), "session": session.id}
+        # Registered before the start is committed, so a pause or kill that sees the agent executing finds its run.
+        w = self.watch(agent, handle, adapter, request, offsets=offsets, signals=[], starting=True,
+                       started_at=self.clock.now())
+        await self.started(w, agent, session.id, model=request.endpoint.name if request.endpoint else None)
+
+    async def started(self, w: Watch, agent: Agent, session_id: str, *, model: str | None) -> None:
+        """Record that the watched run ``w`` has started (at launch, or when a restart finds a launch that the
+        server died before recording); an agent killed or deleted meanwhile has its process stopped instead."""
+        handle = w.handle
+        context = {**context_of(agent), "session": session_id}
         try:
-            agent, _ = await self.store.transition_agent(
+            await self.store.transition_agent(
                 agent.id,
                 Trigger.SESSION_STARTED,
                 actor="supervisor",
-                changes={**handle_fields(handle), "started_at": self.clock.now(), "log_offsets": offsets,
+                changes={**handle_fields(handle), "started_at": w.started_at, "log_offsets": w.offsets,
                          "exit_code": None, "context": context, "outcome": {}},  # a new run: no old evidence
                 payload={"pid": handle.pid, "worktree": str(handle.workspace), "branch": handle.branch,
-                         "model": request.endpoint.name if request.endpoint else None, "sessionId": session.id},
+                         "model": model, "sessionId": session_id},
             )  # fmt: skip
         except (InvalidTransitionError, NotFoundError):
+            if not self.claim(w):
+                return  # a kill claimed the run first and ends it
+            if self.watched.get(agent.id) is w:
+                del self.watched[agent.id]
+            w.done.set()
             await close_open_sessions(self, agent.id, "killed or deleted while it was being spawned")
             await self._abandon(agent.id, handle)
             return
-        self.watch(agent, handle, adapter, request, offsets=offsets, signals=[])
+        w.starting = False
 
     async def _spawn_failed(self, agent: Agent, exc: GodelError) -> None:
         log.warning("spawn failed", agent=agent.id, error=exc.message)
         await revoke_run_keys(self, agent.id)  # a key may have been made (and written to its config) already
+        await close_open_sessions(self, agent.id, f"spawn failed: {exc.message}")
         try:
             agent, _ = await self.store.transition_agent(
                 agent.id,
@@ -239,8 +260,10 @@ class Supervisor:
         offsets: dict[str, int],
         signals: list[AgentSignal],
         usage: dict[str, Any] | None = None,
-    ) -> None:
-        self.watched[agent.id] = Watch(
+        starting: bool = False,
+        started_at: datetime | None = None,
+    ) -> Watch:
+        w = self.watched[agent.id] = Watch(
             agent_id=agent.id,
             team_id=agent.team_id,
             handle=handle,
@@ -250,7 +273,7 @@ class Supervisor:
             usage=dict(usage or {}),
             secrets=_secrets_of(request),
             offsets=offsets,
-            started_at=agent.started_at or self.clock.now(),
+            started_at=started_at or agent.started_at or self.clock.now(),
             runtime_before=agent.runtime if agent.state == AgentState.PAUSED else 0.0,
             timeout=agent.timeout or self.settings.default_timeout,
             paused=agent.state == AgentState.PAUSED,
@@ -258,7 +281,9 @@ class Supervisor:
             recorded_waiting=agent.state == AgentState.WAITING,
             signals=signals,
             phase=len(self.watched) % _QUIET_STRIDE,
+            starting=starting,
         )
+        return w
 
     @staticmethod
     def claim(w: Watch) -> bool:
@@ -285,7 +310,7 @@ class Supervisor:
         self._passes += 1
         visited = 0
         for w in list(self.watched.values()):
-            if w.finishing or (w.quiet >= _QUIET_AFTER and (self._passes + w.phase) % _QUIET_STRIDE):
+            if w.finishing or w.starting or (w.quiet >= _QUIET_AFTER and (self._passes + w.phase) % _QUIET_STRIDE):
                 continue
             visited += 1
             if visited % _YIELD_EVERY == 0:
@@ -317,7 +342,7 @@ class Supervisor:
         for w, offsets, _ in read:
             w.offsets = offsets
         for w in list(self.watched.values()):
-            if w.waiting != w.recorded_waiting and not w.paused and not w.finishing:
+            if w.waiting != w.recorded_waiting and not w.paused and not w.finishing and not w.starting:
                 await self._sync_waiting(w)
         for w in ended:
             if self.claim(w):

@@ -61,6 +61,7 @@ class Watch:
     paused: bool = False
     timed_out: bool = False
     finishing: bool = False  # someone (exit, timeout, kill, restart) is ending it; the watch pass keeps off
+    starting: bool = False  # launched, its SESSION_STARTED not yet committed: the watch pass keeps off
     signals: list[AgentSignal] = field(default_factory=list)
     waiting: bool = False  # what the agent's stream says: it asked for input and has not moved on
     recorded_waiting: bool = False  # what the store says (state waiting); synced when the two differ

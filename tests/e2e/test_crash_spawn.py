@@ -1,0 +1,111 @@
+"""A spawn that a crash cannot corrupt: ``kill -9`` of a real ``godel serve`` in the middle of a burst of spawns,
+at a different moment each round, then a restart. Every agent the store knows must end ``completed`` (its process
+ran to exit 0), with each of its output lines ingested exactly once: adopted when its launch had started, queued
+again when it had not, never judged "failed" for the server's death. On SQLite and on PostgreSQL.
+
+The kill lands while agents are in every state of a launch: admitted, preparing their worktree, launched with the
+start not yet recorded, running, exiting while no server watches. The delay before each kill is drawn from a seeded
+generator so a failing round can be replayed (``GODEL_CRASH_SEED``); ``GODEL_CRASH_ROUNDS`` changes the rounds.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.e2e.serverproc import ServerProcess
+
+BURST = 30
+LINES = 60
+ROUNDS = int(os.environ.get("GODEL_CRASH_ROUNDS", "5"))
+SEED = int(os.environ.get("GODEL_CRASH_SEED", "11"))
+# 60 numbered lines in three bursts with short pauses: a run lasts a few tenths of a second, so a kill finds some
+# agents writing, some done while no server watched, and some not yet launched.
+COMMAND = f'i=0; while [ $i -lt {LINES} ]; do i=$((i+1)); echo "line-$i"; [ $((i % 20)) = 0 ] && sleep 0.1; done'
+ENDED = ("completed", "failed", "killed")
+
+
+def _burst(srv: ServerProcess, repo: Path, acknowledged: list[str], stop: threading.Event) -> None:
+    """Spawn BURST agents one after another until the server dies under us."""
+    with httpx.Client(base_url=srv.url, headers=srv.headers, timeout=10) as http:
+        for n in range(BURST):
+            if stop.is_set():
+                return
+            try:
+                r = http.post("/api/v1/agents", json={"task": f"burst {n}", "repo": str(repo), "command": COMMAND})
+            except httpx.HTTPError:
+                return  # the server was killed mid-request: that spawn may or may not exist, the store says
+            assert r.status_code == 201, r.text
+            acknowledged.append(r.json()["data"]["id"])
+
+
+def _all_agents(srv: ServerProcess) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        page = srv.api("GET", "/api/v1/agents", params={"limit": 200, **({"cursor": cursor} if cursor else {})})
+        found += page["items"]
+        cursor = page["pagination"]["cursor"]
+        if not page["pagination"]["hasMore"]:
+            return found
+
+
+def _wait_all_ended(srv: ServerProcess, timeout: float = 90.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        agents = _all_agents(srv)
+        if all(a["state"] in ENDED for a in agents):
+            return agents
+        busy = {a["id"][:8]: a["state"] for a in agents if a["state"] not in ENDED}
+        assert time.monotonic() < deadline, f"agents still running: {busy}"
+        time.sleep(0.1)  # polling the server, as a user would
+
+
+def _lines(srv: ServerProcess, agent_id: str) -> list[str]:
+    items = srv.api("GET", f"/api/v1/agents/{agent_id}/logs", params={"tail": 10 * LINES})["items"]
+    return [x["line"] for x in items]
+
+
+def test_kill_9_during_bursts_of_spawns_loses_and_mislabels_nothing(
+    fast_tmp: Path, git_repo: Path, database_env: dict[str, str]
+) -> None:
+    rng = random.Random(SEED)
+    home = fast_tmp / "home"
+    env = {"GODEL_MAX_CONCURRENT_AGENTS": str(BURST), **database_env}
+    srv = ServerProcess(home, **env).start()
+    acknowledged: list[str] = []
+    killed_in: dict[str, int] = {}  # agent id → the round whose kill it lived through (for the failure message)
+    try:
+        for round_ in range(ROUNDS):
+            stop = threading.Event()
+            before = len(acknowledged)
+            spawner = threading.Thread(target=_burst, args=(srv, git_repo, acknowledged, stop))
+            spawner.start()
+            time.sleep(rng.uniform(0.05, 1.2))  # the moment of the crash, somewhere in the burst (seeded)
+            srv.kill9()
+            stop.set()
+            spawner.join(30)
+            for agent_id in acknowledged[before:]:
+                killed_in[agent_id] = round_
+            srv = ServerProcess(home, srv.port, **env).start()
+        agents = _wait_all_ended(srv)
+
+        assert set(acknowledged) <= {a["id"] for a in agents}, "an acknowledged spawn was lost"
+        mislabelled = {
+            a["id"]: (killed_in.get(a["id"]), a["state"], a.get("lastError"), a.get("exitCode"))
+            for a in agents
+            if (a["state"], a.get("exitCode")) != ("completed", 0)
+        }
+        assert not mislabelled, f"runs judged wrongly after a crash: {mislabelled}"
+        expected = [f"line-{i}" for i in range(1, LINES + 1)]
+        damaged = {a["id"]: len(got) for a in agents if (got := _lines(srv, a["id"])) != expected}
+        assert not damaged, f"agents whose output was lost or duplicated (lines ingested): {damaged}"
+        assert len(agents) >= ROUNDS  # every round's burst got at least one spawn in before its kill
+    finally:
+        srv.stop()
