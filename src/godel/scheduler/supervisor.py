@@ -192,8 +192,9 @@ class Supervisor:
             return
         offsets = dict(handle.extra.get("log_offsets", {}))
         # Registered before the start is committed, so a pause or kill that sees the agent executing finds its run.
-        w = self.watch(agent, handle, adapter, request, offsets=offsets, signals=[], starting=True,
-                       started_at=self.clock.now())
+        w = self.watch(
+            agent, handle, adapter, request, offsets=offsets, signals=[], starting=True, started_at=self.clock.now()
+        )
         await self.started(w, agent, session.id, model=request.endpoint.name if request.endpoint else None)
 
     async def started(self, w: Watch, agent: Agent, session_id: str, *, model: str | None) -> None:
