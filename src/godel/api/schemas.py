@@ -16,6 +16,7 @@ from pydantic.alias_generators import to_camel
 
 from godel.core.events import Event, event_wire, validate_pattern
 from godel.core.models import Agent, CleanupPolicy, Session, Snapshot, TransitionRecord
+from godel.core.runs import RunContext
 
 MAX_INT64 = 2**63 - 1  # sequence numbers, cursors, ids: what a BIGINT column holds
 TEXT_LIMIT = 100_000  # characters of a task, command or setup script (each travels as one argv string: 128 KiB)
@@ -197,13 +198,13 @@ def agent_json(a: Agent) -> dict[str, Any]:
 
 def _run_context(context: dict[str, Any] | None) -> dict[str, Any]:
     """What the API shows of an agent's run state (the route of models, the CLI session); not a fork's preamble."""
-    ctx = context or {}
+    ctx = RunContext.parse(context)
     return {
-        "route": ctx.get("route", []),
-        "routeIndex": ctx.get("routeIndex", 0),
-        "sessionId": ctx.get("session"),
-        "nativeSession": ctx.get("nativeSession"),
-        "followUp": ctx.get("prompt"),
+        "route": list(ctx.route),
+        "routeIndex": ctx.route_index,
+        "sessionId": ctx.session,
+        "nativeSession": ctx.native_session,
+        "followUp": ctx.prompt,
     }
 
 

@@ -18,13 +18,14 @@ import structlog
 from godel.core.events import Event
 from godel.core.models import Agent
 from godel.core.ports import Evidence, ProcessState, ProcessStatus, RuntimeHandle
+from godel.core.runs import RunContext
 from godel.core.states import AgentState
 from godel.core.transitions import Trigger
 from godel.errors import GodelError, InvalidTransitionError
 from godel.scheduler.cleanup import apply_cleanup
 from godel.scheduler.handles import handle_of
 from godel.scheduler.retrying import next_attempt_at
-from godel.scheduler.runs import close_session, context_of, fresh_context, revoke_run_keys
+from godel.scheduler.runs import close_session, revoke_run_keys
 from godel.scheduler.watch import Changes, Watch, dump_signals
 
 if TYPE_CHECKING:
@@ -108,12 +109,10 @@ async def _end(sup: Supervisor, w: Watch, stop: Trigger | None, actor: str, reas
         return await _decide(sup, w, status, elapsed)
     changes: dict[str, Any] = {"exit_code": status.exit_code, "runtime": elapsed}
     agent = await sup.store.get_agent(w.agent_id)
-    changes["context"] = {
-        **context_of(agent),
-        "nativeSession": w.native_session() or context_of(agent).get("nativeSession"),
-    }
+    ctx = RunContext.of(agent).with_native(w.native_session())
+    changes["context"] = ctx.to_json()
     if stop == Trigger.RESTART:
-        changes.update(RESTART_RESET, context=fresh_context(agent))
+        changes.update(RESTART_RESET, context=ctx.fresh().to_json())
     else:
         changes["completed_at"] = sup.clock.now()
     # Before the move: once the agent is pending again, its next run may start (and open its own session).
@@ -149,9 +148,9 @@ async def _decide(sup: Supervisor, w: Watch, status: ProcessStatus, elapsed: flo
         "providerError": outcome.provider_error,
     }
     agent = await sup.store.get_agent(w.agent_id)
-    context = {**context_of(agent), "nativeSession": w.native_session() or context_of(agent).get("nativeSession")}
+    ctx = RunContext.of(agent).with_native(w.native_session())
     common: dict[str, Any] = {"exit_code": status.exit_code, "outcome": record, "commits": commits, "runtime": elapsed,
-                              "context": context}  # fmt: skip
+                              "context": ctx.to_json()}  # fmt: skip
     if w.timed_out:
         trigger, why = Trigger.TIMEOUT, f"timed out after {w.timeout:g}s"
     elif status.state == ProcessState.GONE:
@@ -162,6 +161,9 @@ async def _decide(sup: Supervisor, w: Watch, status: ProcessStatus, elapsed: flo
         trigger, why = Trigger.ERROR, outcome.reason
     if trigger != Trigger.TASK_COMPLETE:
         common["last_error"] = why
+    provider_failed = bool(outcome.provider_error) and trigger in (Trigger.ERROR, Trigger.TIMEOUT)
+    # On record with the failure, so a waiter that reads it before the fallback is queued knows one is coming.
+    record["fallback"] = ctx.next_fallback if provider_failed else None
     # Before the move: a failed agent may be retried (or continued) at once, and its next run opens a session.
     await close_session(sup, agent, success=trigger == Trigger.TASK_COMPLETE, reason=why, result=outcome.result,
                         usage=w.usage, native=w.native_session())  # fmt: skip
@@ -173,7 +175,6 @@ async def _decide(sup: Supervisor, w: Watch, status: ProcessStatus, elapsed: flo
         return None
     if trigger == Trigger.TASK_COMPLETE:
         return await complete(sup, agent, w.handle)
-    provider_failed = outcome.provider_error and trigger in (Trigger.ERROR, Trigger.TIMEOUT)
     return await after_failure(sup, agent, provider_failed=provider_failed)
 
 
@@ -224,17 +225,17 @@ async def after_failure(sup: Supervisor, agent: Agent, *, provider_failed: bool 
     """Fall back to the next model of the route when the provider failed; else retry with exponential backoff
     while attempts remain; otherwise apply the cleanup policy."""
     sup.wake.set()
-    ctx = context_of(agent)
-    route, index = list(ctx.get("route") or []), int(ctx.get("routeIndex", 0))
-    if provider_failed and index + 1 < len(route):
+    ctx = RunContext.of(agent)
+    fallback = ctx.next_fallback
+    if provider_failed and fallback is not None:
         try:
             agent, _ = await sup.store.transition_agent(
                 agent.id,
                 Trigger.RETRY,
                 actor="scheduler",
-                reason=f"provider of {route[index]} failed ({agent.last_error}); falling back to {route[index + 1]}",
-                changes={"context": {**ctx, "routeIndex": index + 1}, "next_attempt_at": None},
-                payload={"fallback": route[index + 1], "from": route[index]},
+                reason=f"provider of {ctx.model} failed ({agent.last_error}); falling back to {fallback}",
+                changes={"context": ctx.replace(route_index=ctx.route_index + 1).to_json(), "next_attempt_at": None},
+                payload={"fallback": fallback, "from": ctx.model},
             )
         except InvalidTransitionError:
             pass  # a user killed or restarted it meanwhile: their move stands

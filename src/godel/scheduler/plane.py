@@ -27,6 +27,7 @@ from godel.core.events import Event, EventFilter, make_event
 from godel.core.ids import branch_for, new_id, new_snapshot_id
 from godel.core.models import Agent, Budget, Node, Session, Snapshot
 from godel.core.ports import AgentAdapter, AgentQuery, Clock, EventQuery, Page, Runtime, Store
+from godel.core.runs import RunContext
 from godel.core.states import ACTIVE, AgentState, AgentStatus, NodeStatus, states_with_status
 from godel.core.transitions import Trigger, plan
 from godel.errors import (
@@ -51,7 +52,7 @@ from godel.scheduler.adoption import reconcile_on_start
 from godel.scheduler.ending import RESTART_RESET, end
 from godel.scheduler.handles import handle_of
 from godel.scheduler.requests import SpawnRequest, fork_request
-from godel.scheduler.runs import context_of, fresh_context, render_transcript, session_messages
+from godel.scheduler.runs import render_transcript, session_messages
 from godel.scheduler.supervisor import Supervisor
 from godel.scheduler.tasks import TaskSupervisor
 from godel.scheduler.waiting import EndWaiter
@@ -243,7 +244,7 @@ class ControlPlane:
         if req.env:
             options["env"] = dict(req.env)
         adapter.validate(options)
-        context: dict[str, Any] = {}
+        context = RunContext()
         if adapter.wire_apis:
             if not req.model:
                 raise ValidationError(
@@ -257,13 +258,11 @@ class ControlPlane:
                 providers=self.settings.providers,
                 fallbacks=self.settings.fallbacks,
             )
-            context = {"route": route.names, "routeIndex": 0}
-            if route.skipped:
-                context["skippedFallbacks"] = route.skipped
+            context = RunContext(route=tuple(route.names), skipped_fallbacks=tuple(route.skipped or ()))
         adapter.locate(self.settings.agents_dir, options)
         if req.prompt_context:
-            context["preamble"] = req.prompt_context
-        return adapter, options, context
+            context = context.replace(preamble=req.prompt_context)
+        return adapter, options, context.to_json()
 
     # --------------------------------------------------------------------------------------------- queries
 
@@ -337,7 +336,7 @@ class ControlPlane:
                 return ended
             await watch.done.wait()  # it is ending on its own (exit, timeout); act on what that leaves
         changes: dict[str, Any] = (
-            {**RESTART_RESET, "context": fresh_context(agent)}
+            {**RESTART_RESET, "context": RunContext.of(agent).fresh().to_json() or None}
             if trigger == Trigger.RESTART
             else {"completed_at": self.clock.now()}
         )
@@ -391,16 +390,16 @@ class ControlPlane:
                 details={"agent": agent.kind},
             )
         plan(agent_id, agent.state, Trigger.CONTINUE)  # 409 while it runs
-        ctx = context_of(agent)
-        native = ctx.get("nativeSession")
+        ctx = RunContext.of(agent)
+        native = ctx.native_session
         if not native:
             raise ConflictError(
                 f"agent {agent_id} has no {agent.kind} session to continue (its CLI never reported one)",
                 details={"currentState": agent.state.value},
             )
         adapter.locate(self.settings.agents_dir, agent.config)
-        depth = int(ctx.get("depth", 0)) + 1  # how many follow-ups deep the next run's session is
-        changes = {**RESTART_RESET, "context": {**ctx, "prompt": message, "resume": native, "depth": depth}}
+        follow_up = ctx.replace(prompt=message, resume=native, depth=ctx.depth + 1)  # one follow-up deeper
+        changes = {**RESTART_RESET, "context": follow_up.to_json()}
         agent, _ = await self.store.transition_agent(
             agent_id, Trigger.CONTINUE, actor=actor, reason="follow-up message",
             changes=changes, payload={"message": message, "resumes": native},

@@ -1,14 +1,6 @@
 """One run of an agent's CLI: what it is launched with, and the Session that records its conversation.
 
-Per-agent run state lives in ``agent.context`` (a JSON document):
-
-- ``route``: the ``provider/model`` names this agent may use, primary first (decided at spawn);
-- ``routeIndex``: which of them the next attempt uses (moved on when a provider fails);
-- ``prompt``: the message of the next run when it is a follow-up (``continue``), else the task is sent;
-- ``preamble``: text put before the task (a fork from a session point: the earlier conversation);
-- ``resume``: the CLI's own session id that run continues;
-- ``nativeSession``: the CLI's session id of the last run (from its stream), what a follow-up resumes;
-- ``session``: the id of the current run's Session row.
+Per-agent run state lives in ``agent.context``, typed as ``godel.core.runs.RunContext``.
 
 A Session row (spec §2.1) is opened when the CLI starts and closed when the run ends, with the transcript
 (messages, tool calls and results in order) built from the run's committed events, its usage totals and the
@@ -28,6 +20,7 @@ from godel.core.events import EventFilter
 from godel.core.ids import new_id
 from godel.core.models import Agent, Session
 from godel.core.ports import EventQuery, LaunchRequest, RuntimeHandle
+from godel.core.runs import RunContext
 from godel.core.states import SessionStatus
 from godel.errors import AgentSpawnError, NotFoundError
 from godel.providers import resolve_endpoint
@@ -40,30 +33,16 @@ TRANSCRIPT_EVENTS = ("agent:message", "agent:tool_call", "agent:tool_result")
 _ENTRY_KIND = {"agent:message": "message", "agent:tool_call": "tool_call", "agent:tool_result": "tool_result"}
 
 
-def context_of(agent: Agent) -> dict[str, Any]:
-    return dict(agent.context or {})
-
-
-def fresh_context(agent: Agent) -> dict[str, Any] | None:
-    """The context for a restart: the same route (from its primary model again) and fork preamble, no
-    follow-up and no session to resume."""
-    ctx = {k: v for k, v in context_of(agent).items() if k not in ("prompt", "resume")}
-    if "routeIndex" in ctx:
-        ctx["routeIndex"] = 0
-    return ctx or None
-
-
 def launch_request(
     sup: Supervisor, agent: Agent, handle: RuntimeHandle, *, speaks: Sequence[str] = (), endpoint: bool = True
 ) -> LaunchRequest:
     """What the next run of ``agent`` is launched with. ``speaks``: the adapter's wire APIs, checked against
     the provider's kind of the moment (the configuration may have changed since the spawn). ``endpoint=False``
     leaves the endpoint out (re-adopting a run only needs the rest, and the key may no longer be at hand)."""
-    ctx = context_of(agent)
-    route: list[str] = list(ctx.get("route") or [])
+    ctx = RunContext.of(agent)
     resolved = None
-    if route and endpoint:
-        name = route[min(int(ctx.get("routeIndex", 0)), len(route) - 1)]
+    if ctx.model and endpoint:
+        name = ctx.model
         resolved = resolve_endpoint(name, sup.settings.providers)
         if speaks and resolved.kind not in speaks:
             raise AgentSpawnError(
@@ -75,7 +54,7 @@ def launch_request(
         options = {**options, "env": sup.secrets.open_values(options["env"])}
     return LaunchRequest(
         agent_id=agent.id,
-        task=ctx.get("prompt") or (f"{ctx['preamble']}\n\n{agent.task}" if ctx.get("preamble") else agent.task),
+        task=ctx.task_for(agent.task),
         model=agent.model,
         workspace=handle.workspace,
         config_dir=sup.settings.home / "run" / agent.id / "config",
@@ -83,7 +62,7 @@ def launch_request(
         endpoint=resolved,
         tools_dir=sup.settings.agents_dir,
         cli_retries=sup.settings.agent_cli_retries,
-        resume_session=ctx.get("resume"),
+        resume_session=ctx.resume,
     )
 
 
@@ -98,13 +77,9 @@ async def through_gateway(sup: Supervisor, agent: Agent, request: LaunchRequest)
     if sup.gateway is None or not sup.settings.use_gateway or ep is None or ep.kind not in GATEWAY_WIRES:
         return request
     await sup.gateway.revoke_scope("agent", agent.id)
-    ctx = context_of(agent)
-    route = list(ctx.get("route") or [])
-    index = min(int(ctx.get("routeIndex", 0)), max(0, len(route) - 1))
     # The model of this attempt first: the gateway routes a bare model id to the key's first provider serving it.
-    text, _ = await sup.gateway.issue(
-        "agent", agent.id, models=route[index:] + route[:index], metadata={"teamId": agent.team_id}
-    )
+    models = RunContext.of(agent).route_from_current()
+    text, _ = await sup.gateway.issue("agent", agent.id, models=models, metadata={"teamId": agent.team_id})
     root = sup.settings.agent_gateway_url + "/proxy"
     base = root if ep.kind in ("anthropic", "gemini") else f"{root}/v1"  # their clients add the version
     return dataclasses.replace(request, endpoint=dataclasses.replace(ep, base_url=base, api_key=text))
@@ -137,15 +112,15 @@ async def revoke_run_keys(sup: Supervisor, agent_id: str) -> None:
 
 
 async def open_session(sup: Supervisor, agent: Agent, request: LaunchRequest) -> Session:
-    ctx = context_of(agent)
-    parent = ctx.get("session") if ctx.get("resume") else None
+    ctx = RunContext.of(agent)
+    parent = ctx.session if ctx.resume else None
     return await sup.store.create_session(
         Session(
             id=new_id(),
             agent_id=agent.id,
             parent_id=parent,
             status=SessionStatus.ACTIVE,
-            depth=int(ctx.get("depth", 0)),
+            depth=ctx.depth,
             context={
                 "prompt": request.task,
                 "attempt": agent.retry_count + 1,
@@ -179,11 +154,12 @@ async def close_session(
     usage: dict[str, Any] | None = None,
     native: str | None = None,
 ) -> None:
-    """Close the agent's current run's Session (``agent.context["session"]``), saving its transcript."""
-    session_id = context_of(agent).get("session")
+    """Close the agent's current run's Session (``RunContext.session``), saving its transcript."""
+    ctx = RunContext.of(agent)
+    session_id = ctx.session
     if not session_id:
         return
-    native = native or context_of(agent).get("nativeSession")
+    native = native or ctx.native_session
     try:
         await _close(sup, agent.id, session_id, success, reason, result, usage or {}, native)
     except Exception:  # a transcript that failed to save must not keep the run from being recorded as ended

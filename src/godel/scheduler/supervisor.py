@@ -40,6 +40,7 @@ from godel.core.ports import (
     Store,
     WorkspaceSpec,
 )
+from godel.core.runs import RunContext
 from godel.core.states import ACTIVE, AgentState
 from godel.core.transitions import Trigger
 from godel.errors import AgentSpawnError, GodelError, InvalidTransitionError, NotFoundError
@@ -49,7 +50,6 @@ from godel.scheduler.ending import after_failure, end
 from godel.scheduler.handles import handle_fields, handle_of
 from godel.scheduler.runs import (
     close_open_sessions,
-    context_of,
     launch_request,
     open_session,
     revoke_run_keys,
@@ -143,7 +143,7 @@ class Supervisor:
     async def _launch(self, agent: Agent) -> None:
         handle = handle_of(agent, self.runtime.name, self.settings.worktrees_dir)
         has_workspace = bool(agent.worktree and Path(agent.worktree).exists())
-        continuing = bool(context_of(agent).get("resume"))
+        continuing = bool(RunContext.of(agent).resume)
         if has_workspace and not continuing:
             # A retry or restart: keep the previous attempt's uncommitted work as a snapshot, start clean.
             await self.runtime.cleanup(handle)
@@ -201,7 +201,7 @@ class Supervisor:
         """Record that the watched run ``w`` has started (at launch, or when a restart finds a launch that the
         server died before recording); an agent killed or deleted meanwhile has its process stopped instead."""
         handle = w.handle
-        context = {**context_of(agent), "session": session_id}
+        context = RunContext.of(agent).replace(session=session_id).to_json()
         try:
             await self.store.transition_agent(
                 agent.id,

@@ -18,17 +18,12 @@ from godel.bus.memory import MemoryBus, MemorySubscription
 from godel.core.events import EventFilter
 from godel.core.models import Agent
 from godel.core.ports import Backpressure, Store
-from godel.core.states import TERMINAL, AgentState
+from godel.core.runs import ended_for_good
+from godel.core.runs import ended_for_good as has_ended  # noqa: F401  (the workflow engine's name for it, until it moves)
 
 log = structlog.get_logger("godel.scheduler")
 END_EVENTS = ("agent:complete", "agent:error", "agent:kill")
 RECHECK_SECONDS = 5.0
-
-
-def has_ended(agent: Agent) -> bool:
-    if agent.state in TERMINAL:
-        return True
-    return agent.state == AgentState.FAILED and agent.retry_count >= agent.max_retries
 
 
 class EndWaiter:
@@ -66,7 +61,7 @@ class EndWaiter:
                 self._waiters[agent_id].append(future)  # before the read: an end between the two is not missed
                 try:
                     agent = await self.store.get_agent(agent_id)
-                    if has_ended(agent):
+                    if ended_for_good(agent):
                         return agent
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(asyncio.shield(future), RECHECK_SECONDS)

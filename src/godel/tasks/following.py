@@ -26,6 +26,7 @@ import structlog
 from godel.core.events import Event, EventFilter
 from godel.core.models import Agent, Task
 from godel.core.ports import Backpressure, EventBus
+from godel.core.runs import ended_for_good
 from godel.core.states import AgentState, TaskStatus
 from godel.errors import AgentNotFoundError, ConflictError, GodelError, NotFoundError
 from godel.store.tasks import TaskQuery
@@ -43,19 +44,9 @@ _PAGE = 200
 
 def agent_verdict(agent: Agent) -> str | None:
     """``completed`` or ``failed`` when the agent has ended for good; None while it runs or will run again."""
-    if agent.state == AgentState.COMPLETED:
-        return "completed"
-    if agent.state == AgentState.KILLED:
-        return "failed"
-    if agent.state != AgentState.FAILED:
+    if not ended_for_good(agent):
         return None
-    if agent.retry_count < agent.max_retries:
-        return None  # the scheduler retries it
-    context = agent.context or {}
-    route = context.get("route") or []
-    if agent.outcome.get("providerError") and int(context.get("routeIndex", 0)) + 1 < len(route):
-        return None  # the scheduler falls back to the route's next model
-    return "failed"
+    return "completed" if agent.state == AgentState.COMPLETED else "failed"
 
 
 def agent_result(agent: Agent) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from godel.agents.roles import RoleProfile, load_roles, with_overrides
 from godel.core.ids import new_id
 from godel.core.models import Agent, Team
 from godel.core.ports import Page
+from godel.core.runs import ended_for_good
 from godel.core.states import AgentState, TeamStatus
 from godel.errors import (
     ConflictError,
@@ -38,7 +39,6 @@ from godel.errors import (
     ValidationError,
 )
 from godel.scheduler.plane import ControlPlane
-from godel.scheduler.waiting import has_ended
 from godel.store.teams import TeamChange
 from godel.teams import progress, prompts
 from godel.teams.checks import check_spec
@@ -442,7 +442,7 @@ class TeamOrchestrator:
         for agent in await team_agents(self.plane, team_id):
             if spare is not None and agent.id == spare.id:
                 continue
-            if not has_ended(agent) and agent.state != AgentState.FAILED:
+            if not ended_for_good(agent) and agent.state != AgentState.FAILED:
                 with contextlib.suppress(GodelError):
                     await self.plane.kill(agent.id, actor=_team_actor(team_id), reason=reason)
 
@@ -472,7 +472,7 @@ class TeamOrchestrator:
 
     async def _end_monitor(self, run: TeamRun, monitor: Agent) -> dict[str, Any]:
         agent = await self.plane.get(monitor.id)
-        if not has_ended(agent):
+        if not ended_for_good(agent):
             with contextlib.suppress(GodelError):
                 agent = await self.plane.kill(agent.id, actor=run.actor, reason="the team ended")
         report = str((agent.outcome or {}).get("result") or "")

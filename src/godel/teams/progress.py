@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from godel.core.models import Agent, Team
+from godel.core.runs import ended_for_good
 from godel.core.states import AgentState, TeamStatus
-from godel.scheduler.waiting import has_ended
 
 
 def run_state(team: Team) -> dict[str, Any]:
@@ -42,7 +42,7 @@ def progress(team: Team, agents: Sequence[Agent]) -> int:
     expected = max(int(run.get("expectedAgents") or 0), len(agents))
     if expected == 0:
         return 0
-    ended = sum(1 for a in agents if has_ended(a))
+    ended = sum(1 for a in agents if ended_for_good(a))
     return min(99, (100 * ended) // expected)
 
 
@@ -75,6 +75,6 @@ def summary(team: Team, agents: Sequence[Agent]) -> dict[str, Any]:
         "total": len(agents),
         "byState": {k: v for k, v in by_state.items() if v},
         "running": running,
-        "ended": sum(1 for a in agents if has_ended(a)),
+        "ended": sum(1 for a in agents if ended_for_good(a)),
         "progress": progress(team, agents),
     }

@@ -26,10 +26,10 @@ import structlog
 from godel.agents.roles import RoleProfile, role_named, takes_tools
 from godel.core.models import Agent, Team
 from godel.core.ports import AgentQuery
+from godel.core.runs import ended_for_good
 from godel.errors import AgentNotFoundError
 from godel.scheduler.plane import ControlPlane
 from godel.scheduler.requests import SpawnRequest
-from godel.scheduler.waiting import has_ended
 from godel.store.teams import DecideTeam, TeamChange
 from godel.teams.progress import run_state
 from godel.teams.spec import StageSpec, TeamSpec
@@ -221,7 +221,7 @@ class TeamRun:
         """Spawn (or find) the step's agent and wait for its end; holds a place in the team's cap meanwhile (and
         in the worker pool when ``pooled``)."""
         found = self.known.get(step)
-        if found is not None and has_ended(found):
+        if found is not None and ended_for_good(found):
             return found
         async with contextlib.AsyncExitStack() as stack:
             if pooled and found is None:

@@ -20,8 +20,8 @@ import contextlib
 from typing import Any
 
 from godel.core.models import Agent
+from godel.core.runs import ended_for_good
 from godel.errors import GodelError
-from godel.scheduler.waiting import has_ended
 from godel.teams.progress import outcome
 from godel.teams.runner import StepFailed, TeamRun
 from godel.teams.strategies.common import as_json
@@ -71,7 +71,7 @@ async def _one_task(team: TeamRun) -> list[dict[str, Any]]:
             wanted = range(next_index, next_index + max(0, team.spec.size - len(live)))
             live += await asyncio.gather(*(team.launch(f"{PREFIX}{n}", role, task, meta={"index": n}) for n in wanted))
             await team.expect(len(live) + len(team.noted("scaledDown", [])))
-            pending = [a for a in live if not has_ended(a)]
+            pending = [a for a in live if not ended_for_good(a)]
             if not pending:
                 break
             for agent in pending:
@@ -111,7 +111,7 @@ async def rescale(team: TeamRun, size: int) -> list[str]:
     for agent_id in list(fresh):  # the newest state of each: one may have ended since it was last seen
         with contextlib.suppress(GodelError):
             fresh[agent_id] = await team.plane.get(agent_id)
-    running = [a for a in reversed(live) if not has_ended(fresh[a.id])]
+    running = [a for a in reversed(live) if not ended_for_good(fresh[a.id])]
     victims = running[:excess]
     if not victims:
         return []
