@@ -46,6 +46,7 @@ from godel.workflow.spawning import agent_label, spawn_request
 log = structlog.get_logger("godel.workflow")
 
 OUTPUT_LINES = 200  # a command step without GODEL_RESULT: its output is the tail of what it printed
+STDERR_LINES, STDERR_BYTES = 20, 2048  # how much of a failed shell step's stderr its error carries
 MAX_RELAUNCHES = 3  # a step whose agent was lost before it started is launched again, this many times at most
 
 
@@ -270,6 +271,9 @@ class StepRunner:
             attempt = int((row.result or {}).get("attempt", 1))
             await self.spawn_attempt(run, current, step, steps, attempt=attempt, relaunch=relaunch + 1)
             return
+        stderr = await self._stderr_tail(agent)
+        if stderr:  # the cause is usually there, not in the exit status
+            reason = f"{reason}; the end of its stderr:\n{stderr}"
         await self._set(current, step_id, {"result": result}, None, {})
         row.result = result
         await self.step_failed(run, current, step, row, reason, retryable=True)
@@ -314,6 +318,18 @@ class StepRunner:
             return ""
         lines = await self.plane.logs(agent.id, tail=OUTPUT_LINES, stream="stdout")
         return "\n".join(str(e.payload.get("line", "")) for e in lines).strip()
+
+    async def _stderr_tail(self, agent: Agent) -> str:
+        """The last lines a shell step wrote to stderr, bounded (``STDERR_LINES``, ``STDERR_BYTES``): they go into
+        the step's ``error``, which templates, events and tables carry. Other agents' stderr is CLI chatter."""
+        if agent.kind != "command":
+            return ""
+        lines = await self.plane.logs(agent.id, tail=STDERR_LINES, stream="stderr")
+        text = "\n".join(str(e.payload.get("line", "")) for e in lines).strip("\n")
+        raw = text.encode()
+        if len(raw) <= STDERR_BYTES:
+            return text
+        return "…" + raw[-STDERR_BYTES:].decode("utf-8", errors="ignore")  # the end is where the cause is
 
     def context(self, definition: WorkflowDefinition, wf: Workflow, steps: dict[str, WorkflowStep]) -> dict[str, Any]:
         views = {}
