@@ -24,6 +24,7 @@ from godel.cli.context import JsonFlag, action_commands, client, wants_json
 from godel.cli.output import Column, is_tty, print_json, print_line, print_record, print_table
 from godel.errors import FieldError, WorkflowValidationError
 from godel.workflow import WorkflowDefinition, load_workflow
+from godel.workflow.roles import configured_roles
 
 app = typer.Typer(no_args_is_help=True, help="Check and run DAG workflows of agent and shell steps.")
 
@@ -39,7 +40,8 @@ def validate(
     """Check a workflow file and print every problem at once, each with its line and column."""
     name = "<stdin>" if file == "-" else file
     try:
-        definition = load_workflow(_read(file), filename=name)
+        # Roles come from configuration: checked against this machine's, as the (embedded) server would.
+        definition = load_workflow(_read(file), filename=name, roles=configured_roles())
     except WorkflowValidationError as exc:
         _report_invalid(name, exc.fields, as_json=wants_json(ctx, json_output))
         raise typer.Exit(EXIT_INVALID) from None

@@ -3,7 +3,9 @@
 Checking runs in passes that each keep going after a problem, so a file with five mistakes reports five:
 
 1. syntax (YAML or JSON) — the only pass that stops the rest, since nothing after it could be trusted;
-2. shape: known keys only (with "did you mean"), types, ranges, durations, ids;
+2. shape: known keys only (with "did you mean"), types, ranges, durations, ids, agents, and roles when the
+   caller says which exist (roles come from configuration: the server passes its own, ``workflow validate``
+   the local one -- the same check either way);
 3. the graph: duplicate ids, unknown and self dependencies, cycles (with their path);
 4. expressions: each ``when`` compiles in CEL and each ``{{ … }}`` parses, and both read only steps that
    are (transitive) dependencies, declared variables and known functions.
@@ -15,7 +17,7 @@ Each problem carries the path of the offending field (``steps[2].dependsOn[0]``)
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path as FilePath
 from typing import Any
@@ -87,30 +89,37 @@ MAX_NAME = 255  # workflows.name, workflow_steps.name
 # Entry points
 
 
-def load_workflow(text: str, *, filename: str = "<workflow>", fmt: Format | None = None) -> WorkflowDefinition:
+def load_workflow(
+    text: str, *, filename: str = "<workflow>", fmt: Format | None = None, roles: Collection[str] | None = None
+) -> WorkflowDefinition:
     """Parse and validate a workflow file's text (YAML, or JSON when ``fmt`` or a ``.json`` name says so).
 
     Raises ``WorkflowValidationError`` whose ``fields`` list every problem, each with line and column.
+    ``roles``: the role names a step may use (None: any, left for the server to check).
     """
     document = read_document(text, detect_format(filename, fmt))
     if document.problems and document.data is None:
         raise _invalid(filename, document.problems)
-    return _Checker(document.source, list(document.problems)).workflow(document.data, filename)
+    return _Checker(document.source, list(document.problems), roles).workflow(document.data, filename)
 
 
-def load_workflow_file(path: str | FilePath, *, fmt: Format | None = None) -> WorkflowDefinition:
+def load_workflow_file(
+    path: str | FilePath, *, fmt: Format | None = None, roles: Collection[str] | None = None
+) -> WorkflowDefinition:
     """``load_workflow`` for a file on disk; a file that is not UTF-8 text is reported as invalid."""
     raw = FilePath(path).read_bytes()
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise _invalid(str(path), [Problem((), f"not UTF-8 text (byte {exc.start})", 1, 1)]) from None
-    return load_workflow(text, filename=str(path), fmt=fmt)
+    return load_workflow(text, filename=str(path), fmt=fmt, roles=roles)
 
 
-def parse_workflow(data: Any, *, filename: str = "<workflow>") -> WorkflowDefinition:
+def parse_workflow(
+    data: Any, *, filename: str = "<workflow>", roles: Collection[str] | None = None
+) -> WorkflowDefinition:
     """Validate already-parsed data (an API body, a stored definition); problems carry no positions."""
-    return _Checker(None, []).workflow(data, filename)
+    return _Checker(None, [], roles).workflow(data, filename)
 
 
 def _invalid(filename: str, problems: Sequence[Problem]) -> WorkflowValidationError:
@@ -136,9 +145,10 @@ class _Draft:
 
 
 class _Checker(Reader):
-    def __init__(self, source: SourceMap | None, problems: list[Problem]) -> None:
+    def __init__(self, source: SourceMap | None, problems: list[Problem], roles: Collection[str] | None) -> None:
         super().__init__(source, problems)
         self.agents = adapter_names()
+        self.roles = sorted(roles) if roles is not None else None
 
     def agent(self, m: Mapping[str, Any], path: Path) -> str | None:
         name = self.text(m, "agent", path)
@@ -146,6 +156,13 @@ class _Checker(Reader):
             known = ", ".join(self.agents)
             self.error((*path, "agent"), f"unknown agent {name!r}{hint(name, self.agents)}; one of: {known}")
             return None
+        return name
+
+    def role(self, m: Mapping[str, Any], path: Path) -> str | None:
+        name = self.text(m, "role", path)
+        if name is not None and self.roles is not None and name not in self.roles:
+            known = ", ".join(self.roles)
+            self.error((*path, "role"), f"unknown role {name!r}{hint(name, self.roles)}; one of: {known}")
         return name
 
     def backoff(self, value: Any, path: Path, default: Backoff) -> Backoff | None:
@@ -316,7 +333,7 @@ class _Checker(Reader):
                 self.error((*path, "agent"), message)
         v["agent"], v["agent_selector"] = agent, dict(selector) if selector is not None else None
         v["model"] = self.text(m, "model", path) or defaults.model
-        v["role"] = self.text(m, "role", path)
+        v["role"] = self.role(m, path)
         v["repo"] = self.text(m, "repo", path) or defaults.repo
         v["base_ref"] = self.text(m, "baseRef", path) or defaults.base_ref
         v["timeout"] = self.duration(m, "timeout", path) if "timeout" in m else defaults.timeout

@@ -1,0 +1,71 @@
+"""What the engine writes: the store methods it needs, the status words it writes, and its events.
+
+Every move of a run or a step is one store call that commits the row change with its event, so a watcher of
+the event log never sees a move the rows do not hold (and the reverse).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from godel.core.events import Event, make_event
+from godel.core.models import Workflow, WorkflowStep
+from godel.core.ports import Page
+
+PENDING, RUNNING, PAUSED = "pending", "running", "paused"
+COMPLETED, FAILED, CANCELLED = "completed", "failed", "cancelled"
+FINISHED = (COMPLETED, FAILED, CANCELLED)
+
+
+class WorkflowRows(Protocol):
+    """The store methods the engine uses (``SqlStore`` has them: ``store.workflows``)."""
+
+    async def create_workflow(
+        self, workflow: Workflow, steps: Sequence[WorkflowStep], events: Sequence[Event] = ()
+    ) -> Workflow: ...
+    async def get_workflow(self, workflow_id: str) -> Workflow: ...
+    async def list_workflows(
+        self, *, statuses: Sequence[str] = (), limit: int = 50, cursor: str | None = None
+    ) -> Page[Workflow]: ...
+    async def workflow_steps(self, workflow_id: str) -> list[WorkflowStep]: ...
+    async def update_workflow(
+        self, workflow_id: str, changes: dict[str, Any], events: Sequence[Event] = (), *, expect: Sequence[str] = ()
+    ) -> Workflow: ...
+    async def update_step(
+        self, workflow_id: str, step_id: str, changes: dict[str, Any], events: Sequence[Event] = (), *,
+        workflow_changes: dict[str, Any] | None = None, expect: str | None = None,
+    ) -> bool: ...  # fmt: skip
+    async def delete_workflow(
+        self, workflow_id: str, events: Sequence[Event] = (), *, expect: Sequence[str] = ()
+    ) -> None: ...
+    async def cancel_workflow(
+        self, workflow_id: str, changes: dict[str, Any], events: Sequence[Event],
+        step_event: Callable[[WorkflowStep], Event], *, expect: Sequence[str], finished: Sequence[str],
+    ) -> tuple[Workflow, list[WorkflowStep]]: ...  # fmt: skip
+
+
+def workflow_event(wf: Workflow, type_: str, payload: dict[str, Any]) -> Event:
+    return make_event(type_, {"workflowId": wf.id, **payload}, component="workflow", workflow_id=wf.id,
+                      team_id=wf.team_id)  # fmt: skip
+
+
+async def set_step(
+    rows: WorkflowRows,
+    wf: Workflow,
+    step_id: str,
+    changes: dict[str, Any],
+    event_type: str | None,
+    payload: dict[str, Any],
+    *,
+    workflow_changes: dict[str, Any] | None = None,
+    expect: str | None = None,
+) -> bool:
+    """Change one step's row (and, in the same transaction, the run's) with the event that tells of it."""
+    events = [workflow_event(wf, event_type, {"stepId": step_id, **payload})] if event_type else []
+    return await rows.update_step(wf.id, step_id, changes, events, workflow_changes=workflow_changes, expect=expect)
+
+
+async def step_rows(rows: WorkflowRows, workflow_id: str) -> dict[str, WorkflowStep]:
+    """A run's step rows by step id."""
+    return {s.step_id: s for s in await rows.workflow_steps(workflow_id)}

@@ -1,0 +1,340 @@
+"""One step's life: its attempts, the agent of each, and what the step records when that agent ends.
+
+A step is marked ``running`` with its attempt number *before* its agent is spawned, and the agent carries a
+label naming the workflow, step and attempt (``spawning.agent_label``). A restarted engine finds a running
+step's agent by its id or, if the crash came between the two writes, by that label -- and waits for it rather
+than spawning another. A failed attempt is retried after the step's backoff (a new agent per attempt); when the
+retries are spent, the step fails and its ``onError`` decides for the run (``godel.workflow.graph``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from godel.agents.roles import load_roles
+from godel.core.events import EventFilter
+from godel.core.models import Agent, Workflow, WorkflowStep
+from godel.core.ports import AgentQuery
+from godel.core.states import AgentState
+from godel.errors import GitError, GodelError, WorkflowConditionError, WorkflowTemplateError
+from godel.scheduler.plane import ControlPlane
+from godel.scheduler.waiting import has_ended
+from godel.workflow.combining import CombineConflict, dependency_branches, starting_point
+from godel.workflow.context import build_context, step_view
+from godel.workflow.definition import OnError, StepDefinition, WorkflowDefinition
+from godel.workflow.graph import StepStatus
+from godel.workflow.records import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    FINISHED,
+    PAUSED,
+    RUNNING,
+    WorkflowRows,
+    set_step,
+    step_rows,
+)
+from godel.workflow.spawning import agent_label, spawn_request
+
+log = structlog.get_logger("godel.workflow")
+
+OUTPUT_LINES = 200  # a command step without GODEL_RESULT: its output is the tail of what it printed
+STDERR_LINES, STDERR_BYTES = 20, 2048  # how much of a failed shell step's stderr its error carries
+MAX_RELAUNCHES = 3  # a step whose agent was lost before it started is launched again, this many times at most
+
+
+@dataclass
+class Run:
+    """The engine's in-memory view of one running workflow; the rows are the truth, this is rebuilt from them."""
+
+    workflow_id: str
+    definition: WorkflowDefinition
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    watchers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    holds: set[asyncio.Task[None]] = field(default_factory=set)  # agents to pause once they start (see hold)
+    task: asyncio.Task[None] | None = None
+
+
+class StepRunner:
+    """Starts, watches and records the steps of the runs the engine drives."""
+
+    def __init__(self, plane: ControlPlane, rows: WorkflowRows) -> None:
+        self.plane = plane
+        self.rows = rows
+
+    async def _set(self, wf: Workflow, step_id: str, changes: dict[str, Any], event_type: str | None,
+                   payload: dict[str, Any], **kw: Any) -> bool:  # fmt: skip
+        return await set_step(self.rows, wf, step_id, changes, event_type, payload, **kw)
+
+    # ------------------------------------------------------------------------------------------ starting
+
+    async def begin(self, run: Run, wf: Workflow, step: StepDefinition, steps: dict[str, WorkflowStep]) -> bool:
+        """Start a ready step: skip it (its ``when`` is false), fail it (its ``when`` or a template cannot be
+        evaluated), or spawn its first attempt. True when its status changed."""
+        context = self.context(run.definition, wf, steps)
+        try:
+            if step.condition is not None and not step.condition.evaluate(context, step_id=step.id):
+                await self._set(wf, step.id, {"status": StepStatus.SKIPPED.value,
+                                              "completed_at": self.plane.clock.now()},
+                                "workflow:step:skip", {"when": step.when})  # fmt: skip
+                return True
+            step.render(context)  # fail now, not at spawn, when a template cannot be filled
+        except (WorkflowConditionError, WorkflowTemplateError) as exc:
+            await self.step_failed(run, wf, step, steps[step.id], exc.message, retryable=False)
+            return True
+        await self.spawn_attempt(run, wf, step, steps, attempt=1)
+        return True
+
+    async def spawn_attempt(
+        self,
+        run: Run,
+        wf: Workflow,
+        step: StepDefinition,
+        steps: dict[str, WorkflowStep],
+        *,
+        attempt: int,
+        relaunch: int = 0,
+    ) -> None:
+        row = steps[step.id]
+        rendered = step.render(self.context(run.definition, wf, steps))
+        try:
+            base_ref = await self._starting_point(run, wf, step, steps)
+        except (CombineConflict, GitError) as exc:  # retrying would meet the same branches
+            why = exc.message if isinstance(exc, CombineConflict) else f"cannot combine its dependencies' work: {exc}"
+            await self.step_failed(run, wf, step, row, why, retryable=False)
+            return
+        result = dict(row.result or {})
+        result["attempt"], result["relaunch"] = attempt, relaunch
+        result.pop("nextAttemptAt", None)
+        # Running first, with the attempt number: after a crash between this write and the spawn, the agent (if
+        # any) is found by its label instead of being spawned twice.
+        await self._set(
+            wf, step.id, {"status": RUNNING, "started_at": self.plane.clock.now(), "result": result,
+                          "retry_count": attempt - 1, "agent_id": None},
+            "workflow:step:start", {"attempt": attempt, "relaunch": relaunch, "name": step.name},
+            workflow_changes={"current_step_id": step.id},
+        )  # fmt: skip
+        request = spawn_request(step, rendered, wf, base_ref=base_ref,
+                                roles=load_roles(self.plane.settings.roles), attempt=attempt,
+                                relaunch=relaunch)  # fmt: skip
+        try:
+            agent = await self.plane.spawn(request, actor=f"workflow:{wf.id}")
+        except GodelError as exc:
+            fresh = await step_rows(self.rows, wf.id)
+            await self.step_failed(run, wf, step, fresh[step.id], f"could not spawn its agent: {exc.message}",
+                                   retryable=True)  # fmt: skip
+            return
+        result["attempts"] = [*result.get("attempts", []), agent.id]
+        await self._set(wf, step.id, {"agent_id": agent.id, "result": result}, None, {})
+        # The run may have been cancelled or paused while the agent was being spawned: cancel saw no agent to
+        # kill, pause none to pause. Now there is one (and it is recorded, so a later cancel finds it too).
+        now = await self.rows.get_workflow(wf.id)
+        if now.status in FINISHED:
+            with contextlib.suppress(GodelError):
+                await self.plane.kill(agent.id, actor="workflow", reason=f"workflow {now.status}")
+            return
+        if now.status == PAUSED:
+            self.hold(run, agent.id)
+        self._watch(run, wf, step.id, agent.id)
+
+    async def _starting_point(self, run: Run, wf: Workflow, step: StepDefinition,
+                              steps: dict[str, WorkflowStep]) -> str:  # fmt: skip
+        """The step's own ``baseRef``, else its dependencies' work combined (``combining``), else the run's base."""
+        base = str((wf.context or {}).get("baseRef") or "HEAD")
+        if step.base_ref:
+            return step.base_ref
+        branches = dependency_branches(run.definition, step, steps)
+        repo = Path(step.repo or (wf.context or {}).get("repo") or ".")
+        return await starting_point(repo, base, branches, for_step=step.id)
+
+    async def retry_due(self, run: Run, wf: Workflow, steps: dict[str, WorkflowStep]) -> float | None:
+        """Start the retries whose backoff is over; seconds until the next one is due (0: something changed)."""
+        now = self.plane.clock.now()
+        soonest: float | None = None
+        for sid, row in steps.items():
+            if row.status != StepStatus.RETRYING.value:
+                continue
+            at = datetime.fromisoformat(str((row.result or {}).get("nextAttemptAt") or now.isoformat()))
+            wait = (at - now).total_seconds()
+            if wait <= 0:
+                if wf.status != RUNNING:
+                    continue  # paused: the retry waits for the resume
+                attempt = int((row.result or {}).get("attempt", 1)) + 1
+                await self.spawn_attempt(run, wf, run.definition.step(sid), steps, attempt=attempt)
+                return 0.0
+            soonest = wait if soonest is None else min(soonest, wait)
+        return soonest
+
+    # ------------------------------------------------------------------------------------------ watching
+
+    def watch_running(self, run: Run, wf: Workflow, steps: dict[str, WorkflowStep]) -> None:
+        """Every running step has a watcher (after a restart, new ones are made for the steps found running)."""
+        for sid, row in steps.items():
+            if row.status != RUNNING or sid in run.watchers:
+                continue
+            if row.agent_id is not None:
+                self._watch(run, wf, sid, row.agent_id)
+            else:  # the crash came between marking it running and recording its agent
+                attempt, relaunch = (
+                    int((row.result or {}).get("attempt", 1)),
+                    int((row.result or {}).get("relaunch", 0)),
+                )
+                adopt = self._adopt(run, wf, sid, attempt, relaunch)
+                run.watchers[sid] = asyncio.get_running_loop().create_task(adopt, name=f"workflow-adopt-{sid}")
+
+    async def _adopt(self, run: Run, wf: Workflow, step_id: str, attempt: int, relaunch: int) -> None:
+        label = agent_label(wf.id, step_id, attempt, relaunch)
+        page = await self.plane.list_agents(AgentQuery(label=label, limit=1))
+        run.watchers.pop(step_id, None)
+        step = run.definition.step(step_id)
+        steps = await step_rows(self.rows, wf.id)
+        if page.items:
+            agent = page.items[0]
+            result = dict(steps[step_id].result or {})
+            result["attempts"] = [*result.get("attempts", []), agent.id]
+            await self._set(wf, step_id, {"agent_id": agent.id, "result": result}, None, {})
+            self._watch(run, wf, step_id, agent.id)
+        else:
+            await self.spawn_attempt(run, wf, step, steps, attempt=attempt, relaunch=relaunch)
+
+    def hold(self, run: Run, agent_id: str) -> None:
+        """Pause ``agent_id`` for a paused run: at once if it executes, else as soon as it starts (a queued or
+        half-spawned agent cannot be paused yet), unless the run is no longer paused by then."""
+
+        async def hold() -> None:
+            sub = self.plane.bus.subscribe(EventFilter(patterns=("agent:*",), agent_id=agent_id), buffer_size=100)
+            try:
+                while True:
+                    agent = await self.plane.get(agent_id)
+                    if has_ended(agent) or (await self.rows.get_workflow(run.workflow_id)).status != PAUSED:
+                        return
+                    if agent.state in (AgentState.EXECUTING, AgentState.WAITING):
+                        with contextlib.suppress(GodelError):  # it may end right now: nothing left to pause
+                            await self.plane.pause(agent_id, actor="workflow", reason="workflow paused")
+                        return
+                    if agent.state == AgentState.PAUSED:
+                        return
+                    await sub.get(timeout=1.0)  # its next move (or a second, to look again)
+            finally:
+                sub.close()
+
+        task = asyncio.get_running_loop().create_task(hold(), name=f"workflow-hold-{agent_id}")
+        run.holds.add(task)
+        task.add_done_callback(run.holds.discard)
+
+    def _watch(self, run: Run, wf: Workflow, step_id: str, agent_id: str) -> None:
+        async def watch() -> None:
+            try:
+                agent = await self.plane.wait_for_end(agent_id)
+                await self._ended(run, wf, step_id, agent)
+            finally:
+                run.watchers.pop(step_id, None)
+                run.wake.set()
+
+        run.watchers[step_id] = asyncio.get_running_loop().create_task(watch(), name=f"workflow-watch-{step_id}")
+
+    # ------------------------------------------------------------------------------------------ ending
+
+    async def _ended(self, run: Run, wf: Workflow, step_id: str, agent: Agent) -> None:
+        current = await self.rows.get_workflow(wf.id)
+        steps = await step_rows(self.rows, wf.id)
+        row = steps[step_id]
+        if row.status != RUNNING or row.agent_id != agent.id:
+            return  # cancelled meanwhile, or an older attempt
+        step = run.definition.step(step_id)
+        output = await self._output(agent)
+        result = {**(row.result or {}), "output": output, "branch": agent.branch, "commits": len(agent.commits)}
+        if agent.state == AgentState.COMPLETED:
+            results = {**(current.results or {}), step_id: {"status": COMPLETED, "output": output,
+                                                             "agentId": agent.id, "branch": agent.branch}}  # fmt: skip
+            await self._set(
+                current, step_id, {"status": COMPLETED, "result": result, "completed_at": self.plane.clock.now(),
+                                   "error": None},
+                "workflow:step:complete", {"agentId": agent.id, "output": output[:2000]},
+                workflow_changes={"results": results},
+            )  # fmt: skip
+            return
+        reason = agent.last_error or f"the agent ended {agent.state.value}"
+        if agent.state == AgentState.KILLED and current.status == CANCELLED:
+            return
+        relaunch = int((row.result or {}).get("relaunch", 0))
+        if relaunch < MAX_RELAUNCHES and await self._lost_before_start(agent):
+            # The server went down while the agent was being set up: the step never ran, so running it now is
+            # not running it twice, and it costs none of the step's retries.
+            attempt = int((row.result or {}).get("attempt", 1))
+            await self.spawn_attempt(run, current, step, steps, attempt=attempt, relaunch=relaunch + 1)
+            return
+        stderr = await self._stderr_tail(agent)
+        if stderr:  # the cause is usually there, not in the exit status
+            reason = f"{reason}; the end of its stderr:\n{stderr}"
+        await self._set(current, step_id, {"result": result}, None, {})
+        row.result = result
+        await self.step_failed(run, current, step, row, reason, retryable=True)
+
+    async def _lost_before_start(self, agent: Agent) -> bool:
+        if agent.state != AgentState.FAILED or agent.started_at is not None:
+            return False
+        history = await self.plane.transitions(agent.id)
+        last = history[-1] if history else None
+        return bool(
+            last
+            and last.trigger == "lost"
+            and last.from_state in (AgentState.INITIALIZING, AgentState.SPAWNING, AgentState.PENDING)
+        )
+
+    async def step_failed(
+        self, run: Run, wf: Workflow, step: StepDefinition, row: WorkflowStep, reason: str, *, retryable: bool
+    ) -> None:
+        attempt = int((row.result or {}).get("attempt", 1))
+        if retryable and attempt <= step.retries and wf.status not in FINISHED:
+            delay = step.backoff.delay(attempt)
+            at = self.plane.clock.now() + timedelta(seconds=delay)
+            result = {**(row.result or {}), "nextAttemptAt": at.isoformat(), "lastError": reason}
+            changes = {"status": StepStatus.RETRYING.value, "result": result, "error": reason}
+            payload = {"attempt": attempt, "error": reason, "delay": delay}
+            await self._set(wf, step.id, changes, "workflow:step:retry", payload)
+            return
+        results = {**(wf.results or {}), step.id: {"status": FAILED, "error": reason}}
+        await self._set(
+            wf, step.id, {"status": FAILED, "error": reason, "completed_at": self.plane.clock.now()},
+            "workflow:step:error", {"error": reason, "attempts": attempt, "onError": step.on_error.value},
+            workflow_changes={"results": results},
+        )  # fmt: skip
+        if step.on_error is not OnError.CONTINUE:
+            log.info("workflow step failed", workflow=wf.id, step=step.id, error=reason)
+
+    async def _output(self, agent: Agent) -> str:
+        result = (agent.outcome or {}).get("result")
+        if isinstance(result, str) and result:
+            return result
+        if agent.kind != "command":
+            return ""
+        lines = await self.plane.logs(agent.id, tail=OUTPUT_LINES, stream="stdout")
+        return "\n".join(str(e.payload.get("line", "")) for e in lines).strip()
+
+    async def _stderr_tail(self, agent: Agent) -> str:
+        """The last lines a shell step wrote to stderr, bounded (``STDERR_LINES``, ``STDERR_BYTES``): they go into
+        the step's ``error``, which templates, events and tables carry. Other agents' stderr is CLI chatter."""
+        if agent.kind != "command":
+            return ""
+        lines = await self.plane.logs(agent.id, tail=STDERR_LINES, stream="stderr")
+        text = "\n".join(str(e.payload.get("line", "")) for e in lines).strip("\n")
+        raw = text.encode()
+        if len(raw) <= STDERR_BYTES:
+            return text
+        return "…" + raw[-STDERR_BYTES:].decode("utf-8", errors="ignore")  # the end is where the cause is
+
+    def context(self, definition: WorkflowDefinition, wf: Workflow, steps: dict[str, WorkflowStep]) -> dict[str, Any]:
+        views = {}
+        for sid, row in steps.items():
+            result = row.result or {}
+            views[sid] = step_view(row.status, result.get("output"), error=row.error)
+        variables = (wf.context or {}).get("variables") or {}
+        return build_context(definition, workflow_id=wf.id, steps=views, variables=variables)
