@@ -42,7 +42,7 @@ def matches(shown: str, printed: str) -> bool:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     home = tmp_path_factory.mktemp("client-docs") / "home"
-    proc = ServerProcess(home, GODEL_ON_SHUTDOWN="terminate").start()
+    proc = ServerProcess(home, GODEL_ON_SHUTDOWN="terminate").start(60)  # a loaded machine starts it slowly
     try:
         yield proc
     finally:
