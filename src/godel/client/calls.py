@@ -36,12 +36,8 @@ def camelize(fields: Mapping[str, Any]) -> JSON:
     return out
 
 
-def quoted(*parts: str) -> str:
-    # Each id quoted so that a stray "/" in it cannot reach another route.
-    return "/".join(quote(p, safe="") for p in parts)
-
-
 def agent_path(agent_id: str, *rest: str) -> str:
+    # Quoted so that a stray "/" in an id cannot reach another route.
     return "/".join((f"{API}/agents/{quote(agent_id, safe='')}", *rest))
 
 
