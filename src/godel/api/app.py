@@ -19,7 +19,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from limits.aio.storage import MemoryStorage
 
 from godel import __version__
-from godel.api import errors, proxy
+from godel.api import docs, errors, proxy
 from godel.api.access import ApiRateLimit
 from godel.api.auditing import AuditMiddleware
 from godel.api.limits import RequestLimits
@@ -116,6 +116,8 @@ def create_app(settings: Settings | None = None, *, plane: ControlPlane | None =
         version=__version__,
         description="Control plane for AI coding agents.",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's pages load from a CDN; godel.api.docs serves them from local assets
+        redoc_url=None,
     )
     app.state.plane = the_plane
     app.state.workflows = workflows
@@ -131,6 +133,7 @@ def create_app(settings: Settings | None = None, *, plane: ControlPlane | None =
     # Password guessing: a few tries a minute per user name, in this server's memory.
     app.state.login_rate_limit = ApiRateLimit("10/minute", MemoryStorage())
     errors.install(app)
+    docs.install(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=True,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -12,6 +12,7 @@ import httpx
 from godel.client.endpoints import API, JSON, Endpoints, agent_path, camelize, patterns_param
 from godel.client.envelope import translate, unwrap
 from godel.client.errors import ServerNotRunningError
+from godel.client.models import Agent, Event, LogLine
 from godel.client.sse import SSEDecoder, adecode
 from godel.client.streams import Resumption, log_item, stream_item
 from godel.client.sync import auth_headers, default_url
@@ -42,16 +43,25 @@ class AsyncGodelClient(Endpoints[Awaitable[JSON]]):
         await self.aclose()
 
     def _call(
-        self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        into: Callable[[Any], Any] | None = None,
     ) -> Awaitable[JSON]:
-        return self._send(method, path, params, json)
+        return self._send(method, path, params, json, into)
 
-    async def _send(self, method: str, path: str, params: Mapping[str, Any] | None, json: Any) -> JSON:
+    async def _send(
+        self, method: str, path: str, params: Mapping[str, Any] | None, json: Any, into: Callable[[Any], Any] | None
+    ) -> Any:
         try:
             response = await self._http.request(method, path, params=params, json=json)
         except httpx.TransportError as exc:
             raise translate(exc, self.base_url) from exc
-        return unwrap(response)
+        data = unwrap(response)
+        return into(data) if into is not None else data
 
     async def iter_agents(
         self,
@@ -61,22 +71,23 @@ class AsyncGodelClient(Endpoints[Awaitable[JSON]]):
         label: str | None = None,
         model: str | None = None,
         limit: int | None = None,
-    ) -> AsyncIterator[JSON]:
+    ) -> AsyncIterator[Agent]:
+        """Every matching agent, newest first, following the cursor page by page."""
         cursor: str | None = None
         while True:
             page = await self.list_agents(
                 status=status, team_id=team_id, label=label, model=model, limit=limit, cursor=cursor
             )
-            for item in page.get("items", []):
+            for item in page.results:
                 yield item
-            pagination = page.get("pagination") or {}
-            cursor = pagination.get("cursor")
-            if not pagination.get("hasMore") or not cursor:
+            cursor = page.cursor
+            if not page.has_more or not cursor:
                 return
 
     async def follow_logs(
         self, agent_id: str, *, tail: int | None = None, stream: str | None = None
-    ) -> AsyncIterator[JSON]:
+    ) -> AsyncIterator[LogLine]:
+        """Log lines as they are written, until the server says the agent is done."""
         query = camelize({"follow": True, "tail": tail, "stream": stream})
         async with self._open_sse(agent_path(agent_id, "logs"), query, None) as lines:
             async for sse in adecode(SSEDecoder(), lines):
@@ -85,6 +96,12 @@ class AsyncGodelClient(Endpoints[Awaitable[JSON]]):
                 item = log_item(sse)
                 if item is not None:
                     yield item
+
+    async def wait_agent(self, agent_id: str) -> Agent:
+        """Wait until the agent has ended for good (as the server judges it) and return it."""
+        async for _ in self.follow_logs(agent_id, tail=0):
+            pass
+        return await self.get_agent(agent_id)
 
     async def stream_events(
         self,
@@ -95,7 +112,8 @@ class AsyncGodelClient(Endpoints[Awaitable[JSON]]):
         since: int | None = None,
         reconnect: bool = True,
         max_reconnects: int = 5,
-    ) -> AsyncIterator[JSON]:
+    ) -> AsyncIterator[Event]:
+        """Events as they commit; a dropped stream is resumed from the last one seen."""
         resume = Resumption(since, max_reconnects if reconnect else 0)
         while True:
             decoder = SSEDecoder(resume.last_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from godel.client.models import Event, LogLine
 from godel.client.sse import ServerSentEvent, SSEDecoder
 
 
@@ -16,16 +17,17 @@ def _object(data: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def log_item(sse: ServerSentEvent) -> dict[str, Any] | None:
+def log_item(sse: ServerSentEvent) -> LogLine | None:
     """A ``log`` event's ``{sequence, timestamp, stream, line}``; a bare text line is kept as ``line``."""
     if sse.event not in ("log", "message") or not sse.data:
         return None
-    return _object(sse.data) or {"line": sse.data}
+    return LogLine(_object(sse.data) or {"line": sse.data})
 
 
-def stream_item(sse: ServerSentEvent) -> dict[str, Any] | None:
+def stream_item(sse: ServerSentEvent) -> Event | None:
     """An event object; SSE frames that carry none (pings, control frames) are skipped."""
-    return _object(sse.data) if sse.data else None
+    found = _object(sse.data) if sse.data else None
+    return Event(found) if found is not None else None
 
 
 class Resumption:

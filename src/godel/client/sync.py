@@ -2,14 +2,16 @@
 
 with GodelClient() as godel:                      # GODEL_URL, else Settings().url
     agent = godel.spawn_agent(task="fix it", repo="/src/app", command="make fix")
-    for line in godel.follow_logs(agent["id"]):
-        print(line["line"])
+    for line in godel.follow_logs(agent.id):
+        print(line.line)
+
+docs/client.md has the whole tour.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -19,6 +21,7 @@ from godel.client.credentials import find_api_key
 from godel.client.endpoints import API, JSON, Endpoints, agent_path, camelize, patterns_param
 from godel.client.envelope import translate, unwrap
 from godel.client.errors import ServerNotRunningError
+from godel.client.models import Agent, Event, LogLine
 from godel.client.sse import SSEDecoder, decode
 from godel.client.streams import Resumption, log_item, stream_item
 from godel.settings import Settings
@@ -64,12 +67,21 @@ class GodelClient(Endpoints[JSON]):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None) -> JSON:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        into: Callable[[Any], Any] | None = None,
+    ) -> JSON:
         try:
             response = self._http.request(method, path, params=params, json=json)
         except httpx.TransportError as exc:
             raise translate(exc, self.base_url) from exc
-        return unwrap(response)
+        data = unwrap(response)
+        return into(data) if into is not None else data
 
     def iter_agents(
         self,
@@ -79,20 +91,19 @@ class GodelClient(Endpoints[JSON]):
         label: str | None = None,
         model: str | None = None,
         limit: int | None = None,
-    ) -> Iterator[JSON]:
+    ) -> Iterator[Agent]:
         """Every matching agent, newest first, following ``pagination.cursor`` page by page."""
         cursor: str | None = None
         while True:
             page = self.list_agents(
                 status=status, team_id=team_id, label=label, model=model, limit=limit, cursor=cursor
             )
-            yield from page.get("items", [])
-            pagination = page.get("pagination") or {}
-            cursor = pagination.get("cursor")
-            if not pagination.get("hasMore") or not cursor:
+            yield from page.results
+            cursor = page.cursor
+            if not page.has_more or not cursor:
                 return
 
-    def follow_logs(self, agent_id: str, *, tail: int | None = None, stream: str | None = None) -> Iterator[JSON]:
+    def follow_logs(self, agent_id: str, *, tail: int | None = None, stream: str | None = None) -> Iterator[LogLine]:
         """Log lines as they are written, until the server says the agent is done (``event: end``)."""
         query = camelize({"follow": True, "tail": tail, "stream": stream})
         decoder = SSEDecoder()
@@ -104,6 +115,13 @@ class GodelClient(Endpoints[JSON]):
                 if item is not None:
                     yield item
 
+    def wait_agent(self, agent_id: str) -> Agent:
+        """Block until the agent has ended for good -- as the server judges it, retries and fallback models
+        included -- and return it. Event-driven: it follows the agent's log stream, which the server ends then."""
+        for _ in self.follow_logs(agent_id, tail=0):
+            pass
+        return self.get_agent(agent_id)
+
     def stream_events(
         self,
         patterns: str | Sequence[str] = "*",
@@ -113,7 +131,7 @@ class GodelClient(Endpoints[JSON]):
         since: int | None = None,
         reconnect: bool = True,
         max_reconnects: int = 5,
-    ) -> Iterator[JSON]:
+    ) -> Iterator[Event]:
         """Events as they commit. A dropped stream is resumed with ``Last-Event-ID``, so none are lost; a
         server that was never reached fails at once instead of being waited for."""
         resume = Resumption(since, max_reconnects if reconnect else 0)

@@ -19,6 +19,7 @@ import aiohttp
 from godel.gateway.dialects import error_reply
 from godel.gateway.exchange import Exchange, Reply
 from godel.gateway.metering import Meter, inject_stream_usage
+from godel.gateway.names import upstream_body
 from godel.gateway.types import GatewayError
 
 # Not passed back: the relay frames the body itself. content-encoding is kept: the raw bytes are relayed as they
@@ -63,6 +64,8 @@ class Forward:
     async def __call__(self, exchange: Exchange) -> Reply:
         upstream = exchange.upstream
         assert upstream is not None, "the Fallback policy picks the provider"
+        if exchange.wire != "gemini":  # a "provider/model" name becomes the provider's own id (Gemini: in the URL)
+            exchange.body = upstream_body(exchange.body, upstream.model)
         if exchange.wire == "openai-chat" and exchange.stream:
             exchange.body = inject_stream_usage(exchange.body)  # so a streamed chat answer can always be metered
         url = f"{upstream.url}?{exchange.query}" if exchange.query else upstream.url

@@ -29,6 +29,7 @@ from godel.gateway.exchange import CallNext, Exchange, Policy, Reply, compose
 from godel.gateway.flights import SingleFlight
 from godel.gateway.forward import Forward, UpstreamClient
 from godel.gateway.keys import hash_key, new_key
+from godel.gateway.names import readings, upstream_path
 from godel.gateway.policies import AuditLog, CircuitBreaker, ResponseCache
 from godel.gateway.ratelimits import RateLimiter
 from godel.gateway.shared import MemoryState, SharedState
@@ -174,7 +175,12 @@ class Gateway:
         when there is none."""
         if not model:
             raise GatewayError(400, "invalid_request", "the request names no model")
-        found = [(p, m, c) for p, m, c in self.allowed_models(key) if m == model]
+        allowed = self.allowed_models(key)
+        found: list[tuple[str, str, ProviderConfig]] = []
+        for reading in readings(model, self.providers):  # "MODEL" first, then "PROVIDER/MODEL"
+            found = [(p, m, c) for p, m, c in allowed if reading.matches(p, m)]
+            if found:
+                break
         if not found:
             raise GatewayError(404, "not_found", f"model {model!r} is not available to this key")
         speaking = [(p, m, c) for p, m, c in found if c.kind == wire]
@@ -243,7 +249,8 @@ class Gateway:
         root = config.base_url.rstrip("/")
         # An OpenAI base URL ends in its version (/v1); Anthropic's and Gemini's are the host's root.
         prefix = {"anthropic": "/v1", "gemini": "/v1beta"}.get(wire, "")
-        return Upstream(provider=provider, config=config, model=model_id, url=f"{root}{prefix}/{exchange.path}",
+        path = upstream_path(exchange.path, exchange.model, model_id)
+        return Upstream(provider=provider, config=config, model=model_id, url=f"{root}{prefix}/{path}",
                         headers=out)  # fmt: skip
 
     # ----------------------------------------------------------------------------------------- policies
