@@ -19,7 +19,6 @@ from godel.core.events import EventFilter
 from godel.core.models import Agent
 from godel.core.ports import Backpressure, Store
 from godel.core.runs import ended_for_good
-from godel.core.runs import ended_for_good as has_ended  # noqa: F401  (the workflow engine's name for it, until it moves)
 
 log = structlog.get_logger("godel.scheduler")
 END_EVENTS = ("agent:complete", "agent:error", "agent:kill")

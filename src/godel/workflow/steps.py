@@ -22,10 +22,10 @@ from godel.agents.roles import load_roles
 from godel.core.events import EventFilter
 from godel.core.models import Agent, Workflow, WorkflowStep
 from godel.core.ports import AgentQuery
+from godel.core.runs import ended_for_good
 from godel.core.states import AgentState
 from godel.errors import GitError, GodelError, WorkflowConditionError, WorkflowTemplateError
 from godel.scheduler.plane import ControlPlane
-from godel.scheduler.waiting import has_ended
 from godel.workflow.combining import CombineConflict, dependency_branches, starting_point
 from godel.workflow.context import build_context, step_view
 from godel.workflow.definition import OnError, StepDefinition, WorkflowDefinition
@@ -213,7 +213,7 @@ class StepRunner:
             try:
                 while True:
                     agent = await self.plane.get(agent_id)
-                    if has_ended(agent) or (await self.rows.get_workflow(run.workflow_id)).status != PAUSED:
+                    if ended_for_good(agent) or (await self.rows.get_workflow(run.workflow_id)).status != PAUSED:
                         return
                     if agent.state in (AgentState.EXECUTING, AgentState.WAITING):
                         with contextlib.suppress(GodelError):  # it may end right now: nothing left to pause
