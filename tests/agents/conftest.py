@@ -156,7 +156,7 @@ def rig(fast_tmp: Path) -> RigFactory:
         try:
             yield Rig(plane, repo, model)
         finally:
-            for agent_id in list(plane.supervisor.watched):
+            for agent_id in list(plane.supervisor.runs):
                 await plane.kill(agent_id, actor="test", reason="test teardown")
             await plane.stop()
             if model:

@@ -67,7 +67,7 @@ async def test_ten_agents_of_mixed_kinds_in_parallel_on_one_repo(fast_tmp: Path)
             ]
             ended = await asyncio.wait_for(_all_ended(plane, [a.id for a in agents]), timeout=280)
         finally:
-            for agent_id in list(plane.supervisor.watched):
+            for agent_id in list(plane.supervisor.runs):
                 await plane.kill(agent_id, actor="test", reason="teardown")
             await plane.stop()
 

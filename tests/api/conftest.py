@@ -41,7 +41,7 @@ async def plane(settings: Settings) -> AsyncIterator[ControlPlane]:
     try:
         yield p
     finally:
-        for agent_id in list(p.supervisor.watched):
+        for agent_id in list(p.supervisor.runs):
             await p.kill(agent_id, actor="test", reason="test teardown")
         await p.stop()
 

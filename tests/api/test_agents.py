@@ -128,7 +128,7 @@ async def test_concurrency_limit_and_priority(fast_tmp: Path, git_repo: Path) ->
             assert admitted["label"] == "a1"
             assert (await client.get(f"/api/v1/agents/{ids[0]}")).json()["data"]["state"] == "pending"
     finally:
-        for agent_id in list(plane.supervisor.watched):
+        for agent_id in list(plane.supervisor.runs):
             await plane.kill(agent_id)
         await plane.stop()
 

@@ -58,7 +58,7 @@ async def until(check: Any, timeout: float = 10.0) -> None:
 
 def exited(plane: ControlPlane, agent_id: str) -> Any:
     async def check() -> bool:
-        w = plane.supervisor.watched[agent_id]
+        w = plane.supervisor.runs[agent_id]
         return (await plane.runtime.status(w.handle)).state.value == "exited"
 
     return check
@@ -76,7 +76,7 @@ async def manual(manual_settings: Settings) -> AsyncIterator[ControlPlane]:
     try:
         yield plane
     finally:
-        for agent_id in list(plane.supervisor.watched):
+        for agent_id in list(plane.supervisor.runs):
             await plane.kill(agent_id, actor="test")
         await plane.stop()
 
@@ -118,7 +118,7 @@ async def test_a_failed_commit_loses_no_line(
 
 
 async def _grown(plane: ControlPlane, agent_id: str) -> bool:
-    w = plane.supervisor.watched[agent_id]
+    w = plane.supervisor.runs[agent_id]
     out, _ = await plane.runtime.read_output(w.handle, {})
     return len(out) >= 2
 
@@ -151,7 +151,7 @@ async def test_kill_during_a_timeout_grace_records_each_line_once(manual: Contro
 
 
 async def _grown_one(plane: ControlPlane, agent_id: str) -> bool:
-    w = plane.supervisor.watched[agent_id]
+    w = plane.supervisor.runs[agent_id]
     out, _ = await plane.runtime.read_output(w.handle, {})
     return len(out) >= 1
 
@@ -359,7 +359,7 @@ async def test_a_failed_commit_counts_usage_once_and_rolls_the_parser_back(
     monkeypatch.setattr(manual.store, "append_events", failing_once)
     await manual.supervisor.tick()  # ingested, commit failed: usage and parser state go back
     await manual.supervisor.tick()
-    w = manual.supervisor.watched[agent_id]
+    w = manual.supervisor.runs[agent_id]
     assert w.usage["outputTokens"] == 12 and w.usage["calls"] == 2
     usage = await manual.events(EventQuery(filter=EventFilter(patterns=("agent:usage",), agent_id=agent_id)))
     assert [e.payload["seen"] for e in usage] == [1, 2]  # the parser was rolled back, not fed twice

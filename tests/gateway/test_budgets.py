@@ -30,7 +30,7 @@ async def events_of(s: Any, *patterns: str) -> list[Any]:
 async def test_concurrent_requests_cannot_jointly_overspend(stack: Any) -> None:
     async with stack([{"text": "ok", "output_tokens": 7}], prices=PRICES) as s:
         cap = 0.2
-        await s.plane.set_budget("user", "alice", cap, "total")
+        await s.plane.budgets.set("user", "alice", cap, "total")
         client = openai.AsyncOpenAI(base_url=s.openai_base, api_key=await s.key("user", "alice"), max_retries=0)
 
         async def one() -> str:
@@ -80,7 +80,7 @@ async def test_an_agent_over_budget_is_paused_then_finishes_after_a_top_up(stack
         paused = await s.plane.get(agent.id)
         assert "budget exceeded" in (await s.plane.transitions(agent.id))[-1].reason
 
-        await s.plane.set_budget("agent", agent.id, 100.0, "total")  # top up, then resume
+        await s.plane.budgets.set("agent", agent.id, 100.0, "total")  # top up, then resume
         await s.plane.resume(agent.id)
         while (done := await s.plane.get(agent.id)).state not in (AgentState.COMPLETED, AgentState.FAILED):
             assert time.monotonic() < deadline + 60, "the agent did not finish after the top-up"
@@ -90,5 +90,5 @@ async def test_an_agent_over_budget_is_paused_then_finishes_after_a_top_up(stack
         assert run_git(repo, "show", f"{done.branch}:hello.txt") == "hello from pi"
         records = await s.records()
         assert len(records) == len(s.model.requests) == 2 and all(r.agent_id == agent.id for r in records)
-        status = await s.plane.budget_status((await s.plane.store.list_budgets(entity_id=agent.id))[0])
+        status = await s.plane.budgets.status((await s.plane.store.list_budgets(entity_id=agent.id))[0])
         assert status["spent"] == pytest.approx(sum(r.cost_usd for r in records))

@@ -30,7 +30,7 @@ def openai_client(s: Any, key: str) -> openai.AsyncOpenAI:
 
 async def test_an_unpriced_model_is_refused_under_a_budget_and_passes_without_one(stack: Any) -> None:
     async with stack(HELLO) as s:  # no [prices]: genai-prices does not know the scripted model
-        await s.plane.set_budget("user", "alice", 5.0, "total")
+        await s.plane.budgets.set("user", "alice", 5.0, "total")
         alice = await s.key("user", "alice")
         with pytest.raises(openai.BadRequestError) as refused:
             await openai_client(s, alice).chat.completions.create(**ASK)  # type: ignore[call-overload]
@@ -52,7 +52,7 @@ async def test_an_unpriced_model_is_refused_under_a_budget_and_passes_without_on
 
 async def test_a_provider_may_let_unpriced_models_through_a_budget(stack: Any) -> None:
     async with stack(HELLO, provider_options={"allow_unpriced": True}) as s:
-        await s.plane.set_budget("user", "alice", 5.0, "total")
+        await s.plane.budgets.set("user", "alice", 5.0, "total")
         reply = await openai_client(s, await s.key("user", "alice")).chat.completions.create(**ASK)  # type: ignore[call-overload]
         assert reply.choices[0].message.content == "Hello."
         (record,) = await s.records()
@@ -70,7 +70,7 @@ async def test_an_answer_without_usage_is_charged_its_estimate(stack: Any) -> No
         estimate = s.plane.gateway.budgets.estimate(Upstream("scripted", config, MODEL, "", {}), ASK)
         assert estimate is not None and estimate > 0
         cap = estimate * 2.5
-        await s.plane.set_budget("user", "alice", cap, "total")
+        await s.plane.budgets.set("user", "alice", cap, "total")
         client = openai_client(s, await s.key("user", "alice"))
         statuses = []
         for _ in range(5):
@@ -85,12 +85,12 @@ async def test_an_answer_without_usage_is_charged_its_estimate(stack: Any) -> No
         assert len(records) == 2
         assert all(r.cost_usd == pytest.approx(estimate) and r.cost_estimated for r in records)
         (budget,) = await s.plane.store.list_budgets(entity_id="alice")
-        assert (await s.plane.budget_status(budget))["spent"] == pytest.approx(2 * estimate)
+        assert (await s.plane.budgets.status(budget))["spent"] == pytest.approx(2 * estimate)
 
 
 async def test_an_error_answer_without_usage_costs_nothing(stack: Any) -> None:
     async with stack([{"error": {"status": 400, "message": "bad request"}}], prices=PRICES) as s:
-        await s.plane.set_budget("user", "alice", 1.0, "total")
+        await s.plane.budgets.set("user", "alice", 1.0, "total")
         with pytest.raises(openai.BadRequestError):
             await openai_client(s, await s.key("user", "alice")).chat.completions.create(**ASK)  # type: ignore[call-overload]
         (record,) = await s.records()
@@ -110,8 +110,8 @@ async def test_a_burst_stays_within_one_request_of_the_cap_after_a_long_history(
         if now.date() != (now + timedelta(seconds=30)).date():
             pytest.skip("too close to midnight UTC for a daily budget")
         cap = 1.0 + 0.2  # today's $1.00 is spent already
-        budget = await s.plane.set_budget("user", "alice", cap, "daily")
-        assert (await s.plane.budget_status(budget))["spent"] == pytest.approx(1.0)  # summed once, when set
+        budget = await s.plane.budgets.set("user", "alice", cap, "daily")
+        assert (await s.plane.budgets.status(budget))["spent"] == pytest.approx(1.0)  # summed once, when set
         client = openai_client(s, await s.key("user", "alice"))
 
         async def one() -> int:
@@ -128,7 +128,7 @@ async def test_a_burst_stays_within_one_request_of_the_cap_after_a_long_history(
         spent_now = sum(r.cost_usd or 0 for r in records)
         one_request = max(r.cost_usd or 0 for r in records)
         assert 1.0 + spent_now <= cap + one_request
-        status = await s.plane.budget_status(budget)
+        status = await s.plane.budgets.status(budget)
         assert status["spent"] == pytest.approx(1.0 + spent_now)  # the ledger agrees with the records
         assert await s.plane.gateway.budgets.reservations() == {}
 

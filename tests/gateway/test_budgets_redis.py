@@ -89,7 +89,7 @@ async def test_redis_down_refuses_budgeted_requests_with_503_and_ready_says_so(
 ) -> None:
     async with stack([{"text": "Hello.", "output_tokens": 7}], prices=PRICES, database_url=database,
                      redis_url=own_redis.url) as s:  # fmt: skip
-        await s.plane.set_budget("user", "alice", 10.0, "total")
+        await s.plane.budgets.set("user", "alice", 10.0, "total")
         alice, bob = await s.key("user", "alice"), await s.key("user", "bob")
         async with httpx.AsyncClient(base_url=s.url, timeout=30) as http:
             assert (await post(http, "/proxy/v1/chat/completions", alice)).status_code == 200
@@ -131,7 +131,7 @@ async def test_a_redis_restart_mid_burst_loses_no_reservation(
         estimate = gateway.budgets.estimate(Upstream("scripted", gateway.providers["scripted"], MODEL, "", {}), ASK)
         assert estimate is not None
         cap = estimate * 10.5  # ten requests' estimates fit
-        await s.plane.set_budget("user", "alice", cap, "total")
+        await s.plane.budgets.set("user", "alice", cap, "total")
         alice = await s.key("user", "alice")
         async with httpx.AsyncClient(base_url=s.url, timeout=60, limits=httpx.Limits(max_connections=200)) as http:
             first = [asyncio.create_task(post(http, "/proxy/v1/chat/completions", alice)) for _ in range(10)]
@@ -167,7 +167,7 @@ async def test_a_burst_with_redis_overspends_by_at_most_one_request(
     async with stack([{"text": "Hello.", "output_tokens": 7}], prices=PRICES, database_url=database,
                      redis_url=own_redis.url) as s:  # fmt: skip
         cap = 0.2
-        await s.plane.set_budget("user", "alice", cap, "total")
+        await s.plane.budgets.set("user", "alice", cap, "total")
         alice = await s.key("user", "alice")
         async with httpx.AsyncClient(base_url=s.url, timeout=60, limits=httpx.Limits(max_connections=200)) as http:
             replies = await asyncio.gather(*(post(http, "/proxy/v1/chat/completions", alice) for _ in range(100)))

@@ -167,7 +167,7 @@ async def test_a_policy_raising_after_the_provider_answered_releases_and_records
     limits = {"key": {"max_parallel": 1}}
     policies = ["tests.gateway.custom_policies:refuse_after"]
     async with stack(HELLO, gateway_policies=policies, rate_limits=limits, prices=prices) as s:
-        await s.plane.set_budget("user", "alice", 10.0, "total")
+        await s.plane.budgets.set("user", "alice", 10.0, "total")
         chat = openai.AsyncOpenAI(base_url=s.openai_base, api_key=await s.key(), max_retries=0)
         ask = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}
         with pytest.raises(openai.PermissionDeniedError, match="not allowed"):

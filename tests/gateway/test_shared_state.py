@@ -104,7 +104,7 @@ async def test_a_budget_holds_across_two_servers_under_a_burst(fast_tmp: Path, d
                 upstream, {"model": MODEL, "max_tokens": 40, "messages": [{"role": "user", "content": "hi"}]}
             )
             cap = one_estimate * 10.5
-            await planes[0].set_budget("user", "alice", cap, "total")
+            await planes[0].budgets.set("user", "alice", cap, "total")
             statuses = await asyncio.gather(*(chat(clients[i % 2], key) for i in range(60)))
             await proxy.settle()
             records = await planes[0].store.usage_records()

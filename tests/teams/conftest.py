@@ -153,5 +153,5 @@ def stack(fast_tmp: Path, repo: Path) -> StackFactory:
 
 async def stop_agents(plane: ControlPlane) -> None:
     """Kill every agent process a test left running (a restart test's second stack calls it at the end)."""
-    for agent_id in list(plane.supervisor.watched):
+    for agent_id in list(plane.supervisor.runs):
         await plane.kill(agent_id, actor="test", reason="test teardown")

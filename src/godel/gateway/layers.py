@@ -23,16 +23,49 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-from godel.gateway.budgets import BudgetExceeded, Reservation
+from godel.core.models import UsageRecord, VirtualKey
+from godel.core.ports import Clock
+from godel.gateway.budgets import BudgetExceeded, BudgetGuard, Reservation
 from godel.gateway.exchange import CallNext, Exchange, Reply
-from godel.gateway.policies import AUDIT_BODY_LIMIT, AuditLog, CachedResponse, ResponseCache, redact_body
-from godel.gateway.ratelimits import RateLimited
-from godel.gateway.types import GatewayError
+from godel.gateway.policies import (
+    AUDIT_BODY_LIMIT,
+    AuditLog,
+    CachedResponse,
+    CircuitBreaker,
+    ResponseCache,
+    redact_body,
+)
+from godel.gateway.ratelimits import RateLimited, RateLimiter
+from godel.gateway.types import GatewayError, Upstream, Wire
 
-if TYPE_CHECKING:
-    from godel.gateway.service import Gateway
+
+class Gateway(Protocol):
+    """What the layers use of the gateway that builds them (``godel.gateway.service.Gateway``)."""
+
+    budgets: BudgetGuard
+    clock: Clock
+    limits: RateLimiter
+    rate_limited: dict[str, tuple[float, str]]
+    breaker: CircuitBreaker
+
+    def next_upstream(self, exchange: Exchange, tried: set[str]) -> Upstream: ...
+
+    async def record(
+        self,
+        key: VirtualKey,
+        upstream: Upstream,
+        *,
+        wire: Wire,
+        stream: bool,
+        status: int,
+        usage: Any,
+        complete: bool,
+        latency_ms: float,
+        error: str | None,
+        reservation: Reservation | None = None,
+    ) -> UsageRecord: ...
 
 
 GONE = "the caller went away mid-response (the rest of the answer was read to meter it)"

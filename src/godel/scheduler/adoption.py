@@ -17,8 +17,6 @@ Agents with the ``delayed`` cleanup policy get their remaining delay re-armed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from godel.agents import get_adapter
 from godel.core.events import make_event
 from godel.core.models import Agent, CleanupPolicy
@@ -26,120 +24,117 @@ from godel.core.ports import RUN_KEY, AgentQuery, LaunchRequest, RuntimeHandle
 from godel.core.states import ACTIVE, AgentState
 from godel.core.transitions import Trigger
 from godel.errors import InvalidTransitionError
-from godel.scheduler.cleanup import arm_delayed_cleanup
-from godel.scheduler.ending import after_failure, complete
+from godel.scheduler import aftercare
+from godel.scheduler.deps import RunDeps
 from godel.scheduler.handles import handle_of
-from godel.scheduler.runs import close_open_sessions, launch_request, revoke_run_keys
-from godel.scheduler.watch import load_signals
-
-if TYPE_CHECKING:
-    from godel.scheduler.supervisor import Supervisor
+from godel.scheduler.launching import RunRegistry, launch_request, new_run, start_or_abandon
+from godel.scheduler.output import load_signals
 
 
-async def _all(sup: Supervisor, states: list[AgentState]) -> list[Agent]:
+async def _all(deps: RunDeps, states: list[AgentState]) -> list[Agent]:
     found: list[Agent] = []
     cursor: str | None = None
     while True:
-        page = await sup.store.list_agents(AgentQuery(states=states, node_id=sup.node_id, limit=500, cursor=cursor))
+        page = await deps.store.list_agents(AgentQuery(states=states, node_id=deps.node_id, limit=500, cursor=cursor))
         found.extend(page.items)
         if not page.has_more:
             return found
         cursor = page.cursor
 
 
-async def reconcile_on_start(sup: Supervisor) -> dict[str, int]:
+async def reconcile_on_start(deps: RunDeps, runs: RunRegistry) -> dict[str, int]:
     report = {"adopted": 0, "requeued": 0, "vanished": 0, "failed": 0, "completed": 0, "cleanupScheduled": 0}
-    for agent in await _all(sup, sorted(ACTIVE)):
-        await _reconcile_one(sup, agent, report)
-    for agent in await _all(sup, [AgentState.COMPLETED, AgentState.FAILED, AgentState.KILLED]):
+    for agent in await _all(deps, sorted(ACTIVE)):
+        await _reconcile_one(deps, runs, agent, report)
+    for agent in await _all(deps, [AgentState.COMPLETED, AgentState.FAILED, AgentState.KILLED]):
         if agent.cleanup == CleanupPolicy.DELAYED and agent.worktree and agent.completed_at:
-            waited = (sup.clock.now() - agent.completed_at).total_seconds()
-            handle = handle_of(agent, sup.runtime.name, sup.settings.worktrees_dir)
-            arm_delayed_cleanup(sup, agent.id, handle, max(0.0, agent.cleanup_delay - waited))
+            waited = (deps.clock.now() - agent.completed_at).total_seconds()
+            handle = handle_of(agent, deps.runtime.name, deps.settings.worktrees_dir)
+            aftercare.arm_delayed_cleanup(deps, agent.id, handle, max(0.0, agent.cleanup_delay - waited))
             report["cleanupScheduled"] += 1
     return report
 
 
-async def _reconcile_one(sup: Supervisor, agent: Agent, report: dict[str, int]) -> None:
-    handle = handle_of(agent, sup.runtime.name, sup.settings.worktrees_dir)
-    if agent.state == AgentState.SPAWNING and await _finish_launch(sup, agent, handle):
+async def _reconcile_one(deps: RunDeps, runs: RunRegistry, agent: Agent, report: dict[str, int]) -> None:
+    handle = handle_of(agent, deps.runtime.name, deps.settings.worktrees_dir)
+    if agent.state == AgentState.SPAWNING and await _finish_launch(deps, runs, agent, handle):
         report["adopted"] += 1
     elif agent.state in (AgentState.INITIALIZING, AgentState.SPAWNING):
-        await _requeue(sup, agent, handle, report)
+        await _requeue(deps, agent, handle, report)
     elif agent.state == AgentState.COMPLETING:
         report["completed"] += 1
-        await complete(sup, agent, handle)
+        await aftercare.complete(deps, agent, handle)
     elif agent.pid is not None:
         # Watched whether or not the process is found: one that vanished without an exit status is then ended
         # by the watch pass like any other run, its output ingested to the last line before it is judged lost.
-        found = await sup.runtime.adopt(handle)
+        found = await deps.runtime.adopt(handle)
         signals = load_signals(agent.outcome.get("signals"))
         # Without the endpoint: collecting the run's files needs the rest only, and the provider's key or entry
         # may be gone from this server's environment or configuration.
-        request: LaunchRequest | None = launch_request(sup, agent, handle, endpoint=False)
+        request: LaunchRequest | None = launch_request(deps, agent, handle, endpoint=False)
         usage = agent.outcome.get("usage") if isinstance(agent.outcome.get("usage"), dict) else {}
-        sup.watch(
-            agent, handle, get_adapter(agent.kind), request, offsets=dict(agent.log_offsets), signals=signals,
-            usage=usage,
+        runs.register(
+            new_run(deps, agent, handle, get_adapter(agent.kind), request, offsets=dict(agent.log_offsets),
+                    signals=signals, usage=usage)
         )  # fmt: skip
         if found:
             report["adopted"] += 1
-            await _adopted_event(sup, agent, agent.pid, agent.state)
+            await _adopted_event(deps, agent, agent.pid, agent.state)
         else:
             report["vanished"] += 1
     else:
-        await _lost(sup, agent, "the process vanished while the server was down", report)
+        await _lost(deps, agent, "the process vanished while the server was down", report)
 
 
-async def _adopted_event(sup: Supervisor, agent: Agent, pid: int, state: AgentState) -> None:
+async def _adopted_event(deps: RunDeps, agent: Agent, pid: int, state: AgentState) -> None:
     adopted = make_event(
         "agent:adopted", {"pid": pid, "state": state.value}, component="supervisor", agent_id=agent.id,
         team_id=agent.team_id,
     )  # fmt: skip
-    await sup.store.append_events([adopted])
+    await deps.store.append_events([adopted])
 
 
-async def _lost(sup: Supervisor, agent: Agent, reason: str, report: dict[str, int]) -> None:
+async def _lost(deps: RunDeps, agent: Agent, reason: str, report: dict[str, int]) -> None:
     report["failed"] += 1
-    await close_open_sessions(sup, agent.id, reason)
+    await deps.sessions.close_open(agent.id, reason)
     try:
-        agent, _ = await sup.store.transition_agent(
+        agent, _ = await deps.store.transition_agent(
             agent.id, Trigger.LOST, actor="supervisor", reason=reason, changes={"last_error": reason}
         )
     except InvalidTransitionError:
         return
-    await after_failure(sup, agent)
+    await aftercare.after_failure(deps, agent)
 
 
-async def _finish_launch(sup: Supervisor, agent: Agent, handle: RuntimeHandle) -> bool:
+async def _finish_launch(deps: RunDeps, runs: RunRegistry, agent: Agent, handle: RuntimeHandle) -> bool:
     """The server died after committing this launch's session and before recording its start: if the launch
     started, record the start now and watch the run from its first line. False: the launch never started."""
-    sessions = [s for s in await sup.store.list_sessions(agent.id) if s.completed_at is None]
+    sessions = [s for s in await deps.store.list_sessions(agent.id) if s.completed_at is None]
     if not sessions:
         return False
     session = sessions[-1]  # oldest first: the last one open is this launch's
     handle.pid = handle.pid_started = None  # the row may still hold the previous run's
     handle.extra[RUN_KEY] = session.id
-    await sup.runtime.adopt(handle)  # fills in the pid when it finds this launch, running or ended
+    await deps.runtime.adopt(handle)  # fills in the pid when it finds this launch, running or ended
     if handle.pid is None:
         return False
-    request: LaunchRequest | None = launch_request(sup, agent, handle, endpoint=False)
-    w = sup.watch(agent, handle, get_adapter(agent.kind), request, offsets={}, signals=[], starting=True,
-                  started_at=sup.clock.now())  # fmt: skip
-    await sup.started(w, agent, session.id, model=None)
-    await _adopted_event(sup, agent, handle.pid, AgentState.EXECUTING)
+    request: LaunchRequest | None = launch_request(deps, agent, handle, endpoint=False)
+    run = new_run(deps, agent, handle, get_adapter(agent.kind), request, offsets={}, starting=True, fresh=True)
+    runs.register(run)
+    await start_or_abandon(runs, run, agent, session.id, model=None)
+    await _adopted_event(deps, agent, handle.pid, AgentState.EXECUTING)
     return True
 
 
-async def _requeue(sup: Supervisor, agent: Agent, handle: RuntimeHandle, report: dict[str, int]) -> None:
+async def _requeue(deps: RunDeps, agent: Agent, handle: RuntimeHandle, report: dict[str, int]) -> None:
     reason = "the server stopped before this agent's launch started; queued again"
-    await close_open_sessions(sup, agent.id, reason)
-    await revoke_run_keys(sup, agent.id)
+    await deps.sessions.close_open(agent.id, reason)
+    await deps.keys.revoke(agent.id)
     if agent.state == AgentState.INITIALIZING and (handle.workspace.exists() or handle.workspace.is_symlink()):
-        await sup.runtime.cleanup(handle)  # half made and not recorded: the next launch makes it afresh
+        await deps.runtime.cleanup(handle)  # half made and not recorded: the next launch makes it afresh
     try:
-        await sup.store.transition_agent(agent.id, Trigger.REQUEUE, actor="supervisor", reason=reason)
+        await deps.store.transition_agent(agent.id, Trigger.REQUEUE, actor="supervisor", reason=reason)
     except InvalidTransitionError:
         return
     report["requeued"] += 1
-    sup.wake.set()
+    deps.wake()

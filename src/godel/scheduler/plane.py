@@ -9,10 +9,7 @@ commit. ``start``/``stop`` own the server's background loops (see ``TaskSupervis
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +21,18 @@ from godel.auth.tokens import TokenSigner, load_or_create_key
 from godel.bus import MemoryBus
 from godel.core.clock import SystemClock
 from godel.core.events import Event, EventFilter, make_event
-from godel.core.ids import branch_for, new_id, new_snapshot_id
-from godel.core.models import Agent, Budget, Node, Session, Snapshot
-from godel.core.ports import AgentAdapter, AgentQuery, Clock, EventQuery, Page, Runtime, Store
+from godel.core.ids import branch_for, new_id
+from godel.core.models import Agent, Node
+from godel.core.ports import AgentAdapter, AgentQuery, Clock, EventQuery, Page, Runtime
 from godel.core.runs import RunContext
 from godel.core.states import ACTIVE, AgentState, AgentStatus, NodeStatus, states_with_status
 from godel.core.transitions import Trigger, plan
 from godel.errors import (
     ConflictError,
     FieldError,
-    GodelError,
     PathOutsideWorkspaceError,
-    SnapshotNotFoundError,
     ValidationError,
 )
-from godel.gateway.budgets import period_bounds
 from godel.gateway.forward import UpstreamClient
 from godel.gateway.policies import AuditLog, CircuitBreaker, ResponseCache
 from godel.gateway.service import Gateway, load_policy
@@ -49,21 +43,20 @@ from godel.runtimes.git import resolve_in_repo
 from godel.runtimes.paths import user_path, within_roots
 from godel.runtimes.worktrees import INCLUDE_FILE, include_escapes
 from godel.scheduler.adoption import reconcile_on_start
-from godel.scheduler.ending import RESTART_RESET, end
+from godel.scheduler.budgeting import BudgetActions
 from godel.scheduler.handles import handle_of
-from godel.scheduler.requests import SpawnRequest, fork_request
-from godel.scheduler.runs import render_transcript, session_messages
+from godel.scheduler.requests import SpawnRequest
+from godel.scheduler.run import RESTART_RESET, AgentRun
 from godel.scheduler.supervisor import Supervisor
 from godel.scheduler.tasks import TaskSupervisor
 from godel.scheduler.waiting import EndWaiter
-from godel.scheduler.watch import Watch
+from godel.scheduler.workspaces import WorkspaceCommands
 from godel.settings import Settings
-from godel.store import open_store
+from godel.store import SqlStore, open_store
 from godel.store.secrets import SecretBox, private_dir
 from godel.tasks import TaskQueue
 
 log = structlog.get_logger("godel.plane")
-_PREAMBLE_LIMIT = 64 * 1024  # characters of earlier conversation a fork from a session point carries
 
 
 def _pricer(settings: Settings) -> Any:
@@ -83,13 +76,15 @@ class ControlPlane:
         self,
         settings: Settings,
         *,
-        store: Store | None = None,
+        store: SqlStore | None = None,
         runtime: Runtime | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
-        self.store: Store = store or open_store(
+        # The concrete store: the one place that hands each part its narrow port of it (core.ports.Store to the
+        # supervisor, TaskStorePort to the queue, ...), each checked by mypy against what SqlStore has.
+        self.store: SqlStore = store or open_store(
             settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous, clock=self.clock
         )
         self.bus = MemoryBus()
@@ -115,10 +110,6 @@ class ControlPlane:
             http=gateway_http, extra_policies=[load_policy(path) for path in settings.gateway_policies],
             shared=RedisState(settings.redis_url) if settings.redis_url else None,
         )  # fmt: skip
-        self.gateway.budgets.on_exhausted = self._budget_exhausted
-        self.gateway.budgets.on_warning = self._budget_warning
-        self.gateway.budgets.on_hold = self._budget_hold
-        self._budget_pauses = asyncio.Lock()
         # Who may call the API: identities, credentials, the agents' own run credentials (godel.auth).
         private_dir(settings.home)
         self.secrets = SecretBox.for_settings(settings)  # what the store keeps sealed: spawn env, webhook secrets
@@ -130,6 +121,16 @@ class ControlPlane:
         self.supervisor = Supervisor(
             store=self.store, runtime=self.runtime, settings=settings, clock=self.clock, node_id=self.node.id,
             gateway=self.gateway, auth=self.auth if settings.auth_enabled else None, secrets=self.secrets,
+        )  # fmt: skip
+        # What the gateway's budgets do to agents: pause them, hold a request, record events.
+        self.budgets = BudgetActions(
+            store=self.store, gateway=self.gateway, bus=self.bus, clock=self.clock, settings=settings,
+            runs=self.supervisor.runs, pause=self.pause,
+        )  # fmt: skip
+        # Snapshots of an agent's working tree, restore, fork, and its sessions.
+        self.workspaces = WorkspaceCommands(
+            store=self.store, runtime=self.runtime, settings=settings, sessions=self.supervisor.deps.sessions,
+            spawn=self.spawn, validate=self.validate_spawn,
         )  # fmt: skip
         self.tasks = TaskSupervisor()
         self.task_queue = TaskQueue(self.store, self.bus, clock=self.clock)  # /api/v1/tasks (godel.tasks)
@@ -150,7 +151,7 @@ class ControlPlane:
         # genai-prices loads its table on first use (~0.5 s): here, off the loop, not in the first proxied request.
         await asyncio.to_thread(_warm_prices, self.gateway.pricer)
         self.waiter.start()
-        self.reconcile_report = await reconcile_on_start(self.supervisor)
+        self.reconcile_report = await reconcile_on_start(self.supervisor.deps, self.supervisor)
         log.info("reconciled", **self.reconcile_report)
         if background:
             # Order matters for shutdown (reverse): stop admitting first, then stop watching.
@@ -163,7 +164,7 @@ class ControlPlane:
         await self.task_queue.stop()
         if self.settings.on_shutdown == "terminate":
             # All at once: each kill may wait out the grace period, and there may be a thousand of them.
-            ids = list(self.supervisor.watched)
+            ids = list(self.supervisor.runs)
             reason = "server shutdown (on_shutdown=terminate)"
             results = await asyncio.gather(
                 *(self.kill(agent_id, actor="server", reason=reason) for agent_id in ids), return_exceptions=True
@@ -224,7 +225,7 @@ class ControlPlane:
         )
         agent, _ = await self.store.create_agent(agent, actor=actor)
         if req.budget_limit:  # the spec's budgetLimit: a total budget on the agent, enforced at the gateway
-            await self.set_budget("agent", agent.id, req.budget_limit, "total")
+            await self.budgets.set("agent", agent.id, req.budget_limit, "total")
         self.supervisor.wake.set()
         return agent
 
@@ -328,13 +329,12 @@ class ControlPlane:
         """Kill or restart: end the run if one is live (ingesting all its output), then record the move."""
         agent = await self.store.get_agent(agent_id)
         plan(agent_id, agent.state, trigger)  # 409 before touching anything
-        watch = self.supervisor.watched.get(agent_id)
-        if watch is not None:
-            if self.supervisor.claim(watch):
-                ended = await end(self.supervisor, watch, stop=trigger, actor=actor, reason=reason)
-                assert ended is not None
+        run = self.supervisor.runs.get(agent_id)
+        if run is not None:
+            ended = await self.supervisor.end_run(run, stop=trigger, actor=actor, reason=reason)
+            if ended is not None:
                 return ended
-            await watch.done.wait()  # it is ending on its own (exit, timeout); act on what that leaves
+            # It was ending on its own (exit, timeout) and now has: act on what that left.
         changes: dict[str, Any] = (
             {**RESTART_RESET, "context": RunContext.of(agent).fresh().to_json() or None}
             if trigger == Trigger.RESTART
@@ -407,8 +407,8 @@ class ControlPlane:
         self.supervisor.wake.set()
         return agent
 
-    def _live_watch(self, agent: Agent) -> Watch:
-        watch = self.supervisor.watched.get(agent.id)
+    def _live_watch(self, agent: Agent) -> AgentRun:
+        watch = self.supervisor.runs.get(agent.id)
         if watch is None or watch.finishing:
             raise ConflictError(
                 f"agent {agent.id} has no running process to act on", details={"currentState": agent.state.value}
@@ -427,203 +427,6 @@ class ControlPlane:
         if agent.worktree and Path(agent.worktree).exists():
             await self.runtime.cleanup(self._handle(agent))
         await self.store.delete_agent(agent_id, actor=actor)
-
-    # ----------------------------------------------------------------------------------- snapshots & fork
-
-    def _workspace_handle(self, agent: Agent) -> Any:
-        if not agent.worktree or not Path(agent.worktree).exists():
-            raise ConflictError(
-                f"agent {agent.id} has no workspace on disk (state {agent.state.value})",
-                details={"currentState": agent.state.value},
-            )
-        return self._handle(agent)
-
-    async def snapshot(self, agent_id: str, *, label: str | None = None, actor: str = "api") -> Snapshot:
-        agent = await self.store.get_agent(agent_id)
-        handle = self._workspace_handle(agent)
-        info = await self.runtime.snapshot(handle, new_snapshot_id())
-        snap = await self.store.add_snapshot(
-            Snapshot(
-                id=info.id, agent_id=agent_id, ref=info.ref, commit=info.commit,
-                parent_commit=info.parent_commit, label=label, created_at=info.created_at,
-            )
-        )  # fmt: skip
-        await self.store.append_events(
-            [make_event("agent:snapshot", {"snapshotId": snap.id, "commit": snap.commit, "label": label,
-                        "actor": actor}, component="api", agent_id=agent_id, team_id=agent.team_id)]
-        )  # fmt: skip
-        return snap
-
-    async def snapshots(self, agent_id: str) -> list[Snapshot]:
-        await self.store.get_agent(agent_id)
-        return await self.store.list_snapshots(agent_id)
-
-    async def _own_snapshot(self, agent_id: str, snapshot_id: str) -> Snapshot:
-        snap = await self.store.get_snapshot(snapshot_id)
-        if snap.agent_id != agent_id:
-            raise SnapshotNotFoundError(snapshot_id)
-        return snap
-
-    async def restore(self, agent_id: str, snapshot_id: str, *, actor: str = "api") -> Agent:
-        agent = await self.store.get_agent(agent_id)
-        snap = await self._own_snapshot(agent_id, snapshot_id)
-        if agent.state in (
-            AgentState.EXECUTING,
-            AgentState.WAITING,
-            AgentState.INITIALIZING,
-            AgentState.SPAWNING,
-        ):
-            raise ConflictError(
-                f"agent {agent_id} is {agent.state.value}; pause or stop it before restoring a snapshot",
-                details={"currentState": agent.state.value},
-            )
-        await self.runtime.restore(self._workspace_handle(agent), snap.id)
-        await self.store.append_events(
-            [make_event("agent:restore", {"snapshotId": snap.id, "commit": snap.commit, "actor": actor},
-                        component="api", agent_id=agent_id, team_id=agent.team_id)]
-        )  # fmt: skip
-        return await self.store.get_agent(agent_id)
-
-    async def fork(
-        self,
-        agent_id: str,
-        *,
-        snapshot_id: str | None = None,
-        overrides: dict[str, Any] | None = None,
-        session_point: int | None = None,
-        actor: str = "api",
-        owner: str | None = None,
-    ) -> Agent:
-        """A new agent from a snapshot of this one's working tree (a fresh one when none is named). With
-        ``session_point`` N, it also gets the first N entries of this agent's transcript, as context before its
-        task, so it picks up the conversation where it stood."""
-        source = await self.store.get_agent(agent_id)
-        req = fork_request(source, snapshot_id or "", overrides or {})
-        req.owner = owner or source.owner  # the fork is its maker's (the source's owner's when made internally)
-        if req.owner != source.owner:
-            req.env = {}  # the source's secrets belong to its owner, not to whoever forks it
-        if session_point is not None:
-            req.prompt_context = await self._fork_preamble(agent_id, session_point)
-            req.metadata["sessionPoint"] = session_point
-        self.validate_spawn(req)  # refused before a snapshot is taken for it
-        snap = (
-            await self._own_snapshot(agent_id, snapshot_id)
-            if snapshot_id
-            else await self.snapshot(agent_id, label="fork", actor=actor)
-        )
-        req.snapshot_from = snap.id
-        req.metadata["snapshotId"] = snap.id
-        return await self.spawn(req, actor=actor)
-
-    async def _fork_preamble(self, agent_id: str, session_point: int) -> str | None:
-        entries = [e for s in await self.sessions(agent_id) for e in s.context.get("messages", [])]
-        if not 0 <= session_point <= len(entries):
-            raise ValidationError(
-                f"session point {session_point} is outside the transcript ({len(entries)} entries)",
-                [FieldError("sessionPoint", f"between 0 and {len(entries)}")],
-            )
-        kept = entries[:session_point]
-        if not kept:
-            return None
-        text = render_transcript(kept)
-        if len(text) > _PREAMBLE_LIMIT:  # it travels as one command-line argument (Linux: 128 KiB at most)
-            text = "[… earlier entries left out …]\n" + text[-_PREAMBLE_LIMIT:]
-        return (
-            f"You continue the work of another agent. Its conversation up to entry {len(kept)} of {len(entries)} "
-            f"follows; the working tree you start from is a snapshot of that agent's workspace.\n{text}\n\n"
-            "Your task from here:"
-        )
-
-    async def sessions(self, agent_id: str) -> list[Session]:
-        """The agent's runs as Sessions, oldest first, each with its transcript in ``context["messages"]``."""
-        await self.store.get_agent(agent_id)
-        out = []
-        sessions = await self.store.list_sessions(agent_id)
-        for i, session in enumerate(sessions):
-            nxt = sessions[i + 1].context.get("fromSequence") if i + 1 < len(sessions) else None
-            messages = await session_messages(self.supervisor, session, int(nxt) + 1 if nxt is not None else None)
-            out.append(dataclasses.replace(session, context={**session.context, "messages": messages}))
-        return out
-
-    def rate_limited(self, agent_id: str) -> dict[str, Any] | None:
-        """While the gateway refuses the agent's requests for a rate limit: until when, and which limit."""
-        entry = self.gateway.rate_limited.get(agent_id)
-        if entry is None:
-            return None
-        until, why = entry
-        if until <= time.time():
-            self.gateway.rate_limited.pop(agent_id, None)
-            return None
-        return {"until": datetime.fromtimestamp(until, UTC).isoformat(), "reason": why}
-
-    # --------------------------------------------------------------------------------------------- budgets
-
-    async def set_budget(self, entity_type: str, entity_id: str, usd: float, period: str) -> Budget:
-        now = self.clock.now()
-        budget = await self.store.upsert_budget(
-            Budget(id=new_id(), entity_type=entity_type, entity_id=entity_id, total_budget=usd, period=period,
-                   created_at=now, updated_at=now)
-        )  # fmt: skip
-        self.gateway.budgets.forget(budget.id)  # raised: its thresholds can be crossed, and reported, again
-        return budget
-
-    async def budget_status(self, budget: Budget) -> dict[str, Any]:
-        start, end = period_bounds(budget.period, self.clock.now())
-        spent = await self.gateway.budgets.spent(budget)  # the ledger's running total: one row, not a sum
-        return {"spent": spent, "remaining": max(0.0, budget.total_budget - spent), "start": start, "end": end}
-
-    def _budget_agents(self, budget: Budget) -> list[str]:
-        if budget.entity_type == "agent":
-            return [budget.entity_id] if budget.entity_id in self.supervisor.watched else []
-        if budget.entity_type == "team":
-            return [w.agent_id for w in self.supervisor.watched.values() if w.team_id == budget.entity_id]
-        return []
-
-    async def _budget_exhausted(self, budget: Budget, spent: float, _threshold: int) -> None:
-        """Pause (never kill) the running agents the budget covers; raising it lets them be resumed."""
-        reason = f"budget exceeded: ${spent:.4f} of ${budget.total_budget:.4f} ({budget.period})"
-        paused: list[str] = []
-        async with self._budget_pauses:  # one at a time: two requests over budget at once pause an agent once
-            await self._pause_for_budget(budget, reason, paused)
-        await self._budget_event("budget:exceeded", budget, spent, {"pausedAgents": paused, "reason": reason})
-
-    async def _pause_for_budget(self, budget: Budget, reason: str, paused: list[str]) -> None:
-        for agent_id in self._budget_agents(budget):
-            try:
-                agent = await self.store.get_agent(agent_id)
-                if agent.state in (AgentState.EXECUTING, AgentState.WAITING):
-                    await self.pause(agent_id, actor="budget", reason=reason)
-                    paused.append(agent_id)
-            except GodelError as exc:  # it ended meanwhile: nothing to pause
-                log.info("budget pause skipped", agent=agent_id, error=exc.message)
-
-    async def _budget_hold(self, budget: Budget, spent: float, agent_id: str) -> bool:
-        """Pause the agent whose request is over budget and wait for it to be resumed (True) or to end (False)."""
-        ended = ("agent:kill", "agent:restart", "agent:error", "agent:completing", "agent:complete")
-        flt = EventFilter(patterns=("agent:resume", *ended), agent_id=agent_id)
-        sub = self.bus.subscribe(flt)  # before looking at the state, so a resume in between is not missed
-        try:
-            await self._budget_exhausted(budget, spent, 100)
-            if (await self.store.get_agent(agent_id)).state != AgentState.PAUSED:
-                return False  # not a run this server can pause: refuse the request instead
-            event = await sub.get(timeout=self.settings.budget_hold_timeout)
-            return event is not None and event.type == "agent:resume"
-        finally:
-            sub.close()
-
-    async def _budget_warning(self, budget: Budget, spent: float, threshold: int) -> None:
-        await self._budget_event("budget:warning", budget, spent, {"threshold": threshold})
-
-    async def _budget_event(self, type_: str, budget: Budget, spent: float, extra: dict[str, Any]) -> None:
-        payload = {
-            "budgetId": budget.id, "scope": budget.entity_type, "scopeId": budget.entity_id,
-            "limitUsd": budget.total_budget, "spentUsd": round(spent, 8), "period": budget.period, **extra,
-        }  # fmt: skip
-        await self.store.append_events([
-            make_event(type_, payload, component="gateway",
-                       agent_id=budget.entity_id if budget.entity_type == "agent" else None,
-                       team_id=budget.entity_id if budget.entity_type == "team" else None)
-        ])  # fmt: skip
 
     # ---------------------------------------------------------------------------------------------- events
 

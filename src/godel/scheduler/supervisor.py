@@ -1,9 +1,10 @@
-"""The supervisor: admits pending agents, launches them and watches them run.
+"""The supervisor: admits pending agents, launches them, keeps their live runs and watches them.
 
 Design:
-- Every state change goes through ``Store.transition_agent`` (one writer); this module only decides *which*
-  trigger to fire and *when*. How a run ends is in ``ending.py``, cleanup policies in ``cleanup.py``, the
-  start-up reconciliation in ``adoption.py``, per-agent watch state in ``watch.py``.
+- Every state change goes through ``Store.transition_agent`` (one writer). A run's own steps live on the run
+  (``run.py``: start, output, ending; ``verdict.py``: the outcome from evidence; ``aftercare.py``: retries,
+  fallbacks and cleanup), its launch in ``launching.py``, the start-up reconciliation in ``adoption.py``. The
+  supervisor keeps the runs, the admission loop and the watch pass, and ``end_run``, the one way a run ends.
 - One watch pass (``tick``) visits every running agent: new output lines become ``agent:log`` events (and the
   adapter's parsed signals their own events), committed in one batch together with each agent's new log
   offsets; an offset moves in memory only after its commit. Because the agent writes its output straight to
@@ -18,45 +19,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import structlog
 
-from godel.agents import get_adapter
 from godel.auth.service import AuthService
 from godel.core.events import Event
 from godel.core.models import Agent
-from godel.core.ports import (
-    RUN_KEY,
-    AgentAdapter,
-    AgentSignal,
-    Clock,
-    LaunchRequest,
-    ProcessState,
-    Runtime,
-    RuntimeHandle,
-    Store,
-    WorkspaceSpec,
-)
-from godel.core.runs import RunContext
-from godel.core.states import ACTIVE, AgentState
+from godel.core.ports import Clock, ProcessState, Runtime, Store
+from godel.core.states import ACTIVE
 from godel.core.transitions import Trigger
-from godel.errors import AgentSpawnError, GodelError, InvalidTransitionError, NotFoundError
+from godel.errors import InvalidTransitionError, NotFoundError
 from godel.gateway.service import Gateway
-from godel.scheduler.cleanup import apply_cleanup
-from godel.scheduler.ending import after_failure, end
-from godel.scheduler.handles import handle_fields, handle_of
-from godel.scheduler.runs import (
-    close_open_sessions,
-    launch_request,
-    open_session,
-    revoke_run_keys,
-    through_gateway,
-    with_api_credential,
-)
-from godel.scheduler.watch import Changes, Checkpoint, Watch
+from godel.scheduler.deps import RunDeps
+from godel.scheduler.keys import RunKeys
+from godel.scheduler.launching import launch
+from godel.scheduler.output import Changes, Checkpoint
+from godel.scheduler.run import AgentRun
+from godel.scheduler.sessions import Sessions
 from godel.settings import Settings
 from godel.store.secrets import SecretBox
 
@@ -68,11 +48,6 @@ _YIELD_EVERY = 16  # agents visited per slice of the watch pass (about 0.5 ms) b
 # is back to every pass at its next line. Exits and timeouts of quiet agents are noticed within the stride.
 _QUIET_AFTER = 10
 _QUIET_STRIDE = 4
-
-
-def _secrets_of(request: LaunchRequest | None) -> tuple[str, ...]:
-    key = request.endpoint.api_key if request and request.endpoint else None
-    return (key,) if key and len(key) >= 8 else ()  # a short "key" (e.g. "unused") would redact ordinary text
 
 
 class Supervisor:
@@ -89,18 +64,27 @@ class Supervisor:
         secrets: SecretBox | None = None,
     ) -> None:
         self.store = store
-        self.gateway = gateway  # when set (and settings.use_gateway), agents reach their models through it
-        self.auth = auth  # when set, each run gets its own least-privilege API credential (GODEL_API_KEY)
-        self.secrets = secrets or SecretBox.for_settings(settings)  # opens the sealed spawn env at launch
         self.runtime = runtime
         self.settings = settings
         self.clock = clock
         self.node_id = node_id
-        self.watched: dict[str, Watch] = {}
+        self.runs: dict[str, AgentRun] = {}
         self._work: set[asyncio.Task[Any]] = set()  # launches and endings in flight: waited for at shutdown
         self._timers: set[asyncio.Task[Any]] = set()  # delayed cleanups: cancelled at shutdown, re-armed on start
         self.wake = asyncio.Event()  # set when a slot frees up or work arrives; the admission loop waits on it
         self._passes = 0
+        self.deps = RunDeps(
+            store=store,
+            runtime=runtime,
+            settings=settings,
+            clock=clock,
+            keys=RunKeys(settings, gateway, auth),
+            sessions=Sessions(store, clock),
+            secrets=secrets or SecretBox.for_settings(settings),
+            node_id=node_id,
+            arm_timer=lambda name, coro: self.spawn_task(coro, name=name, timer=True),
+            wake=self.wake.set,
+        )
 
     # ------------------------------------------------------------------------------------------ admission
 
@@ -123,7 +107,7 @@ class Supervisor:
             except (InvalidTransitionError, NotFoundError):
                 continue  # killed or deleted between the query and now
             admitted += 1
-            self.spawn_task(self._launch(agent))
+            self.spawn_task(launch(self.deps, agent, self), name=f"launch {agent.id}")
         return admitted
 
     async def admission_loop(self) -> None:
@@ -138,161 +122,40 @@ class Supervisor:
             except TimeoutError:
                 pass
 
-    # ------------------------------------------------------------------------------------------- launching
+    # ----------------------------------------------------------------------------------------------- runs
 
-    async def _launch(self, agent: Agent) -> None:
-        handle = handle_of(agent, self.runtime.name, self.settings.worktrees_dir)
-        has_workspace = bool(agent.worktree and Path(agent.worktree).exists())
-        continuing = bool(RunContext.of(agent).resume)
-        if has_workspace and not continuing:
-            # A retry or restart: keep the previous attempt's uncommitted work as a snapshot, start clean.
-            await self.runtime.cleanup(handle)
-        if not (has_workspace and continuing):  # a follow-up continues in the workspace as the agent left it
-            first_attempt = agent.retry_count == 0 and not agent.pid
-            spec = WorkspaceSpec(
-                agent_id=agent.id,
-                repo=Path(agent.repo or "."),
-                base_ref=agent.base_commit or agent.base_ref,
-                branch=agent.branch,
-                from_snapshot=agent.snapshot_from if first_attempt else None,
-                setup=agent.setup,
-            )
-            try:
-                handle = await self.runtime.prepare(spec)
-            except GodelError as exc:
-                await self._spawn_failed(agent, exc)
-                return
-        try:
-            agent, _ = await self.store.transition_agent(
-                agent.id, Trigger.WORKTREE_CREATED, actor="supervisor", changes=handle_fields(handle)
-            )
-        except (InvalidTransitionError, NotFoundError):
-            await self._abandon(agent.id, handle)
-            return
-        adapter = get_adapter(agent.kind)
-        session = None
-        try:
-            request = await through_gateway(self, agent, launch_request(self, agent, handle, speaks=adapter.wire_apis))
-            request = await with_api_credential(self, agent, request)
-            for private in (request.config_dir, request.output_dir):  # the CLI's own, outside the workspace
-                private.mkdir(parents=True, exist_ok=True, mode=0o700)
-            # Adapters may read files (a session to resume): off the event loop.
-            launch = await asyncio.to_thread(adapter.launch, request)
-            # The session is committed before the process starts and names the launch: a server that dies from
-            # here on finds, after a restart, whether this very launch started (``adoption.py``).
-            session = await open_session(self, agent, request)
-            handle.extra[RUN_KEY] = session.id
-            handle = await self.runtime.start(handle, launch)
-        except GodelError as exc:
-            await self._spawn_failed(agent, exc)
-            return
-        except Exception as exc:  # an adapter's bug or an OS error must fail the spawn, not leave it `spawning`
-            log.exception("launch failed", agent=agent.id)
-            await self._spawn_failed(agent, AgentSpawnError(f"could not launch the {agent.kind} CLI: {exc!r}"))
-            return
-        offsets = dict(handle.extra.get("log_offsets", {}))
-        # Registered before the start is committed, so a pause or kill that sees the agent executing finds its run.
-        w = self.watch(
-            agent, handle, adapter, request, offsets=offsets, signals=[], starting=True, started_at=self.clock.now()
-        )
-        await self.started(w, agent, session.id, model=request.endpoint.name if request.endpoint else None)
+    def register(self, run: AgentRun) -> None:
+        run.phase = len(self.runs) % _QUIET_STRIDE
+        self.runs[run.agent_id] = run
 
-    async def started(self, w: Watch, agent: Agent, session_id: str, *, model: str | None) -> None:
-        """Record that the watched run ``w`` has started (at launch, or when a restart finds a launch that the
-        server died before recording); an agent killed or deleted meanwhile has its process stopped instead."""
-        handle = w.handle
-        context = RunContext.of(agent).replace(session=session_id).to_json()
-        try:
-            await self.store.transition_agent(
-                agent.id,
-                Trigger.SESSION_STARTED,
-                actor="supervisor",
-                changes={**handle_fields(handle), "started_at": w.started_at, "log_offsets": w.offsets,
-                         "exit_code": None, "context": context, "outcome": {}},  # a new run: no old evidence
-                payload={"pid": handle.pid, "worktree": str(handle.workspace), "branch": handle.branch,
-                         "model": model, "sessionId": session_id},
-            )  # fmt: skip
-        except (InvalidTransitionError, NotFoundError):
-            if not self.claim(w):
-                return  # a kill claimed the run first and ends it
-            if self.watched.get(agent.id) is w:
-                del self.watched[agent.id]
-            w.done.set()
-            await close_open_sessions(self, agent.id, "killed or deleted while it was being spawned")
-            await self._abandon(agent.id, handle)
-            return
-        w.starting = False
+    def forget(self, run: AgentRun) -> None:
+        if self.runs.get(run.agent_id) is run:  # a new run of the agent (restart, continue) may be here already
+            del self.runs[run.agent_id]
 
-    async def _spawn_failed(self, agent: Agent, exc: GodelError) -> None:
-        log.warning("spawn failed", agent=agent.id, error=exc.message)
-        await revoke_run_keys(self, agent.id)  # a key may have been made (and written to its config) already
-        await close_open_sessions(self, agent.id, f"spawn failed: {exc.message}")
-        try:
-            agent, _ = await self.store.transition_agent(
-                agent.id,
-                Trigger.SPAWN_ERROR,
-                actor="supervisor",
-                reason=exc.message,
-                changes={"last_error": exc.message},
-                payload={"code": exc.code, "details": exc.details},
-            )
-        except (InvalidTransitionError, NotFoundError):
-            return
-        await after_failure(self, agent)
-
-    async def _abandon(self, agent_id: str, handle: RuntimeHandle) -> None:
-        """The agent was killed or deleted while it was being spawned: stop what was started."""
-        await self.runtime.terminate(handle, grace=self.settings.kill_grace)  # a no-op if nothing runs
-        await revoke_run_keys(self, agent_id)
-        try:
-            agent = await self.store.update_agent(agent_id, handle_fields(handle))
-        except NotFoundError:
-            await self.runtime.cleanup(handle)  # deleted: nothing will ever look at this workspace again
-            return
-        await apply_cleanup(self, agent, handle)
-
-    def watch(
+    async def end_run(
         self,
-        agent: Agent,
-        handle: RuntimeHandle,
-        adapter: AgentAdapter,
-        request: LaunchRequest | None,
+        run: AgentRun,
         *,
-        offsets: dict[str, int],
-        signals: list[AgentSignal],
-        usage: dict[str, Any] | None = None,
-        starting: bool = False,
-        started_at: datetime | None = None,
-    ) -> Watch:
-        w = self.watched[agent.id] = Watch(
-            agent_id=agent.id,
-            team_id=agent.team_id,
-            handle=handle,
-            adapter=adapter,
-            parser=adapter.parser(),
-            request=request,
-            usage=dict(usage or {}),
-            secrets=_secrets_of(request),
-            offsets=offsets,
-            started_at=started_at or agent.started_at or self.clock.now(),
-            runtime_before=agent.runtime if agent.state == AgentState.PAUSED else 0.0,
-            timeout=agent.timeout or self.settings.default_timeout,
-            paused=agent.state == AgentState.PAUSED,
-            waiting=agent.state == AgentState.WAITING,
-            recorded_waiting=agent.state == AgentState.WAITING,
-            signals=signals,
-            phase=len(self.watched) % _QUIET_STRIDE,
-            starting=starting,
-        )
-        return w
-
-    @staticmethod
-    def claim(w: Watch) -> bool:
-        """Become the one who ends this run (synchronous, so two claimants cannot both win)."""
-        if w.finishing:
-            return False
-        w.finishing = True
-        return True
+        stop: Trigger | None = None,
+        actor: str = "supervisor",
+        reason: str | None = None,
+        claimed: bool = False,
+    ) -> Agent | None:
+        """The one way a run ends, whatever the reason (exit, timeout: ``stop`` None; kill or restart: ``stop``).
+        Returns the agent as the ending left it, or None when another party had claimed the run (this call then
+        returns once that party is done)."""
+        if not claimed and not run.claim():
+            await run.done.wait()
+            return None
+        try:
+            agent = await run.end(stop, actor, reason)
+        except BaseException:
+            run.finishing = False  # not ended: the next watch pass (or the caller, again) tries once more
+            raise
+        self.forget(run)
+        run.done.set()
+        self.wake.set()
+        return agent
 
     # -------------------------------------------------------------------------------------------- watching
 
@@ -305,12 +168,12 @@ class Supervisor:
         """One pass over running agents: ingest output, notice exits and timeouts."""
         events: list[Event] = []
         changes: Changes = {}
-        read: list[tuple[Watch, dict[str, int], Checkpoint]] = []
-        ended: list[Watch] = []
+        read: list[tuple[AgentRun, dict[str, int], Checkpoint]] = []
+        ended: list[AgentRun] = []
         now = self.clock.now()
         self._passes += 1
         visited = 0
-        for w in list(self.watched.values()):
+        for w in list(self.runs.values()):
             if w.finishing or w.starting or (w.quiet >= _QUIET_AFTER and (self._passes + w.phase) % _QUIET_STRIDE):
                 continue
             visited += 1
@@ -342,14 +205,14 @@ class Supervisor:
                 return
         for w, offsets, _ in read:
             w.offsets = offsets
-        for w in list(self.watched.values()):
+        for w in list(self.runs.values()):
             if w.waiting != w.recorded_waiting and not w.paused and not w.finishing and not w.starting:
                 await self._sync_waiting(w)
         for w in ended:
-            if self.claim(w):
-                self.spawn_task(end(self, w))
+            if w.claim():
+                self.spawn_task(self.end_run(w, claimed=True), name=f"end {w.agent_id}")
 
-    async def _sync_waiting(self, w: Watch) -> None:
+    async def _sync_waiting(self, w: AgentRun) -> None:
         trigger = Trigger.AWAIT_INPUT if w.waiting else Trigger.INPUT_RECEIVED
         try:
             await self.store.transition_agent(w.agent_id, trigger, actor="supervisor")
@@ -359,15 +222,17 @@ class Supervisor:
 
     # --------------------------------------------------------------------------------------------- helpers
 
-    def spawn_task(self, coro: Coroutine[Any, Any, Any], *, timer: bool = False) -> None:
-        task = asyncio.create_task(coro)
+    def spawn_task(self, coro: Coroutine[Any, Any, Any], *, name: str, timer: bool = False) -> None:
+        """Work of the supervisor's own (a launch, an ending) or a timer, named, kept and waited for or cancelled at
+        shutdown; a failure is logged, never lost."""
+        task = asyncio.create_task(coro, name=name)
         owner = self._timers if timer else self._work
         owner.add(task)
 
         def done(t: asyncio.Task[Any]) -> None:
             owner.discard(t)
             if not t.cancelled() and t.exception() is not None:
-                log.error("supervisor task failed", error=repr(t.exception()))
+                log.error("supervisor task failed", task=t.get_name(), error=repr(t.exception()))
 
         task.add_done_callback(done)
 

@@ -8,7 +8,7 @@ are), and sealing twice is a no-op (a fork copies its source's sealed environmen
 
 Where it is used: a spawn's ``env`` values are sealed before the agent row is written
 (``ControlPlane.spawn``) and opened only where a run's process environment is built
-(``godel.scheduler.runs.launch_request``); webhook secrets are sealed by their store. Everything else handles the
+(``godel.scheduler.launching.launch_request``); webhook secrets are sealed by their store. Everything else handles the
 sealed text, and the API shows names only.
 
 The files around them are private too: ``private_dir`` makes a directory 0700 (``$GODEL_HOME``, ``logs/``).

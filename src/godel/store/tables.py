@@ -9,91 +9,44 @@ The tables follow the spec (§2.4) adapted to ``godel.core.models``: an agent's 
 ``lifecycle_state`` column (holding ``AgentState`` values; the spec's ``status`` is derived, never stored),
 and the event log has a store-assigned ``sequence`` and no foreign keys, because it is append-only and
 outlives the agents it talks about. Migrations (``store/migrations``) create exactly this; a test compares
-them.
+them. The tables of identities, the audit log and webhooks are in ``access_tables`` (re-exported here, so every
+table is ``tables.<name>``); the column types in ``columns``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any
-
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Dialect
 
 from godel.core.clock import utcnow
 
-
-class UTCDateTime(sa.TypeDecorator[datetime]):
-    """A timestamp stored in UTC and read back timezone-aware.
-
-    Naive datetimes are refused: their zone is a guess, and a wrong guess silently shifts time.
-    """
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is not UTC:  # the common case skips the conversion (this runs per event appended)
-            if value.tzinfo is None or value.utcoffset() is None:
-                raise ValueError(f"naive datetime {value!r}: pass a timezone-aware value")
-            value = value.astimezone(UTC)
-        # SQLite's DATETIME would drop the offset anyway; strip it explicitly so every stored value is UTC
-        # text of one fixed width, which also keeps text comparison equal to time comparison.
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def bind_processor(self, dialect: Dialect) -> Callable[[datetime | None], Any] | None:
-        if dialect.name != "sqlite":
-            return super().bind_processor(dialect)
-        to_utc = self.process_bind_param
-
-        # One step instead of two: ``isoformat`` writes the text SQLAlchemy's SQLite DATETIME writes
-        # ("YYYY-MM-DD HH:MM:SS.ffffff", always with microseconds) several times faster than its %-format.
-        def process(value: datetime | None) -> str | None:
-            utc = to_utc(value, dialect)
-            return None if utc is None else utc.isoformat(" ", "microseconds")
-
-        return process
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def Json() -> sa.types.TypeEngine[Any]:  # named like the type it returns
-    # none_as_null: Python None is SQL NULL, not the JSON literal null, on both dialects.
-    return sa.JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
-
-
-# An autoincrementing 64-bit key that is SQLite's rowid alias there (INTEGER PRIMARY KEY), so appends are
-# cheap and the value is the row's physical order.
-BigIntKey = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-
-Uuid = sa.String(36)
-
-# Python-side ``default=`` values exist only on the tables the store has no typed methods for yet (teams,
-# tasks, workflows, budgets, clusters), so their future writers may insert partial rows; the typed mappers
-# always write every column.
-metadata = sa.MetaData(
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
+# Every table under one name (``tables.<name>``), whichever module defines it.
+from godel.store.access_tables import (
+    api_keys as api_keys,
 )
-
-
-def _created() -> list[sa.Column[Any]]:
-    return [
-        sa.Column("created_at", UTCDateTime(), nullable=True, default=utcnow),
-        sa.Column("updated_at", UTCDateTime(), nullable=True, default=utcnow, onupdate=utcnow),
-    ]
-
+from godel.store.access_tables import (
+    audit_log as audit_log,
+)
+from godel.store.access_tables import (
+    refresh_tokens as refresh_tokens,
+)
+from godel.store.access_tables import (
+    roles as roles,
+)
+from godel.store.access_tables import (
+    users as users,
+)
+from godel.store.access_tables import (
+    webhook_attempts as webhook_attempts,
+)
+from godel.store.access_tables import (
+    webhook_deliveries as webhook_deliveries,
+)
+from godel.store.access_tables import (
+    webhook_subscriptions as webhook_subscriptions,
+)
+from godel.store.columns import BigIntKey, Json, Uuid, created_columns
+from godel.store.columns import UTCDateTime as UTCDateTime
+from godel.store.columns import metadata as metadata
 
 teams = sa.Table(
     "teams",
@@ -106,7 +59,7 @@ teams = sa.Table(
     sa.Column("status", sa.String(50), nullable=False, default="creating"),
     sa.Column("budget_allocated", sa.Float(), nullable=True),
     sa.Column("budget_consumed", sa.Float(), nullable=False, default=0.0),
-    *_created(),
+    *created_columns(),
     sa.Column("completed_at", UTCDateTime(), nullable=True),
     sa.Column("metadata", Json(), nullable=False, default=dict),
     sa.Index("ix_teams_status", "status"),
@@ -198,7 +151,7 @@ sessions = sa.Table(
     sa.Column("status", sa.String(50), nullable=False),
     sa.Column("context", Json(), nullable=False),
     sa.Column("depth", sa.Integer(), nullable=False),
-    *_created(),
+    *created_columns(),
     sa.Column("completed_at", UTCDateTime(), nullable=True),
     sa.Column("metadata", Json(), nullable=False),
     sa.Index("ix_sessions_agent_id", "agent_id"),
@@ -288,7 +241,7 @@ tasks = sa.Table(
     sa.Column("team_id", Uuid, sa.ForeignKey("teams.id", ondelete="SET NULL"), nullable=True),
     sa.Column("attempts", sa.Integer(), nullable=False, default=0),
     sa.Column("result", Json(), nullable=True),
-    *_created(),
+    *created_columns(),
     sa.Column("completed_at", UTCDateTime(), nullable=True),
     sa.Column("metadata", Json(), nullable=False, default=dict),
     sa.Index("ix_tasks_status_priority", "status", "priority"),
@@ -348,7 +301,7 @@ budgets = sa.Table(
     sa.Column("currency", sa.String(10), nullable=False, default="USD"),
     sa.Column("period_start", UTCDateTime(), nullable=True),
     sa.Column("period_end", UTCDateTime(), nullable=True),
-    *_created(),
+    *created_columns(),
     # daily | monthly | total: the spend counted against total_budget is the current period's (0003_budgets)
     sa.Column("period", sa.String(20), nullable=False, server_default="total"),
     sa.UniqueConstraint("entity_type", "entity_id"),
@@ -368,7 +321,7 @@ clusters = sa.Table(
     sa.Column("max_agents", sa.Integer(), nullable=True),
     sa.Column("current_agents", sa.Integer(), nullable=False, default=0),
     sa.Column("metadata", Json(), nullable=False, default=dict),
-    *_created(),
+    *created_columns(),
     sa.Index("ix_clusters_status", "status"),
     sa.Index("ix_clusters_region", "region"),
 )
@@ -389,7 +342,7 @@ virtual_keys = sa.Table(
     sa.Column("expires_at", UTCDateTime(), nullable=True),
     sa.Column("revoked_at", UTCDateTime(), nullable=True),
     sa.Column("last_used_at", UTCDateTime(), nullable=True),
-    *_created(),
+    *created_columns(),
     sa.Column("metadata", Json(), nullable=False),
     sa.UniqueConstraint("key_hash", name="uq_virtual_keys_key_hash"),
     sa.Index("ix_virtual_keys_scope_type_scope_id", "scope_type", "scope_id"),
@@ -423,92 +376,6 @@ usage_records = sa.Table(
     sa.Index("ix_usage_records_user_name_at", "user_name", "at"),
 )
 
-# --- Identities, credentials and the audit log (godel.auth) ---
-
-# People (and service accounts). ``roles`` names built-in or custom roles; ``team`` is the group the ``team`` scope
-# of a permission refers to. A user created by single sign-on has ``oidc_subject`` (issuer + "|" + sub).
-users = sa.Table(
-    "users",
-    metadata,
-    sa.Column("name", sa.String(255), primary_key=True),
-    sa.Column("password_hash", sa.Text(), nullable=True),  # argon2id; NULL: no password login (SSO, keys only)
-    sa.Column("roles", Json(), nullable=False),
-    sa.Column("team", sa.String(255), nullable=True),
-    sa.Column("oidc_subject", sa.String(512), nullable=True, unique=True),
-    sa.Column("disabled", sa.Boolean(), nullable=False),
-    sa.Column("created_at", UTCDateTime(), nullable=False),
-    sa.Column("updated_at", UTCDateTime(), nullable=False),
-)
-
-# Custom roles; the built-in ones live in code (``godel.auth.permissions``) and cannot be changed.
-roles = sa.Table(
-    "roles",
-    metadata,
-    sa.Column("name", sa.String(100), primary_key=True),
-    sa.Column("permissions", Json(), nullable=False),
-    sa.Column("description", sa.Text(), nullable=True),
-    sa.Column("created_at", UTCDateTime(), nullable=False),
-)
-
-# API keys of users (``godel_sk_``, argon2id) and the per-run credentials of agents (``godel_ak_``, SHA-256: 256
-# random bits need no key stretching, and a spawn must not pay tens of milliseconds for it). Looked up by ``id``,
-# the public part of the key's text.
-api_keys = sa.Table(
-    "api_keys",
-    metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("kind", sa.String(16), nullable=False),  # user | agent
-    sa.Column("user_name", sa.String(255), nullable=True),
-    sa.Column("agent_id", sa.String(36), nullable=True),
-    sa.Column("name", sa.String(255), nullable=True),
-    sa.Column("prefix", sa.String(32), nullable=False),
-    sa.Column("key_hash", sa.Text(), nullable=False),
-    sa.Column("grants", Json(), nullable=True),  # an agent credential's extra grants (sub-agents allowed)
-    sa.Column("created_at", UTCDateTime(), nullable=False),
-    sa.Column("expires_at", UTCDateTime(), nullable=True),
-    sa.Column("revoked_at", UTCDateTime(), nullable=True),
-    sa.Column("last_used_at", UTCDateTime(), nullable=True),
-    sa.Index("ix_api_keys_user_name", "user_name"),
-    sa.Index("ix_api_keys_agent_id", "agent_id"),
-)
-
-# Refresh tokens: each use replaces the token by a new one of the same ``family``; presenting a used one again
-# (a stolen copy) revokes the whole family, which also ends the access tokens issued from it.
-refresh_tokens = sa.Table(
-    "refresh_tokens",
-    metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("family", sa.String(32), nullable=False),
-    sa.Column("user_name", sa.String(255), nullable=False),
-    sa.Column("token_hash", sa.String(64), nullable=False),
-    sa.Column("created_at", UTCDateTime(), nullable=False),
-    sa.Column("expires_at", UTCDateTime(), nullable=False),
-    sa.Column("used_at", UTCDateTime(), nullable=True),
-    sa.Column("revoked_at", UTCDateTime(), nullable=True),
-    sa.Index("ix_refresh_tokens_family", "family"),
-)
-
-# The audit log: append-only (triggers refuse UPDATE and DELETE on both dialects), each row carrying the hash of
-# the previous one, so a row altered or removed behind Godel's back breaks the chain at that row.
-audit_log = sa.Table(
-    "audit_log",
-    metadata,
-    sa.Column("seq", BigIntKey, primary_key=True, autoincrement=False),
-    sa.Column("at", UTCDateTime(), nullable=False),
-    sa.Column("actor", sa.String(255), nullable=False),
-    sa.Column("action", sa.String(100), nullable=False),
-    sa.Column("resource", sa.Text(), nullable=True),
-    sa.Column("outcome", sa.String(32), nullable=False),
-    sa.Column("status_code", sa.Integer(), nullable=True),
-    sa.Column("request_id", sa.String(128), nullable=True),
-    sa.Column("client", sa.String(255), nullable=True),
-    sa.Column("details", Json(), nullable=True),
-    sa.Column("prev_hash", sa.String(64), nullable=False),
-    sa.Column("hash", sa.String(64), nullable=False),
-    sa.Index("ix_audit_log_at", "at"),
-    sa.Index("ix_audit_log_actor", "actor", "seq"),
-)
-
 # ---- budget ledger (0005_budget_ledger) ------------------------------------------------------------------------
 # The running total each budget has spent in each of its periods (``period_start``: 00:00 UTC of the day, the 1st
 # of the month, or 1970-01-01 for ``total``), kept in the same transaction as the usage records it sums, so an
@@ -539,59 +406,4 @@ budget_reservations = sa.Table(
 # that served it) under a budget is charged its reservation's estimate, and says so here.
 usage_records.append_column(
     sa.Column("cost_estimated", sa.Boolean(), nullable=False, server_default=sa.false(), default=False)
-)
-
-# ---- webhooks (0006_webhooks) ---------------------------------------------------------------------------------
-# Subscriptions by event pattern, each owned by the principal that created it (it receives only what that principal
-# may read). ``secret`` signs every delivery; it is shown once at creation and never returned again.
-webhook_subscriptions = sa.Table(
-    "webhook_subscriptions",
-    metadata,
-    sa.Column("id", Uuid, primary_key=True),
-    sa.Column("owner", sa.String(255), nullable=False),
-    sa.Column("url", sa.Text(), nullable=False),
-    sa.Column("patterns", Json(), nullable=False),
-    sa.Column("secret", sa.Text(), nullable=False),
-    sa.Column("description", sa.Text(), nullable=True),
-    sa.Column("enabled", sa.Boolean(), nullable=False),
-    sa.Column("consecutive_failures", sa.Integer(), nullable=False),
-    sa.Column("disabled_reason", sa.Text(), nullable=True),
-    sa.Column("created_at", UTCDateTime(), nullable=True),
-    sa.Column("updated_at", UTCDateTime(), nullable=True),
-    sa.Index("ix_webhook_subscriptions_owner", "owner"),
-)
-
-# The durable queue and record of deliveries: one row per (subscription, event), pending until delivered or given
-# up. ``body`` is the exact JSON every attempt sends and signs.
-webhook_deliveries = sa.Table(
-    "webhook_deliveries",
-    metadata,
-    sa.Column("id", Uuid, primary_key=True),
-    sa.Column("subscription_id", Uuid, sa.ForeignKey("webhook_subscriptions.id", ondelete="CASCADE"), nullable=False),
-    sa.Column("event_id", Uuid, nullable=False),
-    sa.Column("event_type", sa.String(100), nullable=False),
-    sa.Column("body", sa.Text(), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),  # pending | delivered | failed
-    sa.Column("attempts", sa.Integer(), nullable=False),
-    sa.Column("next_attempt_at", UTCDateTime(), nullable=True),
-    sa.Column("created_at", UTCDateTime(), nullable=False),
-    sa.Column("completed_at", UTCDateTime(), nullable=True),
-    sa.UniqueConstraint("subscription_id", "event_id"),
-    sa.Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
-    sa.Index("ix_webhook_deliveries_subscription_id_created_at", "subscription_id", "created_at"),
-)
-
-# Every attempt of every delivery: what the receiver answered (or why there was no answer), and how long it took.
-webhook_attempts = sa.Table(
-    "webhook_attempts",
-    metadata,
-    sa.Column("id", BigIntKey, primary_key=True, autoincrement=True),
-    sa.Column("delivery_id", Uuid, sa.ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), nullable=False),
-    sa.Column("subscription_id", Uuid, nullable=False),
-    sa.Column("attempt", sa.Integer(), nullable=False),
-    sa.Column("at", UTCDateTime(), nullable=False),
-    sa.Column("status_code", sa.Integer(), nullable=True),
-    sa.Column("error", sa.Text(), nullable=True),
-    sa.Column("latency_ms", sa.Float(), nullable=False),
-    sa.Index("ix_webhook_attempts_delivery_id", "delivery_id", "id"),
 )

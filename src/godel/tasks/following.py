@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -31,9 +31,24 @@ from godel.core.states import AgentState, TaskStatus
 from godel.errors import AgentNotFoundError, ConflictError, GodelError, NotFoundError
 from godel.store.tasks import TaskQuery
 from godel.tasks import history as h
+from godel.tasks.ports import TaskStorePort
 
-if TYPE_CHECKING:
-    from godel.tasks.queue import TaskQueue
+
+class TaskSettler(Protocol):
+    """What following needs of the queue (``godel.tasks.queue.TaskQueue``): its store, and its two verdicts."""
+
+    store: TaskStorePort
+
+    async def complete(
+        self, task_id: str, result: dict[str, Any] | None = None, *, agent_id: str | None = None,
+        attempt: int | None = None, actor: str = "api",
+    ) -> Task: ...  # fmt: skip
+
+    async def fail(
+        self, task_id: str, error: str, *, retry: bool = True, agent_id: str | None = None,
+        attempt: int | None = None, actor: str = "api",
+    ) -> Task: ...  # fmt: skip
+
 
 log = structlog.get_logger("godel.tasks")
 
@@ -61,7 +76,7 @@ def agent_result(agent: Agent) -> dict[str, Any]:
 
 
 class AgentFollower:
-    def __init__(self, queue: TaskQueue, bus: EventBus) -> None:
+    def __init__(self, queue: TaskSettler, bus: EventBus) -> None:
         self.queue = queue
         self.bus = bus
         self._sub: Any = None

@@ -15,18 +15,18 @@ task fails (and is requeued or dead-lettered like any failure).
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from godel.core.clock import SystemClock
-from godel.core.events import Event
 from godel.core.ids import new_id
 from godel.core.models import Agent, Task
 from godel.core.ports import Clock, EventBus, Page
 from godel.core.states import TaskStatus
 from godel.errors import AgentNotFoundError, ConflictError, FieldError, TaskTransitionError, ValidationError
-from godel.store.tasks import Decide, TaskChange, TaskQuery
+from godel.store.tasks import TaskChange, TaskQuery
 from godel.tasks import history as h
 from godel.tasks.following import AgentFollower, agent_verdict
+from godel.tasks.ports import TaskStorePort
 from godel.tasks.transitions import TaskTrigger, check
 
 MIN_PRIORITY, MAX_PRIORITY = -1000, 1000
@@ -36,28 +36,9 @@ DESCRIPTION_LIMIT = 1_000_000
 ID_LIMIT = 36
 
 
-@runtime_checkable
-class TaskStorePort(Protocol):
-    """What the queue needs of the store (``SqlStore`` has it through ``store.tasks.TaskStore``)."""
-
-    async def get_agent(self, agent_id: str) -> Agent: ...
-    async def team_exists(self, team_id: str) -> bool: ...
-    async def create_task(self, task: Task, *, actor: str) -> tuple[Task, Event]: ...
-    async def get_task(self, task_id: str) -> Task: ...
-    async def list_tasks(self, query: TaskQuery) -> Page[Task]: ...
-    async def count_tasks(self) -> dict[str, int]: ...
-    async def change_task(self, task_id: str, decide: Decide, *, actor: str) -> tuple[Task, Event]: ...
-    async def claim_task(
-        self, decide: Decide, *, agent_id: str | None, team_id: str | None, actor: str
-    ) -> tuple[Task, Event] | None: ...
-    async def delete_task(self, task_id: str, *, allowed: Any, actor: str) -> tuple[Task, Event]: ...
-
-
 class TaskQueue:
-    def __init__(self, store: object, bus: EventBus | None = None, *, clock: Clock | None = None) -> None:
-        if not isinstance(store, TaskStorePort):
-            raise TypeError(f"{type(store).__name__} has no task methods (mix in godel.store.tasks.TaskStore)")
-        self.store: TaskStorePort = store
+    def __init__(self, store: TaskStorePort, bus: EventBus | None = None, *, clock: Clock | None = None) -> None:
+        self.store = store
         self.bus = bus
         self.clock: Clock = clock or SystemClock()
         self._follower: AgentFollower | None = None

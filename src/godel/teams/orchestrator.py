@@ -45,7 +45,7 @@ from godel.teams.checks import check_spec
 from godel.teams.parsing import parse_health
 from godel.teams.progress import run_state
 from godel.teams.runner import StepFailed, TeamRun, TeamStorePort, team_agents
-from godel.teams.spec import TeamSpec
+from godel.teams.spec import TeamSpec, first_estimate, stored_config
 from godel.teams.strategies import STRATEGY_RUNNERS
 from godel.teams.strategies import parallel as parallel_strategy
 
@@ -139,11 +139,11 @@ class TeamOrchestrator:
             execution_strategy=spec.strategy,
             status=TeamStatus.CREATING,
             budget_allocated=spec.budget,
-            metadata={**(metadata or {}), "run": {"expectedAgents": _first_estimate(spec)}},
+            metadata={**(metadata or {}), "run": {"expectedAgents": first_estimate(spec)}},
         )
         team, _ = await self.store.add_team(team, actor=actor)
         if spec.budget:
-            await self.plane.set_budget("team", team.id, spec.budget, "total")
+            await self.plane.budgets.set("team", team.id, spec.budget, "total")
         if start:
             team = await self.start_team(team.id, actor=actor)
         return team
@@ -205,7 +205,7 @@ class TeamOrchestrator:
         """A new size: live for parallel teams (up spawns, down kills the newest running agents) and the worker
         pool for map-reduce (and parallel task lists); refused for pipelines and trees."""
         current = await self.store.read_team(team_id)
-        spec = TeamSpec.parse(_spec_config(current))
+        spec = TeamSpec.parse(stored_config(current))
         if not 0 <= size <= spec.room:
             where = ", less the monitor's place" if spec.monitor else ""
             raise ValidationError(
@@ -285,7 +285,7 @@ class TeamOrchestrator:
 
         team, _ = await self.store.change_team(team_id, decide, actor=actor)
         if budget is not None:
-            await self.plane.set_budget("team", team_id, budget, "total")
+            await self.plane.budgets.set("team", team_id, budget, "total")
         run = self._runs.get(team_id)
         if run is not None and max_agents is not None:
             run.spec = run.spec.with_max_agents(max_agents)
@@ -336,29 +336,12 @@ class TeamOrchestrator:
     async def metrics(self, team_id: str) -> dict[str, Any]:
         team, agents, summary = await self.state(team_id)
         usage = await self.store.team_usage(team_id)
-        started = _parse_time(run_state(team).get("startedAt"))
-        end = team.completed_at or self.plane.clock.now()
-        return {
-            "teamId": team.id,
-            "status": team.status.value,
-            "progress": summary["progress"],
-            "agents": {k: summary[k] for k in ("total", "byState", "running", "ended")},
-            "requests": int(usage.get("requests") or 0),
-            "tokens": {
-                "input": int(usage.get("input_tokens") or 0),
-                "output": int(usage.get("output_tokens") or 0),
-                "cached": int(usage.get("cached_tokens") or 0),
-            },
-            "costUsd": round(float(usage["cost_usd"]), 8) if usage.get("cost_usd") is not None else None,
-            "budgetUsd": team.budget_allocated,
-            "agentRuntimeSeconds": round(sum(a.runtime or 0.0 for a in agents), 3),
-            "elapsedSeconds": round((end - started).total_seconds(), 3) if started else None,
-        }
+        return progress.metrics(team, agents, summary, usage, now=self.plane.clock.now())
 
     # ------------------------------------------------------------------------------------------- driving
 
     def _launch(self, team: Team) -> None:
-        spec = TeamSpec.parse(_spec_config(team))
+        spec = TeamSpec.parse(stored_config(team))
         run = TeamRun(self.plane, self.store, team, spec, with_overrides(self.roles, spec.profiles))
         if team.status == TeamStatus.PAUSED:
             run.unpaused.clear()
@@ -378,7 +361,7 @@ class TeamOrchestrator:
             if run.spec.monitor:
                 await monitor_place.enter_async_context(run.cap.place())
                 monitor = await self._monitor(run)
-            started = _parse_time(run.noted("startedAt")) or self.plane.clock.now()
+            started = progress.parse_time(run.noted("startedAt")) or self.plane.clock.now()
             left = None if run.spec.timeout is None else run.spec.timeout - _since(self.plane, started)
             async with asyncio.timeout(None if left is None else max(left, 0.0)):
                 result = await strategy(run)
@@ -482,30 +465,6 @@ class TeamOrchestrator:
 
 def _team_actor(team_id: str) -> str:
     return f"team:{team_id}"
-
-
-def _spec_config(team: Team) -> dict[str, Any]:
-    """The stored config as ``TeamSpec.parse`` reads it (the keys the orchestrator added left out)."""
-    return {k: v for k, v in team.config.items() if k != "baseCommit" and v is not None and v != [] and v != {}}
-
-
-def _first_estimate(spec: TeamSpec) -> int:
-    if spec.strategy == "parallel":
-        return len(spec.tasks) or spec.size
-    if spec.strategy == "map-reduce":
-        return (len(spec.tasks) if spec.tasks else 1 + spec.size) + 1
-    if spec.strategy == "pipeline":
-        return len(spec.pipeline_stages())
-    return 1 + 2 * spec.fanout if spec.depth else 1
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
 
 
 def _since(plane: ControlPlane, at: datetime) -> float:

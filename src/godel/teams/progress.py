@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from godel.core.models import Agent, Team
@@ -78,3 +79,36 @@ def summary(team: Team, agents: Sequence[Agent]) -> dict[str, Any]:
         "ended": sum(1 for a in agents if ended_for_good(a)),
         "progress": progress(team, agents),
     }
+
+
+def metrics(
+    team: Team, agents: list[Agent], summary: dict[str, Any], usage: dict[str, Any], *, now: datetime
+) -> dict[str, Any]:
+    """A team's numbers: progress, agents by state, requests, tokens and cost at the gateway, time."""
+    started = parse_time(run_state(team).get("startedAt"))
+    end = team.completed_at or now
+    return {
+        "teamId": team.id,
+        "status": team.status.value,
+        "progress": summary["progress"],
+        "agents": {k: summary[k] for k in ("total", "byState", "running", "ended")},
+        "requests": int(usage.get("requests") or 0),
+        "tokens": {
+            "input": int(usage.get("input_tokens") or 0),
+            "output": int(usage.get("output_tokens") or 0),
+            "cached": int(usage.get("cached_tokens") or 0),
+        },
+        "costUsd": round(float(usage["cost_usd"]), 8) if usage.get("cost_usd") is not None else None,
+        "budgetUsd": team.budget_allocated,
+        "agentRuntimeSeconds": round(sum(a.runtime or 0.0 for a in agents), 3),
+        "elapsedSeconds": round((end - started).total_seconds(), 3) if started else None,
+    }
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None

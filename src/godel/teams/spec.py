@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from godel.core.models import Team
 from godel.errors import FieldError, UnknownStrategyError, ValidationError
 
 STRATEGIES = ("parallel", "map-reduce", "pipeline", "tree")
@@ -324,3 +325,19 @@ def _budget(raw: Mapping[str, Any], errors: list[FieldError]) -> float | None:
         errors.append(FieldError("budget", "USD, > 0"))
         return None
     return float(value)
+
+
+def stored_config(team: Team) -> dict[str, Any]:
+    """The stored config as ``TeamSpec.parse`` reads it (the keys the orchestrator added left out)."""
+    return {k: v for k, v in team.config.items() if k != "baseCommit" and v is not None and v != [] and v != {}}
+
+
+def first_estimate(spec: TeamSpec) -> int:
+    """How many agents the team is expected to run, before it has run any (for progress)."""
+    if spec.strategy == "parallel":
+        return len(spec.tasks) or spec.size
+    if spec.strategy == "map-reduce":
+        return (len(spec.tasks) if spec.tasks else 1 + spec.size) + 1
+    if spec.strategy == "pipeline":
+        return len(spec.pipeline_stages())
+    return 1 + 2 * spec.fanout if spec.depth else 1

@@ -78,7 +78,7 @@ async def list_agents(
 @router.get("/{agent_id}")
 async def get_agent(agent_id: str, plane: Plane, caller: Annotated[Principal, allow("agent:read", on=AGENT)]) -> Any:
     data = agent_json(await plane.get(agent_id))
-    data["rateLimited"] = plane.rate_limited(agent_id)
+    data["rateLimited"] = plane.budgets.rate_limited(agent_id)
     return ok(data)
 
 
@@ -111,7 +111,7 @@ async def resume(agent_id: str, plane: Plane, caller: Updater, body: Resume | No
 @router.get("/{agent_id}/sessions")
 async def sessions(agent_id: str, plane: Plane, caller: Reader) -> dict[str, Any]:
     """The agent's runs with their transcripts, oldest first."""
-    items = [session_json(s) for s in await plane.sessions(agent_id)]
+    items = [session_json(s) for s in await plane.workspaces.sessions(agent_id)]
     return ok({"items": items})
 
 
@@ -192,20 +192,20 @@ async def diff(agent_id: str, plane: Plane, caller: Reader) -> dict[str, Any]:
 
 @router.get("/{agent_id}/snapshots")
 async def list_snapshots(agent_id: str, plane: Plane, caller: Reader) -> dict[str, Any]:
-    return ok({"items": [snapshot_json(s) for s in await plane.snapshots(agent_id)]})
+    return ok({"items": [snapshot_json(s) for s in await plane.workspaces.snapshots(agent_id)]})
 
 
 @router.post("/{agent_id}/snapshots", status_code=201)
 async def create_snapshot(
     agent_id: str, plane: Plane, caller: Updater, body: CreateSnapshot | None = None
 ) -> JSONResponse:
-    snap = await plane.snapshot(agent_id, label=body.label if body else None, actor=caller.id)
+    snap = await plane.workspaces.snapshot(agent_id, label=body.label if body else None, actor=caller.id)
     return JSONResponse(ok(snapshot_json(snap)), status_code=201)
 
 
 @router.post("/{agent_id}/restore")
 async def restore(agent_id: str, body: Restore, plane: Plane, caller: Updater) -> dict[str, Any]:
-    return ok(agent_json(await plane.restore(agent_id, body.snapshot_id, actor=caller.id)))
+    return ok(agent_json(await plane.workspaces.restore(agent_id, body.snapshot_id, actor=caller.id)))
 
 
 @router.post("/{agent_id}/fork", status_code=201)
@@ -218,7 +218,7 @@ async def fork(
 ) -> JSONResponse:
     body = body or Fork()
     overrides = body.model_dump(exclude={"snapshot_id", "session_point"})
-    agent = await plane.fork(
+    agent = await plane.workspaces.fork(
         agent_id, snapshot_id=body.snapshot_id, overrides=overrides, session_point=body.session_point,
         actor=creator.id, owner=creator.id,
     )  # fmt: skip

@@ -168,7 +168,7 @@ class SetBudget(Body):
 
 
 async def budget_json(plane: Any, b: Budget) -> dict[str, Any]:
-    status = await plane.budget_status(b)
+    status = await plane.budgets.status(b)
     return {
         "id": b.id,
         "scope": b.entity_type,
@@ -188,7 +188,7 @@ async def set_budget(
     body: SetBudget, plane: Plane, request: Request, caller: Annotated[Principal, allow("budget:update")]
 ) -> dict[str, Any]:
     await _check_scope(request, caller, "budget", "update", body.scope, body.id)
-    budget = await plane.set_budget(body.scope, body.id, body.usd, body.period)
+    budget = await plane.budgets.set(body.scope, body.id, body.usd, body.period)
     return ok(await budget_json(plane, budget))
 
 

@@ -86,7 +86,7 @@ async def detailed(plane: Plane, request: Request) -> dict[str, Any]:
                 "id": node.id,
                 "name": node.name,
                 "maxAgents": node.max_agents,
-                "watched": len(plane.supervisor.watched),
+                "watched": len(plane.supervisor.runs),
             },
             "agents": await plane.counts(),
             "reconcile": plane.reconcile_report,

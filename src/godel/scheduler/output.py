@@ -1,4 +1,4 @@
-"""What the supervisor keeps in memory about one running agent, and how its output becomes events.
+"""How a run's output becomes events: what an ``AgentRun`` keeps about its stream (``RunOutput``).
 
 Each output line becomes an ``agent:log`` event; the adapter's parser turns lines into signals, each of which
 becomes an event of its own (``agent:message``, ``agent:tool_call``, …). The signals that decide the outcome
@@ -8,22 +8,17 @@ the agent still has them.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import structlog
 
 from godel.core.events import Event, make_event
 from godel.core.ports import (
-    AgentAdapter,
     AgentSignal,
-    LaunchRequest,
     OutputLine,
-    RuntimeHandle,
     SignalKind,
     StreamParser,
 )
@@ -46,36 +41,19 @@ USAGE_FIELDS = ("inputTokens", "outputTokens", "cachedTokens")
 Changes = dict[str, dict[str, Any]]  # agent id → column updates committed with a batch of events
 
 
-@dataclass
-class Watch:
+@dataclass(kw_only=True)
+class RunOutput:
+    """The stream side of a run: its parser, the signals that decide its outcome, usage totals, what it waits for.
+    Ingesting a batch changes these in memory; ``checkpoint``/``rollback`` undo it when the batch's commit fails."""
+
     agent_id: str
     team_id: str | None
-    handle: RuntimeHandle
-    adapter: AgentAdapter
     parser: StreamParser
-    request: LaunchRequest | None  # what the run was launched with (None when it cannot be rebuilt)
-    offsets: dict[str, int]
-    started_at: datetime  # start of the current active segment (reset by resume)
-    runtime_before: float  # active seconds of this attempt before the current segment
-    timeout: float
-    paused: bool = False
-    timed_out: bool = False
-    finishing: bool = False  # someone (exit, timeout, kill, restart) is ending it; the watch pass keeps off
-    starting: bool = False  # launched, its SESSION_STARTED not yet committed: the watch pass keeps off
     signals: list[AgentSignal] = field(default_factory=list)
     waiting: bool = False  # what the agent's stream says: it asked for input and has not moved on
-    recorded_waiting: bool = False  # what the store says (state waiting); synced when the two differ
-    done: asyncio.Event = field(default_factory=asyncio.Event)  # set once the run has been ended and recorded
-    quiet: int = 0  # watch passes in a row that found no new output
-    phase: int = 0  # which of the quiet passes looks at it (spreads quiet agents evenly)
     usage: dict[str, Any] = field(default_factory=dict)  # this run's totals of the USAGE signals
     secrets: tuple[str, ...] = ()  # values (the provider key) never to be stored: replaced in lines and signals
     parse_failures: list[str] = field(default_factory=list)  # parser exceptions not yet recorded as events
-
-    def elapsed(self, now: datetime) -> float:
-        if self.paused:
-            return self.runtime_before
-        return self.runtime_before + max(0.0, (now - self.started_at).total_seconds())
 
     def event(self, type_: str, payload: dict[str, Any]) -> Event:
         return make_event(type_, payload, component="supervisor", agent_id=self.agent_id, team_id=self.team_id)

@@ -1,0 +1,67 @@
+"""The credentials of one run: a gateway key for its model calls and an API credential for reporting on itself.
+
+Both are made when the run is launched and revoked when it ends; a new run revokes its predecessor's first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import structlog
+
+from godel.auth.service import AuthService
+from godel.core.models import Agent
+from godel.core.ports import LaunchRequest
+from godel.core.runs import RunContext
+from godel.gateway.service import Gateway
+from godel.settings import Settings
+
+log = structlog.get_logger("godel.runs")
+
+GATEWAY_WIRES = ("openai-chat", "openai-responses", "anthropic", "gemini")  # what /proxy speaks
+
+
+class RunKeys:
+    def __init__(self, settings: Settings, gateway: Gateway | None = None, auth: AuthService | None = None) -> None:
+        self.settings = settings
+        self.gateway = gateway  # when set (and settings.use_gateway), agents reach their models through it
+        self.auth = auth  # when set, each run gets its own least-privilege API credential (GODEL_API_KEY)
+
+    async def through_gateway(self, agent: Agent, request: LaunchRequest) -> LaunchRequest:
+        """Point the run at Godel's gateway instead of the provider: the CLI gets a virtual key scoped to this
+        agent and its route, so the provider's key never enters its environment, config or workspace. The run's
+        earlier keys are revoked first."""
+        ep = request.endpoint
+        if self.gateway is None or not self.settings.use_gateway or ep is None or ep.kind not in GATEWAY_WIRES:
+            return request
+        await self.gateway.revoke_scope("agent", agent.id)
+        # The model of this attempt first: the gateway routes a bare model id to the key's first provider serving it.
+        models = RunContext.of(agent).route_from_current()
+        text, _ = await self.gateway.issue("agent", agent.id, models=models, metadata={"teamId": agent.team_id})
+        root = self.settings.agent_gateway_url + "/proxy"
+        base = root if ep.kind in ("anthropic", "gemini") else f"{root}/v1"  # their clients add the version
+        return dataclasses.replace(request, endpoint=dataclasses.replace(ep, base_url=base, api_key=text))
+
+    async def with_api_credential(self, agent: Agent, request: LaunchRequest) -> LaunchRequest:
+        """Give the run its own API credential (``GODEL_API_KEY``, with ``GODEL_URL``): role ``agent``, scoped to
+        this agent, so what runs inside can report on itself but never read or steer others, mint keys or change
+        budgets. The run's earlier credentials are revoked first."""
+        if self.auth is None:
+            return request
+        await self.auth.revoke_agent_credentials(agent.id)
+        text = await self.auth.issue_agent_credential(agent.id, allow_spawn=bool(agent.metadata.get("allowSubagents")))
+        env = {**request.options.get("env", {}), "GODEL_API_KEY": text, "GODEL_URL": self.settings.agent_gateway_url}
+        return dataclasses.replace(request, options={**request.options, "env": env})
+
+    async def revoke(self, agent_id: str) -> None:
+        """The run is over: its gateway keys and its API credential stop working."""
+        if self.gateway is not None:
+            try:
+                await self.gateway.revoke_scope("agent", agent_id)
+            except Exception:  # the run is over either way; a key left live is logged, and revoked by the next run
+                log.exception("could not revoke the agent's gateway keys", agent=agent_id)
+        if self.auth is not None:
+            try:
+                await self.auth.revoke_agent_credentials(agent_id)
+            except Exception:  # as above: revoked by the next run, and it names only this agent
+                log.exception("could not revoke the agent's API credential", agent=agent_id)
