@@ -56,6 +56,13 @@ async def until(check: Any, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.01)  # polling an observable condition
 
 
+def admitted(plane: ControlPlane) -> Any:
+    async def check() -> bool:
+        return await plane.supervisor.admit_once() == 1
+
+    return check
+
+
 def exited(plane: ControlPlane, agent_id: str) -> Any:
     async def check() -> bool:
         w = plane.supervisor.runs[agent_id]
@@ -223,7 +230,6 @@ async def test_crash_before_the_launch_queues_the_agent_again(
     plane = ControlPlane(manual_settings)
     await plane.start(background=False)
     agent = await plane.spawn(req(git_repo, "echo ran"))
-    real_start = plane.runtime.start
 
     async def die_before_start(*a: Any, **kw: Any) -> Any:
         raise asyncio.CancelledError  # the server dies with the session committed, nothing started
@@ -232,7 +238,7 @@ async def test_crash_before_the_launch_queues_the_agent_again(
     await plane.supervisor.admit_once()
     await settle(plane)
     assert (await plane.store.get_agent(agent.id)).state == AgentState.SPAWNING
-    assert real_start is not None
+    assert not (manual_settings.logs_dir / agent.id / "pid").exists()  # nothing was launched
     await plane.store.close()
 
     second = ControlPlane(manual_settings)
@@ -240,6 +246,9 @@ async def test_crash_before_the_launch_queues_the_agent_again(
     try:
         queued = await second.get(agent.id)
         assert queued.state == AgentState.PENDING and queued.retry_count == 0  # nothing ran: no attempt spent
+        issued = [k for k in await second.store.list_api_keys(kind="agent", revoked=True) if k["agent_id"] == agent.id]
+        live = [k for k in await second.store.list_api_keys(kind="agent") if k["agent_id"] == agent.id]
+        assert issued and not live  # the credential made for the launch that never started no longer works
         assert [t.trigger for t in await second.transitions(agent.id)][-1] == "requeue"
         assert await second.supervisor.admit_once() == 1
         await settle(second)
@@ -364,3 +373,84 @@ async def test_a_failed_commit_counts_usage_once_and_rolls_the_parser_back(
     usage = await manual.events(EventQuery(filter=EventFilter(patterns=("agent:usage",), agent_id=agent_id)))
     assert [e.payload["seen"] for e in usage] == [1, 2]  # the parser was rolled back, not fed twice
     assert (await manual.get(agent_id)).outcome["usage"]["outputTokens"] == 12
+
+
+async def test_a_crash_between_a_failure_and_its_retry_still_retries(
+    manual_settings: Settings, git_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plane = ControlPlane(manual_settings)
+    await plane.start(background=False)
+    marker = manual_settings.home / "tried-once"
+    agent = await plane.spawn(req(git_repo, f"[ -e {marker} ] && echo second || {{ touch {marker}; exit 1; }}",
+                                  max_retries=1))  # fmt: skip
+    await _crash_at(plane, monkeypatch, "retry")  # the failure is committed, its retry never is
+    await plane.supervisor.admit_once()
+    await settle(plane)
+    await until(exited(plane, agent.id))
+    await plane.supervisor.tick()
+    await settle(plane)
+    failed = await plane.store.get_agent(agent.id)
+    assert failed.state == AgentState.FAILED and failed.retry_count == 0
+    await plane.store.close()
+
+    second = ControlPlane(manual_settings)
+    await second.start(background=False)
+    try:
+        assert second.reconcile_report["retried"] == 1
+        await until(admitted(second))  # once its retry's backoff is over
+        await settle(second)
+        await until(exited(second, agent.id))
+        await second.supervisor.tick()
+        await settle(second)
+        after = await second.get(agent.id)
+        assert (after.state, after.retry_count) == (AgentState.COMPLETED, 1), after.last_error
+    finally:
+        await second.stop()
+
+
+async def test_an_agent_that_removes_its_git_link_is_still_retried(manual: ControlPlane, git_repo: Path) -> None:
+    marker = manual.settings.home / "broke-it"
+    command = f"if [ -e {marker} ]; then echo again; else touch {marker}; rm -f .git; exit 1; fi"
+    agent = await manual.spawn(req(git_repo, command, max_retries=1))
+    for _ in range(2):  # the first attempt, then its retry (which must clean the broken workspace up first)
+        await until(admitted(manual))  # the retry once its backoff is over
+        await settle(manual)
+        await until(exited(manual, agent.id))
+        await manual.supervisor.tick()
+        await settle(manual)
+    after = await manual.get(agent.id)
+    assert (after.state, after.retry_count) == (AgentState.COMPLETED, 1), after.last_error
+    assert (await lines(manual, agent.id))[-1] == "again"
+
+
+async def test_a_kill_while_the_start_is_recorded_closes_the_runs_session(
+    manual: ControlPlane, git_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = await manual.spawn(req(git_repo, "sleep 60"))
+    real = manual.store.transition_agent
+
+    async def killed_first(agent_id: str, trigger: Any, **kw: Any) -> Any:
+        if trigger.value == "session_started":
+            await manual.kill(agent_id, reason="killed as it starts")  # claims the registered, starting run
+        return await real(agent_id, trigger, **kw)
+
+    monkeypatch.setattr(manual.store, "transition_agent", killed_first)
+    await manual.supervisor.admit_once()
+    await settle(manual)
+    after = await manual.store.get_agent(agent.id)
+    assert after.state == AgentState.KILLED
+    sessions = await manual.store.list_sessions(agent.id)
+    assert sessions and all(s.completed_at is not None for s in sessions), [s.status for s in sessions]
+    pid = int((manual.settings.logs_dir / agent.id / "pid").read_text().split()[0])
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+async def test_credentials_and_spawn_secrets_never_reach_the_log(manual: ControlPlane, git_repo: Path) -> None:
+    secret = "s3cret-value-of-the-user"
+    command = 'echo "key=$GODEL_API_KEY"; echo "mine=$MY_SECRET"; echo "typed=godel_vk_AbCdEfGh1234567890"'
+    agent_id = await launched(manual, req(git_repo, command, env={"MY_SECRET": secret}))
+    await until(exited(manual, agent_id))
+    await manual.supervisor.tick()
+    await settle(manual)
+    got = await lines(manual, agent_id)
+    assert got == ["key=[redacted]", "mine=[redacted]", "typed=[redacted]"], got

@@ -44,6 +44,7 @@ from godel.errors import (
 )
 from godel.runtimes import get_runtime, runtime_names
 from godel.runtimes.local import LocalRuntime
+from godel.runtimes.processes import WRAPPER
 
 RUNTIMES: dict[str, Callable[[Path], Runtime]] = {
     "local": lambda base: LocalRuntime(worktrees_root=base / "worktrees", logs_root=base / "logs"),
@@ -571,6 +572,32 @@ async def test_adopt_ignores_an_earlier_launchs_files(bench: Bench) -> None:
     # The next attempt's session was committed, then the server died before starting it: the exit status and
     # pid file on disk are the first attempt's and must not be taken for the second's.
     assert not await bench.fresh_runtime().adopt(_unrecorded(handle, "attempt-2"))
+
+
+async def test_a_pid_without_its_start_time_is_never_acted_on(bench: Bench) -> None:
+    other = await bench.run("sleep 100")  # another agent, a child of this very runtime
+    stale = RuntimeHandle(**{**other.__dict__, "agent_id": "someone-else", "pid_started": None})
+    assert (await bench.runtime.status(stale)).state is ProcessState.GONE  # not taken for the other's process
+    await bench.runtime.terminate(stale, grace=0)
+    assert (await bench.runtime.status(other)).state is ProcessState.RUNNING  # and not killed through it
+
+
+async def test_a_look_alike_of_the_wrapper_is_not_adopted(bench: Bench) -> None:
+    handle = await bench.prepare()
+    handle.extra[RUN_KEY] = "launch-3"
+    exit_path, pid_path = handle.log_dir / "exit", handle.log_dir / "pid"
+    handle.log_dir.mkdir(parents=True, exist_ok=True)
+    # What an agent could start to be adopted in a launch's place: the same arguments, but not leading a session.
+    fake = await asyncio.create_subprocess_exec(
+        "/bin/sh", "-c", WRAPPER, "godel-run", str(exit_path), str(pid_path), "launch-3", "sleep", "100"
+    )
+    try:
+        await until(lambda: pid_path.exists())
+        pid_path.unlink()
+        assert not await bench.fresh_runtime().adopt(_unrecorded(handle, "launch-3"))
+    finally:
+        fake.kill()
+        await fake.wait()
 
 
 _SERVER = """

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from tests.e2e.serverproc import ServerProcess
 
@@ -31,18 +33,28 @@ COMMAND = f'i=0; while [ $i -lt {LINES} ]; do i=$((i+1)); echo "line-$i"; [ $((i
 ENDED = ("completed", "failed", "killed")
 
 
-def _burst(srv: ServerProcess, repo: Path, acknowledged: list[str], stop: threading.Event) -> None:
-    """Spawn BURST agents one after another until the server dies under us."""
-    with httpx.Client(base_url=srv.url, headers=srv.headers, timeout=10) as http:
-        for n in range(BURST):
-            if stop.is_set():
-                return
-            try:
-                r = http.post("/api/v1/agents", json={"task": f"burst {n}", "repo": str(repo), "command": COMMAND})
-            except httpx.HTTPError:
-                return  # the server was killed mid-request: that spawn may or may not exist, the store says
-            assert r.status_code == 201, r.text
-            acknowledged.append(r.json()["data"]["id"])
+def _burst(srv: ServerProcess, repo: Path, markers: Path, round_: int, acknowledged: list[str],
+           errors: list[BaseException], stop: threading.Event) -> None:  # fmt: skip
+    """Spawn BURST agents one after another until the server dies under us. Every other agent fails its first
+    attempt and succeeds on its retry, so kills also land between a failure and the retry that follows it."""
+    try:
+        with httpx.Client(base_url=srv.url, headers=srv.headers, timeout=10) as http:
+            for n in range(BURST):
+                if stop.is_set():
+                    return
+                body: dict[str, Any] = {"task": f"burst {round_}.{n}", "repo": str(repo), "command": COMMAND}
+                if n % 2:
+                    marker = markers / f"{round_}-{n}"
+                    body |= {"command": f"if [ -e {marker} ]; then {COMMAND}; else touch {marker}; exit 3; fi",
+                             "maxRetries": 1}  # fmt: skip
+                try:
+                    r = http.post("/api/v1/agents", json=body)
+                except httpx.HTTPError:
+                    return  # the server was killed mid-request: that spawn may or may not exist, the store says
+                assert r.status_code == 201, r.text
+                acknowledged.append(r.json()["data"]["id"])
+    except BaseException as exc:  # the test's thread: raised again in the test itself
+        errors.append(exc)
 
 
 def _all_agents(srv: ServerProcess) -> list[dict[str, Any]]:
@@ -81,16 +93,21 @@ def test_kill_9_during_bursts_of_spawns_loses_and_mislabels_nothing(
     srv = ServerProcess(home, **env).start()
     acknowledged: list[str] = []
     killed_in: dict[str, int] = {}  # agent id → the round whose kill it lived through (for the failure message)
+    errors: list[BaseException] = []
+    markers = fast_tmp / "markers"
+    markers.mkdir()
     try:
         for round_ in range(ROUNDS):
             stop = threading.Event()
             before = len(acknowledged)
-            spawner = threading.Thread(target=_burst, args=(srv, git_repo, acknowledged, stop))
+            args = (srv, git_repo, markers, round_, acknowledged, errors, stop)
+            spawner = threading.Thread(target=_burst, args=args)
             spawner.start()
             time.sleep(rng.uniform(0.05, 1.2))  # the moment of the crash, somewhere in the burst (seeded)
             srv.kill9()
             stop.set()
             spawner.join(30)
+            assert not errors, errors
             for agent_id in acknowledged[before:]:
                 killed_in[agent_id] = round_
             srv = ServerProcess(home, srv.port, **env).start()
@@ -106,6 +123,37 @@ def test_kill_9_during_bursts_of_spawns_loses_and_mislabels_nothing(
         expected = [f"line-{i}" for i in range(1, LINES + 1)]
         damaged = {a["id"]: len(got) for a in agents if (got := _lines(srv, a["id"])) != expected}
         assert not damaged, f"agents whose output was lost or duplicated (lines ingested): {damaged}"
+        still_open = {a["id"]: s["id"] for a in agents for s in _sessions(srv, a["id"]) if not s.get("completedAt")}
+        assert not still_open, f"sessions left open: {still_open}"
         assert len(agents) >= ROUNDS  # every round's burst got at least one spawn in before its kill
     finally:
         srv.stop()
+    assert not _wrappers_left(home), "agent processes outlived their runs"
+    # The kills landed where they matter: some restarts found launches to adopt or to queue again.
+    report = _reconciled(home)
+    assert report["adopted"] + report["requeued"] + report["retried"] > 0, report
+
+
+def _sessions(srv: ServerProcess, agent_id: str) -> list[dict[str, Any]]:
+    return list(srv.api("GET", f"/api/v1/agents/{agent_id}/sessions")["items"])
+
+
+def _wrappers_left(home: Path) -> list[int]:
+    """Wrapper processes of this test's agents still running (their exit files live under ``home``)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        argv = proc.info["cmdline"] or []
+        if len(argv) > 4 and argv[3] == "godel-run" and argv[4].startswith(str(home)):
+            found.append(proc.pid)
+    return found
+
+
+def _reconciled(home: Path) -> dict[str, int]:
+    """What every restart's reconciliation did, summed, from the servers' own log lines."""
+    totals: dict[str, int] = {"adopted": 0, "requeued": 0, "retried": 0}
+    for line in (home / "server.log").read_text(errors="replace").splitlines():
+        if "reconciled" in line:
+            for key in totals:
+                if (m := re.search(rf"\b{key}=(\d+)", line)) is not None:
+                    totals[key] += int(m.group(1))
+    return totals

@@ -11,15 +11,16 @@ Spec §2.3 with the deviations a real supervisor needs, each noted:
 - ``requeue`` puts an agent whose launch never started (the server stopped while preparing it) back in the queue;
   nothing ran, so it is no attempt and costs no retry.
 
-``plan`` is pure. The only writer of agent state is ``Store.transition_agent``, which calls ``plan`` inside
-the same database transaction that updates the row, records the transition and appends its event.
+The table is one ``core.machine.Machine`` (``AGENTS``); ``plan`` is pure. The only writer of agent state is
+``Store.transition_agent``, which calls ``plan`` inside the same database transaction that updates the row, records
+the transition and appends its event.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
 
+from godel.core.machine import Machine, Move
 from godel.core.states import AgentState as S
 from godel.errors import InvalidTransitionError
 
@@ -77,25 +78,6 @@ TABLE: dict[tuple[S, Trigger], S] = {
 }
 
 
-@dataclass(frozen=True)
-class TransitionPlan:
-    from_state: S
-    to_state: S
-    trigger: Trigger
-
-
-def plan(agent_id: str, current: S, trigger: Trigger) -> TransitionPlan:
-    """Validate a move; raise ``InvalidTransitionError`` (409, names the current state) if illegal."""
-    target = TABLE.get((current, trigger))
-    if target is None:
-        raise InvalidTransitionError(agent_id, current.value, trigger.value)
-    return TransitionPlan(current, target, trigger)
-
-
-def can(current: S, trigger: Trigger) -> bool:
-    return (current, trigger) in TABLE
-
-
 # The event type each arrival state emits (spec §2.2 names where they exist).
 EVENT_FOR: dict[S, str] = {
     S.PENDING: "agent:queued",
@@ -111,9 +93,26 @@ EVENT_FOR: dict[S, str] = {
 }
 
 
-def event_type_for(plan_: TransitionPlan) -> str:
-    if plan_.trigger == Trigger.RESUME or plan_.trigger == Trigger.INPUT_RECEIVED:
+def _event(from_state: S, to_state: S, trigger: Trigger) -> str:
+    if trigger in (Trigger.RESUME, Trigger.INPUT_RECEIVED):
         return "agent:resume"
-    if plan_.trigger in (Trigger.RETRY, Trigger.RESTART, Trigger.CONTINUE, Trigger.REQUEUE):
-        return f"agent:{plan_.trigger.value}"
-    return EVENT_FOR[plan_.to_state]
+    if trigger in (Trigger.RETRY, Trigger.RESTART, Trigger.CONTINUE, Trigger.REQUEUE):
+        return f"agent:{trigger.value}"
+    return EVENT_FOR[to_state]
+
+
+AGENTS: Machine[S, Trigger] = Machine("agent", TABLE, refuse=InvalidTransitionError, event=_event)
+TransitionPlan = Move[S, Trigger]
+
+
+def plan(agent_id: str, current: S, trigger: Trigger) -> TransitionPlan:
+    """Validate a move; raise ``InvalidTransitionError`` (409, names the current state) if illegal."""
+    return AGENTS.plan(agent_id, current, trigger)
+
+
+def can(current: S, trigger: Trigger) -> bool:
+    return AGENTS.can(current, trigger)
+
+
+def event_type_for(plan_: TransitionPlan) -> str:
+    return plan_.event

@@ -24,6 +24,8 @@ import signal
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+import structlog
+
 from godel.core.ports import (
     ExecResult,
     LaunchSpec,
@@ -35,12 +37,14 @@ from godel.core.ports import (
     SnapshotInfo,
     WorkspaceSpec,
 )
-from godel.errors import FieldError, NotFoundError, ValidationError
+from godel.errors import FieldError, GodelError, NotFoundError, ValidationError
 from godel.runtimes import snapshots, worktrees
 from godel.runtimes.git import is_dirty
 from godel.runtimes.lines import LineSplitter, StreamName, read_output
 from godel.runtimes.paths import confine
 from godel.runtimes.processes import LocalProcesses, agent_env, find_launch
+
+log = structlog.get_logger("godel.runtime")
 
 
 class LocalRuntime:
@@ -142,9 +146,15 @@ class LocalRuntime:
         ``handle.extra["final_snapshot"]``), then remove the worktree. The branch is kept."""
         if self._processes.status(handle).state in (ProcessState.RUNNING, ProcessState.STOPPED):
             await self.terminate(handle)
-        if handle.workspace.is_dir() and await is_dirty(handle.workspace):
-            info = await snapshots.take(handle, await snapshots.free_final_id(handle))
-            handle.extra["final_snapshot"] = info.id
+        # Only a workspace that is still a worktree (its ``.git`` file in place) is snapshotted: in one whose ``.git``
+        # the agent removed, git would look upwards and find some other repository, or none, and fail the cleanup.
+        if handle.workspace.is_dir() and (handle.workspace / ".git").is_file():
+            try:
+                if await is_dirty(handle.workspace):
+                    info = await snapshots.take(handle, await snapshots.free_final_id(handle))
+                    handle.extra["final_snapshot"] = info.id
+            except GodelError as exc:  # a broken worktree must not keep the agent from moving on
+                log.warning("workspace not snapshotted before removal", agent=handle.agent_id, error=exc.message)
         await self._worktrees.remove(handle)
 
     # ------------------------------------------------------------------------------------------- exec

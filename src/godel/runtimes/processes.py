@@ -99,21 +99,23 @@ def find_launch(handle: RuntimeHandle) -> tuple[int, float | None] | None:
             proc = psutil.Process(pid)
             if _is_wrapper_of(proc, handle, run):
                 return pid, proc.create_time()
-        except psutil.Error:
+        except (psutil.Error, OSError):  # gone (or never ours) by the time we looked
             pass
         return pid, None  # ended (its exit file tells how), or its pid was reused since: not to be trusted
     if not run:
         return None
     for proc in psutil.process_iter(["cmdline"]):
-        with contextlib.suppress(psutil.Error):
+        with contextlib.suppress(psutil.Error, OSError):
             if _is_wrapper_of(proc, handle, run):
                 return proc.pid, proc.create_time()
     return None
 
 
 def _is_wrapper_of(proc: psutil.Process, handle: RuntimeHandle, run: str) -> bool:
-    expected = ["godel-run", str(exit_file(handle)), str(pid_file(handle)), run or "-"]
-    return proc.cmdline()[3:7] == expected
+    expected = ["/bin/sh", "-c", WRAPPER, "godel-run", str(exit_file(handle)), str(pid_file(handle)), run or "-"]
+    # The wrapper leads its own session and group (``start_new_session``): a look-alike started by something else
+    # (an agent imitating it to be adopted in its place) would have to lead a session of its own too.
+    return proc.cmdline()[:7] == expected and os.getpgid(proc.pid) == proc.pid == os.getsid(proc.pid)
 
 
 def record_exit(handle: RuntimeHandle, code: int) -> None:
@@ -322,8 +324,10 @@ class LocalProcesses:
         pid, expected = handle.pid, handle.pid_started
         if pid is None:
             return None
+        if expected is None:  # a pid without its start time may be anyone's by now (even a child of ours)
+            return None
         own = self._children.get(pid)
-        if own is not None and (expected is None or abs(own[1] - expected) <= _CLOCK_SLACK):
+        if own is not None and abs(own[1] - expected) <= _CLOCK_SLACK:
             child, expected = own
             rc = _reap(child)
             if rc is not None:
@@ -332,8 +336,6 @@ class LocalProcesses:
                 self._procs.pop(pid, None)
                 record_exit(handle, rc if rc >= 0 else 128 - rc)
                 return None
-        if expected is None:  # an adopted process we cannot identify is not trusted
-            return None
         proc = self._procs.get(pid)
         if proc is None or abs(proc.create_time() - expected) > _CLOCK_SLACK:
             try:
@@ -382,9 +384,9 @@ class LocalProcesses:
         settle it without psutil (which costs several times more). None: take the general path."""
         pid = handle.pid
         own = self._children.get(pid) if pid is not None else None
-        if pid is None or own is None:
+        if pid is None or own is None or handle.pid_started is None:
             return None
-        if handle.pid_started is not None and abs(own[1] - handle.pid_started) > _CLOCK_SLACK:
+        if abs(own[1] - handle.pid_started) > _CLOCK_SLACK:
             return None
         try:
             if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:

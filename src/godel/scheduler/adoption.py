@@ -9,6 +9,8 @@
 - ``initializing``, or ``spawning`` whose launch never started: nothing ran, so there is nothing to judge; the
   agent goes back to the queue (``requeue``, no retry spent) and its half-made workspace is set aside.
 - ``completing``: the process had ended with success; the completion is finished.
+- ``failed`` with a retry or a model fallback due (the server died between recording the failure and queueing the
+  next attempt): the next attempt is queued now, so no waiter is left waiting for an agent nobody will run.
 - A recorded run whose process is gone without an exit status: watched all the same, so the watch pass ingests
   what it wrote and then records it lost ("vanished without recording an exit status").
 - Anything else (no process was ever recorded): failed, "the process vanished while the server was down".
@@ -17,18 +19,23 @@ Agents with the ``delayed`` cleanup policy get their remaining delay re-armed.
 
 from __future__ import annotations
 
+import structlog
+
 from godel.agents import get_adapter
 from godel.core.events import make_event
 from godel.core.models import Agent, CleanupPolicy
 from godel.core.ports import RUN_KEY, AgentQuery, LaunchRequest, RuntimeHandle
+from godel.core.runs import ended_for_good
 from godel.core.states import ACTIVE, AgentState
 from godel.core.transitions import Trigger
-from godel.errors import InvalidTransitionError
+from godel.errors import GodelError, InvalidTransitionError
 from godel.scheduler import aftercare
 from godel.scheduler.deps import RunDeps
 from godel.scheduler.handles import handle_of
 from godel.scheduler.launching import RunRegistry, launch_request, new_run, start_or_abandon
 from godel.scheduler.output import load_signals
+
+log = structlog.get_logger("godel.adoption")
 
 
 async def _all(deps: RunDeps, states: list[AgentState]) -> list[Agent]:
@@ -43,9 +50,27 @@ async def _all(deps: RunDeps, states: list[AgentState]) -> list[Agent]:
 
 
 async def reconcile_on_start(deps: RunDeps, runs: RunRegistry) -> dict[str, int]:
-    report = {"adopted": 0, "requeued": 0, "vanished": 0, "failed": 0, "completed": 0, "cleanupScheduled": 0}
+    report = {
+        "adopted": 0,
+        "requeued": 0,
+        "vanished": 0,
+        "retried": 0,
+        "errors": 0,
+        "failed": 0,
+        "completed": 0,
+        "cleanupScheduled": 0,
+    }
     for agent in await _all(deps, sorted(ACTIVE)):
-        await _reconcile_one(deps, runs, agent, report)
+        try:
+            await _reconcile_one(deps, runs, agent, report)
+        except Exception:  # one agent that cannot be reconciled must not keep the server from starting
+            log.exception("could not reconcile agent at start", agent=agent.id)
+            report["errors"] += 1
+    for agent in await _all(deps, [AgentState.FAILED]):
+        # Failed, with a retry or a model fallback due, but the server died before queueing it: queue it now.
+        if not ended_for_good(agent):
+            report["retried"] += 1
+            await aftercare.after_failure(deps, agent, provider_failed=bool(agent.outcome.get("fallback")))
     for agent in await _all(deps, [AgentState.COMPLETED, AgentState.FAILED, AgentState.KILLED]):
         if agent.cleanup == CleanupPolicy.DELAYED and agent.worktree and agent.completed_at:
             waited = (deps.clock.now() - agent.completed_at).total_seconds()
@@ -119,7 +144,10 @@ async def _finish_launch(deps: RunDeps, runs: RunRegistry, agent: Agent, handle:
     if handle.pid is None:
         return False
     request: LaunchRequest | None = launch_request(deps, agent, handle, endpoint=False)
-    run = new_run(deps, agent, handle, get_adapter(agent.kind), request, offsets={}, starting=True, fresh=True)
+    run = new_run(
+        deps, agent, handle, get_adapter(agent.kind), request, offsets={}, starting=True, fresh=True,
+        session_id=session.id,
+    )  # fmt: skip
     runs.register(run)
     await start_or_abandon(runs, run, agent, session.id, model=None)
     await _adopted_event(deps, agent, handle.pid, AgentState.EXECUTING)
@@ -131,7 +159,10 @@ async def _requeue(deps: RunDeps, agent: Agent, handle: RuntimeHandle, report: d
     await deps.sessions.close_open(agent.id, reason)
     await deps.keys.revoke(agent.id)
     if agent.state == AgentState.INITIALIZING and (handle.workspace.exists() or handle.workspace.is_symlink()):
-        await deps.runtime.cleanup(handle)  # half made and not recorded: the next launch makes it afresh
+        try:
+            await deps.runtime.cleanup(handle)  # half made and not recorded: the next launch makes it afresh
+        except GodelError as exc:  # the next launch fails on it with a clear reason, and is retried
+            log.warning("half-made workspace not removed", agent=agent.id, error=exc.message)
     try:
         await deps.store.transition_agent(agent.id, Trigger.REQUEUE, actor="supervisor", reason=reason)
     except InvalidTransitionError:

@@ -51,11 +51,11 @@ def new_run(
     offsets: dict[str, int],
     starting: bool = False,
     fresh: bool = False,
+    session_id: str | None = None,
     **output: object,
 ) -> AgentRun:
     """The in-memory run of ``agent``: a new launch (``fresh``: its clock starts now) or one re-adopted."""
     paused = agent.state == AgentState.PAUSED
-    key = request.endpoint.api_key if request and request.endpoint else None
     return AgentRun(
         agent_id=agent.id,
         team_id=agent.team_id,
@@ -71,11 +71,20 @@ def new_run(
         paused=paused,
         waiting=agent.state == AgentState.WAITING,
         recorded_waiting=agent.state == AgentState.WAITING,
-        # A short "key" (e.g. "unused") would redact ordinary text.
-        secrets=(key,) if key and len(key) >= 8 else (),
+        secrets=_secrets_of(request),
         starting=starting,
+        session_id=session_id or RunContext.of(agent).session,
         **output,  # type: ignore[arg-type]
     )
+
+
+def _secrets_of(request: LaunchRequest | None) -> tuple[str, ...]:
+    """What the run knows that must never be stored: its provider key and the values of its spawn ``env``."""
+    if request is None:
+        return ()
+    values = [request.endpoint.api_key if request.endpoint else None, *request.options.get("env", {}).values()]
+    # A short value (e.g. "unused", "1") would redact ordinary text.
+    return tuple(sorted({v for v in values if isinstance(v, str) and len(v) >= 8}, key=len, reverse=True))
 
 
 async def launch(deps: RunDeps, agent: Agent, runs: RunRegistry) -> None:
@@ -85,7 +94,11 @@ async def launch(deps: RunDeps, agent: Agent, runs: RunRegistry) -> None:
     continuing = bool(RunContext.of(agent).resume)
     if has_workspace and not continuing:
         # A retry or restart: keep the previous attempt's uncommitted work as a snapshot, start clean.
-        await deps.runtime.cleanup(handle)
+        try:
+            await deps.runtime.cleanup(handle)
+        except GodelError as exc:
+            await spawn_failed(deps, agent, exc)
+            return
     if not (has_workspace and continuing):  # a follow-up continues in the workspace as the agent left it
         first_attempt = agent.retry_count == 0 and not agent.pid
         spec = WorkspaceSpec(
@@ -119,6 +132,7 @@ async def launch(deps: RunDeps, agent: Agent, runs: RunRegistry) -> None:
         spec_ = await asyncio.to_thread(adapter.launch, request)
         # The session is committed before the process starts and names the launch: a server that dies from here on
         # finds, after a restart, whether this very launch started (``adoption.py``).
+        await deps.sessions.close_open(agent.id, "superseded: a new launch began")  # one left by a cut-off run
         session = await deps.sessions.open(agent, request)
         handle.extra[RUN_KEY] = session.id
         handle = await deps.runtime.start(handle, spec_)
@@ -130,7 +144,9 @@ async def launch(deps: RunDeps, agent: Agent, runs: RunRegistry) -> None:
         await spawn_failed(deps, agent, AgentSpawnError(f"could not launch the {agent.kind} CLI: {exc!r}"))
         return
     offsets = dict(handle.extra.get("log_offsets", {}))
-    run = new_run(deps, agent, handle, adapter, request, offsets=offsets, starting=True, fresh=True)
+    run = new_run(
+        deps, agent, handle, adapter, request, offsets=offsets, starting=True, fresh=True, session_id=session.id
+    )
     runs.register(run)  # before the start is committed: a pause or kill that sees the agent executing finds its run
     await start_or_abandon(runs, run, agent, session.id, model=request.endpoint.name if request.endpoint else None)
 

@@ -9,6 +9,7 @@ the agent still has them.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,10 @@ SIGNAL_EVENTS = {
 }
 OUTCOME_SIGNALS = (SignalKind.FINAL, SignalKind.ERROR, SignalKind.SESSION)
 USAGE_FIELDS = ("inputTokens", "outputTokens", "cachedTokens")
+
+# Godel's credentials by their form (gateway keys, agents' and users' API keys): masked in every line and signal, so
+# a run adopted after a restart (whose key text the server no longer has) is masked as well as a fresh one.
+_CREDENTIAL = re.compile(r"godel_(?:vk|ak|sk)_[A-Za-z0-9_\-]{8,}")
 
 Changes = dict[str, dict[str, Any]]  # agent id → column updates committed with a batch of events
 
@@ -88,6 +93,8 @@ class RunOutput:
         for secret in self.secrets:
             if secret in text:
                 text = text.replace(secret, "[redacted]")
+        if "godel_" in text:  # a credential Godel issued (the run's own, whatever the run knew): never stored
+            text = _CREDENTIAL.sub("[redacted]", text)
         return text
 
     def absorb(self, signals: list[AgentSignal], events: list[Event], changes: Changes) -> None:
@@ -96,8 +103,7 @@ class RunOutput:
                                                      "provider": False, "source": "godel"}))  # fmt: skip
         self.parse_failures.clear()
         for sig in signals:
-            if self.secrets:
-                sig = AgentSignal(sig.kind, _redacted(sig.data, self.redact))
+            sig = AgentSignal(sig.kind, _redacted(sig.data, self.redact))
             events.append(self.event(SIGNAL_EVENTS[sig.kind], dict(sig.data)))
             if sig.kind in OUTCOME_SIGNALS:
                 self.signals.append(sig)

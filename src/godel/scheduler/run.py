@@ -57,6 +57,7 @@ class AgentRun(RunOutput):
     timed_out: bool = False
     finishing: bool = False  # someone (exit, timeout, kill, restart) is ending it; the watch pass keeps off
     starting: bool = False  # launched, its start not yet committed: the watch pass keeps off
+    session_id: str | None = None  # this run's Session (closed by id: the row may not name it yet)
     recorded_waiting: bool = False  # what the store says (state waiting); synced when it differs from ``waiting``
     done: asyncio.Event = field(default_factory=asyncio.Event)  # set once the run has been ended and recorded
     quiet: int = 0  # watch passes in a row that found no new output
@@ -162,8 +163,10 @@ class AgentRun(RunOutput):
         else:
             changes["completed_at"] = deps.clock.now()
         # Before the move: once the agent is pending again, its next run may start (and open its own session).
-        await deps.sessions.close(agent, success=False, reason=f"{stop.value}: {reason}", result=None,
-                                  usage=self.usage, native=self.native_session())  # fmt: skip
+        await deps.sessions.close(
+            agent, success=False, reason=f"{stop.value}: {reason}", result=None, usage=self.usage,
+            native=self.native_session(), session_id=self.session_id,
+        )  # fmt: skip
         agent, _ = await deps.store.transition_agent(self.agent_id, stop, actor=actor, reason=reason, changes=changes)
         if stop == Trigger.KILL:
             await aftercare.apply_cleanup(deps, agent, self.handle)
@@ -212,8 +215,10 @@ class AgentRun(RunOutput):
         # On record with the failure, so a waiter that reads it before the fallback is queued knows one is coming.
         record["fallback"] = ctx.next_fallback if provider_failed else None
         # Before the move: a failed agent may be retried (or continued) at once, and its next run opens a session.
-        await deps.sessions.close(agent, success=trigger == Trigger.TASK_COMPLETE, reason=why, result=outcome.result,
-                            usage=run.usage, native=run.native_session())  # fmt: skip
+        await deps.sessions.close(
+            agent, success=trigger == Trigger.TASK_COMPLETE, reason=why, result=outcome.result, usage=run.usage,
+            native=run.native_session(), session_id=run.session_id,
+        )  # fmt: skip
         try:
             agent, _ = await deps.store.transition_agent(
                 run.agent_id, trigger, actor="supervisor", reason=why, changes=common

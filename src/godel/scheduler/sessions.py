@@ -58,15 +58,17 @@ class Sessions:
         result: str | None = None,
         usage: dict[str, Any] | None = None,
         native: str | None = None,
+        session_id: str | None = None,
     ) -> None:
-        """Close the agent's current run's Session (``RunContext.session``), saving its transcript."""
+        """Close the run's Session (``session_id``, else the one the row names), saving its transcript."""
         ctx = RunContext.of(agent)
-        if not ctx.session:
+        session_id = session_id or ctx.session
+        if not session_id:
             return
         try:
-            await self._close(ctx.session, success, reason, result, usage or {}, native or ctx.native_session)
+            await self._close(session_id, success, reason, result, usage or {}, native or ctx.native_session)
         except Exception:  # a transcript that failed to save must not keep the run from being recorded as ended
-            log.exception("could not close the session", agent=agent.id, session=ctx.session)
+            log.exception("could not close the session", agent=agent.id, session=session_id)
 
     async def close_open(self, agent_id: str, reason: str) -> None:
         """Close every session of the agent still open (a run cut off: lost with the server, abandoned mid-spawn)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from godel.core.machine import Machine
 from godel.core.models import Task
 from godel.core.states import TaskStatus as S
 from godel.errors import TaskTransitionError
@@ -45,12 +46,32 @@ TABLE: dict[tuple[S, TaskTrigger], frozenset[S]] = {
 }
 
 
+def _event(from_state: S, to_state: S, trigger: TaskTrigger) -> str:
+    if trigger == TaskTrigger.FAIL:
+        return "task:dead" if to_state == S.DEAD else "task:failed"
+    return _EVENTS[trigger]
+
+
+_EVENTS = {
+    TaskTrigger.ASSIGN: "task:assigned",
+    TaskTrigger.CLAIM: "task:assigned",
+    TaskTrigger.START: "task:started",
+    TaskTrigger.COMPLETE: "task:completed",
+    TaskTrigger.RETRY: "task:requeued",
+    TaskTrigger.CANCEL: "task:cancelled",
+    TaskTrigger.DELETE: "task:deleted",
+}
+
+TASKS: Machine[S, TaskTrigger] = Machine("task", TABLE, refuse=TaskTransitionError, event=_event)
+
+
 def can(status: S, trigger: TaskTrigger) -> bool:
-    return (status, trigger) in TABLE
+    return TASKS.can(status, trigger)
 
 
 def check(task: Task, trigger: TaskTrigger, to: S | None = None) -> None:
     """Raise ``TaskTransitionError`` (409, names the current status) unless the move is in the table."""
-    targets = TABLE.get((task.status, trigger))
-    if targets is None or (to is not None and to not in targets):
-        raise TaskTransitionError(task.id, task.status.value, trigger.value)
+    if to is None:
+        TASKS.check(task.id, task.status, trigger)
+    else:
+        TASKS.plan(task.id, task.status, trigger, to)

@@ -42,6 +42,7 @@ from godel.scheduler.plane import ControlPlane
 from godel.store.teams import TeamChange
 from godel.teams import progress, prompts
 from godel.teams.checks import check_spec
+from godel.teams.lifecycle import TEAMS, TeamTrigger
 from godel.teams.parsing import parse_health
 from godel.teams.progress import run_state
 from godel.teams.runner import StepFailed, TeamRun, TeamStorePort, team_agents
@@ -54,11 +55,6 @@ LIVE_TEAM = (TeamStatus.ACTIVE, TeamStatus.PAUSED)
 ENDED_TEAM = (TeamStatus.COMPLETED, TeamStatus.FAILED, TeamStatus.ARCHIVED)
 HOLD_INTERVAL = 0.2  # seconds between two looks for agents to pause while a team is paused
 _RUNNING = (AgentState.EXECUTING, AgentState.WAITING)
-
-
-def _expect(current: Team, allowed: tuple[TeamStatus, ...], trigger: str) -> None:
-    if current.status not in allowed:
-        raise TeamTransitionError(current.id, current.status.value, trigger)
 
 
 class TeamOrchestrator:
@@ -152,11 +148,11 @@ class TeamOrchestrator:
         now = self.plane.clock.now()
 
         def decide(team: Team) -> TeamChange:
-            _expect(team, (TeamStatus.CREATING,), "start")
+            move = TEAMS.plan(team.id, team.status, TeamTrigger.START)
             return TeamChange(
-                changes={"status": TeamStatus.ACTIVE},
+                changes={"status": move.to_state},
                 metadata={"run": {**run_state(team), "startedAt": now.isoformat()}},
-                event="team:started",
+                event=move.event,
                 payload={"strategy": team.execution_strategy, "size": team.config.get("size")},
             )
 
@@ -166,8 +162,8 @@ class TeamOrchestrator:
 
     async def pause_team(self, team_id: str, *, actor: str = "api") -> Team:
         def decide(team: Team) -> TeamChange:
-            _expect(team, (TeamStatus.ACTIVE,), "pause")
-            return TeamChange(changes={"status": TeamStatus.PAUSED}, event="team:paused")
+            move = TEAMS.plan(team.id, team.status, TeamTrigger.PAUSE)
+            return TeamChange(changes={"status": move.to_state}, event=move.event)
 
         team, _ = await self.store.change_team(team_id, decide, actor=actor)
         run = self._runs.get(team_id)
@@ -180,8 +176,8 @@ class TeamOrchestrator:
 
     async def resume_team(self, team_id: str, *, actor: str = "api") -> Team:
         def decide(team: Team) -> TeamChange:
-            _expect(team, (TeamStatus.PAUSED,), "resume")
-            return TeamChange(changes={"status": TeamStatus.ACTIVE}, event="team:resumed")
+            move = TEAMS.plan(team.id, team.status, TeamTrigger.RESUME)
+            return TeamChange(changes={"status": move.to_state}, event=move.event)
 
         team, _ = await self.store.change_team(team_id, decide, actor=actor)
         hold = self._holds.pop(team_id, None)
@@ -220,11 +216,11 @@ class TeamOrchestrator:
             )
 
         def decide(team: Team) -> TeamChange:
-            _expect(team, (TeamStatus.CREATING, *LIVE_TEAM), "scale")
+            move = TEAMS.plan(team.id, team.status, TeamTrigger.SCALE)
             before = team.config.get("size")
             return TeamChange(
                 changes={"config": {**team.config, "size": size}},
-                event="team:scaled",
+                event=move.event,
                 payload={"from": before, "to": size},
             )
 
@@ -244,7 +240,7 @@ class TeamOrchestrator:
     async def complete_team(self, team_id: str, *, actor: str = "api") -> Team:
         """End the team now as completed: its strategy stops and its agents still running are killed."""
         current = await self.store.read_team(team_id)
-        _expect(current, (TeamStatus.CREATING, *LIVE_TEAM), "complete")
+        TEAMS.check(team_id, current.status, TeamTrigger.COMPLETE)
         await self._halt(team_id, reason="team completed on request")
         return await self._finish(team_id, TeamStatus.COMPLETED, {"completedBy": actor}, actor=actor)
 
@@ -391,15 +387,15 @@ class TeamOrchestrator:
 
     async def _finish(self, team_id: str, status: TeamStatus, extra: dict[str, Any], *, actor: str) -> Team:
         now = self.plane.clock.now()
-        event = "team:completed" if status == TeamStatus.COMPLETED else "team:failed"
+        trigger = TeamTrigger.COMPLETE if status == TeamStatus.COMPLETED else TeamTrigger.FAIL
         cost = (await self.store.team_usage(team_id)).get("cost_usd")
 
         def decide(team: Team) -> TeamChange:
-            _expect(team, (TeamStatus.CREATING, *LIVE_TEAM), "complete" if status == TeamStatus.COMPLETED else "fail")
+            move = TEAMS.plan(team.id, team.status, trigger)
             return TeamChange(
-                changes={"status": status, "completed_at": now, "budget_consumed": float(cost or 0.0)},
+                changes={"status": move.to_state, "completed_at": now, "budget_consumed": float(cost or 0.0)},
                 metadata={"run": {**run_state(team), **extra, "endedAt": now.isoformat()}},
-                event=event,
+                event=move.event,
                 payload={k: v for k, v in extra.items() if k in ("error", "completedBy")},
             )
 

@@ -31,6 +31,7 @@ from godel.errors import GodelError
 from godel.scheduler.plane import ControlPlane
 from godel.workflow.definition import WorkflowDefinition
 from godel.workflow.graph import TERMINAL, StepStatus
+from godel.workflow.lifecycle import DELETABLE, WORKFLOWS, WorkflowStatus, WorkflowTrigger
 from godel.workflow.parsing import parse_workflow
 from godel.workflow.records import (
     CANCELLED,
@@ -130,10 +131,12 @@ class WorkflowEngine:
 
     async def start_workflow(self, workflow_id: str) -> Workflow:
         wf = await self.store.get_workflow(workflow_id)
-        started = workflow_event(wf, "workflow:start", {"name": wf.name})
+        move = WORKFLOWS.plan(wf.id, WorkflowStatus(wf.status), WorkflowTrigger.START)
+        started = workflow_event(wf, move.event, {"name": wf.name})
         wf = await self.store.update_workflow(
-            workflow_id, {"status": RUNNING, "started_at": self.plane.clock.now()}, [started], expect=(PENDING,)
-        )
+            workflow_id, {"status": move.to_state.value, "started_at": self.plane.clock.now()}, [started],
+            expect=WORKFLOWS.sources(move.trigger),
+        )  # fmt: skip
         self._launch(workflow_id, parse_workflow(wf.definition))
         return wf
 
@@ -148,12 +151,13 @@ class WorkflowEngine:
 
     async def cancel(self, workflow_id: str, *, reason: str = "cancelled on request") -> Workflow:
         wf = await self.store.get_workflow(workflow_id)
+        move = WORKFLOWS.plan(wf.id, WorkflowStatus(wf.status), WorkflowTrigger.CANCEL)
         # The run and its unfinished steps end in one transaction; their agents are stopped after.
         wf, stopped = await self.store.cancel_workflow(
-            workflow_id, {"status": CANCELLED, "completed_at": self.plane.clock.now()},
-            [workflow_event(wf, "workflow:cancel", {"reason": reason})],
+            workflow_id, {"status": move.to_state.value, "completed_at": self.plane.clock.now()},
+            [workflow_event(wf, move.event, {"reason": reason})],
             lambda step: workflow_event(wf, "workflow:step:cancel", {"stepId": step.step_id, "reason": reason}),
-            expect=(PENDING, RUNNING, PAUSED), finished=tuple(str(s) for s in TERMINAL),
+            expect=WORKFLOWS.sources(move.trigger), finished=tuple(str(s) for s in TERMINAL),
         )  # fmt: skip
         run = self._runs.get(workflow_id)
         if run is not None:
@@ -194,13 +198,10 @@ class WorkflowEngine:
         if force and wf.status not in FINISHED:
             wf = await self.cancel(workflow_id, reason="deleted")
         event = workflow_event(wf, "workflow:delete", {"name": wf.name})
-        await self.store.delete_workflow(workflow_id, [event], expect=(PENDING, *FINISHED))
+        await self.store.delete_workflow(workflow_id, [event], expect=DELETABLE)
 
     async def pause(self, workflow_id: str) -> Workflow:
-        wf = await self.store.get_workflow(workflow_id)
-        wf = await self.store.update_workflow(
-            workflow_id, {"status": PAUSED}, [workflow_event(wf, "workflow:pause", {})], expect=(RUNNING,)
-        )
+        wf = await self._move(workflow_id, WorkflowTrigger.PAUSE)
         run = self._runs.get(workflow_id)
         for step in await self.store.workflow_steps(workflow_id):
             if step.status == RUNNING and step.agent_id is not None and run is not None:
@@ -208,10 +209,7 @@ class WorkflowEngine:
         return wf
 
     async def resume(self, workflow_id: str) -> Workflow:
-        wf = await self.store.get_workflow(workflow_id)
-        wf = await self.store.update_workflow(
-            workflow_id, {"status": RUNNING}, [workflow_event(wf, "workflow:resume", {})], expect=(PAUSED,)
-        )
+        wf = await self._move(workflow_id, WorkflowTrigger.RESUME)
         for step in await self.store.workflow_steps(workflow_id):
             if step.status == RUNNING and step.agent_id is not None:
                 agent = await self.plane.get(step.agent_id)
@@ -302,6 +300,15 @@ class WorkflowEngine:
             return None
         return definition.timeout - (self.plane.clock.now() - wf.started_at).total_seconds()
 
+    async def _move(self, workflow_id: str, trigger: WorkflowTrigger) -> Workflow:
+        """A move of the run that changes only its status: planned on the row read, written guarded by the table."""
+        wf = await self.store.get_workflow(workflow_id)
+        move = WORKFLOWS.plan(wf.id, WorkflowStatus(wf.status), trigger)
+        return await self.store.update_workflow(
+            workflow_id, {"status": move.to_state.value}, [workflow_event(wf, move.event, {})],
+            expect=WORKFLOWS.sources(trigger),
+        )  # fmt: skip
+
     async def _finish(self, run: Run, status: str, reason: str | None) -> None:
         wf = await self.store.get_workflow(run.workflow_id)
         if wf.status in FINISHED:
@@ -310,9 +317,11 @@ class WorkflowEngine:
             if step.status not in TERMINAL and step.status != RUNNING:
                 await set_step(self.store, wf, step.step_id, {"status": CANCELLED}, "workflow:step:cancel",
                                      {"reason": reason or "the workflow ended"})  # fmt: skip
-        kind = "workflow:complete" if status == COMPLETED else "workflow:fail"
-        event = workflow_event(wf, kind, {"status": status, "reason": reason})
+        trigger = WorkflowTrigger.COMPLETE if status == COMPLETED else WorkflowTrigger.FAIL
+        move = WORKFLOWS.plan(wf.id, WorkflowStatus(wf.status), trigger)
+        event = workflow_event(wf, move.event, {"status": status, "reason": reason})
         await self.store.update_workflow(
-            run.workflow_id, {"status": status, "completed_at": self.plane.clock.now(), "current_step_id": None},
-            [event], expect=(RUNNING, PAUSED),
+            run.workflow_id, {"status": move.to_state.value, "completed_at": self.plane.clock.now(),
+                              "current_step_id": None},
+            [event], expect=WORKFLOWS.sources(trigger),
         )  # fmt: skip

@@ -12,10 +12,12 @@ from typing import Any, Protocol
 from godel.core.events import Event, make_event
 from godel.core.models import Workflow, WorkflowStep
 from godel.core.ports import Page
+from godel.workflow.lifecycle import FINISHED as FINISHED
+from godel.workflow.lifecycle import WorkflowStatus
 
-PENDING, RUNNING, PAUSED = "pending", "running", "paused"
-COMPLETED, FAILED, CANCELLED = "completed", "failed", "cancelled"
-FINISHED = (COMPLETED, FAILED, CANCELLED)
+# The run's statuses (its machine is in ``lifecycle``), by the short names the engine has always used.
+PENDING, RUNNING, PAUSED = WorkflowStatus.PENDING, WorkflowStatus.RUNNING, WorkflowStatus.PAUSED
+COMPLETED, FAILED, CANCELLED = WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.CANCELLED
 
 
 class WorkflowRows(Protocol):
