@@ -5,14 +5,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
 
 from godel.cli.output import print_json, print_line
-from godel.client import GodelClient
 from godel.errors import AgentNotFoundError, GodelError
+
+if TYPE_CHECKING:
+    import httpx
+
+    from godel.client import GodelClient
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the API's data payload as JSON, nothing else.")]
 
@@ -32,6 +35,8 @@ class CliState:
 
     def client(self, ctx: typer.Context) -> GodelClient:
         if self._client is None:
+            from godel.client import GodelClient  # httpx and the SDK: only for the commands that call the server
+
             self._client = GodelClient(self.url, timeout=self.timeout, transport=self.transport)
             ctx.find_root().call_on_close(self._client.close)
         return self._client

@@ -1,0 +1,31 @@
+"""The root command loads each noun on first use: what `godel --help` lists without loading them must be what
+they say of themselves, and every entry must load."""
+
+from __future__ import annotations
+
+import typer
+from typer.testing import CliRunner
+
+from godel.cli.main import COMMANDS, GodelGroup, app, load_command
+
+
+def test_every_entry_loads_under_its_name() -> None:
+    for name in COMMANDS:
+        assert load_command(name).name == name
+
+
+def test_the_listing_without_loading_is_the_listing_after_loading() -> None:
+    group = typer.main.get_command(app)
+    assert isinstance(group, GodelGroup)
+    with group.make_context("godel", ["--help"], resilient_parsing=True) as ctx:
+        lazy = group.get_help(ctx)
+        assert not group.commands  # nothing loaded to list them
+        for name in COMMANDS:
+            group.commands[name] = load_command(name)
+        loaded = group.get_help(ctx)
+    assert lazy == loaded
+
+
+def test_a_noun_with_one_verb_stays_a_group() -> None:
+    result = CliRunner().invoke(app, ["dev", "--help"])
+    assert result.exit_code == 0 and "model" in result.stdout
