@@ -1,8 +1,7 @@
-"""What every command shares: the global options, the client built from them, and agent-id resolution."""
+"""What every command shares: the global options and the client built from them."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
@@ -10,7 +9,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from godel.cli.output import print_json, print_line
-from godel.errors import AgentNotFoundError, GodelError
 
 if TYPE_CHECKING:
     import httpx
@@ -18,11 +16,6 @@ if TYPE_CHECKING:
     from godel.client import GodelClient
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the API's data payload as JSON, nothing else.")]
-
-
-class AmbiguousIdError(GodelError):
-    code = "AMBIGUOUS_ID"
-    status_code = 400
 
 
 @dataclass
@@ -53,26 +46,6 @@ def client(ctx: typer.Context) -> GodelClient:
 def wants_json(ctx: typer.Context, flag: bool) -> bool:
     """``--json`` may be given before the noun (global) or after the verb (per command)."""
     return flag or state(ctx).json
-
-
-def is_full_id(ref: str) -> bool:
-    try:
-        return str(uuid.UUID(ref)) == ref.lower()
-    except ValueError:
-        return False
-
-
-def agent_id(ctx: typer.Context, ref: str) -> str:
-    """A full agent id from a full id or a unique prefix of one (tables show ids shortened)."""
-    if is_full_id(ref):
-        return ref
-    prefix = ref.lower()
-    matches = [a["id"] for a in client(ctx).iter_agents(limit=500) if prefix and a["id"].startswith(prefix)]
-    if len(matches) == 1:
-        return str(matches[0])
-    if not matches:
-        raise AgentNotFoundError(ref)
-    raise AmbiguousIdError(f"{ref!r} matches {len(matches)} agents; give more of the id", details={"matches": matches})
 
 
 def action_commands(
