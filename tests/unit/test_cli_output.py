@@ -213,7 +213,7 @@ def test_events_tail_prints_one_line_per_event() -> None:
             return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=stream.encode())
         raise httpx.ConnectError("refused", request=request)  # the server went away: tail gives up
 
-    result = invoke(handler, "events", "tail", "-p", "agent:*")
+    result = invoke(handler, "events", "tail", "-p", "agent:*", "-n", "0")  # only the stream: no past events
     assert result.stdout == f'7\t1970-01-01T00:00:00.000+00:00\tagent:start\t{A1}\t{{"a":1}}\n'
     assert result.exit_code == 3
 
