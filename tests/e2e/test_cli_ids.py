@@ -39,11 +39,27 @@ def test_merge_takes_a_team_prefix(godel: Godel, cli_home: Path) -> None:
     assert len([f for f in files if f.startswith("by-")]) == 2
 
 
-def test_an_unknown_team_or_workflow_prefix_is_not_found_before_anything_is_sent(godel: Godel, cli_repo: Path) -> None:
-    for option, code in (("--team", "TEAM_NOT_FOUND"), ("--workflow", "WORKFLOW_NOT_FOUND")):
-        result = godel.run("merge", "--repo", str(cli_repo), "--into", "x", option, "ffffffff", expect=1)
-        assert result.stderr.startswith("error: ") and f"({code})" in result.stderr
-        assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+WORKFLOW = """name: two-files
+steps:
+  - id: one
+    command: 'echo one > one.txt'
+  - id: two
+    command: 'echo two > two.txt'
+"""
+
+
+def test_merge_takes_a_workflow_prefix(godel: Godel, cli_home: Path) -> None:
+    repo = make_repo(cli_home / f"merge-{uuid.uuid4().hex[:6]}", {"README.md": "# r\n"})
+    definition = repo.parent / f"{repo.name}.yaml"
+    definition.write_text(WORKFLOW)
+    run = godel.json("workflow", "run", str(definition), "--repo", str(repo), "--wait")
+    assert run["status"] == "completed", run
+    assert godel.json("workflow", "show", run["id"][:8])["id"] == run["id"]
+    result = godel.run("merge", "--repo", str(repo), "--into", "integration", "--workflow", run["id"][:8], "--json")
+    assert [r["status"] for r in json.loads(result.stdout)] == ["merged", "merged"]
+    files = subprocess.run(["git", "-C", str(repo), "ls-tree", "--name-only", "integration"], capture_output=True,
+                           text=True, check=True).stdout.split()  # fmt: skip
+    assert {"one.txt", "two.txt"} <= set(files)
 
 
 def test_an_ambiguous_prefix_is_one_line_listing_the_candidates(godel: Godel, cli_server: ServerProcess,

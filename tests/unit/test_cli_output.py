@@ -238,7 +238,10 @@ def test_field_errors_are_printed_one_per_line() -> None:
 
 
 def test_unknown_prefix_is_agent_not_found() -> None:
-    result = invoke(routes({("GET", "/api/v1/agents"): ok(PAGE)}), "agent", "pause", "ffff")
+    # Nothing listed begins with it: it goes to the server as given, whose answer is the not-found error.
+    missing = fail(404, "AGENT_NOT_FOUND", "agent 'ffff' not found")
+    table = {("GET", "/api/v1/agents"): ok(PAGE), ("POST", "/api/v1/agents/ffff/pause"): missing}
+    result = invoke(routes(table), "agent", "pause", "ffff")
     assert result.exit_code == 1
     assert result.stderr == "error: agent 'ffff' not found (AGENT_NOT_FOUND)\n"
 

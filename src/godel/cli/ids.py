@@ -1,9 +1,10 @@
 """Ids as people type them: a full id, or a unique prefix of one (tables show ids shortened to 8 characters).
 
-One resolver for every kind of id an argument or option takes. A full uuid is used as it is, with no request; any
-other reference is looked up among the ids the API lists for that kind (every page): an exact id wins, else the
-one id it begins. Several: one error line listing them. None: the kind's not-found error, or, for kinds whose
-server answer names the missing id well enough (keys, budgets), the reference goes to the server as given.
+One resolver for every kind of id an argument or option takes. A full uuid is used as it is, with no request,
+and so is a reference no uuid can begin (``no-such-team``); any other reference is looked up among the ids the
+API lists for that kind (every page): an exact id wins, else the one id it begins. Several: one error line listing
+them. None: the reference goes to the server as given, whose answer is the not-found error (or, for a filter, an
+empty result) -- one source of truth for what exists.
 """
 
 from __future__ import annotations
@@ -15,18 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from godel.errors import (
-    AgentNotFoundError,
-    GodelError,
-    TaskNotFoundError,
-    TeamNotFoundError,
-    WorkflowNotFoundError,
-)
+from godel.errors import GodelError
 
 if TYPE_CHECKING:
     from godel.client import GodelClient
 
 PAGE = 200
+UUID_CHARACTERS = frozenset("0123456789abcdef-")
 SHOWN_CANDIDATES = 5
 
 
@@ -43,15 +39,13 @@ class Kind:
     noun: str
     pages: Callable[[GodelClient, str | None, str | None], Page]
     """One page of this kind's listing: ``(client, cursor, owner)``; ``owner`` is the user of a user's API key."""
-    missing: Callable[[str], GodelError] | None = None
-    """The error for a reference that matches nothing; None: send it to the server as given."""
 
 
 KINDS: dict[str, Kind] = {
-    "agent": Kind("agent", lambda c, cur, _: c.list_agents(limit=PAGE, cursor=cur), AgentNotFoundError),
-    "task": Kind("task", lambda c, cur, _: c.list_tasks(limit=PAGE, cursor=cur), TaskNotFoundError),
-    "team": Kind("team", lambda c, cur, _: c.list_teams(limit=PAGE, cursor=cur), TeamNotFoundError),
-    "workflow": Kind("workflow", lambda c, cur, _: c.list_workflows(limit=PAGE, cursor=cur), WorkflowNotFoundError),
+    "agent": Kind("agent", lambda c, cur, _: c.list_agents(limit=PAGE, cursor=cur)),
+    "task": Kind("task", lambda c, cur, _: c.list_tasks(limit=PAGE, cursor=cur)),
+    "team": Kind("team", lambda c, cur, _: c.list_teams(limit=PAGE, cursor=cur)),
+    "workflow": Kind("workflow", lambda c, cur, _: c.list_workflows(limit=PAGE, cursor=cur)),
     "key": Kind("key", lambda c, _cur, _o: c.list_keys(revoked=True)),
     "budget": Kind("budget", lambda c, _cur, _o: c.budgets()),
     "user key": Kind("key", lambda c, _cur, owner: c.list_api_keys(str(owner), revoked=True)),
@@ -80,10 +74,10 @@ def resolve(ctx: typer.Context, kind_name: str, ref: str, *, owner: str | None =
     """The full id that ``ref`` stands for among the ids of ``kind_name`` (a key of ``KINDS``)."""
     from godel.cli.context import client  # not at import: context builds the client
 
-    if is_full_id(ref):
-        return ref
-    kind = KINDS[kind_name]
     prefix = ref.strip().lower()
+    if is_full_id(ref) or not set(prefix) <= UUID_CHARACTERS:
+        return ref  # a whole id, or one no id can begin (ids are uuids): no listing to read
+    kind = KINDS[kind_name]
     matches: list[str] = []
     for full in _ids(client(ctx), kind, owner):
         if full.lower() == prefix:
@@ -96,9 +90,7 @@ def resolve(ctx: typer.Context, kind_name: str, ref: str, *, owner: str | None =
         shown = ", ".join(matches[:SHOWN_CANDIDATES]) + (", …" if len(matches) > SHOWN_CANDIDATES else "")
         raise AmbiguousIdError(f"{ref!r} matches {len(matches)} {kind.noun}s ({shown}); give more of the id",
                                details={"matches": matches})  # fmt: skip
-    if kind.missing is None:
-        return ref
-    raise kind.missing(ref)
+    return ref
 
 
 def resolve_optional(ctx: typer.Context, kind_name: str, ref: str | None) -> str | None:
