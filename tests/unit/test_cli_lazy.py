@@ -3,10 +3,12 @@ they say of themselves, and every entry must load."""
 
 from __future__ import annotations
 
+import importlib
+
 import typer
 from typer.testing import CliRunner
 
-from godel.cli.main import COMMANDS, GodelGroup, app, load_command
+from godel.cli.main import COMMANDS, GodelGroup, Verbs, app, load_command
 
 
 def test_every_entry_loads_under_its_name() -> None:
@@ -29,3 +31,24 @@ def test_the_listing_without_loading_is_the_listing_after_loading() -> None:
 def test_a_noun_with_one_verb_stays_a_group() -> None:
     result = CliRunner().invoke(app, ["dev", "--help"])
     assert result.exit_code == 0 and "model" in result.stdout
+
+
+def test_a_verb_is_built_when_named_only() -> None:
+    agent = load_command("agent")
+    assert isinstance(agent, Verbs) and not agent.commands
+    with agent.make_context("agent", ["list"], resilient_parsing=True) as ctx:
+        assert agent.get_command(ctx, "list").name == "list"
+    assert list(agent.commands) == ["list"]
+
+
+def test_each_noun_helps_as_typer_would_build_it_whole() -> None:
+    for name, (module, attribute, _) in COMMANDS.items():
+        target = getattr(importlib.import_module(module), attribute)
+        if not isinstance(target, typer.Typer):
+            continue
+        lazy, whole = Verbs.of(target), typer.main.get_group(target)
+        with (
+            lazy.make_context(name, [], resilient_parsing=True) as a,
+            whole.make_context(name, [], resilient_parsing=True) as b,
+        ):
+            assert lazy.get_help(a) == whole.get_help(b), name

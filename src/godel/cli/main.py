@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from typer.core import TyperCommand, TyperGroup
+from typer.models import CommandInfo
 
 import godel
 from godel.errors import GodelError, ServerNotRunningError
@@ -55,16 +56,49 @@ def load_command(name: str) -> Any:
     """The Click command of one entry of ``COMMANDS``, its module imported now."""
     module, attribute, _ = COMMANDS[name]
     target = getattr(importlib.import_module(module), attribute)
+    command: Any
     if isinstance(target, typer.Typer):
-        # A group even when it has one verb (`godel dev model`), as `add_typer` would make it.
-        command: Any = typer.main.get_group(target)
+        command = Verbs.of(target)
     else:
         # A plain function: a Typer holding it alone becomes a single command.
-        single = typer.Typer()
+        single = typer.Typer(add_completion=False)
         single.command(name)(target)
         command = typer.main.get_command(single)
     command.name = name
     return command
+
+
+class Verbs(TyperGroup):
+    """A noun whose verbs are each built when named: Typer reads every parameter's annotation to build a command,
+    and `godel agent list` needs one of the agent's fourteen verbs, not all of them."""
+
+    unbuilt: dict[str, CommandInfo]
+
+    @classmethod
+    def of(cls, noun: typer.Typer) -> Verbs:
+        # The noun as Typer builds it (help, options, sub-nouns such as `user key`), verbs left out.
+        shell = copy.copy(noun)
+        shell.info = copy.copy(noun.info)
+        shell.info.cls = cls
+        shell.registered_commands = []
+        group = typer.main.get_group(shell)  # a group even with one verb (`godel dev model`), as `add_typer` makes
+        assert isinstance(group, cls)
+        group.unbuilt = {
+            info.name or typer.main.get_command_name(info.callback.__name__): info
+            for info in noun.registered_commands
+            if info.callback is not None
+        }
+        return group
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*self.unbuilt, *(name for name in self.commands if name not in self.unbuilt)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in self.commands and cmd_name in self.unbuilt:
+            one = typer.Typer(add_completion=False)  # completion belongs to the root only
+            one.registered_commands.append(self.unbuilt[cmd_name])
+            self.commands[cmd_name] = typer.main.get_command(one)
+        return self.commands.get(cmd_name)
 
 
 class GodelGroup(TyperGroup):
