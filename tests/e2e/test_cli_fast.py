@@ -108,3 +108,17 @@ def test_serve_names_a_bad_environment_variable(tmp_path: Path) -> None:
     assert result.stderr == (
         "error: environment variable GODEL_ON_SHUTDOWN: input should be 'leave' or 'terminate' (got 'explode')\n"
     )
+
+
+def test_plain_http_skips_the_certificate_store_and_would_trust_nothing() -> None:
+    import ssl
+
+    from godel.cli.context import plain_http_transport
+
+    assert plain_http_transport("https://godel.example") is None  # https: httpx's own, certificates verified
+    transport = plain_http_transport("http://127.0.0.1:7373")
+    assert transport is not None
+    context = transport._pool._ssl_context  # type: ignore[attr-defined]
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert context.cert_store_stats()["x509_ca"] == 0  # no anchor: a TLS server would be refused, never trusted

@@ -20,7 +20,7 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print the API's data pay
 
 @dataclass
 class CliState:
-    url: str | None = None  # None: GODEL_URL, else Settings().url (resolved by the client)
+    url: str | None = None  # None: GODEL_URL, else the settings files' url
     json: bool = False
     timeout: float = 30.0
     transport: httpx.BaseTransport | None = None  # only tests set it; the CLI always talks real HTTP
@@ -29,10 +29,26 @@ class CliState:
     def client(self, ctx: typer.Context) -> GodelClient:
         if self._client is None:
             from godel.client import GodelClient  # httpx and the SDK: only for the commands that call the server
+            from godel.settings_files import client_settings
 
-            self._client = GodelClient(self.url, timeout=self.timeout, transport=self.transport)
+            url = self.url or client_settings().url
+            transport = self.transport or plain_http_transport(url)
+            self._client = GodelClient(url, timeout=self.timeout, transport=transport)
             ctx.find_root().call_on_close(self._client.close)
         return self._client
+
+
+def plain_http_transport(url: str) -> httpx.BaseTransport | None:
+    """For an ``http://`` server, a transport that skips loading the certificate store: httpx loads it for every
+    client (40-100 ms, a fifth of a CLI call) though plain HTTP never uses it. Its TLS context trusts no
+    certificate, so were it ever asked to speak TLS it would refuse, never trust. None (httpx's own) for https."""
+    if not url.lower().startswith("http://"):
+        return None
+    import ssl
+
+    import httpx
+
+    return httpx.HTTPTransport(verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
 
 
 def state(ctx: typer.Context) -> CliState:
