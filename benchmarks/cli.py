@@ -3,11 +3,11 @@
 A real ``godel serve`` (SQLite on tmpfs, its own ``GODEL_HOME``, authentication on, 20 agents) answers
 ``godel agent list``; ``godel --help`` and ``godel --version`` need no server. Every command is started the same
 way, ``python -m godel …`` with the interpreter of this run, from bytecode (as installed), its output to a pipe,
-and timed from start to exit. The baselines are started the same way in the same rounds: ``python -c pass`` (the interpreter alone)
-and ``python -c 'import httpx'`` (the HTTP client the CLI talks through). One more, the floor of this CLI's
-libraries, is recorded in the notes: ``import typer, pydantic, httpx, asyncio`` (Typer ≥ 0.2x coerces every
-option through pydantic; the SDK's package imports asyncio for its async client). Each round runs every command
-once, in an order rotated from round to round, so that all sides see the same machine.
+and timed from start to exit. The baselines are started the same way in the same rounds: ``python -c pass``
+(the interpreter alone) and ``python -c 'import httpx'`` (the HTTP client the CLI talks through). One more, the
+floor of this CLI's libraries, is recorded in the notes: ``import typer, pydantic, httpx, asyncio`` (Typer 0.29
+coerces every option through pydantic; the SDK's package imports asyncio for its async client). Each round runs
+every command once, in an order rotated from round to round, so that all sides see the same machine.
 
 Target (issue 11): ``godel --help`` and ``godel agent list`` in at most 300 ms at p50.
 
