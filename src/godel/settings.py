@@ -8,10 +8,13 @@ the *names* of environment variables that hold them. The environment is read onl
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Any, Literal
 
+import pydantic
+import pydantic_settings
 from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -21,17 +24,11 @@ from pydantic_settings import (
 )
 
 from godel.providers.config import ProviderConfig, RateLimit
-
-
-def _toml_files() -> list[Path]:
-    files = [Path.home() / ".config" / "godel" / "config.toml"]
-    explicit = os.environ.get("GODEL_CONFIG")
-    files.append(Path(explicit) if explicit else Path("godel.toml"))
-    return [f for f in files if f.is_file()]
+from godel.settings_files import SettingsError, read_toml, toml_files, unknown_key
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GODEL_", extra="ignore", use_attribute_docstrings=True)
+    model_config = SettingsConfigDict(env_prefix="GODEL_", extra="forbid", use_attribute_docstrings=True)
 
     home: Path = Field(default_factory=lambda: Path.home() / ".godel")
     """Where Godel keeps its data: ``godel.db``, ``logs/``, ``worktrees/``, ``run/``."""
@@ -47,7 +44,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     """Address ``godel serve`` binds. Keep 127.0.0.1 unless the API is protected."""
 
-    port: int = 7373
+    port: int = Field(default=7373, ge=0, le=65535)
     """Port ``godel serve`` listens on."""
 
     url: str = "http://127.0.0.1:7373"
@@ -295,7 +292,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Later files win among themselves, so the repo's godel.toml goes before the user's config.
-        tomls = [TomlConfigSettingsSource(settings_cls, toml_file=f) for f in reversed(_toml_files())]
+        tomls = [TomlConfigSettingsSource(settings_cls, toml_file=f) for f in reversed(toml_files())]
         return (init_settings, env_settings, *tomls)
 
     @property
@@ -323,3 +320,54 @@ class Settings(BaseSettings):
     @property
     def logs_dir(self) -> Path:
         return self.home / "logs"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """``Settings(**overrides)`` for an entry point (``godel serve``): whatever is wrong in the files, the
+    environment or the flags becomes a ``SettingsError`` whose message is one line naming where the bad value is,
+    the key and what it should be, instead of pydantic's multi-line report."""
+    files = toml_files()
+    for path in files:
+        read_toml(path)  # the syntax and the keys, with the same messages as the CLI's client-side check
+    try:
+        return Settings(**overrides)
+    except pydantic.ValidationError as exc:
+        raise SettingsError(_one_line(exc, overrides, files)) from None
+    except pydantic_settings.SettingsError as exc:
+        # A GODEL_* variable of a list or table setting that is not JSON: pydantic-settings names only the field.
+        found = re.search(r'field "(\w+)"', str(exc))
+        name = found.group(1) if found else "?"
+        raise SettingsError(f"environment variable GODEL_{name.upper()}: not valid JSON for this setting") from None
+
+
+def _one_line(exc: pydantic.ValidationError, overrides: dict[str, Any], files: list[Path]) -> str:
+    errors = exc.errors()
+    first = errors[0]
+    loc = [str(part) for part in first["loc"]]
+    top = loc[0] if loc else "?"
+    where = _origin(top, overrides, files)
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    if first["type"] == "extra_forbidden" and len(loc) == 1:
+        return unknown_key(where, top) + more
+    message = first["msg"][0].lower() + first["msg"][1:]
+    if first["type"] == "extra_forbidden":
+        message = "not a known key here"
+    # A variable or a flag names the setting already; a file needs the key, a table the path inside it.
+    key = "" if len(loc) == 1 and not where.endswith(".toml") else ".".join(loc) + ": "
+    return f"{where}: {key}{message} (got {first['input']!r}){more}"
+
+
+def _origin(key: str, overrides: dict[str, Any], files: list[Path]) -> str:
+    """Where the value of setting ``key`` came from, following the precedence: a flag, the environment, the
+    last file that sets it."""
+    if key in overrides:
+        return f"--{key.replace('_', '-')}"
+    if f"GODEL_{key.upper()}" in {name.upper() for name in os.environ}:
+        return f"environment variable GODEL_{key.upper()}"
+    for path in reversed(files):
+        try:
+            if key in read_toml(path):
+                return str(path)
+        except SettingsError:
+            continue
+    return "settings"

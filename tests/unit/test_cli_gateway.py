@@ -315,7 +315,7 @@ def test_key_revoke_of_an_ambiguous_prefix_is_refused() -> None:
     seen: list[httpx.Request] = []
     result = invoke(routes({("GET", "/api/v1/keys"): ok({"items": [KEY, AGENT_KEY]})}, seen), "key", "revoke", "7d1c")
     assert result.exit_code == 1
-    assert result.stderr == "error: '7d1c' matches 2 keys; give more of the id (AMBIGUOUS_ID)\n"
+    assert result.stderr == f"error: '7d1c' matches 2 keys ({K1}, {K2}); give more of the id (AMBIGUOUS_ID)\n"
     assert all(r.method == "GET" for r in seen)
 
 

@@ -213,7 +213,7 @@ def test_events_tail_prints_one_line_per_event() -> None:
             return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=stream.encode())
         raise httpx.ConnectError("refused", request=request)  # the server went away: tail gives up
 
-    result = invoke(handler, "events", "tail", "-p", "agent:*")
+    result = invoke(handler, "events", "tail", "-p", "agent:*", "-n", "0")  # only the stream: no past events
     assert result.stdout == f'7\t1970-01-01T00:00:00.000+00:00\tagent:start\t{A1}\t{{"a":1}}\n'
     assert result.exit_code == 3
 
@@ -238,7 +238,10 @@ def test_field_errors_are_printed_one_per_line() -> None:
 
 
 def test_unknown_prefix_is_agent_not_found() -> None:
-    result = invoke(routes({("GET", "/api/v1/agents"): ok(PAGE)}), "agent", "pause", "ffff")
+    # Nothing listed begins with it: it goes to the server as given, whose answer is the not-found error.
+    missing = fail(404, "AGENT_NOT_FOUND", "agent 'ffff' not found")
+    table = {("GET", "/api/v1/agents"): ok(PAGE), ("POST", "/api/v1/agents/ffff/pause"): missing}
+    result = invoke(routes(table), "agent", "pause", "ffff")
     assert result.exit_code == 1
     assert result.stderr == "error: agent 'ffff' not found (AGENT_NOT_FOUND)\n"
 

@@ -15,6 +15,7 @@ import typer
 
 from godel.cli import output
 from godel.cli.context import JsonFlag, client, state, wants_json
+from godel.cli.ids import resolve
 from godel.cli.output import Column, print_json, print_line, print_record, print_table
 from godel.client import GodelClient
 from godel.client.credentials import forget_login, save_login
@@ -180,11 +181,12 @@ def list_user_keys(
 def revoke_user_key(
     ctx: typer.Context,
     user: Annotated[str, typer.Argument(help="Whose key.")],
-    key_id: Annotated[str, typer.Argument(metavar="KEY_ID", help="The key's id.")],
+    key_id: Annotated[str, typer.Argument(metavar="KEY_ID", help="The key's id (or a unique prefix of one).")],
 ) -> None:
     """Revoke an API key: it stops working at once."""
-    client(ctx).revoke_api_key(user, key_id)
-    print_line(f"key {key_id} revoked")
+    full = resolve(ctx, "user key", key_id, owner=user)
+    client(ctx).revoke_api_key(user, full)
+    print_line(f"key {full} revoked")
 
 
 @role_app.command("list")

@@ -11,7 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-from godel.cli.context import JsonFlag, agent_id, client, wants_json
+from godel.cli.context import JsonFlag, client, wants_json
+from godel.cli.ids import resolve, resolve_optional
 from godel.cli.output import Column, is_tty, print_json, print_line, print_record, print_table
 from godel.core.models import CleanupPolicy
 from godel.core.states import AgentStatus
@@ -136,7 +137,7 @@ def spawn(
         agent=kind,
         model=model,
         env=parse_env(env),
-        team_id=team,
+        team_id=resolve_optional(ctx, "team", team),
     )
     if wants_json(ctx, json_out):
         print_json(agent)
@@ -157,8 +158,8 @@ def list_agents(
 ) -> None:
     """List agents, newest first."""
     godel = client(ctx)
-    filters: dict[str, Any] = {"status": status.value if status else None, "team_id": team}
-    filters |= {"label": label, "model": model, "limit": limit}
+    filters: dict[str, Any] = {"status": status.value if status else None, "label": label, "model": model}
+    filters |= {"team_id": resolve_optional(ctx, "team", team), "limit": limit}
     if all_pages:
         # Several pages have no single payload; print them as one page that has no more after it.
         items = list(godel.iter_agents(**filters))
@@ -180,7 +181,7 @@ def list_agents(
 def show(ctx: typer.Context, ref: AgentRef, json_out: JsonFlag = False) -> None:
     """Show one agent and its state transitions (--json: the agent object only)."""
     godel = client(ctx)
-    agent = godel.get_agent(agent_id(ctx, ref))
+    agent = godel.get_agent(resolve(ctx, "agent", ref))
     if wants_json(ctx, json_out):
         print_json(agent)
         return
@@ -195,7 +196,7 @@ def show(ctx: typer.Context, ref: AgentRef, json_out: JsonFlag = False) -> None:
 def _control(ctx: typer.Context, action: str, ref: str, reason: str | None, json_out: bool) -> None:
     godel = client(ctx)
     control = {"kill": godel.kill, "pause": godel.pause, "resume": godel.resume, "restart": godel.restart}
-    agent = control[action](agent_id(ctx, ref), reason)
+    agent = control[action](resolve(ctx, "agent", ref), reason)
     if wants_json(ctx, json_out):
         print_json(agent)
     else:
@@ -229,7 +230,7 @@ def resume(
     if message is None:
         _control(ctx, "resume", ref, reason, json_out)
         return
-    agent = client(ctx).resume(agent_id(ctx, ref), reason, message=message)
+    agent = client(ctx).resume(resolve(ctx, "agent", ref), reason, message=message)
     if wants_json(ctx, json_out):
         print_json(agent)
     else:
@@ -250,7 +251,7 @@ def remove(
     json_out: JsonFlag = False,
 ) -> None:
     """Delete an agent's record."""
-    result = client(ctx).delete_agent(agent_id(ctx, ref), force=force)
+    result = client(ctx).delete_agent(resolve(ctx, "agent", ref), force=force)
     if wants_json(ctx, json_out):
         print_json(result)
     elif is_tty():

@@ -1,30 +1,26 @@
-"""What every command shares: the global options, the client built from them, and agent-id resolution."""
+"""What every command shares: the global options and the client built from them."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
 
 from godel.cli.output import print_json, print_line
-from godel.client import GodelClient
-from godel.errors import AgentNotFoundError, GodelError
+
+if TYPE_CHECKING:
+    import httpx
+
+    from godel.client import GodelClient
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the API's data payload as JSON, nothing else.")]
 
 
-class AmbiguousIdError(GodelError):
-    code = "AMBIGUOUS_ID"
-    status_code = 400
-
-
 @dataclass
 class CliState:
-    url: str | None = None  # None: GODEL_URL, else Settings().url (resolved by the client)
+    url: str | None = None  # None: GODEL_URL, else the settings files' url
     json: bool = False
     timeout: float = 30.0
     transport: httpx.BaseTransport | None = None  # only tests set it; the CLI always talks real HTTP
@@ -32,9 +28,27 @@ class CliState:
 
     def client(self, ctx: typer.Context) -> GodelClient:
         if self._client is None:
-            self._client = GodelClient(self.url, timeout=self.timeout, transport=self.transport)
+            from godel.client import GodelClient  # httpx and the SDK: only for the commands that call the server
+            from godel.settings_files import client_settings
+
+            url = self.url or client_settings().url
+            transport = self.transport or plain_http_transport(url)
+            self._client = GodelClient(url, timeout=self.timeout, transport=transport)
             ctx.find_root().call_on_close(self._client.close)
         return self._client
+
+
+def plain_http_transport(url: str) -> httpx.BaseTransport | None:
+    """For an ``http://`` server, a transport that skips loading the certificate store: httpx loads it for every
+    client (40-100 ms, a fifth of a CLI call) though plain HTTP never uses it. Its TLS context trusts no
+    certificate, so were it ever asked to speak TLS it would refuse, never trust. None (httpx's own) for https."""
+    if not url.lower().startswith("http://"):
+        return None
+    import ssl
+
+    import httpx
+
+    return httpx.HTTPTransport(verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
 
 
 def state(ctx: typer.Context) -> CliState:
@@ -48,26 +62,6 @@ def client(ctx: typer.Context) -> GodelClient:
 def wants_json(ctx: typer.Context, flag: bool) -> bool:
     """``--json`` may be given before the noun (global) or after the verb (per command)."""
     return flag or state(ctx).json
-
-
-def is_full_id(ref: str) -> bool:
-    try:
-        return str(uuid.UUID(ref)) == ref.lower()
-    except ValueError:
-        return False
-
-
-def agent_id(ctx: typer.Context, ref: str) -> str:
-    """A full agent id from a full id or a unique prefix of one (tables show ids shortened)."""
-    if is_full_id(ref):
-        return ref
-    prefix = ref.lower()
-    matches = [a["id"] for a in client(ctx).iter_agents(limit=500) if prefix and a["id"].startswith(prefix)]
-    if len(matches) == 1:
-        return str(matches[0])
-    if not matches:
-        raise AgentNotFoundError(ref)
-    raise AmbiguousIdError(f"{ref!r} matches {len(matches)} agents; give more of the id", details={"matches": matches})
 
 
 def action_commands(

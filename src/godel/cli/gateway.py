@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
@@ -16,7 +16,8 @@ from typing import Annotated, Any
 import typer
 
 from godel.cli import output
-from godel.cli.context import AmbiguousIdError, JsonFlag, agent_id, client, is_full_id, wants_json
+from godel.cli.context import JsonFlag, client, wants_json
+from godel.cli.ids import is_full_id, resolve
 from godel.cli.output import SHORT_ID, Column, print_json, print_line, print_record, print_table
 
 key_app = typer.Typer(
@@ -114,7 +115,8 @@ def scope_of(ctx: typer.Context, agent: str | None, team: str | None, user: str 
     name, value = given[0]
     if not value.strip():
         raise typer.BadParameter("must not be empty", param_hint=f"--{name}")
-    return name, agent_id(ctx, value) if name == "agent" else value
+    # A team scope is kept as given: the server takes any team id there (a key or a budget may come first).
+    return name, resolve(ctx, "agent", value) if name == "agent" else value
 
 
 def required_scope(ctx: typer.Context, agent: str | None, team: str | None, user: str | None) -> tuple[str, str]:
@@ -122,20 +124,6 @@ def required_scope(ctx: typer.Context, agent: str | None, team: str | None, user
     if scope is None:
         raise ScopeError(f"missing scope: give one of {SCOPE_OPTIONS}")
     return scope
-
-
-def resolve_id(ref: str, items: Callable[[], Iterable[Mapping[str, Any]]], what: str) -> str:
-    """A full id from a full id or a unique prefix of one; an unknown prefix goes to the server as given (its
-    answer is the not-found error)."""
-    if is_full_id(ref):
-        return ref
-    prefix = ref.lower()
-    matches = [str(item["id"]) for item in items() if prefix and str(item["id"]).lower().startswith(prefix)]
-    if len(matches) > 1:
-        raise AmbiguousIdError(
-            f"{ref!r} matches {len(matches)} {what}s; give more of the id", details={"matches": matches}
-        )
-    return matches[0] if matches else ref
 
 
 # Formatting
@@ -297,7 +285,7 @@ def revoke_key(
 ) -> None:
     """Revoke a key: the gateway refuses it from now on."""
     godel = client(ctx)
-    key_id = resolve_id(ref, lambda: godel.list_keys(revoked=True).get("items", []), "key")
+    key_id = resolve(ctx, "key", ref)
     key = godel.revoke_key(key_id)
     if wants_json(ctx, json_out):
         print_json(key)
@@ -386,7 +374,7 @@ def remove_budget(
 ) -> None:
     """Remove a budget: that scope has no limit any more."""
     godel = client(ctx)
-    budget_id = resolve_id(ref, lambda: godel.budgets().get("items", []), "budget")
+    budget_id = resolve(ctx, "budget", ref)
     result = godel.delete_budget(budget_id)
     if wants_json(ctx, json_out):
         print_json(result)

@@ -22,6 +22,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn
 
 from godel.cli import output
 from godel.cli.context import JsonFlag, client, wants_json
+from godel.cli.ids import resolve_optional
 from godel.cli.output import SHORT_ID, Column, print_json, print_line, print_table
 from godel.client import GodelClient
 
@@ -88,7 +89,8 @@ def merge(
         raise typer.BadParameter("must be more than 0", param_hint="--verify-timeout")
     godel = client(ctx)
     job = godel.merge(
-        str(repo.expanduser().resolve()), into, branches, team_id=team, workflow_id=workflow, base=base,
+        str(repo.expanduser().resolve()), into, branches, team_id=resolve_optional(ctx, "team", team),
+        workflow_id=resolve_optional(ctx, "workflow", workflow), base=base,
         verify=verify, verify_timeout=verify_timeout, batch=batch or None, resolve=resolve,
         refinery_agent=refinery_agent, refinery_model=refinery_model,
     )  # fmt: skip

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from godel.errors import GodelError, ValidationError
-from godel.settings import Settings
+from godel.settings import Settings, load_settings
 
 
 def is_loopback(host: str) -> bool:
@@ -52,7 +52,7 @@ def serve(
 ) -> None:
     """Run the Godel server until Ctrl-C (data lives under GODEL_HOME)."""
     overrides: dict[str, Any] = {"host": host, "port": port, "tls_cert": tls_cert, "tls_key": tls_key}
-    settings = Settings(**{key: value for key, value in overrides.items() if value is not None})
+    settings = load_settings(**{key: value for key, value in overrides.items() if value is not None})
     check_exposure(settings)
     try:
         # Imported here so that every other command stays a thin HTTP client that never loads the server.

@@ -13,11 +13,11 @@ from typing import Annotated, Any
 import typer
 
 from godel.cli import output
-from godel.cli.context import AmbiguousIdError, JsonFlag, agent_id, client, is_full_id, wants_json
+from godel.cli.context import JsonFlag, client, wants_json
+from godel.cli.ids import resolve, resolve_optional
 from godel.cli.output import Column, print_json, print_line, print_record, print_table
 from godel.client import GodelClient
 from godel.core.states import TaskStatus
-from godel.errors import NotFoundError
 
 app = typer.Typer(no_args_is_help=True, help="Create, list, assign, complete and retry queued tasks.")
 
@@ -75,24 +75,11 @@ def iter_tasks(godel: GodelClient, **filters: Any) -> Iterator[dict[str, Any]]:
             return
 
 
-def task_id(ctx: typer.Context, ref: str) -> str:
-    """A full task id from a full id or a unique prefix of one."""
-    if is_full_id(ref):
-        return ref
-    prefix = ref.lower()
-    matches = [t["id"] for t in iter_tasks(client(ctx), limit=500) if prefix and t["id"].startswith(prefix)]
-    if len(matches) == 1:
-        return str(matches[0])
-    if not matches:
-        raise NotFoundError(f"task {ref!r} not found", details={"taskId": ref})
-    raise AmbiguousIdError(f"{ref!r} matches {len(matches)} tasks; give more of the id", details={"matches": matches})
-
-
 def target(ctx: typer.Context, agent: str | None, team: str | None, *, required: bool) -> tuple[str | None, str | None]:
     """``(agent id, team id)`` from ``--agent``/``--team`` (an agent prefix resolved to its full id)."""
     if required and agent is None and team is None:
         raise typer.BadParameter("give --agent ID or --team ID", param_hint="--agent/--team")
-    return (agent_id(ctx, agent) if agent else None), team
+    return resolve_optional(ctx, "agent", agent), resolve_optional(ctx, "team", team)
 
 
 def parse_result(text: str | None) -> dict[str, Any] | None:
@@ -183,7 +170,7 @@ def list_tasks(
 @app.command("show")
 def show(ctx: typer.Context, ref: TaskRef, json_out: JsonFlag = False) -> None:
     """Show one task and the history of its attempts."""
-    task = client(ctx).get_task(task_id(ctx, ref))
+    task = client(ctx).get_task(resolve(ctx, "task", ref))
     if wants_json(ctx, json_out):
         print_json(task)
         return
@@ -204,9 +191,8 @@ def assign(
 ) -> None:
     """Assign a pending task to an agent or a team (or a team's task to one agent)."""
     agent_ref, team_ref = target(ctx, agent, team, required=True)
-    show_task(
-        ctx, client(ctx).assign_task(task_id(ctx, ref), agent_id=agent_ref, team_id=team_ref), json_out, "assigned"
-    )
+    assigned = client(ctx).assign_task(resolve(ctx, "task", ref), agent_id=agent_ref, team_id=team_ref)
+    show_task(ctx, assigned, json_out, "assigned")
 
 
 @app.command("claim")
@@ -225,7 +211,7 @@ def complete(
 ) -> None:
     """Complete an assigned task."""
     value = parse_result(result)
-    show_task(ctx, client(ctx).complete_task(task_id(ctx, ref), value), json_out, "completed")
+    show_task(ctx, client(ctx).complete_task(resolve(ctx, "task", ref), value), json_out, "completed")
 
 
 @app.command("fail")
@@ -237,14 +223,14 @@ def fail(
     json_out: JsonFlag = False,
 ) -> None:
     """Fail an assigned task: requeued while attempts remain, else to the dead-letter list."""
-    task = client(ctx).fail_task(task_id(ctx, ref), error, retry=False if no_retry else None)
+    task = client(ctx).fail_task(resolve(ctx, "task", ref), error, retry=False if no_retry else None)
     show_task(ctx, task, json_out, "failed")
 
 
 @app.command("retry")
 def retry(ctx: typer.Context, ref: TaskRef, json_out: JsonFlag = False) -> None:
     """Requeue a dead (or failed) task with a fresh count of attempts."""
-    show_task(ctx, client(ctx).retry_task(task_id(ctx, ref)), json_out, "requeued")
+    show_task(ctx, client(ctx).retry_task(resolve(ctx, "task", ref)), json_out, "requeued")
 
 
 @app.command("cancel")
@@ -255,7 +241,7 @@ def cancel(
     json_out: JsonFlag = False,
 ) -> None:
     """Cancel a pending or assigned task (it ends failed, not in the dead-letter list)."""
-    show_task(ctx, client(ctx).cancel_task(task_id(ctx, ref), reason), json_out, "cancelled")
+    show_task(ctx, client(ctx).cancel_task(resolve(ctx, "task", ref), reason), json_out, "cancelled")
 
 
 @app.command("rm")
@@ -266,7 +252,7 @@ def remove(
     json_out: JsonFlag = False,
 ) -> None:
     """Delete a task (its events stay in the log)."""
-    result = client(ctx).delete_task(task_id(ctx, ref), force=force)
+    result = client(ctx).delete_task(resolve(ctx, "task", ref), force=force)
     if wants_json(ctx, json_out):
         print_json(result)
     elif output.is_tty():

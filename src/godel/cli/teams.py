@@ -16,10 +16,10 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
-from godel.cli.context import AmbiguousIdError, JsonFlag, action_commands, client, is_full_id, wants_json
+from godel.cli.context import JsonFlag, action_commands, client, wants_json
+from godel.cli.ids import resolve
 from godel.cli.output import Column, console, is_tty, print_json, print_line, print_record, print_table
 from godel.client import GodelClient
-from godel.errors import TeamNotFoundError
 
 app = typer.Typer(no_args_is_help=True, help="Run teams of agents: parallel, map-reduce, pipeline or tree.")
 
@@ -48,25 +48,6 @@ AGENT_COLUMNS = (
 )
 SHOWN = ("id", "name", "strategy", "status", "progress", "size", "maxAgents", "error", "budgetAllocated",
          "budgetConsumed", "createdAt", "completedAt")  # fmt: skip
-
-
-def team_id(ctx: typer.Context, ref: str) -> str:
-    if is_full_id(ref):
-        return ref
-    prefix = ref.lower()
-    matches: list[str] = []
-    cursor: str | None = None
-    while True:
-        page = client(ctx).list_teams(limit=200, cursor=cursor)
-        matches += [t["id"] for t in page.get("items", []) if prefix and t["id"].startswith(prefix)]
-        cursor = (page.get("pagination") or {}).get("cursor")
-        if not (page.get("pagination") or {}).get("hasMore") or not cursor:
-            break
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise TeamNotFoundError(ref)
-    raise AmbiguousIdError(f"{ref!r} matches {len(matches)} teams; give more of the id", details={"matches": matches})
 
 
 def _stage(value: str) -> dict[str, str]:
@@ -164,7 +145,7 @@ def show(
     json_out: JsonFlag = False,
 ) -> None:
     """One team, its agents and its result (--watch: follow its progress until it ends)."""
-    tid = team_id(ctx, ref)
+    tid = resolve(ctx, "team", ref)
     if watch:
         _finish(ctx, _follow(ctx, tid, quiet=wants_json(ctx, json_out)), json_out)
         return
@@ -235,7 +216,7 @@ def _follow(ctx: typer.Context, tid: str, *, quiet: bool) -> dict[str, Any]:
 
 
 action_commands(
-    app, "team", lambda ctx, ref, action: client(ctx).team_action(team_id(ctx, ref), action),
+    app, "team", lambda ctx, ref, action: client(ctx).team_action(resolve(ctx, "team", ref), action),
     {
         "start": "Start a team created with --no-start.",
         "pause": "Pause a team: it spawns nothing more and its running agents are paused.",
@@ -254,7 +235,7 @@ def scale(
     json_out: JsonFlag = False,
 ) -> None:
     """Resize a team live: parallel teams spawn or let go agents; map-reduce resizes its worker pool."""
-    data = client(ctx).scale_team(team_id(ctx, ref), size)
+    data = client(ctx).scale_team(resolve(ctx, "team", ref), size)
     if wants_json(ctx, json_out):
         print_json(data)
         return
@@ -270,7 +251,7 @@ def remove(
     json_out: JsonFlag = False,
 ) -> None:
     """Delete a team (its agents and their branches stay)."""
-    data = client(ctx).delete_team(team_id(ctx, ref), force=force)
+    data = client(ctx).delete_team(resolve(ctx, "team", ref), force=force)
     if wants_json(ctx, json_out):
         print_json(data)
     else:

@@ -21,6 +21,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn
 
 from godel.cli.context import JsonFlag, action_commands, client, wants_json
+from godel.cli.ids import resolve
 from godel.cli.output import Column, is_tty, print_json, print_line, print_record, print_table
 from godel.errors import FieldError, WorkflowValidationError
 from godel.workflow import WorkflowDefinition, load_workflow
@@ -115,7 +116,7 @@ STEP_COLUMNS = [
     Column("AGENT", "agentId", "id"),
     Column("OUTPUT / ERROR", lambda s: s.get("error") or s.get("output") or "", max_width=60),
 ]
-WorkflowRef = Annotated[str, typer.Argument(metavar="ID", help="A workflow id.")]
+WorkflowRef = Annotated[str, typer.Argument(metavar="ID", help="A workflow id (or a unique prefix of one).")]
 
 
 @app.command("run")
@@ -214,7 +215,7 @@ def list_runs(
 @app.command("show")
 def show(ctx: typer.Context, ref: WorkflowRef, json_output: JsonFlag = False) -> None:
     """One run and its steps."""
-    data = client(ctx).get_workflow(ref)
+    data = client(ctx).get_workflow(resolve(ctx, "workflow", ref))
     if wants_json(ctx, json_output):
         print_json(data)
         return
@@ -225,14 +226,14 @@ def show(ctx: typer.Context, ref: WorkflowRef, json_output: JsonFlag = False) ->
 
 
 action_commands(
-    app, "workflow", lambda ctx, ref, action: client(ctx).workflow_action(ref, action),
+    app, "workflow", lambda ctx, ref, action: client(ctx).workflow_action(resolve(ctx, "workflow", ref), action),
     {
         "cancel": "Cancel a run: its running steps' agents are killed (a finished run: 409).",
         "pause": "Pause a run: no new step starts and its running agents are paused.",
         "resume": "Resume a paused run.",
         "start": "Start a run submitted without starting it.",
     },
-    ref_help="A workflow id.",
+    ref_help="A workflow id (or a unique prefix of one).",
 )  # fmt: skip
 
 
@@ -244,7 +245,7 @@ def remove(
     json_output: JsonFlag = False,
 ) -> None:
     """Delete a run (its events stay in the log). A running one needs --force, which cancels it first."""
-    data = client(ctx).delete_workflow(ref, force=force)
+    data = client(ctx).delete_workflow(resolve(ctx, "workflow", ref), force=force)
     if wants_json(ctx, json_output):
         print_json(data)
     else:

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from godel.cli.agents import AgentRef, app, print_agent_created, print_agent_state
-from godel.cli.context import JsonFlag, agent_id, client, wants_json
+from godel.cli.context import JsonFlag, client, wants_json
+from godel.cli.ids import resolve
 from godel.cli.output import Column, is_tty, print_diff, print_json, print_json_line, print_line, print_table
 
 SNAPSHOT_COLUMNS = (
@@ -35,7 +36,7 @@ def logs(
 ) -> None:
     """Print an agent's output (-f: follow it; --json with -f prints one JSON object per line)."""
     godel = client(ctx)
-    full_id = agent_id(ctx, ref)
+    full_id = resolve(ctx, "agent", ref)
     as_json = wants_json(ctx, json_out)
     which = stream.value if stream else None
     if not follow:
@@ -60,7 +61,7 @@ def _print_log(item: dict[str, object]) -> None:
 @app.command()
 def diff(ctx: typer.Context, ref: AgentRef, json_out: JsonFlag = False) -> None:
     """Print what the agent changed against its base commit (a git diff)."""
-    data = client(ctx).diff(agent_id(ctx, ref))
+    data = client(ctx).diff(resolve(ctx, "agent", ref))
     if wants_json(ctx, json_out):
         print_json(data)
     else:
@@ -75,7 +76,7 @@ def take_snapshot(
     json_out: JsonFlag = False,
 ) -> None:
     """Record the agent's whole working tree now, to restore or fork from later."""
-    snap = client(ctx).snapshot(agent_id(ctx, ref), label=label)
+    snap = client(ctx).snapshot(resolve(ctx, "agent", ref), label=label)
     if wants_json(ctx, json_out):
         print_json(snap)
     elif is_tty():
@@ -87,7 +88,7 @@ def take_snapshot(
 @app.command()
 def snapshots(ctx: typer.Context, ref: AgentRef, json_out: JsonFlag = False) -> None:
     """List an agent's snapshots."""
-    data = client(ctx).snapshots(agent_id(ctx, ref))
+    data = client(ctx).snapshots(resolve(ctx, "agent", ref))
     if wants_json(ctx, json_out):
         print_json(data)
     else:
@@ -102,7 +103,7 @@ def restore(
     json_out: JsonFlag = False,
 ) -> None:
     """Put the agent's working tree back to a snapshot."""
-    agent = client(ctx).restore(agent_id(ctx, ref), snapshot)
+    agent = client(ctx).restore(resolve(ctx, "agent", ref), snapshot)
     if wants_json(ctx, json_out):
         print_json(agent)
     else:
@@ -129,8 +130,8 @@ def fork(
 ) -> None:
     """Spawn a new agent whose workspace starts from a snapshot of this one (and, with --at, its conversation)."""
     agent = client(ctx).fork(
-        agent_id(ctx, ref), snapshot_id=snapshot, task=task, label=label, command=command, agent=kind, model=model,
-        session_point=at,
+        resolve(ctx, "agent", ref), snapshot_id=snapshot, task=task, label=label, command=command, agent=kind,
+        model=model, session_point=at,
     )  # fmt: skip
     if wants_json(ctx, json_out):
         print_json(agent)

@@ -1,6 +1,6 @@
 """``GodelClient``: the blocking SDK the CLI uses.
 
-with GodelClient() as godel:                      # GODEL_URL, else Settings().url
+with GodelClient() as godel:                      # GODEL_URL, else the settings files' url
     agent = godel.spawn_agent(task="fix it", repo="/src/app", command="make fix")
     for line in godel.follow_logs(agent.id):
         print(line.line)
@@ -24,11 +24,11 @@ from godel.client.errors import ServerNotRunningError
 from godel.client.models import Agent, Event, LogLine
 from godel.client.sse import SSEDecoder, decode
 from godel.client.streams import Resumption, log_item, stream_item
-from godel.settings import Settings
+from godel.settings_files import client_settings
 
 
 def default_url() -> str:
-    return Settings().url
+    return client_settings().url
 
 
 def auth_headers(url: str, headers: Mapping[str, str] | None, api_key: str | None) -> dict[str, str]:
@@ -37,7 +37,7 @@ def auth_headers(url: str, headers: Mapping[str, str] | None, api_key: str | Non
     out = dict(headers or {})
     if any(k.lower() in ("authorization", "x-api-key") for k in out):
         return out
-    key = api_key or find_api_key(url, Settings().home)
+    key = api_key or find_api_key(url, client_settings().home)
     if key:
         out["X-API-Key"] = key
     return out
