@@ -41,6 +41,7 @@ MODULES = {
     "teams": "benchmarks.teams",
     "workflow": "benchmarks.workflow",
     "auth": "benchmarks.auth",
+    "cli": "benchmarks.cli",
 }
 
 
