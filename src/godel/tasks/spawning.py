@@ -21,13 +21,14 @@ unattached (its ``metadata.taskId`` names the task): the task may be worked twic
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from godel.core.models import Agent, Task
 from godel.core.ports import Clock
 from godel.core.states import TaskStatus
-from godel.errors import TaskTransitionError
+from godel.errors import GodelError, TaskTransitionError
 from godel.store.tasks import TaskChange
 from godel.tasks import history as h
 from godel.tasks.ports import TaskStorePort
@@ -66,7 +67,8 @@ async def spawn_for(
         try:
             agent = await make(taken)
         except BaseException:
-            await release(queue, task_id, attempt, "the agent could not be spawned", actor=actor)
+            with contextlib.suppress(GodelError):  # already moved (a sweep, a cancel): the spawn's own error matters
+                await release(queue, task_id, attempt, "the agent could not be spawned", actor=actor)
             raise
         try:
             task = await hand_on(queue, task_id, agent.id, attempt, actor=actor)

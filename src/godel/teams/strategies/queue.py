@@ -20,12 +20,13 @@ Result: ``{"tasks": [{taskId, title, attempt, agentId, state, status}, …] in t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from godel.core.models import Agent, Task
 from godel.core.states import TaskStatus
-from godel.errors import GodelError, TaskTransitionError
+from godel.errors import GodelError, NotFoundError, TaskTransitionError
 from godel.store.tasks import TaskQuery
 from godel.tasks import history as h
 from godel.tasks.spawning import TASK_KEY, hand_on, release, task_text
@@ -75,17 +76,20 @@ async def _work(team: TeamRun, task: Task, record: Record) -> None:
             agent = await team.launch(f"{PREFIX}{task.id}/{attempt}", team.spec.role_of("worker"), task_text(task),
                                       meta={TASK_KEY: task.id, "attempt": attempt})  # fmt: skip
         except GodelError as exc:  # the spawn was refused: the task goes back, the team fails with the reason
-            await release(queue, task.id, attempt, f"the team's agent could not be spawned: {exc.message}",
-                          actor=team.actor)  # fmt: skip
+            with contextlib.suppress(GodelError):
+                await release(queue, task.id, attempt, f"the team's agent could not be spawned: {exc.message}",
+                              actor=team.actor)  # fmt: skip
             raise StepFailed(f"task {task.id}: the agent could not be spawned: {exc.message}") from exc
         await record(task, agent)
         if task.agent_id is None:
             try:
                 await hand_on(queue, task.id, agent.id, attempt, actor=team.actor)
-            except TaskTransitionError:  # cancelled or deleted meanwhile: its agent has nothing left to do
-                await team.plane.kill(agent.id, actor=team.actor, reason=f"task {task.id} was moved")
+            except (TaskTransitionError, NotFoundError):  # cancelled or deleted meanwhile: nothing left to do
+                with contextlib.suppress(GodelError):
+                    await team.plane.kill(agent.id, actor=team.actor, reason=f"task {task.id} was moved")
         ended = await team.wait(agent)
-    await queue.settled(await queue.get(task.id))  # the end applied now, not only when the follower hears of it
+    with contextlib.suppress(NotFoundError):  # the end applied now, not only when the follower hears of it
+        await queue.settled(await queue.get(task.id))
     await record(task, ended)
 
 
