@@ -8,6 +8,7 @@ import asyncio
 import json
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -175,3 +176,18 @@ def test_unknown_ids_and_no_server(server: ServerProcess) -> None:
     down = CliRunner().invoke(app, ["task", "list"], obj=CliState(url="http://127.0.0.1:9"))
     assert down.exit_code == 3
     assert httpx.get(f"{server.url}/health/live").status_code == 200
+
+
+def test_run_spawns_an_agent_that_works_the_task(server: ServerProcess) -> None:
+    repo = make_repo(server.home.parent / "run-repo")
+    task_id = ok(server, "task", "create", "say hello", "-d", "politely").strip()
+    agent_id = ok(server, "task", "run", task_id[:10], "--repo", str(repo), "--command", 'echo "GODEL_RESULT: $1"')
+    agent = server.api("GET", f"/api/v1/agents/{agent_id.strip()}")
+    assert agent["task"] == "say hello\n\npolitely" and agent["metadata"]["taskId"] == task_id
+    deadline = time.monotonic() + 20
+    while task(server, task_id)["status"] != "completed":
+        assert time.monotonic() < deadline, task(server, task_id)
+        time.sleep(0.05)  # polling the server for the follower's verdict
+    assert task(server, task_id)["result"]["result"].startswith("say hello")
+    again = godel(server, "task", "run", task_id, "--repo", str(repo), "--command", "true")
+    assert again.exit_code == 1 and "INVALID_TASK_TRANSITION" in again.stderr and "completed" in again.stderr

@@ -259,11 +259,6 @@ async def test_concurrent_fails_count_every_attempt_once(queue: TaskQueue, store
     assert (await queue.get(task.id)).attempts == 1
 
 
-async def test_the_queue_needs_a_store_with_task_methods() -> None:
-    with pytest.raises(TypeError):
-        TaskQueue(object())
-
-
 async def test_a_failed_task_goes_back_to_whom_it_was_for(queue: Any, store: Any) -> None:
     team = await add_team(store, "takers")
     open_task = await queue.create("for anyone")

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from godel.cli import output
+from godel.cli.agents import parse_env, print_agent_created
 from godel.cli.context import JsonFlag, client, wants_json
 from godel.cli.ids import resolve, resolve_optional
 from godel.cli.output import Column, print_json, print_line, print_record, print_table
@@ -200,6 +202,36 @@ def claim(ctx: typer.Context, agent: AgentOpt = None, team: TeamOpt = None, json
     """Take the next task for an agent or a team (exit 0 and "no task to claim" when the queue has none)."""
     agent_ref, team_ref = target(ctx, agent, team, required=True)
     show_task(ctx, client(ctx).claim_task(agent_id=agent_ref, team_id=team_ref), json_out, "claimed")
+
+
+@app.command("run")
+def run(
+    ctx: typer.Context,
+    ref: TaskRef,
+    repo: Annotated[Path, typer.Option("--repo", help="The git repository the agent works in.")],
+    kind: Annotated[str | None, typer.Option("--agent", help="Agent kind (default: command).")] = None,
+    command: Annotated[str | None, typer.Option("--command", help="Shell command (agent kind 'command').")] = None,
+    model: Annotated[str | None, typer.Option("--model")] = None,
+    base: Annotated[str | None, typer.Option("--base", help="Ref to branch from (default: HEAD).")] = None,
+    label: Annotated[str | None, typer.Option("--label")] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds per attempt.")] = None,
+    max_retries: Annotated[int | None, typer.Option("--max-retries")] = None,
+    env: Annotated[list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE, repeatable.")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Spawn an agent for a pending task: its task is the task's title and description, it holds the task, and
+    the task completes or fails with it."""
+    spawned = client(ctx).spawn_for_task(
+        resolve(ctx, "task", ref),
+        # The server may see the filesystem from another cwd: send an absolute path.
+        repo=str(repo.expanduser().resolve()),
+        agent=kind, command=command, model=model, base_ref=base, label=label, timeout=timeout,
+        max_retries=max_retries, env=parse_env(env),
+    )  # fmt: skip
+    if wants_json(ctx, json_out):
+        print_json(spawned)
+        return
+    print_agent_created(spawned["agent"], f"task {spawned['task']['id']} taken by")
 
 
 @app.command("complete")

@@ -7,7 +7,7 @@ from typing import Any, overload
 from urllib.parse import quote
 
 from godel.client.calls import API, JSON, Calls, Deferred, R, camelize, patterns_param
-from godel.client.models import Page, Task, optional
+from godel.client.models import Agent, Page, Task, optional
 
 
 def task_path(task_id: str, *rest: str) -> str:
@@ -100,6 +100,13 @@ class TaskCalls(Calls[R]):
         body = camelize({"agent_id": agent_id, "team_id": team_id})
         return self._call("POST", f"{API}/tasks/claim", json=body, into=optional(Task))
 
+    def spawn_for_task(self, task_id: str, **fields: Any) -> R:
+        """``POST /tasks/{id}/spawn``: an agent for a pending task, which holds it and settles it when it ends.
+        Keyword arguments as for ``spawn_agent`` (``repo``, ``agent``, ``command``…), without ``task``: the
+        agent's task is the queued task's. Answers ``{"task": Task, "agent": Agent}``; a task that is not pending
+        is a ``ConflictError`` and no agent is spawned."""
+        return self._call("POST", task_path(task_id, "spawn"), json=camelize(fields), into=_spawned)
+
     def start_task(self, task_id: str, *, agent_id: str | None = None) -> R:
         return self._call("POST", task_path(task_id, "start"), json=camelize({"agent_id": agent_id}), into=Task.parse)
 
@@ -121,3 +128,7 @@ class TaskCalls(Calls[R]):
 
     def delete_task(self, task_id: str, *, force: bool = False) -> R:
         return self._call("DELETE", task_path(task_id), params={"force": "true"} if force else None)
+
+
+def _spawned(data: Any) -> dict[str, Any]:
+    return {"task": Task.parse(data["task"]), "agent": Agent.parse(data["agent"])}

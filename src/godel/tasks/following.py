@@ -10,9 +10,10 @@ The follower subscribes to the agents' end events on the bus (``agent:complete``
 An ``agent:error`` after which the scheduler retries the agent (attempts left, or a fallback model) leaves the
 task assigned: the agent's next run may still complete it. At start, and again whenever the subscription had
 to drop events, a sweep settles every assigned task whose agent ended while nobody was listening (the server
-was down), so the outcome reaches the task exactly as if the event had been seen. Settling is idempotent:
-each change checks that the task is still assigned to that agent, so a sweep and an event racing on one task
-change it once.
+was down), so the outcome reaches the task exactly as if the event had been seen. The same sweep puts back
+in the queue a task taken for an agent by a spawn the server did not live to finish (``tasks.spawning``).
+Settling is idempotent: each change checks that the task is still assigned to that agent, so a sweep and an
+event racing on one task change it once.
 """
 
 from __future__ import annotations
@@ -31,13 +32,12 @@ from godel.core.states import AgentState, TaskStatus
 from godel.errors import AgentNotFoundError, ConflictError, GodelError, NotFoundError
 from godel.store.tasks import TaskQuery
 from godel.tasks import history as h
-from godel.tasks.ports import TaskStorePort
+from godel.tasks.spawning import Spawner, interrupted_spawn, release
 
 
-class TaskSettler(Protocol):
-    """What following needs of the queue (``godel.tasks.queue.TaskQueue``): its store, and its two verdicts."""
-
-    store: TaskStorePort
+class TaskSettler(Spawner, Protocol):
+    """What following needs of the queue (``godel.tasks.queue.TaskQueue``): its store, its two verdicts, and
+    what releasing an interrupted spawn needs."""
 
     async def complete(
         self, task_id: str, result: dict[str, Any] | None = None, *, agent_id: str | None = None,
@@ -133,9 +133,14 @@ class AgentFollower:
             await self.settle(task)
 
     async def sweep(self) -> None:
-        """Settle every assigned task whose agent has ended (or is gone)."""
+        """Settle every assigned task whose agent has ended (or is gone); release interrupted spawns."""
         for task in await self._assigned(None):
-            await self.settle(task)
+            if interrupted_spawn(task, self.queue.spawning):
+                why = "the server stopped while an agent was being spawned for it"
+                await self._act(release(self.queue, task.id, (h.open_attempt(task) or {}).get("attempt"), why,
+                                        actor=ACTOR))  # fmt: skip
+            else:
+                await self.settle(task)
 
     async def settle(self, task: Task) -> None:
         if task.status != TaskStatus.ASSIGNED:

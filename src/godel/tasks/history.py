@@ -2,8 +2,9 @@
 
 - ``maxAttempts``: how many failed attempts send the task to the dead-letter list;
 - ``history``: one entry per attempt, oldest first: ``{"attempt", "agentId", "teamId", "claimed",
-  "assignedAt", "startedAt", "endedAt", "outcome" ("completed" | "failed" | "cancelled" | null while it
-  runs), "error"}``;
+  "assignedAt", "startedAt", "endedAt", "outcome" ("completed" | "failed" | "cancelled" | "released" | null
+  while it runs), "error"}``, and ``"spawning": true`` on an attempt taken to spawn an agent for the task
+  (``tasks.spawning``; "released" closes such an attempt when the agent was never made);
 - ``lastError``: the error of the latest failed attempt;
 - ``reservedFor``: ``{"agentId", "teamId"}`` as the task was created (or last assigned by hand), where a
   requeue puts it back: a task for anyone goes back to anyone, not to the team that last held it.
@@ -71,7 +72,7 @@ def with_history(task: Task, history: list[dict[str, Any]], **extra: Any) -> dic
 
 
 def begin_attempt(
-    task: Task, *, agent_id: str | None, team_id: str | None, at: datetime, claimed: bool
+    task: Task, *, agent_id: str | None, team_id: str | None, at: datetime, claimed: bool, **extra: Any
 ) -> dict[str, Any]:
     """Metadata with a new attempt appended (the task is being assigned)."""
     history = history_of(task)
@@ -85,6 +86,7 @@ def begin_attempt(
         "endedAt": None,
         "outcome": None,
         "error": None,
+        **extra,
     }
     return with_history(task, [*history, entry])
 

@@ -8,7 +8,8 @@ agent or team may have, safe under concurrent claimers). ``fail`` puts the task 
 has failed ``maxAttempts`` times; then it goes to the dead-letter list (status ``dead``) with the history of
 every attempt, where ``retry`` can requeue it.
 
-With a bus, ``start()`` also makes assigned tasks follow their agent (``tasks.following``): when the agent
+``spawn_for`` makes an agent for a pending task and hands the task to it (``tasks.spawning``). With a bus,
+``start()`` also makes assigned tasks follow their agent (``tasks.following``): when the agent
 completes, its task completes with the agent's result; when it fails for good, is killed or is deleted, its
 task fails (and is requeued or dead-lettered like any failure).
 """
@@ -27,6 +28,7 @@ from godel.store.tasks import TaskChange, TaskQuery
 from godel.tasks import history as h
 from godel.tasks.following import AgentFollower, agent_verdict
 from godel.tasks.ports import TaskStorePort
+from godel.tasks.spawning import Discard, Make, spawn_for
 from godel.tasks.transitions import TaskTrigger, check
 
 MIN_PRIORITY, MAX_PRIORITY = -1000, 1000
@@ -42,6 +44,7 @@ class TaskQueue:
         self.bus = bus
         self.clock: Clock = clock or SystemClock()
         self._follower: AgentFollower | None = None
+        self.spawning: set[str] = set()  # tasks an agent is being made for in this process (``tasks.spawning``)
 
     # ------------------------------------------------------------------------------------------- lifecycle
 
@@ -135,7 +138,7 @@ class TaskQueue:
             return TaskChange(changes, "task:assigned", payload)
 
         task, _ = await self.store.change_task(task_id, decide, actor=actor)
-        return await self._settled(task)
+        return await self.settled(task)
 
     async def claim(
         self, *, agent_id: str | None = None, team_id: str | None = None, actor: str = "api"
@@ -158,7 +161,11 @@ class TaskQueue:
             return TaskChange(changes, "task:assigned", payload)
 
         claimed = await self.store.claim_task(decide, agent_id=agent_id, team_id=eligible_team, actor=actor)
-        return await self._settled(claimed[0]) if claimed else None
+        return await self.settled(claimed[0]) if claimed else None
+
+    async def spawn_for(self, task_id: str, make: Make, discard: Discard, *, actor: str = "api") -> tuple[Task, Agent]:
+        """Make an agent for a pending task, which then holds it and settles it when it ends (``tasks.spawning``)."""
+        return await spawn_for(self, task_id, make, discard, actor=actor)
 
     async def begin(self, task_id: str, *, agent_id: str | None = None, actor: str = "api") -> Task:
         """Record that work on an assigned task has started (the spec's "start"); an agent named here takes a
@@ -175,7 +182,7 @@ class TaskQueue:
         if agent_id is not None:
             await self._check_refs(agent_id, None)
         task, _ = await self.store.change_task(task_id, decide, actor=actor)
-        return await self._settled(task)
+        return await self.settled(task)
 
     async def complete(
         self,
@@ -285,7 +292,7 @@ class TaskQueue:
 
     # ------------------------------------------------------------------------------------------- helpers
 
-    async def _settled(self, task: Task) -> Task:
+    async def settled(self, task: Task) -> Task:
         """After giving a task to an agent: if that agent ended meanwhile (after the check, before the commit),
         its end event was handled before the task was its, so settle the task now, as the event would have."""
         if self._follower is None or task.agent_id is None:

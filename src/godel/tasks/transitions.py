@@ -5,9 +5,10 @@
        └──fail (attempts left)──┘  └──fail (no attempts left)──▶ dead ──retry──▶ pending
     pending/assigned ──cancel──▶ failed ──retry──▶ pending          (and fail with retry=false ──▶ failed)
 
-``start`` keeps an assigned task assigned and records when its attempt began. A task assigned to a team
-(no agent yet) may be assigned on to one of its agents. ``delete`` is allowed in every status but
-``assigned`` (someone is working on it; delete with force, or fail/cancel it first).
+``start`` keeps an assigned task assigned and records when its attempt began. ``release`` puts back a task
+taken for an agent that was then never made (``tasks.spawning``): no attempt ran, so none is counted.
+A task assigned to a team (no agent yet) may be assigned on to one of its agents. ``delete`` is allowed in
+every status but ``assigned`` (someone is working on it; delete with force, or fail/cancel it first).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class TaskTrigger(StrEnum):
     RETRY = "retry"
     CANCEL = "cancel"
     DELETE = "delete"
+    RELEASE = "release"
 
 
 TABLE: dict[tuple[S, TaskTrigger], frozenset[S]] = {
@@ -38,6 +40,7 @@ TABLE: dict[tuple[S, TaskTrigger], frozenset[S]] = {
     (S.ASSIGNED, TaskTrigger.START): frozenset({S.ASSIGNED}),
     (S.ASSIGNED, TaskTrigger.COMPLETE): frozenset({S.COMPLETED}),
     (S.ASSIGNED, TaskTrigger.FAIL): frozenset({S.PENDING, S.DEAD, S.FAILED}),
+    (S.ASSIGNED, TaskTrigger.RELEASE): frozenset({S.PENDING}),
     (S.DEAD, TaskTrigger.RETRY): frozenset({S.PENDING}),
     (S.FAILED, TaskTrigger.RETRY): frozenset({S.PENDING}),
     (S.PENDING, TaskTrigger.CANCEL): frozenset({S.FAILED}),

@@ -15,7 +15,7 @@ from typing import Any
 from godel.core.models import Team
 from godel.errors import FieldError, UnknownStrategyError, ValidationError
 
-STRATEGIES = ("parallel", "map-reduce", "pipeline", "tree")
+STRATEGIES = ("parallel", "map-reduce", "pipeline", "tree", "queue")
 # Which role fills each slot unless the team's ``roles`` says otherwise.
 DEFAULT_SLOTS = {"coordinator": "coordinator", "worker": "worker", "reduce": "worker", "monitor": "monitor"}
 SLOTS_OF = {
@@ -23,6 +23,7 @@ SLOTS_OF = {
     "map-reduce": ("coordinator", "worker", "reduce"),
     "pipeline": (),
     "tree": ("coordinator", "worker", "reduce"),
+    "queue": ("worker",),
 }
 DEFAULT_AGENT = "pi"
 MAX_AGENTS_LIMIT = 10_000
@@ -104,6 +105,8 @@ class TeamSpec:
             errors.append(FieldError("stages", "a pipeline needs stages (or tasks, or a task)"))
         if task and tasks and strategy != "map-reduce":
             errors.append(FieldError("tasks", "give a task or a list of tasks, not both"))
+        if strategy == "queue" and (task or tasks):
+            errors.append(FieldError("task", "a queue team takes its tasks from the task queue; give none here"))
         if stages and strategy != "pipeline":
             errors.append(FieldError("stages", "only a pipeline has stages"))
         default_size = len(tasks) if tasks and strategy == "parallel" else (4 if strategy == "map-reduce" else 1)
@@ -340,4 +343,6 @@ def first_estimate(spec: TeamSpec) -> int:
         return (len(spec.tasks) if spec.tasks else 1 + spec.size) + 1
     if spec.strategy == "pipeline":
         return len(spec.pipeline_stages())
+    if spec.strategy == "queue":
+        return spec.size  # one task per worker at least; each claim raises it
     return 1 + 2 * spec.fanout if spec.depth else 1

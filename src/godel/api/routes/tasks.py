@@ -1,5 +1,6 @@
 """``/api/v1/tasks``: the durable task queue (create, list, assign or claim, start, complete, fail, retry from
-the dead-letter list, cancel, delete). The service is ``ControlPlane.task_queue`` (``godel.tasks``)."""
+the dead-letter list, cancel, delete, spawn an agent for a task). The service is ``ControlPlane.task_queue``
+(``godel.tasks``)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,26 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from godel.api.access import OWNER_KEY, TASK, allow, may_steer, owned_metadata, visible_owners
+from godel.api.access import (
+    OWNER_KEY,
+    TASK,
+    allow,
+    auth_of,
+    may_steer,
+    owned_metadata,
+    spawn_request,
+    visible_owners,
+)
 from godel.api.deps import Plane
-from godel.api.schemas import Body, ok, page
+from godel.api.schemas import Body, CreateAgent, agent_json, ok, page
 from godel.auth.principal import Principal
-from godel.core.models import Task
+from godel.core.models import Agent, Task
 from godel.core.states import TaskStatus
 from godel.errors import FieldError, PermissionDeniedError, ValidationError
 from godel.tasks import MAX_PRIORITY, MIN_PRIORITY, TaskQuery
 from godel.tasks import history as h
 from godel.tasks.queue import DESCRIPTION_LIMIT, ID_LIMIT, MAX_ATTEMPTS_LIMIT, TITLE_LIMIT
+from godel.tasks.spawning import TASK_KEY, task_text
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 Reader = Annotated[Principal, allow("task:read", on=TASK)]
@@ -55,6 +66,13 @@ class Complete(Body):
 class Fail(Body):
     error: Annotated[str, Field(min_length=1, max_length=100_000)]
     retry: bool = True  # false: failed for good now, not requeued nor dead-lettered
+
+
+class SpawnForTask(CreateAgent):
+    """The agent's options, as for ``POST /agents``; its task is the queued task's title and description."""
+
+    # Narrowed to "absent" on purpose (a task given here would be ignored, so it is refused as a 400 instead).
+    task: Annotated[None, Field(description="leave out: the agent's task is the queued task's")] = None  # type: ignore[assignment]
 
 
 class Cancel(Body):
@@ -205,3 +223,33 @@ async def retry_task(task_id: str, plane: Plane, caller: Updater) -> dict[str, A
 @router.post("/{task_id}/cancel")
 async def cancel_task(task_id: str, plane: Plane, caller: Updater, body: Cancel | None = None) -> dict[str, Any]:
     return ok(task_json(await plane.task_queue.cancel(task_id, body.reason if body else None)))
+
+
+@router.post("/{task_id}/spawn", status_code=201)
+async def spawn_for_task(
+    task_id: str,
+    body: SpawnForTask,
+    plane: Plane,
+    request: Request,
+    caller: Updater,  # the agent takes the task: a change to it
+    creator: Annotated[Principal, allow("agent:create")],
+) -> JSONResponse:
+    """Spawn an agent for a pending task: the agent holds the task from the start, and the task completes or
+    fails with the agent's outcome. A task that is not pending (or is reserved for an agent or a team) is a 409
+    and no agent is spawned."""
+    await may_steer(request, creator, team_id=body.team_id)  # joining a team is a change to that team
+    fields = body.model_dump(exclude={"task"})
+    fields["metadata"] = {**fields.get("metadata", {}), TASK_KEY: task_id}
+    on_behalf = (await auth_of(request).owner_of("agent", creator.agent_id)).id if creator.agent_id else None
+
+    async def make(task: Task) -> Agent:
+        spawn = spawn_request({**fields, "task": task_text(task)}, creator)
+        if on_behalf is not None:  # a sub-agent is also its parent's owner's
+            spawn.metadata["onBehalfOf"] = on_behalf
+        return await plane.spawn(spawn, actor=creator.id)
+
+    async def discard(agent: Agent, why: str) -> None:
+        await plane.kill(agent.id, actor=creator.id, reason=why)
+
+    task, agent = await plane.task_queue.spawn_for(task_id, make, discard, actor=caller.id)
+    return JSONResponse(ok({"task": task_json(task), "agent": agent_json(agent)}), status_code=201)
