@@ -63,6 +63,7 @@ _EVENTS = {
     TaskTrigger.RETRY: "task:requeued",
     TaskTrigger.CANCEL: "task:cancelled",
     TaskTrigger.DELETE: "task:deleted",
+    TaskTrigger.RELEASE: "task:released",
 }
 
 TASKS: Machine[S, TaskTrigger] = Machine("task", TABLE, refuse=TaskTransitionError, event=_event)
