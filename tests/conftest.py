@@ -3,11 +3,13 @@ the root disk cost ~1.5 s each here, on /dev/shm ~50 ms)."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +78,22 @@ def local_admin_headers(home: Path) -> dict[str, str]:
     import json
 
     return {"X-API-Key": json.loads((home / "credentials").read_text())["apiKey"]}
+
+
+@pytest.fixture
+async def _no_leaked_tasks() -> AsyncIterator[None]:
+    """Fails a test that leaves an asyncio task of its own running: every task the code under test starts must be
+    stopped by the code that started it (set up first, so it is checked after every other fixture is torn down)."""
+    before = {t for t in asyncio.all_tasks() if not t.done()}
+    yield
+    for _ in range(3):  # tasks cancelled during teardown finish on their next turns of the loop
+        await asyncio.sleep(0)
+    left = {t for t in asyncio.all_tasks() if not t.done()} - before - {asyncio.current_task()}
+    assert not left, f"tasks left running: {sorted(t.get_name() + ' ' + repr(t.get_coro()) for t in left)}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        function = getattr(item, "function", None)
+        if function is not None and inspect.iscoroutinefunction(function) and hasattr(item, "fixturenames"):
+            item.fixturenames.insert(0, "_no_leaked_tasks")

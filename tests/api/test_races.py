@@ -174,6 +174,16 @@ async def test_restart_keeps_the_stopped_runs_last_output(manual: ControlPlane, 
     assert got[:2] == ["hello", "bye"] and got.count("bye") == 1  # (the shell may add "Terminated")
 
 
+async def die(plane: ControlPlane) -> None:
+    """The server dies here: its work stops where it is (nothing graceful is recorded), its connections close."""
+    for task in [*plane.supervisor._work, *plane.supervisor._timers]:
+        task.cancel()
+    await asyncio.gather(*plane.supervisor._work, *plane.supervisor._timers, return_exceptions=True)
+    await plane.waiter.stop()  # listeners only: they record nothing
+    await plane.task_queue.stop()
+    await plane.store.close()
+
+
 async def _crash_at(plane: ControlPlane, monkeypatch: pytest.MonkeyPatch, trigger: str) -> None:
     """From now on the server 'dies' (its task is cancelled) the moment it would record ``trigger``."""
     real = plane.store.transition_agent
@@ -204,7 +214,7 @@ async def test_crash_after_the_launch_adopts_the_unrecorded_process(
     await until(recorded)
     pid = int(pid_file.read_text().split()[0])
     assert psutil.pid_exists(pid) and (await plane.store.get_agent(agent.id)).state == AgentState.SPAWNING
-    await plane.store.close()
+    await die(plane)
 
     second = ControlPlane(manual_settings)  # the restarted server
     await second.start(background=False)
@@ -239,7 +249,7 @@ async def test_crash_before_the_launch_queues_the_agent_again(
     await settle(plane)
     assert (await plane.store.get_agent(agent.id)).state == AgentState.SPAWNING
     assert not (manual_settings.logs_dir / agent.id / "pid").exists()  # nothing was launched
-    await plane.store.close()
+    await die(plane)
 
     second = ControlPlane(manual_settings)
     await second.start(background=False)
@@ -391,7 +401,7 @@ async def test_a_crash_between_a_failure_and_its_retry_still_retries(
     await settle(plane)
     failed = await plane.store.get_agent(agent.id)
     assert failed.state == AgentState.FAILED and failed.retry_count == 0
-    await plane.store.close()
+    await die(plane)
 
     second = ControlPlane(manual_settings)
     await second.start(background=False)
@@ -429,8 +439,11 @@ async def test_a_kill_while_the_start_is_recorded_closes_the_runs_session(
     agent = await manual.spawn(req(git_repo, "sleep 60"))
     real = manual.store.transition_agent
 
+    pids: list[int] = []
+
     async def killed_first(agent_id: str, trigger: Any, **kw: Any) -> Any:
         if trigger.value == "session_started":
+            pids.append(manual.supervisor.runs[agent_id].handle.pid or 0)
             await manual.kill(agent_id, reason="killed as it starts")  # claims the registered, starting run
         return await real(agent_id, trigger, **kw)
 
@@ -441,7 +454,7 @@ async def test_a_kill_while_the_start_is_recorded_closes_the_runs_session(
     assert after.state == AgentState.KILLED
     sessions = await manual.store.list_sessions(agent.id)
     assert sessions and all(s.completed_at is not None for s in sessions), [s.status for s in sessions]
-    pid = int((manual.settings.logs_dir / agent.id / "pid").read_text().split()[0])
+    (pid,) = pids
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 

@@ -26,10 +26,13 @@ import pytest
 from godel.core.ids import new_id
 from godel.core.ports import (
     RUN_KEY,
+    FileAccess,
     LaunchSpec,
+    OutputStreaming,
     ProcessState,
     Runtime,
     RuntimeHandle,
+    SnapshotCatalog,
     WorkspaceSpec,
 )
 from godel.errors import (
@@ -165,6 +168,8 @@ def test_registry_knows_every_conformance_runtime() -> None:
 def test_get_runtime_builds_a_runtime(tmp_path: Path) -> None:
     rt = get_runtime("local", worktrees_root=tmp_path / "w", logs_root=tmp_path / "l")
     assert isinstance(rt, Runtime)
+    # The local runtime also has every optional capability of the contract.
+    assert isinstance(rt, FileAccess) and isinstance(rt, OutputStreaming) and isinstance(rt, SnapshotCatalog)
     caps = rt.capabilities()
     assert (caps.name, caps.isolation, caps.pause, caps.snapshot) == ("local", "worktree", True, "git-ref")
 

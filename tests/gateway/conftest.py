@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import uvicorn
 
-from godel.api import proxy
 from godel.api.app import create_app
 from godel.scheduler.plane import ControlPlane
 from godel.settings import Settings
@@ -51,7 +50,7 @@ class Stack:
         return text
 
     async def records(self) -> list[Any]:
-        await proxy.settle()
+        await self.plane.gateway.settle()
         return await self.plane.store.usage_records()
 
 

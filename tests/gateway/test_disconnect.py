@@ -16,7 +16,6 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
-from godel.api import proxy
 from godel.api.app import create_app
 from godel.scheduler.plane import ControlPlane
 from godel.settings import Settings
@@ -66,12 +65,12 @@ async def test_a_caller_gone_mid_stream_is_recorded_once(fast_tmp: Path) -> None
                     if "Hello" in line:
                         break  # and go away, with the usage chunk still 1 s off
         for _ in range(200):
-            await proxy.settle()
+            await plane.gateway.settle()
             if await plane.store.usage_records():
                 break
             await asyncio.sleep(0.05)  # the relay notices the caller is gone at its next write or disconnect
         await asyncio.sleep(0.2)
-        await proxy.settle()
+        await plane.gateway.settle()
         (record,) = await plane.store.usage_records()  # once, not twice
         assert record.status_code == 200 and record.stream and record.complete  # metered to the end all the same
         assert (record.input_tokens, record.output_tokens) == (11, 1)

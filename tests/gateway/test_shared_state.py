@@ -16,7 +16,6 @@ import pytest
 import redis.asyncio as aioredis
 import sqlalchemy as sa
 
-from godel.api import proxy
 from godel.api.app import create_app
 from godel.gateway.types import Upstream
 from godel.scheduler.plane import ControlPlane
@@ -106,7 +105,8 @@ async def test_a_budget_holds_across_two_servers_under_a_burst(fast_tmp: Path, d
             cap = one_estimate * 10.5
             await planes[0].budgets.set("user", "alice", cap, "total")
             statuses = await asyncio.gather(*(chat(clients[i % 2], key) for i in range(60)))
-            await proxy.settle()
+            for p in planes:
+                await p.gateway.settle()
             records = await planes[0].store.usage_records()
             spent = sum(r.cost_usd or 0 for r in records)
             one_request = max(r.cost_usd or 0 for r in records)

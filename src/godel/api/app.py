@@ -8,7 +8,6 @@ which declares its permission (``godel.api.access``).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
@@ -35,25 +34,11 @@ from godel.api.routes.tasks import router as tasks_router
 from godel.api.routes.teams import router as teams_router
 from godel.api.security import BrowserGuard
 from godel.api.ws import router as ws_router
-from godel.auth.accounts import Accounts
-from godel.auth.audit import AuditLog
-from godel.auth.oidc import OidcLogin
 from godel.scheduler.plane import ControlPlane
+from godel.services import Services
 from godel.settings import Settings
-from godel.store.sql import SqlStore
-from godel.teams import TeamOrchestrator
-from godel.webhooks import DeliveryPolicy, WebhookDispatcher
-from godel.workflow.engine import WorkflowEngine
 
 log = structlog.get_logger("godel.api")
-LAST_USED_FLUSH_SECONDS = 10.0
-
-
-def sql_store(plane: ControlPlane) -> SqlStore:
-    """The plane's store as the SQL store, whose narrower ports (webhooks) the ``Store`` Protocol does not list."""
-    if not isinstance(plane.store, SqlStore):
-        raise TypeError(f"the API server needs Godel's SQL store, not {type(plane.store).__name__}")
-    return plane.store
 
 
 def allowed_hosts(settings: Settings) -> list[str]:
@@ -65,51 +50,20 @@ def allowed_hosts(settings: Settings) -> list[str]:
 
 
 def create_app(settings: Settings | None = None, *, plane: ControlPlane | None = None) -> FastAPI:
-    """With ``plane`` the caller owns its lifecycle (tests); otherwise the app starts and stops its own."""
-    owned = plane is None
-    the_plane = plane or ControlPlane(settings or Settings())
-    settings = the_plane.settings
-    workflows = WorkflowEngine(the_plane)
-    teams = TeamOrchestrator(the_plane)
+    """With ``plane`` the caller owns its lifecycle (tests); otherwise the app starts and stops its own. The
+    services themselves are built (and started, stopped) by ``godel.services``; this puts HTTP in front of them."""
+    services = Services.build(settings, plane=plane)
+    the_plane, settings = services.plane, services.settings
     auth = the_plane.auth
-    auth.owner_lookups.update(owner_lookups(the_plane, teams, workflows))
-    accounts = Accounts(auth)
-    sso = OidcLogin.from_settings(settings, accounts)  # None unless single sign-on is configured
-    audit = AuditLog(the_plane.store, the_plane.clock)
-    hooks = WebhookDispatcher(sql_store(the_plane), the_plane.bus, auth, clock=the_plane.clock,
-                              policy=DeliveryPolicy.from_settings(settings), secrets=the_plane.secrets)  # fmt: skip
-
-    async def flush_last_used() -> None:
-        while True:
-            await asyncio.sleep(LAST_USED_FLUSH_SECONDS)  # a batch of "last used" times per interval, not a write each
-            try:
-                await auth.flush_last_used()
-            except Exception:
-                log.exception("could not record when API keys were last used")
+    auth.owner_lookups.update(owner_lookups(the_plane, services.teams, services.workflows, services.merges))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if owned:
-            await the_plane.start()
-        if settings.auth_enabled:
-            made = await accounts.bootstrap(settings.home, settings.local_url)
-            if made is not None:
-                log.info("created the first administrator; its API key is in the credentials file", path=str(made))
-        flusher = asyncio.create_task(flush_last_used(), name="auth:last-used")
-        await hooks.start()  # deliveries left pending by the last run go out again
-        await workflows.start()  # carries on the workflows that were running when the server stopped
-        await teams.start()  # and the teams
+        await services.start()
         try:
             yield
         finally:
-            await teams.stop()
-            await workflows.stop()
-            await hooks.stop()
-            flusher.cancel()
-            await auth.flush_last_used()
-            await proxy.settle()  # usage of responses that just ended is recorded before the store closes
-            if owned:
-                await the_plane.stop()
+            await services.stop()
 
     app = FastAPI(
         title="Godel",
@@ -119,15 +73,17 @@ def create_app(settings: Settings | None = None, *, plane: ControlPlane | None =
         docs_url=None,  # FastAPI's pages load from a CDN; godel.api.docs serves them from local assets
         redoc_url=None,
     )
+    app.state.services = services
     app.state.plane = the_plane
-    app.state.workflows = workflows
-    app.state.teams = teams
+    app.state.workflows = services.workflows
+    app.state.teams = services.teams
+    app.state.merges = services.merges
     app.state.gateway = the_plane.gateway
     app.state.auth = auth
-    app.state.accounts = accounts
-    app.state.oidc = sso
-    app.state.audit = audit
-    app.state.webhooks = hooks
+    app.state.accounts = services.accounts
+    app.state.oidc = services.sso
+    app.state.audit = services.audit
+    app.state.webhooks = services.webhooks
     app.state.cookie_secure = settings.cookie_secure if settings.cookie_secure is not None else bool(settings.tls_cert)
     app.state.api_rate_limit = ApiRateLimit(settings.api_rate_limit, the_plane.gateway.shared.windows())
     # Password guessing: a few tries a minute per user name, in this server's memory.
@@ -141,11 +97,11 @@ def create_app(settings: Settings | None = None, *, plane: ControlPlane | None =
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID", "Last-Event-ID"],
         )  # fmt: skip
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_request_bytes)
-    app.add_middleware(AuditMiddleware, audit=audit)
+    app.add_middleware(AuditMiddleware, audit=services.audit)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(proxy.ProxyMiddleware, gateway=the_plane.gateway)  # /proxy/… skips the rest
     app.add_middleware(
-        BrowserGuard, allowed_hosts=allowed_hosts(settings), cors_origins=settings.cors_origins, audit=audit
+        BrowserGuard, allowed_hosts=allowed_hosts(settings), cors_origins=settings.cors_origins, audit=services.audit
     )
     app.include_router(health.router)
     app.include_router(auth_routes.router)

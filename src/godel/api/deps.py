@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from godel.merging.service import MergeService
 from godel.scheduler.plane import ControlPlane
 
 
@@ -13,3 +14,11 @@ def _plane(request: Request) -> ControlPlane:
 
 
 Plane = Annotated[ControlPlane, Depends(_plane)]
+
+
+def _merges(request: Request) -> MergeService:
+    merges: MergeService = request.app.state.merges
+    return merges
+
+
+Merges = Annotated[MergeService, Depends(_merges)]

@@ -14,7 +14,7 @@ from typing import Any
 from godel.api.access import OWNER_KEY
 from godel.auth.permissions import Owner
 from godel.auth.service import OwnerLookup
-from godel.merging.service import merge_service
+from godel.merging.service import MergeService
 from godel.scheduler.plane import ControlPlane
 from godel.teams import TeamOrchestrator
 from godel.workflow.engine import WorkflowEngine
@@ -24,7 +24,9 @@ def _principal(value: Any) -> str | None:
     return value if isinstance(value, str) and value.startswith(("user:", "agent:")) else None
 
 
-def owner_lookups(plane: ControlPlane, teams: TeamOrchestrator, workflows: WorkflowEngine) -> Mapping[str, OwnerLookup]:
+def owner_lookups(
+    plane: ControlPlane, teams: TeamOrchestrator, workflows: WorkflowEngine, merges: MergeService
+) -> Mapping[str, OwnerLookup]:
     auth = plane.auth
 
     async def agent(agent_id: str) -> Owner:
@@ -49,7 +51,7 @@ def owner_lookups(plane: ControlPlane, teams: TeamOrchestrator, workflows: Workf
         return Owner(_principal((await plane.task_queue.get(task_id)).metadata.get(OWNER_KEY)))
 
     async def merge(merge_id: str) -> Owner:
-        return Owner(_principal((await merge_service(plane).get(merge_id)).get("owner")))
+        return Owner(_principal((await merges.get(merge_id)).get("owner")))
 
     async def user(name: str) -> Owner:
         return Owner(f"user:{name}")

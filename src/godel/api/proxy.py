@@ -42,7 +42,6 @@ _ROUTES: dict[str, tuple[Wire, str]] = {
 }
 _GEMINI = "/proxy/v1beta/models/"
 _GEMINI_METHODS = ("generateContent", "streamGenerateContent", "countTokens")
-_pending: set[asyncio.Future[None]] = set()  # requests whose end (usage record, settlement) is still running
 
 
 class ProxyMiddleware:
@@ -106,7 +105,7 @@ async def _serve(gateway: Gateway, scope: Scope, receive: Receive, send: Send) -
             await exchange.abandon()
         await _send_whole(send, error_reply(wire, GatewayError(500, "upstream", f"the gateway failed: {exc!r}")))
         return
-    await _relay(exchange, reply, receive, send)
+    await _relay(gateway, exchange, reply, receive, send)
 
 
 def _route(path: str, wire: Wire) -> tuple[Wire, str, str]:
@@ -156,9 +155,9 @@ async def _send_whole(send: Send, reply: Reply) -> None:
     await send({"type": "http.response.body", "body": reply.body})
 
 
-async def _relay(exchange: Exchange, reply: Reply, receive: Receive, send: Send) -> None:
+async def _relay(gateway: Gateway, exchange: Exchange, reply: Reply, receive: Receive, send: Send) -> None:
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    _pending.add(done)
+    gateway.endings.add(done)
     try:
         if reply.chunks is None:  # a whole answer (a refusal of the provider's, from the cache, …)
             if exchange.settle_before_reply_ends:  # under a budget the caller's next request must see this one
@@ -184,7 +183,7 @@ async def _relay(exchange: Exchange, reply: Reply, receive: Receive, send: Send)
             await exchange.end()
     finally:
         await exchange.abandon()  # after a clean end: nothing left to do; after a failure: release, record
-        _pending.discard(done)
+        gateway.endings.discard(done)
         done.set_result(None)
 
 
@@ -239,9 +238,3 @@ async def _models(gateway: Gateway, headers: dict[str, str]) -> Reply:
     ]
     body = {"object": "list", "data": data, "has_more": False, "first_id": None, "last_id": None}
     return Reply(200, [JSON_TYPE], orjson.dumps(body))
-
-
-async def settle() -> None:
-    """Wait for requests whose end (usage record, budget settlement) is still running (tests; shutdown)."""
-    while _pending:
-        await asyncio.gather(*list(_pending), return_exceptions=True)

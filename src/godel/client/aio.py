@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import httpx
@@ -89,8 +89,12 @@ class AsyncGodelClient(Endpoints[Awaitable[JSON]]):
     ) -> AsyncIterator[LogLine]:
         """Log lines as they are written, until the server says the agent is done."""
         query = camelize({"follow": True, "tail": tail, "stream": stream})
-        async with self._open_sse(agent_path(agent_id, "logs"), query, None) as lines:
-            async for sse in adecode(SSEDecoder(), lines):
+        # aclosing: leaving the loop early closes the decoder now, not whenever the collector finds it.
+        async with (
+            self._open_sse(agent_path(agent_id, "logs"), query, None) as lines,
+            aclosing(adecode(SSEDecoder(), lines)) as events,
+        ):
+            async for sse in events:
                 if sse.event == "end":
                     return
                 item = log_item(sse)
@@ -126,9 +130,12 @@ class AsyncGodelClient(Endpoints[Awaitable[JSON]]):
                 }
             )
             try:
-                async with self._open_sse(f"{API}/events/stream", query, resume.last_id) as lines:
+                async with (
+                    self._open_sse(f"{API}/events/stream", query, resume.last_id) as lines,
+                    aclosing(adecode(decoder, lines)) as events,
+                ):
                     resume.opened()
-                    async for sse in adecode(decoder, lines):
+                    async for sse in events:
                         item = stream_item(sse)
                         if item is not None:
                             yield item
@@ -153,6 +160,12 @@ class AsyncGodelClient(Endpoints[Awaitable[JSON]]):
                 if not response.is_success:
                     await response.aread()
                     unwrap(response)
-                yield response.aiter_lines()
+                lines = response.aiter_lines()
+                try:
+                    yield lines
+                finally:  # closed now, even when the reader stopped early, not whenever the collector finds it
+                    close = getattr(lines, "aclose", None)
+                    if close is not None:
+                        await close()
         except httpx.TransportError as exc:
             raise translate(exc, self.base_url) from exc

@@ -8,7 +8,7 @@ ends with a bare ``event: end``.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,7 +66,7 @@ def decode(decoder: SSEDecoder, lines: Iterable[str]) -> Iterator[ServerSentEven
             yield event
 
 
-async def adecode(decoder: SSEDecoder, lines: AsyncIterable[str]) -> AsyncIterator[ServerSentEvent]:
+async def adecode(decoder: SSEDecoder, lines: AsyncIterable[str]) -> AsyncGenerator[ServerSentEvent, None]:
     async for line in lines:
         event = decoder.feed(line)
         if event is not None:

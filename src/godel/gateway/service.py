@@ -97,6 +97,13 @@ class Gateway:
         self._chain: CallNext | None = None
         # agent id -> (when its requests may pass again, why): shown on the agent while it lasts
         self.rate_limited: dict[str, tuple[float, str]] = {}
+        # Proxied requests whose end (usage record, budget settlement) still runs after their answer was sent.
+        self.endings: set[asyncio.Future[None]] = set()
+
+    async def settle(self) -> None:
+        """Wait for the ends of proxied requests still running (shutdown: before the store closes; tests)."""
+        while self.endings:
+            await asyncio.gather(*list(self.endings), return_exceptions=True)
 
     # -------------------------------------------------------------------------------------------- keys
 

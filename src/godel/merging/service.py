@@ -320,16 +320,3 @@ def _error_json(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, GodelError):
         return {"code": exc.code, "message": exc.message, "details": exc.details}
     return {"code": "INTERNAL_ERROR", "message": f"{type(exc).__name__}: {exc}", "details": None}
-
-
-_ATTRIBUTE = "_godel_merge_service"
-
-
-def merge_service(plane: ControlPlane) -> MergeService:
-    """The plane's one merge service, made on first use. It is kept on the plane itself (a reference cycle the
-    collector frees with the plane), so the API and, later, the workflow engine share its jobs and locks."""
-    service = getattr(plane, _ATTRIBUTE, None)
-    if not isinstance(service, MergeService):
-        service = MergeService(plane)
-        setattr(plane, _ATTRIBUTE, service)
-    return service

@@ -14,10 +14,9 @@ from collections import defaultdict
 
 import structlog
 
-from godel.bus.memory import MemoryBus, MemorySubscription
 from godel.core.events import EventFilter
 from godel.core.models import Agent
-from godel.core.ports import Backpressure, Store
+from godel.core.ports import Backpressure, EventBus, Store, Subscription
 from godel.core.runs import ended_for_good
 
 log = structlog.get_logger("godel.scheduler")
@@ -26,12 +25,12 @@ RECHECK_SECONDS = 5.0
 
 
 class EndWaiter:
-    def __init__(self, store: Store, bus: MemoryBus) -> None:
+    def __init__(self, store: Store, bus: EventBus) -> None:
         self.store = store
         self.bus = bus
         self._waiters: dict[str, list[asyncio.Future[None]]] = defaultdict(list)
         self._task: asyncio.Task[None] | None = None
-        self._sub: MemorySubscription | None = None
+        self._sub: Subscription | None = None
 
     def start(self) -> None:
         # BLOCK, not SLIDING: an end event dropped under a burst would leave its waiter to the slow re-check.
@@ -78,7 +77,7 @@ class EndWaiter:
         if not future.done():
             future.cancel()
 
-    async def _listen(self, sub: MemorySubscription) -> None:
+    async def _listen(self, sub: Subscription) -> None:
         async for event in sub:
             agent_id = event.metadata.agent_id
             for future in self._waiters.get(agent_id or "", []):

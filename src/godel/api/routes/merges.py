@@ -15,14 +15,14 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from godel.api.access import MERGE, allow, auth_of, visible_owners
-from godel.api.deps import Plane
+from godel.api.deps import Merges, Plane
 from godel.api.schemas import Body, NonEmpty, RepoPath, ok
 from godel.auth.principal import Principal
 from godel.core.ids import agent_of_branch
 from godel.errors import FieldError, GodelError, PermissionDeniedError, ValidationError
 from godel.merging.plan import DEFAULT_VERIFY_TIMEOUT
 from godel.merging.refinery import DEFAULT_TIMEOUT, RefineryConfig
-from godel.merging.service import MergeRequest, merge_service
+from godel.merging.service import MergeRequest
 from godel.scheduler.requests import SpawnRequest
 
 router = APIRouter(tags=["merges"])
@@ -53,7 +53,11 @@ StartMerge.model_rebuild()
 
 @router.post("/merges", status_code=202)
 async def start_merge(
-    body: StartMerge, plane: Plane, request: Request, caller: Annotated[Principal, allow("merge:create")]
+    body: StartMerge,
+    plane: Plane,
+    merges: Merges,
+    request: Request,
+    caller: Annotated[Principal, allow("merge:create")],
 ) -> JSONResponse:
     auth = auth_of(request)
     # Merging reads the branches it takes in and writes the one it merges into: an agent's branch (godel/ID) is
@@ -85,24 +89,25 @@ async def start_merge(
         workflow_id=body.workflow_id, base=body.base, verify=body.verify, verify_timeout=body.verify_timeout,
         batch=body.batch, resolve=body.resolve or None, refinery=refinery, owner=caller.id,
     )  # fmt: skip
-    job = await merge_service(plane).submit(merge)
+    job = await merges.submit(merge)
     return JSONResponse(ok(job.as_json()), status_code=202)
 
 
 @router.get("/merges")
 async def list_merges(
     plane: Plane,
+    merges: Merges,
     request: Request,
     caller: Annotated[Principal, allow("merge:read")],
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> dict[str, Any]:
     owners = await visible_owners(request, caller, "merge")
-    items = await merge_service(plane).list(limit)
+    items = await merges.list(limit)
     return ok({"items": [m for m in items if owners is None or m.get("owner") in owners]})
 
 
 @router.get("/merges/{merge_id}")
 async def get_merge(
-    merge_id: str, plane: Plane, caller: Annotated[Principal, allow("merge:read", on=MERGE)]
+    merge_id: str, merges: Merges, caller: Annotated[Principal, allow("merge:read", on=MERGE)]
 ) -> dict[str, Any]:
-    return ok(await merge_service(plane).get(merge_id))
+    return ok(await merges.get(merge_id))
