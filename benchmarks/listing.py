@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
+from tests.conftest import admin_headers  # a real signed access token, as a user's
 
 from benchmarks.common import Config, Figure, ms_since, workdir
 from godel.api.app import create_app
@@ -177,7 +178,9 @@ async def _run(cfg: Config, root: Path) -> list[Figure]:
         plane = ControlPlane(Settings(home=root / "home", log_level="warning"), store=store)
         transport = httpx.ASGITransport(app=create_app(plane=plane))
         try:
-            async with httpx.AsyncClient(transport=transport, base_url="http://godel.bench") as client:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://localhost", headers=await admin_headers(plane)
+            ) as client:
                 for kind, (query, params, raw_params) in kinds.items():
                     got = await _measure(store, client, db, query, params, _RAW_SQL[kind], raw_params, samples, warmup)
                     figures.extend(_figures(n, kind, got, plans[kind]))

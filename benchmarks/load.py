@@ -60,7 +60,7 @@ async def _run(cfg: Config, root: Path) -> list[Figure]:
     proc = psutil.Process(server.proc.pid)
     extra: dict[str, Any] = {"agents": n}
     try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
+        async with httpx.AsyncClient(base_url=server.url, headers=server.headers, timeout=120) as http:
             rng = random.Random(7)
             await _list(http, 20, rng)  # warm-up
             idle = await _list(http, samples, rng)

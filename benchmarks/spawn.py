@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tests.conftest import admin_headers  # a real signed access token, as a user's
 
 from benchmarks.common import (
     Config,
@@ -74,7 +75,9 @@ async def _run(cfg: Config, root: Path) -> list[Figure]:
     try:
         app = create_app(plane=plane)
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://godel.bench", timeout=60) as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://localhost", headers=await admin_headers(plane), timeout=60
+        ) as client:
             for i in range(warmup + samples):
                 keep = i >= warmup
                 order = (True, False) if i % 2 == 0 else (False, True)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tests.conftest import admin_headers  # a real signed access token, as a user's
 
 from benchmarks.common import Config, Figure, git, git_env, make_repo, ms_between, ms_since, parse_time, utcnow, workdir
 from godel.api.app import create_app
@@ -72,8 +73,9 @@ async def _run(cfg: Config, root: Path) -> list[Figure]:
     burst: list[float] = []
     parts: dict[str, list[float]] = {k: [] for k in ("post", "created", "initializing")}
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://godel.bench",
-                                     timeout=120) as client:  # fmt: skip
+        headers = await admin_headers(plane)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost",
+                                     headers=headers, timeout=120) as client:  # fmt: skip
             for i in range(warmup + samples):
                 keep = i >= warmup
                 turns = ("team", "burst", "baseline")
