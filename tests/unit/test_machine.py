@@ -9,9 +9,11 @@ from godel.core.machine import Machine
 from godel.core.states import AgentState, TaskStatus, TeamStatus
 from godel.core.transitions import AGENTS, Trigger
 from godel.errors import ConflictError, InvalidTransitionError, TaskTransitionError, TeamTransitionError
+from godel.merging.lifecycle import MERGES, JobStatus, JobTrigger
 from godel.tasks.transitions import TASKS, TaskTrigger
 from godel.teams.lifecycle import TEAMS, TeamTrigger
-from godel.workflow.lifecycle import DELETABLE, WORKFLOWS, WorkflowStatus, WorkflowTrigger
+from godel.workflow.graph import StepStatus
+from godel.workflow.lifecycle import DELETABLE, STEPS, WORKFLOWS, StepTrigger, WorkflowStatus, WorkflowTrigger
 
 
 def test_a_team_starts_only_from_creating_and_says_so() -> None:
@@ -50,7 +52,11 @@ def test_the_agent_table_is_a_machine_too() -> None:
         AGENTS.plan("a", AgentState.EXECUTING, Trigger.REQUEUE)
 
 
-@pytest.mark.parametrize("machine", [AGENTS, TASKS, TEAMS, WORKFLOWS], ids=lambda m: m.entity)
+@pytest.mark.parametrize(
+    "machine",
+    [AGENTS, TASKS, TEAMS, WORKFLOWS, STEPS, MERGES],
+    ids=["agent", "task", "team", "workflow", "step", "merge"],
+)
 def test_every_move_names_an_event_of_its_entity(machine: Machine) -> None:  # type: ignore[type-arg]
     for state, trigger, targets in machine.moves():
         for target in targets or {state}:
@@ -69,3 +75,18 @@ def test_a_workflow_store_guard_is_the_tables_own() -> None:
         WORKFLOWS.plan("w", WorkflowStatus.COMPLETED, WorkflowTrigger.PAUSE)
     assert refused.value.details["currentStatus"] == "completed"
     assert WorkflowStatus.RUNNING not in DELETABLE
+
+
+def test_a_finished_step_moves_no_more_and_a_relaunch_is_a_start() -> None:
+    for done in (StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED):
+        assert not any(STEPS.can(done, t) for t in StepTrigger)
+    assert STEPS.plan("s", StepStatus.RUNNING, StepTrigger.START).event == "workflow:step:start"
+    assert STEPS.plan("s", StepStatus.RUNNING, StepTrigger.FAIL).event == "workflow:step:error"
+    assert StepStatus.PENDING not in STEPS.sources(StepTrigger.COMPLETE)
+
+
+def test_a_merge_job_ends_once() -> None:
+    assert MERGES.plan("m", JobStatus.QUEUED, JobTrigger.START).event == "merge:started"
+    assert MERGES.plan("m", JobStatus.RUNNING, JobTrigger.FAIL).to_state == JobStatus.FAILED
+    with pytest.raises(ConflictError):
+        MERGES.plan("m", JobStatus.COMPLETED, JobTrigger.FAIL)

@@ -19,7 +19,6 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from godel.core.ids import new_id
 from godel.core.ports import EventQuery
 from godel.errors import FieldError, GodelError, MergeNotFoundError, ValidationError
 from godel.merging.engine import MergeListener, MergeQueue
+from godel.merging.lifecycle import MERGES, JobStatus, JobTrigger
 from godel.merging.plan import DEFAULT_VERIFY_TIMEOUT, Candidate, MergePlan, make_plan
 from godel.merging.refinery import AgentResolver, RefineryConfig
 from godel.merging.resolver import CommandResolver, Resolver
@@ -45,13 +45,6 @@ log = structlog.get_logger("godel.merging")
 
 KEEP_FINISHED = 100  # finished jobs kept in memory; older ones are read back from their events
 _ID_COLUMN = 36  # event metadata team/workflow ids are uuid columns: longer values are not recorded there
-
-
-class JobStatus(StrEnum):
-    QUEUED = "queued"  # waiting for another run into the same branch to finish
-    RUNNING = "running"
-    COMPLETED = "completed"  # every branch has a result (merged or not: see the results)
-    FAILED = "failed"  # the run itself stopped: git failed, the server stopped, the branch moved under it
 
 
 @dataclass
@@ -197,16 +190,17 @@ class MergeService:
 
     async def _run(self, job: MergeJob) -> None:
         plan = job.plan
-        final = JobStatus.FAILED
+        final = JobTrigger.FAIL
         try:
             async with self._locks.setdefault((str(plan.repo), plan.into), asyncio.Lock()):
-                job.status, job.started_at = JobStatus.RUNNING, self.plane.clock.now()
+                job.status = MERGES.plan(job.id, job.status, JobTrigger.START).to_state
+                job.started_at = self.plane.clock.now()
                 await self._sweep(plan.repo)
                 queue = MergeQueue(plan, workdir=self.workdir, resolver=self._resolver(job),
                                    listener=_Listener(self, job), run_id=job.id)  # fmt: skip
                 job.queue, job.results = queue, queue.results
                 await queue.run()
-            final = JobStatus.COMPLETED
+            final = JobTrigger.COMPLETE
         except asyncio.CancelledError:
             job.error = {"code": "CANCELLED", "message": "the server stopped before the merge finished"}
             raise
@@ -220,8 +214,9 @@ class MergeService:
                 if result.status is BranchStatus.PENDING:
                     result.status, result.reason = BranchStatus.SKIPPED, "not reached: the run stopped"
             # The run reads as ended only once its end is recorded: whoever sees it ended finds the event too.
-            await self.publish(job, "merge:completed", {**job.as_json(), "status": final.value}, required=False)
-            job.status = final
+            move = MERGES.plan(job.id, job.status, final)
+            await self.publish(job, move.event, {**job.as_json(), "status": move.to_state.value}, required=False)
+            job.status = move.to_state
 
     def _resolver(self, job: MergeJob) -> Resolver | None:
         if job.request.resolve:

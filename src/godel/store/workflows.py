@@ -114,14 +114,15 @@ class WorkflowStore:
         events: Sequence[Event] = (),
         *,
         workflow_changes: dict[str, Any] | None = None,
-        expect: str | None = None,
+        expect: str | Sequence[str] | None = None,
     ) -> bool:
         """A step's move, the run's own changes that go with it, and their events: one transaction. With
-        ``expect``, only while the step's status is that one (False, nothing written, when it moved meanwhile)."""
+        ``expect``, only while the step's status is that one (or one of those): False, nothing written, when it
+        moved meanwhile."""
         s, w = tables.workflow_steps, tables.workflows
         where = [s.c.workflow_id == workflow_id, s.c.step_id == step_id]
         if expect is not None:
-            where.append(s.c.status == expect)
+            where.append(s.c.status.in_([expect] if isinstance(expect, str) else list(expect)))
         async with self._write(events=True) as tx:
             done = await tx.conn.execute(s.update().where(*where).values(STEPS.values(changes)))
             if done.rowcount != 1:

@@ -31,10 +31,9 @@ from godel.errors import GodelError
 from godel.scheduler.plane import ControlPlane
 from godel.workflow.definition import WorkflowDefinition
 from godel.workflow.graph import TERMINAL, StepStatus
-from godel.workflow.lifecycle import DELETABLE, WORKFLOWS, WorkflowStatus, WorkflowTrigger
+from godel.workflow.lifecycle import DELETABLE, WORKFLOWS, StepTrigger, WorkflowStatus, WorkflowTrigger
 from godel.workflow.parsing import parse_workflow
 from godel.workflow.records import (
-    CANCELLED,
     COMPLETED,
     FAILED,
     FINISHED,
@@ -42,7 +41,7 @@ from godel.workflow.records import (
     PENDING,
     RUNNING,
     WorkflowRows,
-    set_step,
+    move_step,
     step_rows,
     workflow_event,
 )
@@ -260,13 +259,13 @@ class WorkflowEngine:
             progress = definition.progress(statuses)
             for sid in progress.blocked:
                 reason = "a step it depends on was cancelled"
-                await set_step(self.store, wf, sid, {"status": CANCELLED}, "workflow:step:cancel", {"reason": reason})
+                await move_step(self.store, wf, sid, StepTrigger.CANCEL, {}, {"reason": reason})
             if progress.fatal:  # nothing new starts: a step waiting out its backoff will not get its next try
                 waiting = [sid for sid, row in steps.items() if row.status == StepStatus.RETRYING.value]
                 for sid in waiting:
                     reason = f"step {', '.join(progress.fatal)} failed"
-                    await set_step(self.store, wf, sid, {"status": CANCELLED, "completed_at": self.plane.clock.now()},
-                                         "workflow:step:cancel", {"reason": reason})  # fmt: skip
+                    await move_step(self.store, wf, sid, StepTrigger.CANCEL,
+                                    {"completed_at": self.plane.clock.now()}, {"reason": reason})  # fmt: skip
                 if waiting:
                     continue
             if progress.finished or (progress.fatal and not progress.active):
@@ -315,8 +314,8 @@ class WorkflowEngine:
             return
         for step in await self.store.workflow_steps(run.workflow_id):
             if step.status not in TERMINAL and step.status != RUNNING:
-                await set_step(self.store, wf, step.step_id, {"status": CANCELLED}, "workflow:step:cancel",
-                                     {"reason": reason or "the workflow ended"})  # fmt: skip
+                await move_step(self.store, wf, step.step_id, StepTrigger.CANCEL, {},
+                                {"reason": reason or "the workflow ended"})  # fmt: skip
         trigger = WorkflowTrigger.COMPLETE if status == COMPLETED else WorkflowTrigger.FAIL
         move = WORKFLOWS.plan(wf.id, WorkflowStatus(wf.status), trigger)
         event = workflow_event(wf, move.event, {"status": status, "reason": reason})

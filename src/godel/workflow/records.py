@@ -9,13 +9,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+import structlog
+
 from godel.core.events import Event, make_event
 from godel.core.models import Workflow, WorkflowStep
 from godel.core.ports import Page
 from godel.workflow.lifecycle import FINISHED as FINISHED
-from godel.workflow.lifecycle import WorkflowStatus
+from godel.workflow.lifecycle import STEPS, StepTrigger, WorkflowStatus
 
 # The run's statuses (its machine is in ``lifecycle``), by the short names the engine has always used.
+log = structlog.get_logger("godel.workflow")
+
 PENDING, RUNNING, PAUSED = WorkflowStatus.PENDING, WorkflowStatus.RUNNING, WorkflowStatus.PAUSED
 COMPLETED, FAILED, CANCELLED = WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.CANCELLED
 
@@ -36,7 +40,7 @@ class WorkflowRows(Protocol):
     ) -> Workflow: ...
     async def update_step(
         self, workflow_id: str, step_id: str, changes: dict[str, Any], events: Sequence[Event] = (), *,
-        workflow_changes: dict[str, Any] | None = None, expect: str | None = None,
+        workflow_changes: dict[str, Any] | None = None, expect: str | Sequence[str] | None = None,
     ) -> bool: ...  # fmt: skip
     async def delete_workflow(
         self, workflow_id: str, events: Sequence[Event] = (), *, expect: Sequence[str] = ()
@@ -61,7 +65,7 @@ async def set_step(
     payload: dict[str, Any],
     *,
     workflow_changes: dict[str, Any] | None = None,
-    expect: str | None = None,
+    expect: str | Sequence[str] | None = None,
 ) -> bool:
     """Change one step's row (and, in the same transaction, the run's) with the event that tells of it."""
     events = [workflow_event(wf, event_type, {"stepId": step_id, **payload})] if event_type else []
@@ -71,3 +75,27 @@ async def set_step(
 async def step_rows(rows: WorkflowRows, workflow_id: str) -> dict[str, WorkflowStep]:
     """A run's step rows by step id."""
     return {s.step_id: s for s in await rows.workflow_steps(workflow_id)}
+
+
+async def move_step(
+    rows: WorkflowRows,
+    wf: Workflow,
+    step_id: str,
+    trigger: StepTrigger,
+    changes: dict[str, Any],
+    payload: dict[str, Any],
+    *,
+    workflow_changes: dict[str, Any] | None = None,
+) -> bool:
+    """A step's move through its table (``lifecycle.STEPS``): the new status and the move's event, written only
+    while the step is in a status the move is legal from. False (and a warning) when it is not: the step moved
+    meanwhile (a cancel won), and this move no longer applies."""
+    sources = STEPS.sources(trigger)
+    target = STEPS.targets(sources[0], trigger)
+    (status,) = target
+    event = STEPS.plan(step_id, sources[0], trigger).event
+    done = await set_step(rows, wf, step_id, {**changes, "status": status.value}, event, payload,
+                          workflow_changes=workflow_changes, expect=[s.value for s in sources])  # fmt: skip
+    if not done:
+        log.warning("step move refused: the step moved meanwhile", workflow=wf.id, step=step_id, move=trigger.value)
+    return done

@@ -30,6 +30,7 @@ from godel.workflow.combining import CombineConflict, dependency_branches, start
 from godel.workflow.context import build_context, step_view
 from godel.workflow.definition import OnError, StepDefinition, WorkflowDefinition
 from godel.workflow.graph import StepStatus
+from godel.workflow.lifecycle import StepTrigger
 from godel.workflow.records import (
     CANCELLED,
     COMPLETED,
@@ -38,6 +39,7 @@ from godel.workflow.records import (
     PAUSED,
     RUNNING,
     WorkflowRows,
+    move_step,
     set_step,
     step_rows,
 )
@@ -81,9 +83,8 @@ class StepRunner:
         context = self.context(run.definition, wf, steps)
         try:
             if step.condition is not None and not step.condition.evaluate(context, step_id=step.id):
-                await self._set(wf, step.id, {"status": StepStatus.SKIPPED.value,
-                                              "completed_at": self.plane.clock.now()},
-                                "workflow:step:skip", {"when": step.when})  # fmt: skip
+                await move_step(self.rows, wf, step.id, StepTrigger.SKIP, {"completed_at": self.plane.clock.now()},
+                                {"when": step.when})  # fmt: skip
                 return True
             step.render(context)  # fail now, not at spawn, when a template cannot be filled
         except (WorkflowConditionError, WorkflowTemplateError) as exc:
@@ -115,10 +116,10 @@ class StepRunner:
         result.pop("nextAttemptAt", None)
         # Running first, with the attempt number: after a crash between this write and the spawn, the agent (if
         # any) is found by its label instead of being spawned twice.
-        await self._set(
-            wf, step.id, {"status": RUNNING, "started_at": self.plane.clock.now(), "result": result,
-                          "retry_count": attempt - 1, "agent_id": None},
-            "workflow:step:start", {"attempt": attempt, "relaunch": relaunch, "name": step.name},
+        await move_step(
+            self.rows, wf, step.id, StepTrigger.START,
+            {"started_at": self.plane.clock.now(), "result": result, "retry_count": attempt - 1, "agent_id": None},
+            {"attempt": attempt, "relaunch": relaunch, "name": step.name},
             workflow_changes={"current_step_id": step.id},
         )  # fmt: skip
         request = spawn_request(step, rendered, wf, base_ref=base_ref,
@@ -254,10 +255,10 @@ class StepRunner:
         if agent.state == AgentState.COMPLETED:
             results = {**(current.results or {}), step_id: {"status": COMPLETED, "output": output,
                                                              "agentId": agent.id, "branch": agent.branch}}  # fmt: skip
-            await self._set(
-                current, step_id, {"status": COMPLETED, "result": result, "completed_at": self.plane.clock.now(),
-                                   "error": None},
-                "workflow:step:complete", {"agentId": agent.id, "output": output[:2000]},
+            await move_step(
+                self.rows, current, step_id, StepTrigger.COMPLETE,
+                {"result": result, "completed_at": self.plane.clock.now(), "error": None},
+                {"agentId": agent.id, "output": output[:2000]},
                 workflow_changes={"results": results},
             )  # fmt: skip
             return
@@ -297,14 +298,14 @@ class StepRunner:
             delay = step.backoff.delay(attempt)
             at = self.plane.clock.now() + timedelta(seconds=delay)
             result = {**(row.result or {}), "nextAttemptAt": at.isoformat(), "lastError": reason}
-            changes = {"status": StepStatus.RETRYING.value, "result": result, "error": reason}
+            changes = {"result": result, "error": reason}
             payload = {"attempt": attempt, "error": reason, "delay": delay}
-            await self._set(wf, step.id, changes, "workflow:step:retry", payload)
+            await move_step(self.rows, wf, step.id, StepTrigger.RETRY, changes, payload)
             return
         results = {**(wf.results or {}), step.id: {"status": FAILED, "error": reason}}
-        await self._set(
-            wf, step.id, {"status": FAILED, "error": reason, "completed_at": self.plane.clock.now()},
-            "workflow:step:error", {"error": reason, "attempts": attempt, "onError": step.on_error.value},
+        await move_step(
+            self.rows, wf, step.id, StepTrigger.FAIL, {"error": reason, "completed_at": self.plane.clock.now()},
+            {"error": reason, "attempts": attempt, "onError": step.on_error.value},
             workflow_changes={"results": results},
         )  # fmt: skip
         if step.on_error is not OnError.CONTINUE:
