@@ -467,3 +467,25 @@ async def test_credentials_and_spawn_secrets_never_reach_the_log(manual: Control
     await settle(manual)
     got = await lines(manual, agent_id)
     assert got == ["key=[redacted]", "mine=[redacted]", "typed=[redacted]"], got
+
+
+async def test_a_hold_on_a_queued_agent_pauses_it_the_moment_it_starts(manual: ControlPlane, git_repo: Path) -> None:
+    gate = manual.settings.home / "go"
+    agent = await manual.spawn(req(git_repo, f"echo started; while [ ! -e {gate} ]; do sleep 0.02; done; echo done"))
+    await manual.hold(agent.id, by="team:t1", reason="team paused")  # still pending: nothing to pause yet
+    assert (await manual.get(agent.id)).state == AgentState.PENDING
+    assert await manual.supervisor.admit_once() == 1
+    await settle(manual)  # the launch: its start is committed, then the hold applied
+    held = await manual.get(agent.id)
+    assert (held.state, held.paused_by) == (AgentState.PAUSED, "team:t1")
+    await manual.release(agent.id, by="someone-else", reason="not theirs")  # another's release changes nothing
+    assert (await manual.get(agent.id)).state == AgentState.PAUSED
+    await manual.release(agent.id, by="team:t1", reason="team resumed")
+    resumed = await manual.get(agent.id)
+    assert resumed.state == AgentState.EXECUTING and "godel:hold" not in resumed.metadata
+    gate.touch()
+    await until(exited(manual, agent.id))
+    await manual.supervisor.tick()
+    await settle(manual)
+    assert (await manual.get(agent.id)).state == AgentState.COMPLETED
+    assert await lines(manual, agent.id) == ["started", "done"]

@@ -40,6 +40,8 @@ class RunRegistry(Protocol):
 
     def forget(self, run: AgentRun) -> None: ...  # it never became live (killed or deleted mid-launch)
 
+    async def started(self, run: AgentRun) -> None: ...  # its start is committed (a hold on it is applied)
+
 
 def new_run(
     deps: RunDeps,
@@ -157,6 +159,7 @@ async def start_or_abandon(
     """Commit the run's start; if the agent was killed or deleted meanwhile, stop what was started (unless a
     kill has claimed the run and ends it itself)."""
     if await run.record_start(agent, session_id, model=model):
+        await runs.started(run)
         return
     if run.claim():
         runs.forget(run)

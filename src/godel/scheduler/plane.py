@@ -46,7 +46,7 @@ from godel.scheduler.adoption import reconcile_on_start
 from godel.scheduler.budgeting import BudgetActions
 from godel.scheduler.handles import handle_of
 from godel.scheduler.requests import SpawnRequest
-from godel.scheduler.run import RESTART_RESET, AgentRun
+from godel.scheduler.run import RESTART_RESET
 from godel.scheduler.supervisor import Supervisor
 from godel.scheduler.tasks import TaskSupervisor
 from godel.scheduler.waiting import EndWaiter
@@ -345,38 +345,19 @@ class ControlPlane:
         return agent
 
     async def pause(self, agent_id: str, *, actor: str = "api", reason: str | None = None) -> Agent:
-        agent = await self.store.get_agent(agent_id)
-        plan(agent_id, agent.state, Trigger.PAUSE)
-        watch = self._live_watch(agent)
-        await self.runtime.pause(watch.handle)
-        now = self.clock.now()
-        elapsed = watch.elapsed(now)
-        try:
-            agent, _ = await self.store.transition_agent(
-                agent_id, Trigger.PAUSE, actor=actor, reason=reason,
-                changes={"pause_time": now, "paused_by": actor, "runtime": round(elapsed, 3)},
-            )  # fmt: skip
-        except Exception:
-            # Keep the process and the record in agreement: resume it unless it is recorded paused after all
-            # (another pause, e.g. a budget's, won the race and its SIGSTOP must stand).
-            if (await self.store.get_agent(agent_id)).state != AgentState.PAUSED:
-                await self.runtime.resume(watch.handle)
-            raise
-        watch.runtime_before, watch.paused = elapsed, True
-        return agent
+        return await self.supervisor.pause(agent_id, actor=actor, reason=reason)
 
     async def resume(self, agent_id: str, *, actor: str = "api", reason: str | None = None) -> Agent:
-        agent = await self.store.get_agent(agent_id)
-        plan(agent_id, agent.state, Trigger.RESUME)
-        watch = self._live_watch(agent)
-        await self.runtime.resume(watch.handle)
-        now = self.clock.now()
-        agent, _ = await self.store.transition_agent(
-            agent_id, Trigger.RESUME, actor=actor, reason=reason, changes={"started_at": now}
-        )
-        watch.started_at, watch.paused = now, False
-        watch.waiting = watch.recorded_waiting = False
-        return agent
+        return await self.supervisor.resume(agent_id, actor=actor, reason=reason)
+
+    async def hold(self, agent_id: str, *, by: str, reason: str) -> None:
+        """A group (a team, a workflow) wants the agent paused while it is: desired state on the agent, applied now
+        if it runs, else by the supervisor the moment its run starts. Idempotent."""
+        await self.supervisor.hold(agent_id, by=by, reason=reason)
+
+    async def release(self, agent_id: str, *, by: str, reason: str) -> None:
+        """The group's hold ends: the agent is resumed if that hold paused it."""
+        await self.supervisor.release(agent_id, by=by, reason=reason)
 
     async def continue_agent(self, agent_id: str, message: str, *, actor: str = "api") -> Agent:
         """Continue an ended agent's CLI session with a follow-up message, in the same workspace and branch."""
@@ -406,14 +387,6 @@ class ControlPlane:
         )  # fmt: skip
         self.supervisor.wake.set()
         return agent
-
-    def _live_watch(self, agent: Agent) -> AgentRun:
-        watch = self.supervisor.runs.get(agent.id)
-        if watch is None or watch.finishing:
-            raise ConflictError(
-                f"agent {agent.id} has no running process to act on", details={"currentState": agent.state.value}
-            )
-        return watch
 
     async def delete(self, agent_id: str, *, force: bool = False, actor: str = "api") -> None:
         agent = await self.store.get_agent(agent_id)

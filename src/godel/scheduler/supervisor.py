@@ -31,6 +31,7 @@ from godel.core.states import ACTIVE
 from godel.core.transitions import Trigger
 from godel.errors import InvalidTransitionError, NotFoundError
 from godel.gateway.service import Gateway
+from godel.scheduler import holding
 from godel.scheduler.deps import RunDeps
 from godel.scheduler.keys import RunKeys
 from godel.scheduler.launching import launch
@@ -127,6 +128,22 @@ class Supervisor:
     def register(self, run: AgentRun) -> None:
         run.phase = len(self.runs) % _QUIET_STRIDE
         self.runs[run.agent_id] = run
+
+    async def started(self, run: AgentRun) -> None:
+        """Its start is committed: a hold put on the agent meanwhile is applied now (looked at after the commit)."""
+        await holding.apply_hold(self.deps, self.runs, await self.store.get_agent(run.agent_id))
+
+    async def pause(self, agent_id: str, *, actor: str, reason: str | None) -> Agent:
+        return await holding.pause(self.deps, self.runs, agent_id, actor=actor, reason=reason)
+
+    async def resume(self, agent_id: str, *, actor: str, reason: str | None) -> Agent:
+        return await holding.resume(self.deps, self.runs, agent_id, actor=actor, reason=reason)
+
+    async def hold(self, agent_id: str, *, by: str, reason: str) -> None:
+        await holding.hold(self.deps, self.runs, agent_id, by=by, reason=reason)
+
+    async def release(self, agent_id: str, *, by: str, reason: str) -> None:
+        await holding.release(self.deps, self.runs, agent_id, by=by, reason=reason)
 
     def forget(self, run: AgentRun) -> None:
         if self.runs.get(run.agent_id) is run:  # a new run of the agent (restart, continue) may be here already

@@ -53,7 +53,6 @@ from godel.teams.strategies import parallel as parallel_strategy
 log = structlog.get_logger("godel.teams")
 LIVE_TEAM = (TeamStatus.ACTIVE, TeamStatus.PAUSED)
 ENDED_TEAM = (TeamStatus.COMPLETED, TeamStatus.FAILED, TeamStatus.ARCHIVED)
-HOLD_INTERVAL = 0.2  # seconds between two looks for agents to pause while a team is paused
 _RUNNING = (AgentState.EXECUTING, AgentState.WAITING)
 
 
@@ -68,7 +67,6 @@ class TeamOrchestrator:
         self.roles: dict[str, RoleProfile] = load_roles(plane.settings.roles if roles is None else roles)
         self._runs: dict[str, TeamRun] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._holds: dict[str, asyncio.Task[None]] = {}
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -92,14 +90,13 @@ class TeamOrchestrator:
 
     async def stop(self) -> None:
         """Stop driving teams; their status stays as it is, for the next start to pick up."""
-        tasks = [*self._tasks.values(), *self._holds.values()]
+        tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
-        self._holds.clear()
         self._runs.clear()
 
     def running(self, team_id: str) -> TeamRun | None:
@@ -170,8 +167,11 @@ class TeamOrchestrator:
         if run is not None:
             run.unpaused.clear()
             run.team = team
-        await self._pause_agents(team_id)
-        self._hold(team_id)
+        # Desired state on each agent, applied by the supervisor now or the moment a queued one starts.
+        for agent in await team_agents(self.plane, team_id):
+            if not ended_for_good(agent):
+                with contextlib.suppress(GodelError):  # deleted meanwhile
+                    await self.plane.hold(agent.id, by=_team_actor(team_id), reason="team paused")
         return team
 
     async def resume_team(self, team_id: str, *, actor: str = "api") -> Team:
@@ -180,15 +180,9 @@ class TeamOrchestrator:
             return TeamChange(changes={"status": move.to_state}, event=move.event)
 
         team, _ = await self.store.change_team(team_id, decide, actor=actor)
-        hold = self._holds.pop(team_id, None)
-        if hold is not None:
-            hold.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await hold
         for agent in await team_agents(self.plane, team_id):
-            if agent.state == AgentState.PAUSED and agent.paused_by == _team_actor(team_id):
-                with contextlib.suppress(GodelError):  # it was killed or ended meanwhile
-                    await self.plane.resume(agent.id, actor=_team_actor(team_id), reason="team resumed")
+            with contextlib.suppress(GodelError):  # deleted meanwhile
+                await self.plane.release(agent.id, by=_team_actor(team_id), reason="team resumed")
         run = self._runs.get(team_id)
         if run is not None:
             run.team = team
@@ -340,8 +334,7 @@ class TeamOrchestrator:
         spec = TeamSpec.parse(stored_config(team))
         run = TeamRun(self.plane, self.store, team, spec, with_overrides(self.roles, spec.profiles))
         if team.status == TeamStatus.PAUSED:
-            run.unpaused.clear()
-            self._hold(team.id)
+            run.unpaused.clear()  # its agents' holds are on record and survive the restart
         self._runs[team.id] = run
         self._tasks[team.id] = asyncio.get_running_loop().create_task(self._drive(run), name=f"team:{team.id}")
 
@@ -400,9 +393,6 @@ class TeamOrchestrator:
             )
 
         team, _ = await self.store.change_team(team_id, decide, actor=actor)
-        hold = self._holds.pop(team_id, None)
-        if hold is not None:
-            hold.cancel()
         return team
 
     async def _halt(self, team_id: str, *, reason: str, cancel: bool = True, spare: Agent | None = None) -> None:
@@ -415,33 +405,12 @@ class TeamOrchestrator:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        hold = self._holds.pop(team_id, None)
-        if hold is not None:
-            hold.cancel()
         for agent in await team_agents(self.plane, team_id):
             if spare is not None and agent.id == spare.id:
                 continue
             if not ended_for_good(agent) and agent.state != AgentState.FAILED:
                 with contextlib.suppress(GodelError):
                     await self.plane.kill(agent.id, actor=_team_actor(team_id), reason=reason)
-
-    async def _pause_agents(self, team_id: str) -> None:
-        for agent in await team_agents(self.plane, team_id):
-            if agent.state in _RUNNING:
-                with contextlib.suppress(GodelError):  # it ended, or was paused by someone else, meanwhile
-                    await self.plane.pause(agent.id, actor=_team_actor(team_id), reason="team paused")
-
-    def _hold(self, team_id: str) -> None:
-        """While the team is paused, pause its agents that start running (they were admitted before the pause)."""
-        if team_id in self._holds:
-            return
-
-        async def hold() -> None:
-            while True:
-                await asyncio.sleep(HOLD_INTERVAL)
-                await self._pause_agents(team_id)
-
-        self._holds[team_id] = asyncio.get_running_loop().create_task(hold(), name=f"team-hold:{team_id}")
 
     async def _monitor(self, run: TeamRun) -> Agent:
         task = prompts.monitor(

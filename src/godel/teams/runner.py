@@ -205,6 +205,8 @@ class TeamRun:
             if found is None:
                 found = await self.plane.spawn(self.request(step, role_name, task, **kw), actor=self.actor)
                 self.known[step] = found
+                if not self.unpaused.is_set():  # paused while it was being spawned: held like the others
+                    await self.plane.hold(found.id, by=self.actor, reason="team paused")
         self._locks.pop(step, None)
         return found
 

@@ -26,7 +26,6 @@ import structlog
 from godel.core.ids import new_id
 from godel.core.models import Workflow, WorkflowStep
 from godel.core.ports import Page
-from godel.core.states import AgentState
 from godel.errors import GodelError
 from godel.scheduler.plane import ControlPlane
 from godel.workflow.definition import WorkflowDefinition
@@ -74,12 +73,12 @@ class WorkflowEngine:
         self._stopping = True
         runs = list(self._runs.values())
         for run in runs:
-            for watcher in [*run.watchers.values(), *run.holds]:
+            for watcher in run.watchers.values():
                 watcher.cancel()
             if run.task is not None:
                 run.task.cancel()
         for run in runs:
-            for task in [*run.watchers.values(), *run.holds, run.task]:
+            for task in [*run.watchers.values(), run.task]:
                 if task is not None:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
@@ -201,20 +200,18 @@ class WorkflowEngine:
 
     async def pause(self, workflow_id: str) -> Workflow:
         wf = await self._move(workflow_id, WorkflowTrigger.PAUSE)
-        run = self._runs.get(workflow_id)
         for step in await self.store.workflow_steps(workflow_id):
-            if step.status == RUNNING and step.agent_id is not None and run is not None:
-                self.steps.hold(run, step.agent_id)
+            if step.status == RUNNING and step.agent_id is not None:
+                with contextlib.suppress(GodelError):  # deleted meanwhile
+                    await self.plane.hold(step.agent_id, by="workflow", reason="workflow paused")
         return wf
 
     async def resume(self, workflow_id: str) -> Workflow:
         wf = await self._move(workflow_id, WorkflowTrigger.RESUME)
         for step in await self.store.workflow_steps(workflow_id):
             if step.status == RUNNING and step.agent_id is not None:
-                agent = await self.plane.get(step.agent_id)
-                if agent.state == AgentState.PAUSED:
-                    with contextlib.suppress(GodelError):
-                        await self.plane.resume(step.agent_id, actor="workflow", reason="workflow resumed")
+                with contextlib.suppress(GodelError):  # deleted meanwhile
+                    await self.plane.release(step.agent_id, by="workflow", reason="workflow resumed")
         run = self._runs.get(workflow_id)
         if run is not None:
             run.wake.set()

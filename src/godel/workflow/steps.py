@@ -19,10 +19,8 @@ from typing import Any
 import structlog
 
 from godel.agents.roles import load_roles
-from godel.core.events import EventFilter
 from godel.core.models import Agent, Workflow, WorkflowStep
 from godel.core.ports import AgentQuery
-from godel.core.runs import ended_for_good
 from godel.core.states import AgentState
 from godel.errors import GitError, GodelError, WorkflowConditionError, WorkflowTemplateError
 from godel.scheduler.plane import ControlPlane
@@ -60,7 +58,6 @@ class Run:
     definition: WorkflowDefinition
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     watchers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
-    holds: set[asyncio.Task[None]] = field(default_factory=set)  # agents to pause once they start (see hold)
     task: asyncio.Task[None] | None = None
 
 
@@ -141,8 +138,9 @@ class StepRunner:
             with contextlib.suppress(GodelError):
                 await self.plane.kill(agent.id, actor="workflow", reason=f"workflow {now.status}")
             return
-        if now.status == PAUSED:
-            self.hold(run, agent.id)
+        if now.status == PAUSED:  # desired state on the agent: applied when it runs, or the moment it starts
+            with contextlib.suppress(GodelError):
+                await self.plane.hold(agent.id, by="workflow", reason="workflow paused")
         self._watch(run, wf, step.id, agent.id)
 
     async def _starting_point(self, run: Run, wf: Workflow, step: StepDefinition,
@@ -204,31 +202,6 @@ class StepRunner:
             self._watch(run, wf, step_id, agent.id)
         else:
             await self.spawn_attempt(run, wf, step, steps, attempt=attempt, relaunch=relaunch)
-
-    def hold(self, run: Run, agent_id: str) -> None:
-        """Pause ``agent_id`` for a paused run: at once if it executes, else as soon as it starts (a queued or
-        half-spawned agent cannot be paused yet), unless the run is no longer paused by then."""
-
-        async def hold() -> None:
-            sub = self.plane.bus.subscribe(EventFilter(patterns=("agent:*",), agent_id=agent_id), buffer_size=100)
-            try:
-                while True:
-                    agent = await self.plane.get(agent_id)
-                    if ended_for_good(agent) or (await self.rows.get_workflow(run.workflow_id)).status != PAUSED:
-                        return
-                    if agent.state in (AgentState.EXECUTING, AgentState.WAITING):
-                        with contextlib.suppress(GodelError):  # it may end right now: nothing left to pause
-                            await self.plane.pause(agent_id, actor="workflow", reason="workflow paused")
-                        return
-                    if agent.state == AgentState.PAUSED:
-                        return
-                    await sub.get(timeout=1.0)  # its next move (or a second, to look again)
-            finally:
-                sub.close()
-
-        task = asyncio.get_running_loop().create_task(hold(), name=f"workflow-hold-{agent_id}")
-        run.holds.add(task)
-        task.add_done_callback(run.holds.discard)
 
     def _watch(self, run: Run, wf: Workflow, step_id: str, agent_id: str) -> None:
         async def watch() -> None:
