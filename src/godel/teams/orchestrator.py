@@ -59,10 +59,7 @@ _RUNNING = (AgentState.EXECUTING, AgentState.WAITING)
 class TeamOrchestrator:
     def __init__(self, plane: ControlPlane, *, roles: Mapping[str, Any] | None = None) -> None:
         self.plane = plane
-        store: Any = plane.store
-        if not all(hasattr(store, m) for m in ("add_team", "read_team", "change_team", "list_teams")):
-            raise TypeError(f"{type(store).__name__} has no team methods (mix in godel.store.teams.TeamStore)")
-        self.store: TeamStorePort = store
+        self.store: TeamStorePort = plane.store  # the SQL store's team methods, checked by mypy against the port
         # Refused at start-up, with the offending key, when godel.toml's [roles] are malformed.
         self.roles: dict[str, RoleProfile] = load_roles(plane.settings.roles if roles is None else roles)
         self._runs: dict[str, TeamRun] = {}
