@@ -65,6 +65,8 @@ class ServerProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)  # waiting for the server to come up
+        self.proc.kill()  # never leave a server behind that no test will stop
+        self.proc.wait(10)
         raise RuntimeError(f"server not ready:\n{self.log.read_text()[-3000:]}")
 
     @property
