@@ -71,7 +71,7 @@ EXPECT = {
     "godel role set auditor": ["auditor"],
     "godel audit verify": [],
     "godel agent show <id>": ["completed", "{short}"],
-    "godel budget set --agent <id>": ["5"],
+    "godel budget set --agent <id>": ["{uuid}"],  # piped, it prints the budget's id
     "godel usage --by agent": [],
     "godel key create --user me": ["godel_vk_"],
     "godel workflow validate examples/workflows/feature.yaml": [],
@@ -203,6 +203,9 @@ def test_readme_commands_run_as_written(workspace: tuple[ServerProcess, Path, di
             assert found, f"`{command.text}` printed no agent id:\n{out}"
             agent_id = found.group(0)
         for text in wanted:
+            if text == "{uuid}":
+                assert UUID.search(out), f"`{command.text}` printed no id:\n{out[-3000:]}"
+                continue
             text = text.format(short=agent_id[:8])
             assert text in out, f"`{command.text}` did not print {text!r}:\n{out[-3000:]}"
         ran.append(command.bare)
