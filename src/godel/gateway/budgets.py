@@ -40,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -60,8 +60,22 @@ RESERVATION_TTL = timedelta(hours=1)  # a durable reservation older than this is
 SETTLE_WAIT_SECONDS = 10.0  # a refusal waits at most this long for this server's answered requests to settle
 _DEFAULT_OUTPUT = 4096  # tokens assumed when a request sets no max_tokens
 _MIRROR_LIMIT = 100_000  # budget periods mirrored in memory before the mirror starts afresh
-Notify = Callable[[Budget, float, int], Awaitable[None]]
 Period = tuple[str, datetime]  # (budget id, period start): one ledger row
+
+
+class BudgetListener(Protocol):
+    """What happens to agents when budgets are crossed: the control plane's side (``scheduler.budgeting``). The
+    gateway only decides that a budget was crossed; it neither knows nor imports what pausing an agent means."""
+
+    async def warning(self, budget: Budget, spent: float, threshold: int) -> None:
+        """``threshold`` percent of the budget is spent (50, 80, 100), reported once per period."""
+
+    async def exhausted(self, budget: Budget, spent: float, threshold: int) -> None:
+        """A settled request left the budget spent: pause what it covers."""
+
+    async def hold(self, budget: Budget, spent: float, agent_id: str) -> bool:
+        """An agent's request found its budget spent: True once the agent is resumed (try again), False to refuse."""
+        ...
 
 
 class BudgetStore(Protocol):
@@ -140,17 +154,13 @@ class BudgetGuard:
         pricer: Any,
         *,
         now: Callable[[], datetime],
-        on_exhausted: Notify | None = None,
-        on_warning: Notify | None = None,
-        on_hold: Callable[[Budget, float, str], Awaitable[bool]] | None = None,
         state: SharedState | None = None,
     ) -> None:
         self.store: BudgetStore = store
         self.pricer = pricer
         self.now = now
-        self.on_exhausted = on_exhausted
-        self.on_warning = on_warning
-        self.on_hold = on_hold
+        # Set once by the wiring (``listen``); until then a crossed budget is recorded and refused, nothing paused.
+        self.listener: BudgetListener | None = None
         # The budget locks: none in this process, Redis's when several servers share the budgets.
         self.state: SharedState = state or MemoryState()
         self._warned: dict[tuple[str, str], set[int | str]] = {}  # (budget id, period) -> what was reported
@@ -362,19 +372,25 @@ class BudgetGuard:
         for threshold in THRESHOLDS:
             if percent >= threshold and threshold not in seen:
                 seen.add(threshold)
-                if self.on_warning is not None:
-                    await self.on_warning(budget, spent, threshold)
+                if self.listener is not None:
+                    await self.listener.warning(budget, spent, threshold)
         if spent >= budget.total_budget and "exhausted" not in seen:
             seen.add("exhausted")  # once per period (and again after the budget is raised and spent again)
-            if self.on_exhausted is not None:
-                await self.on_exhausted(budget, spent, 100)
+            if self.listener is not None:
+                await self.listener.exhausted(budget, spent, 100)
 
     async def hold(self, key: VirtualKey, refusal: BudgetExceeded) -> bool:
         """An agent's request found its budget spent: have the agent paused and keep the request until it is
         resumed (after the budget was raised, or not). True: try the request again; False: refuse it now."""
-        if key.scope_type != "agent" or self.on_hold is None:
+        if key.scope_type != "agent" or self.listener is None:
             return False
-        return await self.on_hold(refusal.budget, await self.spent(refusal.budget), key.scope_id)
+        return await self.listener.hold(refusal.budget, await self.spent(refusal.budget), key.scope_id)
+
+    def listen(self, listener: BudgetListener) -> None:
+        """Who acts on crossed budgets. One listener: the control plane that owns this gateway."""
+        if self.listener is not None and self.listener is not listener:
+            raise RuntimeError("this gateway's budgets already have a listener")
+        self.listener = listener
 
     def forget(self, budget_id: str) -> None:
         """A budget was set, raised or removed: read budgets and the ledger afresh, and its thresholds may be

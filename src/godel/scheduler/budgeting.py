@@ -42,8 +42,6 @@ class BudgetActions:
         self.runs = runs  # the supervisor's live runs: who a budget covers on this server
         self.pause = pause
         self._pauses = asyncio.Lock()
-        budgets = gateway.budgets
-        budgets.on_exhausted, budgets.on_warning, budgets.on_hold = self.exhausted, self.warning, self.hold
 
     def rate_limited(self, agent_id: str) -> dict[str, Any] | None:
         """While the gateway refuses the agent's requests for a rate limit: until when, and which limit."""

@@ -127,6 +127,7 @@ class ControlPlane:
             store=self.store, gateway=self.gateway, bus=self.bus, clock=self.clock, settings=settings,
             runs=self.supervisor.runs, pause=self.pause,
         )  # fmt: skip
+        self.gateway.budgets.listen(self.budgets)
         # Snapshots of an agent's working tree, restore, fork, and its sessions.
         self.workspaces = WorkspaceCommands(
             store=self.store, runtime=self.runtime, settings=settings, sessions=self.supervisor.deps.sessions,
