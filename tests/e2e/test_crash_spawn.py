@@ -34,7 +34,7 @@ ENDED = ("completed", "failed", "killed")
 
 
 def _burst(srv: ServerProcess, repo: Path, markers: Path, round_: int, acknowledged: list[str],
-           errors: list[BaseException], stop: threading.Event) -> None:  # fmt: skip
+           errors: list[BaseException], stop: threading.Event, first: threading.Event) -> None:  # fmt: skip
     """Spawn BURST agents one after another until the server dies under us. Every other agent fails its first
     attempt and succeeds on its retry, so kills also land between a failure and the retry that follows it."""
     try:
@@ -53,6 +53,7 @@ def _burst(srv: ServerProcess, repo: Path, markers: Path, round_: int, acknowled
                     return  # the server was killed mid-request: that spawn may or may not exist, the store says
                 assert r.status_code == 201, r.text
                 acknowledged.append(r.json()["data"]["id"])
+                first.set()
     except BaseException as exc:  # the test's thread: raised again in the test itself
         errors.append(exc)
 
@@ -98,12 +99,15 @@ def test_kill_9_during_bursts_of_spawns_loses_and_mislabels_nothing(
     markers.mkdir()
     try:
         for round_ in range(ROUNDS):
-            stop = threading.Event()
+            stop, first = threading.Event(), threading.Event()
             before = len(acknowledged)
-            args = (srv, git_repo, markers, round_, acknowledged, errors, stop)
+            args = (srv, git_repo, markers, round_, acknowledged, errors, stop, first)
             spawner = threading.Thread(target=_burst, args=args)
             spawner.start()
-            time.sleep(rng.uniform(0.05, 1.2))  # the moment of the crash, somewhere in the burst (seeded)
+            # The clock of the crash starts at the round's first acknowledged spawn, not at the thread's start: on
+            # a loaded machine the first request alone can take longer than the whole window.
+            assert first.wait(30) or errors, "the burst's first spawn was not acknowledged in 30 s"
+            time.sleep(rng.uniform(0.0, 1.15))  # the moment of the crash, somewhere in the burst (seeded)
             srv.kill9()
             stop.set()
             spawner.join(30)
