@@ -22,8 +22,12 @@ from godel.core.transitions import Trigger
 
 
 class Clock(Protocol):
+    """Wall time for what the store keeps (deadlines, backoff, leases), monotonic time for durations, and a sleep
+    for timers held in memory (``godel.core.clock``: the system's, or a manual one that tests move)."""
+
     def now(self) -> datetime: ...
     def monotonic(self) -> float: ...
+    async def sleep(self, seconds: float) -> None: ...
 
 
 # --------------------------------------------------------------------------------------------------- store

@@ -8,7 +8,6 @@ runtime snapshots a dirty worktree before removing it, so uncommitted work survi
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from godel.core.events import make_event
@@ -100,7 +99,7 @@ def arm_delayed_cleanup(deps: RunDeps, agent_id: str, handle: RuntimeHandle, del
 
 
 async def _delayed(deps: RunDeps, agent_id: str, handle: RuntimeHandle, delay: float) -> None:
-    await asyncio.sleep(delay)  # the policy's delay itself, not a stand-in for work
+    await deps.clock.sleep(delay)  # the policy's delay itself, on the injected clock (tests move it)
     try:
         agent = await deps.store.get_agent(agent_id)
     except NotFoundError:
