@@ -7,8 +7,10 @@ POST is sent (wall clock) to the ``at`` of the transition into ``executing`` (re
 /api/v1/agents/{id}/transitions). That transition is committed right after the agent's process was forked.
 The wait for the agent to finish before the next sample listens on the bus (no polling either).
 
-The admission path: ``ControlPlane.spawn`` sets ``supervisor.wake`` after committing the agent, so the
-admission loop runs at once; ``reconcile_interval`` (0.05 s here) is only its fallback period.
+The admission path: with a slot free and nothing queued, ``ControlPlane.spawn`` admits the agent in the
+transaction that creates it and starts its launch at once (``Supervisor.create``); the admission loop, woken
+otherwise, is only the fallback (``reconcile_interval``, 0.05 s here). So "spawnedAt → admitted" is the part of
+that one transaction before the admission, not a round trip.
 
 Baseline, interleaved sample by sample (alternating which goes first): ``git worktree add --quiet -b
 <branch> <dir> <base>`` run with ``subprocess.run``, then fork/exec of the same command (``/bin/sh -c
@@ -111,10 +113,10 @@ async def _run(cfg: Config, root: Path) -> list[Figure]:
     fig.notes.append("in-process ControlPlane + httpx.ASGITransport; figure from the store's transition timestamps")
     figures = [fig]
     labels = {
-        "post": "↳ POST → 201 (validate, 2 git rev-parse, insert)",
-        "queued": "↳ spawnedAt → admitted (wake-up, admission)",
+        "post": "↳ POST → 201 (validate, 1 git rev-parse, insert + admit)",
+        "queued": "↳ spawnedAt → admitted (in the creating transaction)",
         "worktree": "↳ admitted → worktree ready (initializing→spawning)",
-        "launch": "↳ worktree ready → executing (fork/exec, record)",
+        "launch": "↳ worktree ready → executing (record, fork/exec, record)",
         "toCompleted": "↳ executing → completed (exit seen, diff, cleanup)",
     }
     for key, label in labels.items():

@@ -307,8 +307,9 @@ class LocalProcesses:
         if not launch.argv:
             raise AgentSpawnError("nothing to run: empty argv")
         try:
-            # fork+exec of a large server takes milliseconds; keep it off the loop.
-            child = await asyncio.to_thread(_popen, handle, launch)
+            # On the loop, as asyncio starts git: Popen uses vfork (no copy of the server's memory, well under a
+            # millisecond), while a hop to a worker thread costs more than that and, on a busy machine, far more.
+            child = _popen(handle, launch)
         except OSError as exc:
             raise AgentSpawnError(f"cannot start the agent: {exc}", details={"argv": launch.argv}) from exc
         started = psutil.Process(child.pid).create_time()  # we have not reaped it, so the pid is still ours

@@ -99,7 +99,8 @@ class Worktrees:
                 await git("worktree", "add", "--quiet", "-b", branch, str(path), base, cwd=repo)
             if fork_from is not None:
                 await lay_tree(path, fork_from)
-            await asyncio.to_thread(copy_includes, repo, path)
+            if (repo / INCLUDE_FILE).exists():  # a thread hop only when there is something to copy
+                await asyncio.to_thread(copy_includes, repo, path)
             if spec.setup:
                 await run_setup(spec.setup, path, spec.setup_timeout)
         except BaseException:  # cancellation too: leave nothing half-created behind
@@ -202,6 +203,8 @@ async def include_escapes(repo: Path, commit: str) -> list[str]:
     """The folders of ``.worktreeinclude`` entries that are symlinks in ``commit``'s tree: copying the entry into a
     checkout of ``commit`` would write through them. Lets a spawn be refused (400) before anything is created;
     ``copy_includes`` refuses the same at copy time, whatever the tree."""
+    if not (repo / INCLUDE_FILE).exists():  # the usual case: no thread hop on the spawn request's path
+        return []
     files = await asyncio.to_thread(included_files, repo)
     folders = sorted({str(PurePosixPath(*f.parts[:i])) for f in files for i in range(1, len(f.parts))})
     if not folders or len(folders) > 1000:  # very many: left to the copy-time check (argv length)

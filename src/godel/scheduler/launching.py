@@ -2,15 +2,18 @@
 of its start, in an order a crash cannot corrupt.
 
 1. ``admit`` (by the supervisor) → ``initializing``; the workspace is prepared → ``spawning`` (its place on record).
-2. The CLI's request is built, its gateway key and API credential made, its Session committed.
-3. The process starts, tagged with the session's id (``RUN_KEY``): the runtime records it with the process.
+2. The CLI's request is built, its gateway key and API credential made, its Session committed: *while* the
+   workspace is prepared (they need its path only), so the checkout is the only wait before the process starts.
+3. The process starts, tagged with the session's id (``RUN_KEY``): the runtime records it with the process. Only
+   after both 1 and 2 are committed.
 4. The run is registered, then its start committed (``executing``).
-A server that dies between 2 and 4 finds, after a restart, whether the launch of step 3 happened (``adoption``).
-"""
+A server that dies between 2 and 4 finds, after a restart, whether the launch of step 3 happened (``adoption``); one
+that dies before 1's ``spawning`` is committed closes the session of 2 and queues the agent again."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -18,8 +21,8 @@ from typing import Protocol
 import structlog
 
 from godel.agents import get_adapter
-from godel.core.models import Agent
-from godel.core.ports import RUN_KEY, AgentAdapter, LaunchRequest, RuntimeHandle, WorkspaceSpec
+from godel.core.models import Agent, Session
+from godel.core.ports import RUN_KEY, AgentAdapter, LaunchRequest, LaunchSpec, RuntimeHandle, WorkspaceSpec
 from godel.core.runs import RunContext
 from godel.core.states import AgentState
 from godel.core.transitions import Trigger
@@ -101,6 +104,11 @@ async def launch(deps: RunDeps, agent: Agent, runs: RunRegistry) -> None:
         except GodelError as exc:
             await spawn_failed(deps, agent, exc)
             return
+    adapter = get_adapter(agent.kind)
+    # The run's request, credentials and Session need the workspace's path only, not the workspace: they are made
+    # while the runtime checks it out (a git process of tens of milliseconds), not after it. The Session is still
+    # committed before the process starts; a restart finding the agent ``initializing`` closes it (``adoption``).
+    opening = asyncio.create_task(_open_run(deps, agent, handle, adapter), name=f"open run {agent.id}")
     if not (has_workspace and continuing):  # a follow-up continues in the workspace as the agent left it
         first_attempt = agent.retry_count == 0 and not agent.pid
         spec = WorkspaceSpec(
@@ -113,37 +121,32 @@ async def launch(deps: RunDeps, agent: Agent, runs: RunRegistry) -> None:
         )
         try:
             handle = await deps.runtime.prepare(spec)
-        except GodelError as exc:
-            await spawn_failed(deps, agent, exc)
+        except BaseException as exc:
+            await _settled(opening)  # so that no key or session is made after spawn_failed revoked and closed them
+            if not isinstance(exc, Exception):
+                raise
+            await spawn_failed(deps, agent, exc if isinstance(exc, GodelError) else _launch_error(agent, exc))
             return
     try:
         agent, _ = await deps.store.transition_agent(
             agent.id, Trigger.WORKTREE_CREATED, actor="supervisor", changes=handle_fields(handle)
         )
     except (InvalidTransitionError, NotFoundError):
+        await _settled(opening)
         await _abandon_unstarted(deps, agent.id, handle)
         return
-    adapter = get_adapter(agent.kind)
     try:
-        request = launch_request(deps, agent, handle, speaks=adapter.wire_apis)
-        request = await deps.keys.through_gateway(agent, request)
-        request = await deps.keys.with_api_credential(agent, request)
-        for private in (request.config_dir, request.output_dir):  # the CLI's own, outside the workspace
-            private.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # Adapters may read files (a session to resume): off the event loop.
-        spec_ = await asyncio.to_thread(adapter.launch, request)
-        # The session is committed before the process starts and names the launch: a server that dies from here on
-        # finds, after a restart, whether this very launch started (``adoption.py``).
-        await deps.sessions.close_open(agent.id, "superseded: a new launch began")  # one left by a cut-off run
-        session = await deps.sessions.open(agent, request)
+        request, spec_, session = await opening
+        if request.workspace != handle.workspace:  # a runtime that placed the workspace elsewhere than predicted
+            request = dataclasses.replace(request, workspace=handle.workspace)
+            spec_ = await asyncio.to_thread(adapter.launch, request)
         handle.extra[RUN_KEY] = session.id
         handle = await deps.runtime.start(handle, spec_)
     except GodelError as exc:
         await spawn_failed(deps, agent, exc)
         return
     except Exception as exc:  # an adapter's bug or an OS error must fail the spawn, not leave it `spawning`
-        log.exception("launch failed", agent=agent.id)
-        await spawn_failed(deps, agent, AgentSpawnError(f"could not launch the {agent.kind} CLI: {exc!r}"))
+        await spawn_failed(deps, agent, _launch_error(agent, exc))
         return
     offsets = dict(handle.extra.get("log_offsets", {}))
     run = new_run(
@@ -151,6 +154,42 @@ async def launch(deps: RunDeps, agent: Agent, runs: RunRegistry) -> None:
     )
     runs.register(run)  # before the start is committed: a pause or kill that sees the agent executing finds its run
     await start_or_abandon(runs, run, agent, session.id, model=request.endpoint.name if request.endpoint else None)
+
+
+async def _open_run(
+    deps: RunDeps, agent: Agent, handle: RuntimeHandle, adapter: AgentAdapter
+) -> tuple[LaunchRequest, LaunchSpec, Session]:
+    """The run's request (for the workspace at ``handle``), its gateway key and API credential, what the adapter
+    launches, and its Session, committed: everything of a launch but the workspace and the process."""
+    request = launch_request(deps, agent, handle, speaks=adapter.wire_apis)
+    request = await deps.keys.through_gateway(agent, request)
+    request = await deps.keys.with_api_credential(agent, request)
+    for private in (request.config_dir, request.output_dir):  # the CLI's own, outside the workspace
+        private.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Adapters may read files (a session to resume): off the event loop.
+    spec = await asyncio.to_thread(adapter.launch, request)
+    # The session names the launch: a server that dies from here on finds, after a restart, whether this very launch
+    # started (``adoption.py``). One left open by a cut-off run is closed first.
+    await deps.sessions.close_open(agent.id, "superseded: a new launch began")
+    session = await deps.sessions.open(agent, request)
+    return request, spec, session
+
+
+async def _settled(task: asyncio.Task[tuple[LaunchRequest, LaunchSpec, Session]]) -> None:
+    """Wait for ``task`` to end, whatever its outcome: the caller fails the launch for its own reason, and must not
+    revoke the run's credentials or close its Session while they are still being made."""
+    try:
+        await asyncio.wait({task})
+    finally:
+        if not task.done():  # we were cancelled meanwhile: it stops too
+            task.cancel()
+    if not task.cancelled():
+        task.exception()  # retrieved: its own failure, if any, is moot now
+
+
+def _launch_error(agent: Agent, exc: BaseException) -> AgentSpawnError:
+    log.error("launch failed", agent=agent.id, error=repr(exc), exc_info=exc)
+    return AgentSpawnError(f"could not launch the {agent.kind} CLI: {exc!r}")
 
 
 async def start_or_abandon(
@@ -188,6 +227,7 @@ async def spawn_failed(deps: RunDeps, agent: Agent, exc: GodelError) -> None:
 async def _abandon_unstarted(deps: RunDeps, agent_id: str, handle: RuntimeHandle) -> None:
     """Killed or deleted while its workspace was being prepared: nothing ran; take the workspace back."""
     await deps.keys.revoke(agent_id)
+    await deps.sessions.close_open(agent_id, "killed or deleted while it was being spawned")
     try:
         agent = await deps.store.update_agent(agent_id, handle_fields(handle))
     except NotFoundError:

@@ -30,6 +30,7 @@ from godel.core.transitions import Trigger, plan
 from godel.errors import (
     ConflictError,
     FieldError,
+    InvalidTransitionError,
     PathOutsideWorkspaceError,
     ValidationError,
 )
@@ -224,10 +225,11 @@ class ControlPlane:
             context=context or None,
             owner=req.owner,
         )
-        agent, _ = await self.store.create_agent(agent, actor=actor)
+        # Admitted at once when a slot is free, unless a budget is to be set on it first (it must bind its first call).
+        agent = await self.supervisor.create(agent, actor=actor, admit=not req.budget_limit)
         if req.budget_limit:  # the spec's budgetLimit: a total budget on the agent, enforced at the gateway
             await self.budgets.set("agent", agent.id, req.budget_limit, "total")
-        self.supervisor.wake.set()
+            self.supervisor.wake.set()
         return agent
 
     def validate_spawn(self, req: SpawnRequest) -> tuple[AgentAdapter, dict[str, Any], dict[str, Any]]:
@@ -331,17 +333,25 @@ class ControlPlane:
         agent = await self.store.get_agent(agent_id)
         plan(agent_id, agent.state, trigger)  # 409 before touching anything
         run = self.supervisor.runs.get(agent_id)
+        raced = False
         if run is not None:
             ended = await self.supervisor.end_run(run, stop=trigger, actor=actor, reason=reason)
             if ended is not None:
                 return ended
             # It was ending on its own (exit, timeout) and now has: act on what that left.
+            raced = True
         changes: dict[str, Any] = (
             {**RESTART_RESET, "context": RunContext.of(agent).fresh().to_json() or None}
             if trigger == Trigger.RESTART
             else {"completed_at": self.clock.now()}
         )
-        agent, _ = await self.store.transition_agent(agent_id, trigger, actor=actor, reason=reason, changes=changes)
+        try:
+            agent, _ = await self.store.transition_agent(agent_id, trigger, actor=actor, reason=reason, changes=changes)
+        except InvalidTransitionError:
+            if not (raced and trigger == Trigger.KILL):
+                raise
+            # The kill waited for a run that ended for good on its own meanwhile: what it asked for is so.
+            return await self.store.get_agent(agent_id)
         self.supervisor.wake.set()
         return agent
 

@@ -72,6 +72,8 @@ class Supervisor:
         self.runs: dict[str, AgentRun] = {}
         self._work: set[asyncio.Task[Any]] = set()  # launches and endings in flight: waited for at shutdown
         self._timers: set[asyncio.Task[Any]] = set()  # delayed cleanups: cancelled at shutdown, re-armed on start
+        self._admitting = asyncio.Lock()  # admit_once and create: no slot is given twice
+        self._auto_admit = False  # while the admission loop runs (not when admission is driven by hand)
         self.wake = asyncio.Event()  # set when a slot frees up or work arrives; the admission loop waits on it
         self._passes = 0
         self.deps = RunDeps(
@@ -91,37 +93,74 @@ class Supervisor:
 
     async def admit_once(self) -> int:
         """Admit pending agents by priority into free slots; returns how many were admitted."""
-        busy = await self.store.count_agents(sorted(ACTIVE), self.node_id)
-        free = self.settings.max_concurrent_agents - busy
-        if free <= 0:
-            return 0
-        admitted = 0
-        for candidate in await self.store.admissible_agents(self.clock.now(), free):
-            try:
-                agent, _ = await self.store.transition_agent(
-                    candidate.id,
-                    Trigger.ADMIT,
-                    actor="scheduler",
-                    reason=f"slot free on node {self.settings.node_name}",
-                    changes={"node_id": self.node_id, "runtime": 0.0},
-                )
-            except (InvalidTransitionError, NotFoundError):
-                continue  # killed or deleted between the query and now
-            admitted += 1
-            self.spawn_task(launch(self.deps, agent, self), name=f"launch {agent.id}")
-        return admitted
+        async with self._admitting:
+            # Whether anything waits, first: usually nothing does (a spawn on a free node is admitted as it is
+            # created), and then this pass, which also runs as a fallback every reconcile_interval, is one read.
+            if not await self.store.admissible_agents(self.clock.now(), 1):
+                return 0
+            busy = await self.store.count_agents(sorted(ACTIVE), self.node_id)
+            free = self.settings.max_concurrent_agents - busy
+            if free <= 0:
+                return 0
+            admitted = 0
+            for candidate in await self.store.admissible_agents(self.clock.now(), free):
+                try:
+                    agent, _ = await self.store.transition_agent(
+                        candidate.id, Trigger.ADMIT, actor="scheduler", reason=self._admit_reason,
+                        changes=self._admit_changes(),
+                    )  # fmt: skip
+                except (InvalidTransitionError, NotFoundError):
+                    continue  # killed or deleted between the query and now
+                admitted += 1
+                self.spawn_task(launch(self.deps, agent, self), name=f"launch {agent.id}")
+            return admitted
+
+    async def create(self, agent: Agent, *, actor: str, admit: bool = True) -> Agent:
+        """Queue a new agent (``pending``); ``admit=False``: the caller wakes the admission loop once it is ready for
+        it. With ``admit``, it is admitted in the same transaction when a slot is free
+        and no queued agent goes first, and launched at once: a spawn on an idle node pays neither the admission
+        pass's reads nor its own transaction. Only while the admission loop runs (a server driven by hand admits by
+        hand); otherwise the loop is woken. Returns the agent as created."""
+        if not (admit and self._auto_admit):
+            created, _ = await self.store.create_agent(agent, actor=actor)
+            if admit:
+                self.wake.set()
+            return created
+        async with self._admitting:  # one admission decision at a time: the count of busy slots stays true
+            created, admitted = await self.store.create_and_admit(
+                agent, actor=actor, node_id=self.node_id, slots=self.settings.max_concurrent_agents,
+                reason=self._admit_reason, changes=self._admit_changes(),
+            )  # fmt: skip
+        if admitted is None:
+            self.wake.set()
+            return created
+        self.spawn_task(launch(self.deps, admitted, self), name=f"launch {admitted.id}")
+        # One turn of the loop: the launch gets as far as starting git before the caller (the POST) goes on.
+        await asyncio.sleep(0)
+        return created
+
+    @property
+    def _admit_reason(self) -> str:
+        return f"slot free on node {self.settings.node_name}"
+
+    def _admit_changes(self) -> dict[str, Any]:
+        return {"node_id": self.node_id, "runtime": 0.0}
 
     async def admission_loop(self) -> None:
-        while True:
-            self.wake.clear()
-            await self.admit_once()
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that races with
-            # the event being set, and shutdown would then hang on this loop.
-            try:
-                async with asyncio.timeout(self.settings.reconcile_interval):
-                    await self.wake.wait()
-            except TimeoutError:
-                pass
+        self._auto_admit = True  # admission runs by itself now: a spawn may be admitted as it is created
+        try:
+            while True:
+                self.wake.clear()
+                await self.admit_once()
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that races with
+                # the event being set, and shutdown would then hang on this loop.
+                try:
+                    async with asyncio.timeout(self.settings.reconcile_interval):
+                        await self.wake.wait()
+                except TimeoutError:
+                    pass
+        finally:
+            self._auto_admit = False
 
     # ----------------------------------------------------------------------------------------------- runs
 

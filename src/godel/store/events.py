@@ -14,6 +14,7 @@ seen until the limit is met or the log is exhausted.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
@@ -27,6 +28,8 @@ from godel.store.engine import is_sqlite
 from godel.store.rows import EVENT_COLUMNS, event_from_row, event_to_row, event_values
 from godel.store.tables import events
 
+_RETURNING = sqlite3.sqlite_version_info >= (3, 35)  # SQLite's INSERT ... RETURNING
+
 # Rows read per round trip when Python may discard some of them.
 _FILTERED_BATCH = 500
 
@@ -37,6 +40,10 @@ async def insert_events(conn: AsyncConnection, batch: Sequence[Event]) -> list[E
         return []
     if is_sqlite(conn):
         sql, to_params = _sqlite_insert(conn.dialect)
+        if len(batch) == 1 and _RETURNING:  # a transition's one event: its number in the same round trip
+            row = (await conn.exec_driver_sql(sql + " RETURNING sequence", to_params(batch[0]))).first()
+            assert row is not None
+            return [_with_sequence(batch[0], int(row[0]))]
         await conn.exec_driver_sql(sql, [to_params(e) for e in batch])
         last = (await conn.execute(sa.select(sa.func.max(events.c.sequence)))).scalar_one()
         sequences: Sequence[int] = range(last - len(batch) + 1, last + 1)

@@ -21,7 +21,7 @@ from godel.core.clock import SystemClock
 from godel.core.events import Event, EventMetadata
 from godel.core.models import Agent, Node, Session, Snapshot, TransitionRecord
 from godel.core.ports import AgentQuery, Clock, CommitListener, EventQuery, Page
-from godel.core.states import AgentState
+from godel.core.states import ACTIVE, AgentState
 from godel.core.transitions import Trigger, event_type_for, plan
 from godel.errors import AgentNotFoundError, EventNotFoundError, NotFoundError, SnapshotNotFoundError
 from godel.store import agents as agent_queries
@@ -37,7 +37,7 @@ from godel.store.engine import (
 )
 from godel.store.events import query_events
 from godel.store.gateway import BudgetQueries, GatewayQueries
-from godel.store.host import source_of
+from godel.store.host import WriteTx, source_of
 from godel.store.tasks import TaskStore
 from godel.store.teams import TeamStore
 from godel.store.webhooks import WebhookQueries
@@ -93,6 +93,29 @@ class SqlStore(GatewayQueries, BudgetQueries, TaskStore, WorkflowStore, TeamStor
     # -------------------------------------------------------------------------------------------- agents
 
     async def create_agent(self, agent: Agent, *, actor: str) -> tuple[Agent, Event]:
+        async with self._write(events=True) as tx:
+            return await self._insert_agent(tx, agent, actor)
+
+    async def create_and_admit(
+        self, agent: Agent, *, actor: str, node_id: str, slots: int, reason: str, changes: dict[str, Any]
+    ) -> tuple[Agent, Agent | None]:
+        """Insert ``agent`` (``pending``) and, in the same transaction, admit it (``admit``, with ``changes``) when
+        fewer than ``slots`` agents are active on ``node_id`` and no queued agent goes before it: the decision the
+        admission pass would make, without its round trip. Returns the agent as created, and as admitted (None:
+        it stays queued)."""
+        values = agent_queries.checked_changes(changes)
+        async with self._write(events=True) as tx:
+            created, _ = await self._insert_agent(tx, agent, actor)
+            busy = agent_queries.count_statement(sorted(ACTIVE), node_id).scalar_subquery()
+            first = agent_queries.admission_statement(self._clock.now(), 1).with_only_columns(tables.agents.c.id)
+            row = (await tx.conn.execute(sa.select(busy, first.scalar_subquery()))).one()  # one round trip
+            if int(row[0]) >= slots or row[1] != agent.id:  # full, or a queued agent goes first (or a backoff)
+                return created, None
+            admitted, _ = await self._transition_in(tx, agent.id, Trigger.ADMIT, actor="scheduler", reason=reason,
+                                                    values=values, payload=None)  # fmt: skip
+        return created, admitted
+
+    async def _insert_agent(self, tx: WriteTx, agent: Agent, actor: str) -> tuple[Agent, Event]:
         now = self._clock.now()
         agent = dataclasses.replace(agent, spawned_at=agent.spawned_at or now, updated_at=now)
         payload = {
@@ -104,9 +127,8 @@ class SqlStore(GatewayQueries, BudgetQueries, TaskStore, WorkflowStore, TeamStor
             "baseRef": agent.base_ref,
         }
         created = self._event("agent:created", payload, actor=actor, agent=agent, at=now)
-        async with self._write(events=True) as tx:
-            await tx.conn.execute(tables.agents.insert(), rows.AGENTS.to_row(agent))
-            (event,) = await tx.append([created])
+        await tx.conn.execute(tables.agents.insert(), rows.AGENTS.to_row(agent))
+        (event,) = await tx.append([created])
         return agent, event
 
     async def get_agent(self, agent_id: str) -> Agent:
@@ -152,34 +174,50 @@ class SqlStore(GatewayQueries, BudgetQueries, TaskStore, WorkflowStore, TeamStor
     ) -> tuple[Agent, Event]:
         values = agent_queries.checked_changes(changes)  # before the transaction: a bad call writes nothing
         async with self._write(events=True) as tx:
-            current = await self._get_agent(tx.conn, agent_id, for_update=True)
-            move = plan(agent_id, current.state, trigger)
-            now = self._clock.now()
-            values |= {"lifecycle_state": move.to_state.value, "updated_at": now}
-            updated = await self._update_agent_row(tx.conn, agent_id, values)
-            body = {
-                "agentId": agent_id,
-                "from": move.from_state.value,
-                "to": move.to_state.value,
-                "trigger": move.trigger.value,
-                "reason": reason,
-                "actor": actor,
-                **(payload or {}),
-            }
-            (event,) = await tx.append([self._event(event_type_for(move), body, actor=actor, agent=updated, at=now)])
-            record = TransitionRecord(
-                agent_id=agent_id,
-                from_state=move.from_state,
-                to_state=move.to_state,
-                trigger=move.trigger.value,
-                actor=actor,
-                reason=reason,
-                at=now,
-                event_sequence=event.sequence,
+            return await self._transition_in(
+                tx, agent_id, trigger, actor=actor, reason=reason, values=values, payload=payload
             )
-            row = rows.TRANSITIONS.to_row(record)
-            del row["id"]  # assigned by the database
-            await tx.conn.execute(tables.agent_transitions.insert(), row)
+
+    async def _transition_in(
+        self,
+        tx: WriteTx,
+        agent_id: str,
+        trigger: Trigger,
+        *,
+        actor: str,
+        reason: str | None,
+        values: dict[str, Any],
+        payload: dict[str, Any] | None,
+    ) -> tuple[Agent, Event]:
+        """The move, its event and its transition record, inside the caller's write transaction."""
+        current = await self._get_agent(tx.conn, agent_id, for_update=True)
+        move = plan(agent_id, current.state, trigger)
+        now = self._clock.now()
+        values = values | {"lifecycle_state": move.to_state.value, "updated_at": now}
+        updated = await self._update_agent_row(tx.conn, agent_id, values)
+        body = {
+            "agentId": agent_id,
+            "from": move.from_state.value,
+            "to": move.to_state.value,
+            "trigger": move.trigger.value,
+            "reason": reason,
+            "actor": actor,
+            **(payload or {}),
+        }
+        (event,) = await tx.append([self._event(event_type_for(move), body, actor=actor, agent=updated, at=now)])
+        record = TransitionRecord(
+            agent_id=agent_id,
+            from_state=move.from_state,
+            to_state=move.to_state,
+            trigger=move.trigger.value,
+            actor=actor,
+            reason=reason,
+            at=now,
+            event_sequence=event.sequence,
+        )
+        row = rows.TRANSITIONS.to_row(record)
+        del row["id"]  # assigned by the database
+        await tx.conn.execute(tables.agent_transitions.insert(), row)
         return updated, event
 
     async def _update_agent_row(self, conn: AsyncConnection, agent_id: str, values: dict[str, Any]) -> Agent:
