@@ -40,11 +40,11 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = home / "server.log"
 
-    def start_tls(self, ca: Path, timeout: float = 20.0) -> ServerProcess:
+    def start_tls(self, ca: Path, timeout: float = 60.0) -> ServerProcess:
         """Start a server that serves HTTPS with a certificate signed by ``ca`` (its own, self-signed)."""
         return self.start(timeout, verify=ssl.create_default_context(cafile=str(ca)))
 
-    def start(self, timeout: float = 20.0, verify: ssl.SSLContext | bool = True) -> ServerProcess:
+    def start(self, timeout: float = 60.0, verify: ssl.SSLContext | bool = True) -> ServerProcess:
         self.home.mkdir(parents=True, exist_ok=True)
         out = open(self.log, "ab")
         self.proc = subprocess.Popen(

@@ -25,7 +25,10 @@ from tests.gateway.conftest import MODEL
 from tests.pg import PG_SERVER, pg_admin
 
 pytestmark = pytest.mark.postgres
-REDIS = os.environ.get("GODEL_TEST_REDIS", "redis://127.0.0.1:6379/14")  # a database of its own, flushed
+# A Redis database of its own, flushed: one per pytest-xdist worker (gw0 → 14, gw1 → 13, …), so two workers never
+# flush each other's state.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+REDIS = os.environ.get("GODEL_TEST_REDIS", f"redis://127.0.0.1:6379/{14 - _WORKER % 10}")
 HELLO = [{"text": "Hello.", "output_tokens": 40}]
 PRICES = {f"scripted/{MODEL}": {"input_per_mtok": 100.0, "output_per_mtok": 100.0}}
 

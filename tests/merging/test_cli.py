@@ -33,7 +33,7 @@ def server_url(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="godel-test-server", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "the test server did not start"
         time.sleep(0.02)  # waiting for uvicorn's startup in its thread
