@@ -11,7 +11,6 @@ are the server's to report (``godel serve``).
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +57,8 @@ def toml_files() -> list[Path]:
 
 def read_toml(path: Path) -> dict[str, Any]:
     """A settings file's table, its syntax and its top-level keys checked."""
+    import tomllib  # only when there is a file: a CLI call without one does not pay for the parser
+
     try:
         with path.open("rb") as f:
             data = tomllib.load(f)

@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import typer
 
 import godel
+from tests.e2e.serverproc import free_port
 
 SERVER_STACK = ("fastapi", "sqlalchemy", "uvicorn", "starlette", "godel.api", "pydantic_settings")
 
@@ -24,9 +26,11 @@ def run_godel(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subpr
                           text=True, timeout=60)  # fmt: skip
 
 
-def modules_after(code: str) -> set[str]:
-    probe = f"import sys, json\n{code}\nprint(json.dumps(sorted(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+def modules_after(code: str, env: dict[str, str] | None = None) -> set[str]:
+    # A None in sys.modules is a module kept out on purpose (godel.cli.main.skip_httpx_command_line): not loaded.
+    probe = f"import sys, json\n{code}\nprint(json.dumps(sorted(n for n, m in sys.modules.items() if m is not None)))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True,
+                         env={**os.environ, **(env or {})})  # fmt: skip
     return set(json.loads(out.stdout.splitlines()[-1]))
 
 
@@ -50,6 +54,24 @@ def test_a_command_loads_its_noun_only(tmp_path: Path) -> None:
     )
     assert "godel.cli.agents" in loaded
     assert not loaded & {"godel.cli.workflow", "godel.cli.teams", "godel.workflow", *SERVER_STACK}
+
+
+def test_a_scripted_command_loads_only_what_it_uses(tmp_path: Path) -> None:
+    """`godel agent list` piped, as a script runs it, up to its request (no server answers, so it exits 3): the
+    blocking client and httpx, nothing of what made it miss 300 ms (benchmarks/cli.py). Not asyncio (the async
+    client), Rich or Pygments (a pipe gets plain text), httpx's own command line (its click, Rich and Pygments), the
+    domain's dataclasses, nor pydantic, which only Typer 0.29 and later bring (pyproject.toml keeps Typer below)."""
+    nobody = f"http://127.0.0.1:{free_port()}"
+    loaded = modules_after(
+        "import godel.cli.main as m\nsys.argv = ['godel', 'agent', 'list']\n"
+        "try:\n    m.run()\nexcept SystemExit:\n    pass",
+        env={"GODEL_URL": nobody, "GODEL_HOME": str(tmp_path / "home"), "HOME": str(tmp_path)},
+    )
+    assert {"godel.client.sync", "httpx", "httpcore"} <= loaded  # it did get as far as the request
+    unused = {"asyncio", "godel.client.aio", "rich", "pygments", "click", "httpx._main", "godel.core.models"}
+    if tuple(int(part) for part in typer.__version__.split(".")[:2]) < (0, 29):
+        unused.add("pydantic")
+    assert sorted(loaded & unused) == []
 
 
 def test_version(tmp_path: Path) -> None:

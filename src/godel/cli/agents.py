@@ -14,7 +14,7 @@ import typer
 from godel.cli.context import JsonFlag, client, wants_json
 from godel.cli.ids import resolve, resolve_optional
 from godel.cli.output import Column, is_tty, print_json, print_line, print_record, print_table
-from godel.core.models import CleanupPolicy
+from godel.core.cleanup import CleanupPolicy
 from godel.core.states import AgentStatus
 
 app = typer.Typer(no_args_is_help=True, help="Spawn, inspect and control agents.")

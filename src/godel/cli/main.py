@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import sys
 from typing import Annotated, Any
 
 import typer
@@ -124,7 +125,7 @@ class GodelGroup(TyperGroup):
 
     # ``Any``: Typer vendors Click and keeps its base Context class private; any Context subclass works.
     def invoke(self, ctx: Any) -> Any:
-        from godel.cli.output import render_error  # Rich comes with it: only when there is something to say
+        from godel.cli.output import render_error  # here, not at the top: `godel --help` needs none of it
 
         try:
             return super().invoke(ctx)
@@ -182,8 +183,18 @@ def main(
 
 
 def run() -> None:
+    skip_httpx_command_line()
     # The name is fixed so that `python -m godel` completes and documents itself as `godel` too.
     app(prog_name="godel")
+
+
+def skip_httpx_command_line() -> None:
+    """``import httpx`` also imports httpx's own command line (click, Rich, Pygments: half of what importing httpx
+    costs) whenever those are installed, as they are here; httpx falls back to a stub when that import fails
+    (encode/httpx#3547 would move it to ``python -m httpx``). A ``None`` in ``sys.modules`` is Python's way of
+    saying a module is absent, so ``godel`` never loads a command line it does not run. Only the ``godel`` process
+    does this, and only if httpx has not loaded it already."""
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 
 __all__ = ["app", "run"]

@@ -3,6 +3,9 @@
 ``--json`` prints the API's ``data`` exactly (indented) and nothing else. Otherwise a terminal gets Rich
 tables (ids shortened, times as ages) and a pipe gets plain text: tab-separated rows under one header line,
 full ids, raw ISO times, no ANSI codes and no box drawing, so ``cut``/``awk``/``grep`` work.
+
+Rich is imported by the terminal forms only: a pipe, ``--json`` and errors print with ``typer.echo``, so a scripted
+``godel`` call does not pay for Rich (``benchmarks/cli.py``).
 """
 
 from __future__ import annotations
@@ -12,16 +15,14 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import typer
-from rich import box
-from rich.console import Console
-from rich.markup import escape
-from rich.syntax import Syntax
-from rich.table import Table
 
 from godel.errors import GodelError, ServerNotRunningError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 Kind = Literal["text", "id", "time", "ms"]
 SHORT_ID = 8
@@ -32,6 +33,8 @@ def is_tty() -> bool:
 
 
 def console() -> Console:
+    from rich.console import Console
+
     # Built per use so it writes to whatever sys.stdout is now (CliRunner swaps it).
     return Console(highlight=False, soft_wrap=False)
 
@@ -47,6 +50,8 @@ def print_json_line(data: Any) -> None:
 
 def print_line(text: str, *, style: str | None = None) -> None:
     if style and is_tty():
+        from rich.markup import escape
+
         console().print(escape(text), style=style)
     else:
         typer.echo(text)
@@ -101,6 +106,10 @@ def print_table(columns: Sequence[Column], rows: Iterable[Mapping[str, Any]], *,
         for row in rows:
             typer.echo("\t".join(cell(c.value(row), c.kind, False) for c in columns))
         return
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
     out = console()
     cells = [[cell(c.value(row), c.kind, True) for c in columns] for row in rows]
     natural = [max([len(c.header), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
@@ -126,6 +135,9 @@ def print_record(pairs: Sequence[tuple[str, Any]]) -> None:
         for key, value in pairs:
             typer.echo(f"{key}\t{cell(value, 'text', False)}")
         return
+    from rich.markup import escape
+    from rich.table import Table
+
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
@@ -142,6 +154,8 @@ def print_diff(text: str) -> None:
     if not text.strip():
         console().print("(no changes)", style="dim")
         return
+    from rich.syntax import Syntax
+
     console().print(Syntax(text, "diff", theme="ansi_dark", background_color="default"))
 
 

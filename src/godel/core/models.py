@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
+from godel.core.cleanup import CleanupPolicy
 from godel.core.states import (
     LIFECYCLE_OF,
     STATUS_OF,
@@ -22,13 +22,6 @@ from godel.core.states import (
     TaskStatus,
     TeamStatus,
 )
-
-
-class CleanupPolicy(StrEnum):
-    IMMEDIATE = "immediate"  # remove the worktree as soon as the agent ends (the branch stays)
-    ON_SUCCESS = "on-success"  # remove it only when the agent completed; keep failed ones to inspect
-    DELAYED = "delayed"  # remove it ``cleanup_delay`` seconds after the agent ends
-    MANUAL = "manual"  # never remove it automatically (the default: nothing is thrown away unasked)
 
 
 @dataclass
