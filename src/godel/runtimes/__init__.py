@@ -15,6 +15,7 @@ from godel.errors import FieldError, ValidationError
 # short name -> "module:class"
 _RUNTIMES = {
     "local": "godel.runtimes.local:LocalRuntime",
+    "sandbox": "godel.runtimes.sandbox:SandboxRuntime",  # bubblewrap; needs bwrap and socat
 }
 
 
