@@ -79,7 +79,7 @@ def bwrap_argv(c: Confinement) -> list[str]:
         # CAP_SYS_ADMIN inside and could mount).
         *("--unshare-user", "--uid", str(uid), "--gid", str(gid)),
         *("--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net", "--unshare-cgroup-try"),
-        *("--cap-drop", "ALL", "--hostname", "godel-sandbox"),
+        *("--cap-drop", "ALL", "--disable-userns", "--hostname", "godel-sandbox"),  # no nested user namespace
         # The sandbox dies with the process that started it. No --new-session: it would put the sandbox in a
         # process group of its own, and pause (SIGSTOP to the agent's group) would then stop bwrap alone.
         "--die-with-parent",
