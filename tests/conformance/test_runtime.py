@@ -630,14 +630,14 @@ _SERVER = """
 import asyncio, json, sys
 from pathlib import Path
 from godel.core.ports import LaunchSpec, RuntimeHandle
-from godel.runtimes.local import LocalRuntime
+from godel.runtimes import get_runtime
 
 async def main():
     data = json.loads(sys.argv[1])
     for key in ("workspace", "repo", "log_dir"):
         data[key] = Path(data[key])
     handle = RuntimeHandle(**data)
-    rt = LocalRuntime(Path(sys.argv[2]), Path(sys.argv[3]))
+    rt = get_runtime(sys.argv[4], worktrees_root=Path(sys.argv[2]), logs_root=Path(sys.argv[3]))
     script = "i=0; while :; do i=$((i+1)); echo line $i; sleep 0.01; done"
     handle = await rt.start(handle, LaunchSpec(["/bin/sh", "-c", script]))
     print(json.dumps({"pid": handle.pid, "pid_started": handle.pid_started}), flush=True)
@@ -648,8 +648,6 @@ asyncio.run(main())
 
 
 async def test_agent_survives_kill_9_of_the_server_and_is_adopted(bench: Bench) -> None:
-    if bench.name != "local":
-        pytest.skip("drives the local runtime in a child server process")
     handle = await bench.prepare()
     data = {k: str(v) if isinstance(v, Path) else v for k, v in handle.__dict__.items()}
     server = await asyncio.create_subprocess_exec(
@@ -659,6 +657,7 @@ async def test_agent_survives_kill_9_of_the_server_and_is_adopted(bench: Bench) 
         json.dumps(data),
         str(bench.base / "worktrees"),
         str(bench.base / "logs"),
+        bench.name,
         stdout=asyncio.subprocess.PIPE,
     )
     try:
