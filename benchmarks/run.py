@@ -42,6 +42,7 @@ MODULES = {
     "workflow": "benchmarks.workflow",
     "auth": "benchmarks.auth",
     "cli": "benchmarks.cli",
+    "sandbox": "benchmarks.sandbox",
 }
 
 

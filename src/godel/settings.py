@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 from pathlib import Path
 from typing import Any, Literal
@@ -109,6 +110,12 @@ class Settings(BaseSettings):
     gateway_url: str | None = None
     """Where agents reach this server's gateway. Default: ``http://HOST:PORT`` of ``godel serve`` (127.0.0.1 when
     it binds every address). Set it when agents run elsewhere (a container, another node)."""
+
+    runtime: Literal["local", "sandbox"] = "local"
+    """Where agents run: ``local`` (a git worktree, the agent as a plain process of the server's user: no
+    confinement) or ``sandbox`` (bubblewrap: own namespaces, no capabilities, the system read-only, no network but
+    the gateway; see docs/sandbox.md). ``sandbox`` fails closed: the server refuses to start without ``bwrap`` and
+    ``socat`` (``apt-get install bubblewrap socat``)."""
 
     budget_hold_timeout: float = 86400.0
     """Seconds an agent's request that found its budget spent is held (the agent paused) waiting for the agent to
@@ -271,6 +278,18 @@ class Settings(BaseSettings):
     and again each time its host is resolved). Off by default, so a webhook cannot probe or call what sits behind
     the server."""
 
+    @field_validator("runtime")
+    @classmethod
+    def _sandbox_tools_present(cls, value: str) -> str:
+        if value == "sandbox":
+            missing = [tool for tool in ("bwrap", "socat") if shutil.which(tool) is None]
+            if missing:
+                raise ValueError(
+                    f"the sandbox runtime needs {' and '.join(missing)}, not installed here: run "
+                    '`apt-get install bubblewrap socat`, or set runtime = "local" (agents then run unconfined)'
+                )
+        return value
+
     @field_validator("api_rate_limit")
     @classmethod
     def _rate_limit_parses(cls, value: str) -> str:
@@ -312,6 +331,12 @@ class Settings(BaseSettings):
         """Where a client on this machine reaches ``godel serve`` (what ``$GODEL_HOME/credentials`` names)."""
         scheme = "https" if self.tls_cert else "http"
         return f"{scheme}://{self.agent_gateway_url.split('://', 1)[1]}"
+
+    @property
+    def gateway_socket(self) -> Path:
+        """The Unix socket on which the server also serves the gateway alone, for sandboxed agents (its directory
+        is bound into each sandbox)."""
+        return self.home / "gateway" / "proxy.sock"
 
     @property
     def worktrees_dir(self) -> Path:

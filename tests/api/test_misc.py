@@ -20,6 +20,7 @@ async def test_health_and_capabilities(client: httpx.AsyncClient) -> None:
     assert {t["name"] for t in detailed["tasks"]} == {"watch", "admission"}
     caps = (await client.get("/capabilities")).json()["data"]
     assert "command" in caps["agents"] and "local" in caps["runtimes"] and caps["runtime"]["snapshot"] == "git-ref"
+    assert caps["isolation"] == "worktree" and caps["runtime"]["networkIsolation"] is False  # the local runtime
     spec = (await client.get("/openapi.json")).json()
     assert "/api/v1/agents" in spec["paths"] and "/api/v1/events/stream" in spec["paths"]
 

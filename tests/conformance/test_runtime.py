@@ -48,9 +48,21 @@ from godel.errors import (
 from godel.runtimes import get_runtime, runtime_names
 from godel.runtimes.local import LocalRuntime
 from godel.runtimes.processes import WRAPPER
+from godel.runtimes.sandbox import SandboxRuntime, missing_tools
+from godel.runtimes.sandbox.runtime import INSTALL_HINT
+
+
+def _sandbox(base: Path) -> Runtime:
+    if missing_tools():
+        if os.environ.get("GODEL_REQUIRE_SANDBOX") == "1":
+            pytest.fail(f"GODEL_REQUIRE_SANDBOX=1 but {', '.join(missing_tools())} is missing ({INSTALL_HINT})")
+        pytest.skip(f"the sandbox runtime needs {', '.join(missing_tools())} ({INSTALL_HINT})")
+    return SandboxRuntime(worktrees_root=base / "worktrees", logs_root=base / "logs")
+
 
 RUNTIMES: dict[str, Callable[[Path], Runtime]] = {
     "local": lambda base: LocalRuntime(worktrees_root=base / "worktrees", logs_root=base / "logs"),
+    "sandbox": _sandbox,
 }
 
 DONE = {ProcessState.EXITED, ProcessState.GONE}
@@ -372,13 +384,13 @@ async def test_exit_code_is_recorded(bench: Bench) -> None:
 
 
 async def test_processes_left_behind_by_a_finished_run_are_killed(bench: Bench) -> None:
-    handle = await bench.run("sleep 100 & echo $! > bg.pid")
+    marker = f"left-behind-{new_id()}"
+    handle = await bench.run(f"sh -c 'sleep 100' {marker} &")
     await bench.runtime.wait_for_state(handle, DONE, timeout=5)
-    pid = int((handle.workspace / "bg.pid").read_text())
 
     async def gone() -> bool:
         await bench.runtime.status(handle)  # the supervisor keeps polling; the runtime tidies up as it goes
-        return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        return not _alive_with(marker)
 
     await until(gone)
 
@@ -408,6 +420,15 @@ async def test_wait_for_state_times_out(bench: Bench) -> None:
 
 
 # ---------------------------------------------------------------------------------- signals, adoption
+
+
+def _alive_with(marker: str) -> bool:
+    """Whether a live process has ``marker`` among its arguments. By marker, not pid: a pid the command reports
+    from inside a sandbox is its own pid namespace's, not the host's."""
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        if marker in (proc.info["cmdline"] or []) and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            return True
+    return False
 
 
 def _tree(pid: int) -> list[psutil.Process]:
@@ -609,14 +630,14 @@ _SERVER = """
 import asyncio, json, sys
 from pathlib import Path
 from godel.core.ports import LaunchSpec, RuntimeHandle
-from godel.runtimes.local import LocalRuntime
+from godel.runtimes import get_runtime
 
 async def main():
     data = json.loads(sys.argv[1])
     for key in ("workspace", "repo", "log_dir"):
         data[key] = Path(data[key])
     handle = RuntimeHandle(**data)
-    rt = LocalRuntime(Path(sys.argv[2]), Path(sys.argv[3]))
+    rt = get_runtime(sys.argv[4], worktrees_root=Path(sys.argv[2]), logs_root=Path(sys.argv[3]))
     script = "i=0; while :; do i=$((i+1)); echo line $i; sleep 0.01; done"
     handle = await rt.start(handle, LaunchSpec(["/bin/sh", "-c", script]))
     print(json.dumps({"pid": handle.pid, "pid_started": handle.pid_started}), flush=True)
@@ -627,8 +648,6 @@ asyncio.run(main())
 
 
 async def test_agent_survives_kill_9_of_the_server_and_is_adopted(bench: Bench) -> None:
-    if bench.name != "local":
-        pytest.skip("drives the local runtime in a child server process")
     handle = await bench.prepare()
     data = {k: str(v) if isinstance(v, Path) else v for k, v in handle.__dict__.items()}
     server = await asyncio.create_subprocess_exec(
@@ -638,6 +657,7 @@ async def test_agent_survives_kill_9_of_the_server_and_is_adopted(bench: Bench) 
         json.dumps(data),
         str(bench.base / "worktrees"),
         str(bench.base / "logs"),
+        bench.name,
         stdout=asyncio.subprocess.PIPE,
     )
     try:
@@ -902,12 +922,13 @@ async def test_exec_runs_in_the_workspace(bench: Bench) -> None:
 
 async def test_exec_timeout_kills_the_command(bench: Bench) -> None:
     handle = await bench.prepare()
+    marker = f"timed-out-{new_id()}"
     started = time.monotonic()
     with pytest.raises(TimeoutError):
-        await bench.runtime.exec(handle, ["sh", "-c", "echo $$ > pid; sleep 100"], timeout=0.3)
+        await bench.runtime.exec(handle, ["sh", "-c", "touch started; sleep 100", marker], timeout=1.0)
     assert time.monotonic() - started < 5
-    pid = int((handle.workspace / "pid").read_text())
-    await until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    assert (handle.workspace / "started").exists()
+    await until(lambda: not _alive_with(marker))
 
 
 async def test_exec_stream_yields_lines_as_they_come(bench: Bench) -> None:
@@ -925,9 +946,9 @@ async def test_exec_stream_yields_lines_as_they_come(bench: Bench) -> None:
 
 async def test_closing_exec_stream_early_kills_the_command(bench: Bench) -> None:
     handle = await bench.prepare()
-    stream = bench.runtime.exec_stream(handle, ["sh", "-c", "echo $$ > pid; while :; do echo x; sleep 0.01; done"])
+    marker = f"streamed-{new_id()}"
+    stream = bench.runtime.exec_stream(handle, ["sh", "-c", "while :; do echo x; sleep 0.01; done", marker])
     async for _ in stream:
         break
     await stream.aclose()
-    pid = int((handle.workspace / "pid").read_text())
-    await until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    await until(lambda: not _alive_with(marker))

@@ -21,6 +21,7 @@ from godel import __version__
 from godel.api import docs, errors, proxy
 from godel.api.access import ApiRateLimit
 from godel.api.auditing import AuditMiddleware
+from godel.api.gateway_socket import GatewaySocket
 from godel.api.limits import RequestLimits
 from godel.api.middleware import RequestIdMiddleware
 from godel.api.ownership import owner_lookups
@@ -57,12 +58,20 @@ def create_app(settings: Settings | None = None, *, plane: ControlPlane | None =
     auth = the_plane.auth
     auth.owner_lookups.update(owner_lookups(the_plane, services.teams, services.workflows, services.merges))
 
+    # Sandboxed agents have no network: the gateway alone, on a Unix socket bound into each sandbox, is their way out.
+    sandboxed = settings.runtime == "sandbox" and settings.use_gateway
+    gateway_socket = GatewaySocket(the_plane.gateway, settings.gateway_socket) if sandboxed else None
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await services.start()
         try:
+            if gateway_socket is not None:
+                await gateway_socket.start()
             yield
         finally:
+            if gateway_socket is not None:
+                await gateway_socket.stop()
             await services.stop()
 
     app = FastAPI(

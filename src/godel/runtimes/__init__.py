@@ -7,14 +7,19 @@ runtime that needs it, and a missing optional dependency breaks only that runtim
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from godel.core.ports import Runtime
 from godel.errors import FieldError, ValidationError
 
+if TYPE_CHECKING:
+    from godel.settings import Settings
+
 # short name -> "module:class"
 _RUNTIMES = {
     "local": "godel.runtimes.local:LocalRuntime",
+    "sandbox": "godel.runtimes.sandbox:SandboxRuntime",  # bubblewrap; needs bwrap and socat
 }
 
 
@@ -34,3 +39,16 @@ def get_runtime(name: str, **kwargs: Any) -> Runtime:
     module, _, cls = target.partition(":")
     runtime: Runtime = getattr(importlib.import_module(module), cls)(**kwargs)
     return runtime
+
+
+def runtime_for(settings: Settings) -> Runtime:
+    """The runtime the settings choose (``runtime``), over the settings' directories. A sandbox reaches the
+    gateway through the server's Unix socket, relayed inside to the port of the gateway URL the agents are given."""
+    kwargs: dict[str, Any] = {"worktrees_root": settings.worktrees_dir, "logs_root": settings.logs_dir}
+    if settings.runtime == "sandbox":
+        kwargs.update(run_root=settings.home / "run", agents_dir=settings.agents_dir)
+        if settings.use_gateway:
+            kwargs.update(
+                gateway_socket=settings.gateway_socket, gateway_port=urlsplit(settings.agent_gateway_url).port
+            )
+    return get_runtime(settings.runtime, **kwargs)

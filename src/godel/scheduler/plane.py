@@ -39,7 +39,7 @@ from godel.gateway.policies import AuditLog, CircuitBreaker, ResponseCache
 from godel.gateway.service import Gateway, load_policy
 from godel.gateway.shared import RedisState
 from godel.providers import resolve_route
-from godel.runtimes import get_runtime
+from godel.runtimes import runtime_for
 from godel.runtimes.git import resolve_in_repo
 from godel.runtimes.paths import user_path, within_roots
 from godel.runtimes.worktrees import INCLUDE_FILE, include_escapes
@@ -89,9 +89,7 @@ class ControlPlane:
             settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous, clock=self.clock
         )
         self.bus = MemoryBus()
-        self.runtime: Runtime = runtime or get_runtime(
-            "local", worktrees_root=settings.worktrees_dir, logs_root=settings.logs_dir
-        )
+        self.runtime: Runtime = runtime or runtime_for(settings)  # settings.runtime: local | sandbox
         self.node = Node(
             id=str(uuid.uuid5(uuid.NAMESPACE_DNS, f"godel-node.{settings.node_name}")),
             name=settings.node_name,

@@ -104,9 +104,13 @@ async def capabilities(plane: Plane) -> dict[str, Any]:
             "apiVersion": "v1",
             "mode": "embedded" if plane.settings.resolved_database_url.startswith("sqlite") else "server",
             "runtimes": runtime_names(),
+            # What confines agents here: "worktree" (a workspace of their own, nothing else) or "namespace" (the
+            # sandbox runtime: bubblewrap namespaces, no network but the gateway).
+            "isolation": caps.isolation,
             "runtime": {
                 "name": caps.name,
                 "isolation": caps.isolation,
+                "networkIsolation": caps.network_isolation,
                 "pause": caps.pause,
                 "snapshot": caps.snapshot,
                 "resourceLimits": list(caps.resource_limits),

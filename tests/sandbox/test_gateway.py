@@ -1,0 +1,80 @@
+"""The sandbox's one way out: the gateway, through the relay to the server's Unix socket, with the gateway's own
+authentication and metering; the control API on the same port number is not reachable from inside."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from godel.core.states import AgentState
+from godel.scheduler.requests import SpawnRequest
+from tests.conftest import make_repo
+from tests.gateway.conftest import MODEL, stack  # noqa: F401 (the fixture)
+from tests.sandbox.conftest import require_sandbox
+
+PROBE = """
+import json, os, pathlib, time, urllib.error, urllib.request
+port = os.environ["GODEL_TEST_PORT"]
+for _ in range(3000):
+    if pathlib.Path("keys.json").exists():
+        break
+    time.sleep(0.01)
+keys = json.loads(pathlib.Path("keys.json").read_text())
+
+def call(method, path, headers, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {**headers, "Content-Type": "application/json"}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return [reply.status, reply.read().decode()]
+    except urllib.error.HTTPError as exc:
+        return [exc.code, exc.read().decode()]
+
+chat = {"model": keys["model"], "messages": [{"role": "user", "content": "hi"}]}
+print(json.dumps({
+    "chat": call("POST", "/proxy/v1/chat/completions", {"Authorization": f"Bearer {keys['agent']}"}, chat),
+    "forged": call("POST", "/proxy/v1/chat/completions", {"Authorization": "Bearer sk-godel-not-a-key"}, chat),
+    "api": call("GET", "/api/v1/agents", keys["admin"]),  # the administrator's own key: 200 if it were served
+    "health": call("GET", "/health", {}),
+}))
+"""
+
+
+async def test_a_sandboxed_agent_reaches_the_gateway_and_nothing_else(stack: Any, fast_tmp: Path) -> None:  # noqa: F811
+    require_sandbox()
+    repo = make_repo(fast_tmp / "repo", {"probe.py": PROBE})
+    async with stack([{"text": "Hello from the gateway."}], runtime="sandbox", watch_interval=0.02) as s:
+        assert s.plane.runtime.name == "sandbox"
+        async with httpx.AsyncClient() as http:
+            caps = (await http.get(f"{s.url}/capabilities")).json()["data"]
+            assert (await http.get(f"{s.url}/api/v1/agents", headers=s.headers)).status_code == 200  # from outside
+        assert caps["isolation"] == "namespace" and caps["runtime"]["networkIsolation"] is True
+        env = {"GODEL_TEST_PORT": str(s.plane.settings.port)}
+        agent = await s.plane.spawn(
+            SpawnRequest(task="probe", repo=str(repo), command="/usr/bin/python3 probe.py", env=env, timeout=60)
+        )
+        key = await s.key("agent", agent.id)
+        while not (running := await s.plane.get(agent.id)).worktree:  # noqa: ASYNC110 (admitted, workspace made)
+            await asyncio.sleep(0.02)
+        workspace = Path(running.worktree or "")
+        (workspace / "keys.json").write_text(json.dumps({"agent": key, "admin": s.headers, "model": MODEL}))
+        deadline = time.monotonic() + 60
+        while (done := await s.plane.get(agent.id)).state not in (AgentState.COMPLETED, AgentState.FAILED):
+            assert time.monotonic() < deadline, "the probe did not end"
+            await asyncio.sleep(0.05)
+        out = (s.plane.settings.home / "logs" / agent.id / "stdout.log").read_text()
+        err = (s.plane.settings.home / "logs" / agent.id / "stderr.log").read_text()
+        assert done.state == AgentState.COMPLETED, (done.last_error, out, err)
+        seen = json.loads(out.strip().splitlines()[-1])
+        assert seen["chat"][0] == 200 and "Hello from the gateway." in seen["chat"][1]
+        assert seen["forged"][0] == 401  # the gateway's own authentication holds on the socket too
+        assert seen["api"][0] == 404 and seen["health"][0] == 404  # the control API is not served to the sandbox
+        records = await s.records()
+        assert [(r.agent_id, r.status_code) for r in records] == [(agent.id, 200)]  # metered to this agent
+        assert records[0].output_tokens > 0
