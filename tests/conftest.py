@@ -8,6 +8,7 @@ import inspect
 import os
 import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,6 +17,30 @@ from typing import Any
 import pytest
 
 TMPFS = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The tests, the servers and the agents they start get an empty home of their own: nothing in the user's
+    dotfiles reaches them (a login shell an agent CLI runs reads ``~/.bashrc``: one that waits 60 s on a stale lock,
+    as pyenv's rehash does after a kill, made every codex command time out), and nothing they write (``godel login``,
+    ``~/.gitconfig``) lands in the user's home. The per-user caches stay where they are: the agent CLIs, the npm
+    packages the OIDC tests install."""
+    if os.environ.get("GODEL_TEST_HOME"):  # set once, by the first process (xdist workers inherit it)
+        return
+    real = Path.home()
+    os.environ.setdefault("XDG_CACHE_HOME", str(real / ".cache"))
+    os.environ.setdefault("npm_config_cache", str(real / ".npm"))
+    home = Path(tempfile.mkdtemp(prefix="godel-test-home-", dir=TMPFS))
+    os.environ["HOME"] = os.environ["GODEL_TEST_HOME"] = str(home)
+    config.stash[_OWN_HOME] = home
+
+
+_OWN_HOME = pytest.StashKey[Path]()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if (home := config.stash.get(_OWN_HOME, None)) is not None:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture
