@@ -1,6 +1,8 @@
-"""A hostile review of the overlapped spawn (commits 1fc6960, 608d6b6): admission in the creating transaction
+"""Races on the overlapped spawn (commits 1fc6960, 608d6b6): admission in the creating transaction
 (``Supervisor.create``, ``SqlStore.create_and_admit``) and the run's request, credentials and Session made while
-``git worktree add`` runs (``launching._open_run``). Each test here FAILS on that code and names the defect.
+``git worktree add`` runs (``launching._open_run``). Each test failed on that code (a hostile review's) and names
+the defect; they pass since a kill, delete or restart stops a launch in flight and waits for it
+(``Supervisor.stop_launch``), and a launch takes back what it made, by id.
 
 Driven by hand, as ``test_races.py`` is: ``start(background=False)``, then ``_auto_admit`` set as the admission loop
 sets it while it runs, so a spawn is admitted as it is created but no loop acts behind the test's back. Where the
@@ -242,3 +244,39 @@ async def test_a_stale_launch_does_not_revoke_the_running_launchs_credentials(
     assert auto.supervisor.runs.get(agent.id) is not None
     assert len(await live_credentials(auto, agent.id)) == 1, "the running launch's credential was revoked"
     assert len(await open_sessions(auto, agent.id)) == 1, "the running launch's session was closed"
+
+
+async def test_a_kill_just_after_the_checkout_takes_the_workspace_and_branch_back(
+    auto: ControlPlane, git_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other window of a kill right after spawn: the checkout has finished, its ``spawning`` not yet committed.
+    The kill cannot cancel a checkout that is over; the launch finds the row killed at ``worktree_created`` and
+    takes back the workspace and the branch it made whatever the cleanup policy (``manual`` here), and the kill
+    returns only once it has."""
+    real = auto.store.transition_agent
+    at_record = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def held(agent_id: str, trigger: Trigger, **kw: Any) -> Any:
+        if trigger == Trigger.WORKTREE_CREATED:
+            at_record.set()
+            await go_on.wait()
+        return await real(agent_id, trigger, **kw)
+
+    monkeypatch.setattr(auto.store, "transition_agent", held)
+    agent = await auto.get(await launching(auto, req(git_repo)))
+    await at_record.wait()
+    assert (auto.settings.worktrees_dir / agent.id).exists()  # the checkout is done
+    kill = asyncio.create_task(auto.kill(agent.id, actor="test"))
+    launch = auto.supervisor.launches[agent.id]
+    while not launch.stopped:  # set once the kill is committed, as it goes on to wait for the launch
+        await asyncio.wait({kill}, timeout=0.01)
+    assert (await auto.get(agent.id)).state == AgentState.KILLED
+    assert not kill.done()  # it waits for the launch
+    go_on.set()
+    assert (await kill).state == AgentState.KILLED
+    assert not (auto.settings.worktrees_dir / agent.id).exists()
+    assert branch_for(agent.id) not in branches(git_repo)
+    assert await live_credentials(auto, agent.id) == []
+    assert await open_sessions(auto, agent.id) == []
+    assert (await auto.get(agent.id)).worktree is None
