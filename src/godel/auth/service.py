@@ -334,6 +334,13 @@ class AuthService:
         if await self.store.revoke_api_keys(self.clock.now(), agent_id=agent_id):
             self._keys = {d: c for d, c in self._keys.items() if c.principal.agent_id != agent_id}
 
+    async def revoke_agent_credential(self, text: str) -> None:
+        """Revoke one run's credential (by the text ``issue_agent_credential`` returned), leaving any other of the
+        agent live: a launch that failed takes back its own, never a newer launch's."""
+        key = creds.parse_key(text)
+        if key is not None and await self.store.revoke_api_keys(self.clock.now(), key_id=key.id):
+            self._keys.pop(creds.sha256(text), None)  # cached by the digest of its text
+
     # --- ownership and visibility ---
     async def owner_of(self, kind: str, resource_id: str) -> Owner:
         """Whose resource this is (``NOBODY`` when it does not exist: only ``all`` reaches it, so a caller without

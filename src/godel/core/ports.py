@@ -320,6 +320,10 @@ class Runtime(Protocol):
     async def cleanup(self, handle: RuntimeHandle) -> None:
         """Remove the workspace (a dirty one is snapshotted first); the branch is kept."""
 
+    async def discard(self, handle: RuntimeHandle) -> None:
+        """Undo ``prepare`` (``handle`` as it returned it) for a workspace no process ever ran in: the workspace,
+        and the branch when ``prepare`` created it. Never raises."""
+
 
 @runtime_checkable
 class FileAccess(Protocol):

@@ -89,9 +89,14 @@ class LocalRuntime:
         try:
             return await self.start(handle, launch)
         except BaseException:  # nothing ran in it: take back the workspace and a branch made for it
-            branch = handle.branch if handle.extra.get("created_branch") else None
-            await self._worktrees.discard(handle.repo, handle.workspace, branch)
+            await self.discard(handle)
             raise
+
+    async def discard(self, handle: RuntimeHandle) -> None:
+        """Undo ``prepare`` for a workspace nothing ran in: the worktree, and its branch when ``prepare`` made it
+        (an existing branch, with a retry's commits or the client's, stays). Best effort; never raises."""
+        branch = handle.branch if handle.extra.get("created_branch") else None
+        await self._worktrees.discard(handle.repo, handle.workspace, branch)
 
     async def adopt(self, handle: RuntimeHandle) -> bool:
         """True when the process still runs and is the recorded one, or when it finished while no server was

@@ -12,7 +12,9 @@ Nothing that existed before is ever removed. An existing directory is refused. A
 of the same agent, whose branch was kept, or a branch the client named) is checked out as it is, so earlier
 commits on it are built upon, never discarded; forking onto an existing branch is refused.
 
-Removing a workspace never deletes its branch; the caller snapshots a dirty one first, so no work is lost.
+Removing a workspace never deletes its branch; the caller snapshots a dirty one first, so no work is lost. Only
+``discard``, the undo of a creation nothing ran in (a rollback, a launch killed before its process started), deletes
+a branch, and only one that creation made.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ import os
 import re
 import shutil
 import signal
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 from godel.core.ids import branch_for
 from godel.core.ports import RuntimeHandle, WorkspaceSpec
@@ -38,6 +42,7 @@ INCLUDE_FILE = ".worktreeinclude"
 _GODEL_BRANCH = re.compile(r"^godel/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")  # always valid
 _FULL_COMMIT = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")  # a full SHA-1 or SHA-256 object name
 _OUTPUT_TAIL = 8 * 1024  # bytes of setup output kept for the error report
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -80,8 +85,15 @@ class Worktrees:
         existing = False
         if fork_from is None:
             # The usual case, a new branch, in one git call; only if the branch exists (a retry) look closer.
-            rc, _, err = await git_bytes("worktree", "add", "--quiet", "-b", branch, str(path), base, cwd=repo,
-                                         check=False)  # fmt: skip
+            add = asyncio.ensure_future(
+                git_bytes("worktree", "add", "--quiet", "-b", branch, str(path), base, cwd=repo, check=False)
+            )
+            try:
+                rc, _, err = await _to_the_end(add)
+            except asyncio.CancelledError:  # git has finished: undo what it made (its branch only if it made it)
+                made = not add.cancelled() and add.exception() is None and add.result()[0] == 0
+                await self.discard(repo, path, branch if made else None)
+                raise
             if rc != 0:
                 if not await ref_exists(repo, f"refs/heads/{branch}"):
                     await self.discard(repo, path, None)
@@ -93,14 +105,17 @@ class Worktrees:
             if existing:
                 await _check_reusable(repo, branch, forking=True)
         try:
+            # Each step that writes runs to its end even when the creation is cancelled (a kill during the
+            # checkout): a git process or a copying thread left running would write into the workspace after the
+            # rollback below removed it. The setup command is the exception: it is killed (run_setup).
             if existing:
-                await git("worktree", "add", "--quiet", str(path), branch, cwd=repo)
+                await _to_the_end(git("worktree", "add", "--quiet", str(path), branch, cwd=repo))
             elif fork_from is not None:
-                await git("worktree", "add", "--quiet", "-b", branch, str(path), base, cwd=repo)
+                await _to_the_end(git("worktree", "add", "--quiet", "-b", branch, str(path), base, cwd=repo))
             if fork_from is not None:
-                await lay_tree(path, fork_from)
+                await _to_the_end(lay_tree(path, fork_from))
             if (repo / INCLUDE_FILE).exists():  # a thread hop only when there is something to copy
-                await asyncio.to_thread(copy_includes, repo, path)
+                await _to_the_end(asyncio.to_thread(copy_includes, repo, path))
             if spec.setup:
                 await run_setup(spec.setup, path, spec.setup_timeout)
         except BaseException:  # cancellation too: leave nothing half-created behind
@@ -128,6 +143,22 @@ class Worktrees:
         if os.path.lexists(path):
             await asyncio.to_thread(shutil.rmtree, path, ignore_errors=True)
         await git("worktree", "prune", cwd=repo, check=False)
+
+
+async def _to_the_end(step: Awaitable[T]) -> T:
+    """Await ``step`` to its end even if the caller is cancelled meanwhile; the cancellation is raised then. A
+    ``git worktree add`` abandoned half-way goes on in its own process and would leave a worktree and a branch
+    behind the rollback that was meant to remove them."""
+    task = asyncio.ensure_future(step)
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+    if cancelled is not None:
+        raise cancelled
+    return task.result()
 
 
 async def _check_reusable(repo: Path, branch: str, *, forking: bool) -> None:

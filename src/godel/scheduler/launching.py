@@ -8,13 +8,16 @@ of its start, in an order a crash cannot corrupt.
    after both 1 and 2 are committed.
 4. The run is registered, then its start committed (``executing``).
 A server that dies between 2 and 4 finds, after a restart, whether the launch of step 3 happened (``adoption``); one
-that dies before 1's ``spawning`` is committed closes the session of 2 and queues the agent again."""
+that dies before 1's ``spawning`` is committed closes the session of 2 and queues the agent again.
+A launch that fails takes back the credentials and Session it made (and only those); one killed or deleted before
+its process started (``Launch.stop``) also takes back its workspace, and the branch its checkout created."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -31,6 +34,7 @@ from godel.providers import resolve_endpoint
 from godel.scheduler import aftercare
 from godel.scheduler.deps import RunDeps
 from godel.scheduler.handles import handle_fields, handle_of
+from godel.scheduler.keys import LaunchCredentials
 from godel.scheduler.run import AgentRun
 
 log = structlog.get_logger("godel.launch")
@@ -92,8 +96,35 @@ def _secrets_of(request: LaunchRequest | None) -> tuple[str, ...]:
     return tuple(sorted({v for v in values if isinstance(v, str) and len(v) >= 8}, key=len, reverse=True))
 
 
-async def launch(deps: RunDeps, agent: Agent, runs: RunRegistry) -> None:
+@dataclass(eq=False)
+class Launch:
+    """One launch in flight, as a kill, delete or restart of its agent sees it (``Supervisor.stop_launch``).
+    Stopping it cancels its checkout, the one step that may take long (a setup command); the stopper then waits for
+    the launch to end. A launch that outlived the row's move could meet the agent's next launch and take back that
+    one's workspace, credential or session, or commit its own steps on the next launch's row."""
+
+    agent_id: str
+    task: asyncio.Task[None] | None = None
+    checkout: asyncio.Task[RuntimeHandle] | None = None
+    stopped: bool = False
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.checkout is not None:
+            self.checkout.cancel()  # a no-op once it has finished: the launch then finds the row moved
+
+
+@dataclass
+class _Opened:
+    """What this launch's opening has made so far: what the launch takes back when it fails, and only that."""
+
+    credentials: LaunchCredentials = field(default_factory=LaunchCredentials)
+    session: str | None = None
+
+
+async def launch(deps: RunDeps, agent: Agent, runs: RunRegistry, control: Launch | None = None) -> None:
     """Launch the next run of an admitted (``initializing``) agent."""
+    control = control or Launch(agent.id)
     handle = handle_of(agent, deps.runtime.name, deps.settings.worktrees_dir)
     has_workspace = bool(agent.worktree and Path(agent.worktree).exists())
     continuing = bool(RunContext.of(agent).resume)
@@ -108,8 +139,43 @@ async def launch(deps: RunDeps, agent: Agent, runs: RunRegistry) -> None:
     # The run's request, credentials and Session need the workspace's path only, not the workspace: they are made
     # while the runtime checks it out (a git process of tens of milliseconds), not after it. The Session is still
     # committed before the process starts; a restart finding the agent ``initializing`` closes it (``adoption``).
-    opening = asyncio.create_task(_open_run(deps, agent, handle, adapter), name=f"open run {agent.id}")
-    if not (has_workspace and continuing):  # a follow-up continues in the workspace as the agent left it
+    opened = _Opened()
+    opening = asyncio.create_task(_open_run(deps, agent, handle, adapter, opened), name=f"open run {agent.id}")
+    try:
+        in_place = has_workspace and continuing  # a follow-up continues in the workspace as the agent left it
+        started = await _prepare_and_start(deps, agent, handle, adapter, control, opening, opened, in_place=in_place)
+    except BaseException:
+        # Cut off by the unexpected (a store error at a transition, a bug, a cancellation): what the opening made is
+        # taken back once it has ended (else a credential and a Session would be made after this, and stay live for
+        # as long as the server runs). The row stays as it is: a restart requeues it (``adoption``).
+        await _settled(opening)
+        await _take_back(deps, agent.id, opened, "the launch failed")
+        raise
+    if started is None:
+        return
+    agent, handle, request, session = started
+    offsets = dict(handle.extra.get("log_offsets", {}))
+    run = new_run(
+        deps, agent, handle, adapter, request, offsets=offsets, starting=True, fresh=True, session_id=session.id
+    )
+    runs.register(run)  # before the start is committed: a pause or kill that sees the agent executing finds its run
+    await start_or_abandon(runs, run, agent, session.id, model=request.endpoint.name if request.endpoint else None)
+
+
+async def _prepare_and_start(
+    deps: RunDeps,
+    agent: Agent,
+    handle: RuntimeHandle,
+    adapter: AgentAdapter,
+    control: Launch,
+    opening: asyncio.Task[tuple[LaunchRequest, LaunchSpec, Session]],
+    opened: _Opened,
+    *,
+    in_place: bool,
+) -> tuple[Agent, RuntimeHandle, LaunchRequest, Session] | None:
+    """The workspace, its record (``spawning``) and the process. None: the launch failed or was stopped, and has
+    settled its account (the spawn failed; or the workspace and what the opening made were taken back)."""
+    if not in_place:
         first_attempt = agent.retry_count == 0 and not agent.pid
         spec = WorkspaceSpec(
             agent_id=agent.id,
@@ -119,22 +185,39 @@ async def launch(deps: RunDeps, agent: Agent, runs: RunRegistry) -> None:
             from_snapshot=agent.snapshot_from if first_attempt else None,
             setup=agent.setup,
         )
+        # In a task of its own, so that a stop cancels the checkout and nothing else (the runtime rolls back what it
+        # had made); the launch goes on to settle its account.
+        checkout = asyncio.create_task(deps.runtime.prepare(spec), name=f"checkout {agent.id}")
+        control.checkout = checkout
+        if control.stopped:
+            checkout.cancel()
         try:
-            handle = await deps.runtime.prepare(spec)
-        except BaseException as exc:
+            await asyncio.wait({checkout})
+        finally:
+            control.checkout = None
+            if not checkout.done():  # the launch itself is cancelled: so is its checkout, rolled back before we go
+                checkout.cancel()
+                await asyncio.wait({checkout})
+        if checkout.cancelled():  # stopped (killed, deleted) while the workspace was being made: nothing ran
+            await _settled(opening)
+            await _take_back(deps, agent.id, opened, "killed or deleted while it was being spawned")
+            return None
+        exc = checkout.exception()
+        if exc is not None:
             await _settled(opening)  # so that no key or session is made after spawn_failed revoked and closed them
             if not isinstance(exc, Exception):
-                raise
-            await spawn_failed(deps, agent, exc if isinstance(exc, GodelError) else _launch_error(agent, exc))
-            return
+                raise exc
+            await spawn_failed(deps, agent, exc if isinstance(exc, GodelError) else _launch_error(agent, exc), opened)
+            return None
+        handle = checkout.result()
     try:
         agent, _ = await deps.store.transition_agent(
             agent.id, Trigger.WORKTREE_CREATED, actor="supervisor", changes=handle_fields(handle)
         )
     except (InvalidTransitionError, NotFoundError):
         await _settled(opening)
-        await _abandon_unstarted(deps, agent.id, handle)
-        return
+        await _abandon_unstarted(deps, agent.id, handle, opened, prepared=not in_place)
+        return None
     try:
         request, spec_, session = await opening
         if request.workspace != handle.workspace:  # a runtime that placed the workspace elsewhere than predicted
@@ -143,27 +226,23 @@ async def launch(deps: RunDeps, agent: Agent, runs: RunRegistry) -> None:
         handle.extra[RUN_KEY] = session.id
         handle = await deps.runtime.start(handle, spec_)
     except GodelError as exc:
-        await spawn_failed(deps, agent, exc)
-        return
+        await spawn_failed(deps, agent, exc, opened)
+        return None
     except Exception as exc:  # an adapter's bug or an OS error must fail the spawn, not leave it `spawning`
-        await spawn_failed(deps, agent, _launch_error(agent, exc))
-        return
-    offsets = dict(handle.extra.get("log_offsets", {}))
-    run = new_run(
-        deps, agent, handle, adapter, request, offsets=offsets, starting=True, fresh=True, session_id=session.id
-    )
-    runs.register(run)  # before the start is committed: a pause or kill that sees the agent executing finds its run
-    await start_or_abandon(runs, run, agent, session.id, model=request.endpoint.name if request.endpoint else None)
+        await spawn_failed(deps, agent, _launch_error(agent, exc), opened)
+        return None
+    return agent, handle, request, session
 
 
 async def _open_run(
-    deps: RunDeps, agent: Agent, handle: RuntimeHandle, adapter: AgentAdapter
+    deps: RunDeps, agent: Agent, handle: RuntimeHandle, adapter: AgentAdapter, opened: _Opened
 ) -> tuple[LaunchRequest, LaunchSpec, Session]:
     """The run's request (for the workspace at ``handle``), its gateway key and API credential, what the adapter
-    launches, and its Session, committed: everything of a launch but the workspace and the process."""
+    launches, and its Session, committed: everything of a launch but the workspace and the process. What it makes
+    is noted in ``opened`` as it is made, for the launch to take back should it fail."""
     request = launch_request(deps, agent, handle, speaks=adapter.wire_apis)
-    request = await deps.keys.through_gateway(agent, request)
-    request = await deps.keys.with_api_credential(agent, request)
+    request = await deps.keys.through_gateway(agent, request, opened.credentials)
+    request = await deps.keys.with_api_credential(agent, request, opened.credentials)
     for private in (request.config_dir, request.output_dir):  # the CLI's own, outside the workspace
         private.mkdir(parents=True, exist_ok=True, mode=0o700)
     # Adapters may read files (a session to resume): off the event loop.
@@ -172,6 +251,7 @@ async def _open_run(
     # started (``adoption.py``). One left open by a cut-off run is closed first.
     await deps.sessions.close_open(agent.id, "superseded: a new launch began")
     session = await deps.sessions.open(agent, request)
+    opened.session = session.id
     return request, spec, session
 
 
@@ -185,6 +265,14 @@ async def _settled(task: asyncio.Task[tuple[LaunchRequest, LaunchSpec, Session]]
             task.cancel()
     if not task.cancelled():
         task.exception()  # retrieved: its own failure, if any, is moot now
+
+
+async def _take_back(deps: RunDeps, agent_id: str, opened: _Opened, reason: str) -> None:
+    """Revoke the keys this launch made and close the Session it opened: by their ids, never the agent's others
+    (a newer launch of the agent may hold its own by now)."""
+    await deps.keys.revoke_made(agent_id, opened.credentials)
+    if opened.session is not None:
+        await deps.sessions.close_one(opened.session, reason)
 
 
 def _launch_error(agent: Agent, exc: BaseException) -> AgentSpawnError:
@@ -206,10 +294,10 @@ async def start_or_abandon(
         run.done.set()
 
 
-async def spawn_failed(deps: RunDeps, agent: Agent, exc: GodelError) -> None:
+async def spawn_failed(deps: RunDeps, agent: Agent, exc: GodelError, opened: _Opened | None = None) -> None:
     log.warning("spawn failed", agent=agent.id, error=exc.message)
-    await deps.keys.revoke(agent.id)  # a key may have been made (and written to its config) already
-    await deps.sessions.close_open(agent.id, f"spawn failed: {exc.message}")
+    if opened is not None:  # a key may have been made (and written to its config) already
+        await _take_back(deps, agent.id, opened, f"spawn failed: {exc.message}")
     try:
         agent, _ = await deps.store.transition_agent(
             agent.id,
@@ -224,16 +312,26 @@ async def spawn_failed(deps: RunDeps, agent: Agent, exc: GodelError) -> None:
     await aftercare.after_failure(deps, agent)
 
 
-async def _abandon_unstarted(deps: RunDeps, agent_id: str, handle: RuntimeHandle) -> None:
-    """Killed or deleted while its workspace was being prepared: nothing ran; take the workspace back."""
-    await deps.keys.revoke(agent_id)
-    await deps.sessions.close_open(agent_id, "killed or deleted while it was being spawned")
-    try:
-        agent = await deps.store.update_agent(agent_id, handle_fields(handle))
-    except NotFoundError:
-        await deps.runtime.cleanup(handle)  # deleted: nothing will ever look at this workspace again
+async def _abandon_unstarted(
+    deps: RunDeps, agent_id: str, handle: RuntimeHandle, opened: _Opened, *, prepared: bool
+) -> None:
+    """Killed or deleted while its workspace was being prepared: nothing ran, so what this launch made is taken
+    back, whatever the cleanup policy (it keeps a run's work, and there was none): the workspace, and its branch
+    when the checkout made it. A kill or delete right after a spawn leaves the repository as the spawn found it."""
+    await _take_back(deps, agent_id, opened, "killed or deleted while it was being spawned")
+    if not prepared:  # a follow-up's workspace is the agent's earlier work: the policy decides, as for any run
+        try:
+            agent = await deps.store.update_agent(agent_id, handle_fields(handle))
+        except NotFoundError:
+            await deps.runtime.cleanup(handle)  # deleted: nothing will ever look at this workspace again
+            return
+        await aftercare.apply_cleanup(deps, agent, handle)
         return
-    await aftercare.apply_cleanup(deps, agent, handle)
+    await deps.runtime.discard(handle)
+    try:
+        await deps.store.update_agent(agent_id, {"worktree": None})  # the row may name an earlier attempt's
+    except NotFoundError:
+        pass  # deleted
 
 
 def launch_request(

@@ -59,6 +59,8 @@ from godel.tasks import TaskQueue
 
 log = structlog.get_logger("godel.plane")
 
+_UNSTARTED = (AgentState.INITIALIZING, AgentState.SPAWNING)  # admitted, its process not started yet
+
 
 def _pricer(settings: Settings) -> Any:
     from godel.gateway.pricing import Pricer, price_overrides
@@ -330,6 +332,8 @@ class ControlPlane:
         """Kill or restart: end the run if one is live (ingesting all its output), then record the move."""
         agent = await self.store.get_agent(agent_id)
         plan(agent_id, agent.state, trigger)  # 409 before touching anything
+        if trigger == Trigger.RESTART:  # a launch a kill is still stopping must end before the row is queued again
+            await self.supervisor.stop_launch(agent_id)
         run = self.supervisor.runs.get(agent_id)
         raced = False
         if run is not None:
@@ -350,6 +354,12 @@ class ControlPlane:
                 raise
             # The kill waited for a run that ended for good on its own meanwhile: what it asked for is so.
             return await self.store.get_agent(agent_id)
+        if trigger == Trigger.KILL and agent_id in self.supervisor.launches:
+            # Killed while being launched (a spawn is admitted, and its checkout begun, before it answers): the
+            # launch is stopped and waited for, so the kill returns with the workspace, branch, credential and
+            # Session it made taken back, and a restart that follows meets no launch of the old row.
+            await self.supervisor.stop_launch(agent_id)
+            agent = await self.store.get_agent(agent_id)
         self.supervisor.wake.set()
         return agent
 
@@ -390,6 +400,7 @@ class ControlPlane:
         adapter.locate(self.settings.agents_dir, agent.config)
         follow_up = ctx.replace(prompt=message, resume=native, depth=ctx.depth + 1)  # one follow-up deeper
         changes = {**RESTART_RESET, "context": follow_up.to_json()}
+        await self.supervisor.stop_launch(agent_id)  # as for a restart: no launch of the old row meets the next
         agent, _ = await self.store.transition_agent(
             agent_id, Trigger.CONTINUE, actor=actor, reason="follow-up message",
             changes=changes, payload={"message": message, "resumes": native},
@@ -400,12 +411,17 @@ class ControlPlane:
     async def delete(self, agent_id: str, *, force: bool = False, actor: str = "api") -> None:
         agent = await self.store.get_agent(agent_id)
         if agent.state in ACTIVE:
-            if not force:
+            # An agent whose process has not started is as good as queued: a spawn admits it (and begins its
+            # checkout) before answering ``pending``, and a queued agent is deleted without force. Its launch is
+            # stopped by the kill, and what it made taken back; nothing ran, so no work is lost.
+            unstarted = agent.state in _UNSTARTED and agent_id not in self.supervisor.runs
+            if not (force or unstarted):
                 raise ConflictError(
                     f"agent {agent_id} is {agent.state.value}; kill it first or delete with force=true",
                     details={"currentState": agent.state.value},
                 )
-            agent = await self.kill(agent_id, actor=actor, reason="deleted with force")
+            reason = "deleted with force" if force else "deleted before its run started"
+            agent = await self.kill(agent_id, actor=actor, reason=reason)
         if agent.worktree and Path(agent.worktree).exists():
             await self.runtime.cleanup(self._handle(agent))
         await self.store.delete_agent(agent_id, actor=actor)

@@ -81,6 +81,14 @@ class Sessions:
         except Exception:
             log.exception("could not close the agent's open sessions", agent=agent_id)
 
+    async def close_one(self, session_id: str, reason: str) -> None:
+        """Close one session, unsuccessful, if it is still open (a launch that failed or was abandoned closes its own,
+        never another launch's)."""
+        try:
+            await self._close(session_id, False, reason, None, {}, None)
+        except Exception:
+            log.exception("could not close the session", session=session_id)
+
     async def _close(
         self, session_id: str, success: bool, reason: str, result: str | None, usage: dict[str, Any], native: str | None
     ) -> None:

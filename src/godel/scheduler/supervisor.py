@@ -34,7 +34,7 @@ from godel.gateway.service import Gateway
 from godel.scheduler import holding
 from godel.scheduler.deps import RunDeps
 from godel.scheduler.keys import RunKeys
-from godel.scheduler.launching import launch
+from godel.scheduler.launching import Launch, launch
 from godel.scheduler.output import Changes, Checkpoint
 from godel.scheduler.run import AgentRun
 from godel.scheduler.sessions import Sessions
@@ -70,6 +70,7 @@ class Supervisor:
         self.clock = clock
         self.node_id = node_id
         self.runs: dict[str, AgentRun] = {}
+        self.launches: dict[str, Launch] = {}  # launches in flight, by agent: a kill, delete or restart stops them
         self._work: set[asyncio.Task[Any]] = set()  # launches and endings in flight: waited for at shutdown
         self._timers: set[asyncio.Task[Any]] = set()  # delayed cleanups: cancelled at shutdown, re-armed on start
         self._admitting = asyncio.Lock()  # admit_once and create: no slot is given twice
@@ -85,7 +86,7 @@ class Supervisor:
             sessions=Sessions(store, clock),
             secrets=secrets or SecretBox.for_settings(settings),
             node_id=node_id,
-            arm_timer=lambda name, coro: self.spawn_task(coro, name=name, timer=True),
+            arm_timer=self._arm_timer,
             wake=self.wake.set,
         )
 
@@ -112,7 +113,7 @@ class Supervisor:
                 except (InvalidTransitionError, NotFoundError):
                     continue  # killed or deleted between the query and now
                 admitted += 1
-                self.spawn_task(launch(self.deps, agent, self), name=f"launch {agent.id}")
+                self._launch(agent)
             return admitted
 
     async def create(self, agent: Agent, *, actor: str, admit: bool = True) -> Agent:
@@ -134,10 +135,32 @@ class Supervisor:
         if admitted is None:
             self.wake.set()
             return created
-        self.spawn_task(launch(self.deps, admitted, self), name=f"launch {admitted.id}")
+        self._launch(admitted)
         # One turn of the loop: the launch gets as far as starting git before the caller (the POST) goes on.
         await asyncio.sleep(0)
         return created
+
+    def _launch(self, agent: Agent) -> None:
+        control = Launch(agent.id)
+        self.launches[agent.id] = control
+        control.task = self.spawn_task(launch(self.deps, agent, self, control), name=f"launch {agent.id}")
+
+        def done(_: asyncio.Task[Any]) -> None:
+            if self.launches.get(agent.id) is control:
+                del self.launches[agent.id]
+
+        control.task.add_done_callback(done)
+
+    async def stop_launch(self, agent_id: str) -> None:
+        """Stop the agent's launch in flight, if any (its checkout is cancelled; past it, the launch finds the row
+        moved at its next step), and wait until it has ended and taken back what it made. Called once the row has
+        been moved (killed, deleted), or before it is moved back to the queue (restart): so no launch outlives the
+        move, to meet the agent's next launch."""
+        control = self.launches.get(agent_id)
+        if control is None or control.task is None or control.task is asyncio.current_task():
+            return  # none, or the launch itself asks (through what its own steps set off): it ends by itself
+        control.stop()
+        await asyncio.wait({control.task})
 
     @property
     def _admit_reason(self) -> str:
@@ -278,7 +301,10 @@ class Supervisor:
 
     # --------------------------------------------------------------------------------------------- helpers
 
-    def spawn_task(self, coro: Coroutine[Any, Any, Any], *, name: str, timer: bool = False) -> None:
+    def _arm_timer(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
+        self.spawn_task(coro, name=name, timer=True)
+
+    def spawn_task(self, coro: Coroutine[Any, Any, Any], *, name: str, timer: bool = False) -> asyncio.Task[Any]:
         """Work of the supervisor's own (a launch, an ending) or a timer, named, kept and waited for or cancelled at
         shutdown; a failure is logged, never lost."""
         task = asyncio.create_task(coro, name=name)
@@ -291,6 +317,7 @@ class Supervisor:
                 log.error("supervisor task failed", task=t.get_name(), error=repr(t.exception()))
 
         task.add_done_callback(done)
+        return task
 
     async def drain(self, timeout: float = 30.0) -> None:
         """Shutdown: cancel timers (the next start re-arms them) and wait for launches and endings in flight."""
