@@ -41,6 +41,7 @@ from godel.workflow.records import (
     RUNNING,
     WorkflowRows,
     move_step,
+    step_agents,
     step_rows,
     workflow_event,
 )
@@ -161,9 +162,9 @@ class WorkflowEngine:
         if run is not None:
             run.wake.set()  # the run notices the status, stops its watchers and winds down
         for step in stopped:
-            if step.status == RUNNING and step.agent_id is not None:
+            for agent_id in step_agents(step) if step.status == RUNNING else []:
                 with contextlib.suppress(GodelError):  # it may have ended meanwhile
-                    await self.plane.kill(step.agent_id, actor="workflow", reason=f"workflow {reason}")
+                    await self.plane.kill(agent_id, actor="workflow", reason=f"workflow {reason}")
         return wf
 
     async def update(
@@ -200,18 +201,21 @@ class WorkflowEngine:
 
     async def pause(self, workflow_id: str) -> Workflow:
         wf = await self._move(workflow_id, WorkflowTrigger.PAUSE)
+        run = self._runs.get(workflow_id)
+        if run is not None:
+            run.going.clear()  # queue steps take no new task
         for step in await self.store.workflow_steps(workflow_id):
-            if step.status == RUNNING and step.agent_id is not None:
+            for agent_id in step_agents(step) if step.status == RUNNING else []:
                 with contextlib.suppress(GodelError):  # deleted meanwhile
-                    await self.plane.hold(step.agent_id, by="workflow", reason="workflow paused")
+                    await self.plane.hold(agent_id, by="workflow", reason="workflow paused")
         return wf
 
     async def resume(self, workflow_id: str) -> Workflow:
         wf = await self._move(workflow_id, WorkflowTrigger.RESUME)
         for step in await self.store.workflow_steps(workflow_id):
-            if step.status == RUNNING and step.agent_id is not None:
+            for agent_id in step_agents(step) if step.status == RUNNING else []:
                 with contextlib.suppress(GodelError):  # deleted meanwhile
-                    await self.plane.release(step.agent_id, by="workflow", reason="workflow resumed")
+                    await self.plane.release(agent_id, by="workflow", reason="workflow resumed")
         run = self._runs.get(workflow_id)
         if run is not None:
             run.wake.set()
@@ -246,6 +250,10 @@ class WorkflowEngine:
         while True:
             run.wake.clear()
             wf = await self.store.get_workflow(run.workflow_id)
+            if wf.status == RUNNING:
+                run.going.set()
+            else:
+                run.going.clear()
             if wf.status in FINISHED:
                 for watcher in run.watchers.values():
                     watcher.cancel()

@@ -77,6 +77,13 @@ async def set_step(
                                   step_result=step_result, expect=expect)  # fmt: skip
 
 
+def step_agents(step: WorkflowStep) -> list[str]:
+    """The agents a running step has at work: its own, and for a queue step those of its tasks' running attempts."""
+    tasks = ((step.result or {}).get("queue") or {}).get("tasks") or []
+    running = [str(e["agentId"]) for e in tasks if e.get("status") == "running" and e.get("agentId")]
+    return [step.agent_id, *running] if step.agent_id else running
+
+
 async def step_rows(rows: WorkflowRows, workflow_id: str) -> dict[str, WorkflowStep]:
     """A run's step rows by step id."""
     return {s.step_id: s for s in await rows.workflow_steps(workflow_id)}

@@ -32,6 +32,7 @@ from godel.scheduler.plane import ControlPlane
 from godel.workflow.combining import CombineConflict, dependency_branches, starting_point
 from godel.workflow.context import build_context, step_view
 from godel.workflow.definition import OnError, StepDefinition, WorkflowDefinition
+from godel.workflow.draining import Drain, task_request
 from godel.workflow.graph import StepStatus
 from godel.workflow.lifecycle import StepTrigger
 from godel.workflow.records import (
@@ -67,6 +68,7 @@ class Run:
     starting: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
     resumed: bool = False  # taken over after a restart: an agent may exist for a step not yet running on record
+    going: asyncio.Event = field(default_factory=asyncio.Event)  # set while the run is running (queue steps wait)
 
 
 class StepRunner:
@@ -98,7 +100,60 @@ class StepRunner:
         except (WorkflowConditionError, WorkflowTemplateError) as exc:
             await self.step_failed(run, wf, step, steps[step.id], exc.message, retryable=False)
             return False
+        if step.queue is not None:
+            return await self._start_queue(run, wf, step, steps, context)
         return await self.spawn_attempt(run, wf, step, steps, attempt=1, context=context)
+
+    async def _start_queue(
+        self, run: Run, wf: Workflow, step: StepDefinition, steps: dict[str, WorkflowStep], context: dict[str, Any]
+    ) -> bool:
+        """A queue step: running (no agent of its own; its tasks' agents are in ``result.queue``), then drained."""
+        started_at = self.plane.clock.now()
+        try:
+            base_ref = await self._starting_point(run, wf, step, steps)
+        except (CombineConflict, GitError) as exc:
+            why = exc.message if isinstance(exc, CombineConflict) else f"cannot combine its dependencies' work: {exc}"
+            await self.step_failed(run, wf, step, steps[step.id], why, retryable=False)
+            return False
+        result = {"attempt": 1, "relaunch": 0, "baseRef": base_ref, "queue": {"tasks": []}}
+        started = await move_step(
+            self.rows, wf, step.id, StepTrigger.START,
+            {"started_at": started_at, "result": result, "retry_count": 0, "agent_id": None},
+            {"attempt": 1, "relaunch": 0, "name": step.name, "queue": step.queue.to_dict() if step.queue else None},
+            workflow_changes={"current_step_id": step.id},
+        )  # fmt: skip
+        if started:
+            self._drain(run, wf, step, dataclasses.replace(steps[step.id], result=result), context)
+        return started
+
+    def _drain(self, run: Run, wf: Workflow, step: StepDefinition, row: WorkflowStep, context: dict[str, Any]) -> None:
+        """Work the queue for a running queue step (also one found running after a restart), then record its end."""
+        result = dict(row.result or {})
+        base = spawn_request(step, step.render(context), wf, base_ref=str(result.get("baseRef") or "HEAD"),
+                             roles=load_roles(self.plane.settings.roles), attempt=1, relaunch=0)  # fmt: skip
+        drain = Drain(self.plane, self.rows, wf, step, task_request(base, step, wf), run.going, result)
+
+        async def work() -> None:
+            try:
+                ending = await drain.run()
+                if ending.error is None:
+                    await move_step(
+                        self.rows, wf, step.id, StepTrigger.COMPLETE,
+                        {"result": ending.result, "completed_at": self.plane.clock.now(), "error": None},
+                        {"output": ending.output[:2000]},
+                        step_result={"status": COMPLETED, "output": ending.output},
+                    )  # fmt: skip
+                    return
+                await self._set(wf, step.id, {"result": ending.result}, None, {})
+                ended = dataclasses.replace(row, result=ending.result)
+                await self.step_failed(run, wf, step, ended, ending.error, retryable=False)
+            finally:
+                if run.watchers.get(step.id) is task:
+                    del run.watchers[step.id]
+                run.wake.set()
+
+        task = asyncio.get_running_loop().create_task(work(), name=f"workflow-queue-{step.id}")
+        run.watchers[step.id] = task
 
     async def spawn_attempt(
         self,
@@ -197,7 +252,10 @@ class StepRunner:
         for sid, row in steps.items():
             if row.status != RUNNING or sid in run.watchers or sid in run.starting:
                 continue
-            if row.agent_id is not None:
+            step = run.definition.step(sid)
+            if step.queue is not None:  # a queue step carries on: its running attempts are waited for first
+                self._drain(run, wf, step, row, self.context(run.definition, wf, steps))
+            elif row.agent_id is not None:
                 self._watch(run, wf, sid, row.agent_id)
             else:  # the crash came between marking it running and recording its agent
                 attempt, relaunch = (
