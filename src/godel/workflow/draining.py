@@ -97,33 +97,37 @@ class Drain:
     # ------------------------------------------------------------------------------------------ the workers
 
     async def _worker(self) -> None:
-        queue = self.plane.task_queue
         while self.refused is None:
             await self.going.wait()
             task = await self._next()
             if task is None:
                 return
-            attempt: list[int] = []
+            taken = await self._take(task)
+            if taken is not None:
+                await self._follow(*taken)
 
-            async def make(taken: Task, attempt: list[int] = attempt) -> Agent:
-                number = _attempt_of(taken)
-                attempt.append(number)
-                await self._record(taken, number, None, "running")
-                return await self.plane.spawn(self.request(taken, number), actor=self.actor)
+    async def _take(self, candidate: Task) -> tuple[str, int, str] | None:
+        """Run one task through the task-spawn path: (task id, attempt, agent id), or None when it was not ours."""
+        attempt: list[int] = []  # the attempt the take began (known once ``make`` is called)
 
-            try:
-                task, agent = await queue.spawn_for(task.id, make, self._discard, actor=self.actor)
-            except TaskTransitionError:
-                if attempt:  # taken, then moved before it was handed on (cancelled): its agent was discarded
-                    await self._record(task, attempt[0], None, "moved")
-                continue  # or another taker was first: look again
-            except GodelError as exc:  # the agent could not be made; the task was put back
-                if attempt:
-                    await self._record(task, attempt[0], None, "released")
-                self.refused = f"task {task.id}: its agent could not be spawned: {exc.message}"
-                return
-            await self._record(task, attempt[0], agent.id, "running")
-            await self._follow(task.id, attempt[0], agent.id)
+        async def make(taken: Task) -> Agent:
+            attempt.append(_attempt_of(taken))
+            await self._record(taken, attempt[0], None, "running")
+            return await self.plane.spawn(self.request(taken, attempt[0]), actor=self.actor)
+
+        try:
+            task, agent = await self.plane.task_queue.spawn_for(candidate.id, make, self._discard, actor=self.actor)
+        except TaskTransitionError:
+            if attempt:  # taken, then moved before it was handed on (cancelled): its agent was discarded
+                await self._record(candidate, attempt[0], None, "moved")
+            return None  # or another taker was first: look again
+        except GodelError as exc:  # the agent could not be made; the task was put back
+            if attempt:
+                await self._record(candidate, attempt[0], None, "released")
+            self.refused = f"task {candidate.id}: its agent could not be spawned: {exc.message}"
+            return None
+        await self._record(task, attempt[0], agent.id, "running")
+        return task.id, attempt[0], agent.id
 
     async def _next(self) -> Task | None:
         """The first pending task in the queue's order this step may take (reserved for nobody, in the band,
