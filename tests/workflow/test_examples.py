@@ -39,7 +39,7 @@ def validate(path: Path, cwd: Path, **env: str) -> subprocess.CompletedProcess[s
 
 
 def test_the_examples_are_all_covered() -> None:
-    assert {p.name for p in SHIPPED} == {"feature.yaml", "shell.yaml"}  # a new example gets a run test below
+    assert {p.name for p in SHIPPED} == {"feature.yaml", "queue.yaml", "shell.yaml"}  # each has a run test below
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
@@ -103,6 +103,19 @@ async def test_the_shell_example_runs_as_shipped(client: httpx.AsyncClient, fast
     assert done["status"] == "completed", {k: (v["status"], v["error"]) for k, v in steps.items()}
     assert [steps[s]["status"] for s in ("lint", "unit", "build", "report")] == ["completed"] * 4
     assert steps["report"]["output"] == "built"
+
+
+async def test_the_queue_example_runs_as_shipped(
+    client: httpx.AsyncClient, git_repo: Path, plane: ControlPlane
+) -> None:
+    for title, priority in (("Update the changelog", 50), ("Fix the typo", 10), ("Later", -5)):
+        await plane.task_queue.create(title, priority=priority)
+    wf = await submit(client, (EXAMPLES / "queue.yaml").read_text(), git_repo)
+    done = await wait_finished(client, wf["id"], timeout=120)
+    steps = steps_by_id(done)
+    assert done["status"] == "completed", {k: (v["status"], v["error"]) for k, v in steps.items()}
+    assert steps["report"]["output"] == "2 completed, 0 failed"  # the task below priority 0 stays queued
+    assert (await plane.task_queue.stats())["pending"] == 1
 
 
 # The scripted model answers both pi agents: the planner (matched by its task) reads and answers in JSON, the

@@ -150,6 +150,11 @@ class AuthQueries:
             where.append(t.c.id == key_id)
         if agent_id is not None:
             where.append(t.c.agent_id == agent_id)
+        # Read first: most calls (a run's first launch, an agent without a credential) find nothing to revoke, and
+        # need not queue for the one writer. A key made after this read is newer than the revocation: left live.
+        async with self._read() as conn:
+            if (await conn.execute(sa.select(t.c.id).where(*where).limit(1))).first() is None:
+                return []
         async with self._write() as tx:
             ids = [r[0] for r in await tx.conn.execute(sa.select(t.c.id).where(*where))]
             if ids:

@@ -84,13 +84,19 @@ class GatewayQueries:
     ) -> int:
         """Revoke one key, or every live key of a scope; returns how many were revoked."""
         t = tables.virtual_keys
-        stmt = sa.update(t).where(t.c.revoked_at.is_(None)).values(revoked_at=at, updated_at=at)
+        where: list[sa.ColumnElement[bool]] = [t.c.revoked_at.is_(None)]
         if key_id:
-            stmt = stmt.where(t.c.id == key_id)
+            where.append(t.c.id == key_id)
         elif scope_type and scope_id:
-            stmt = stmt.where(t.c.scope_type == scope_type, t.c.scope_id == scope_id)
+            where += [t.c.scope_type == scope_type, t.c.scope_id == scope_id]
         else:
             raise ValueError("revoke_keys needs a key id or a scope")
+        # Read first: an agent that never had a key (a command agent, a run not through the gateway) has nothing to
+        # revoke and need not queue for the one writer. A key made after this read is newer than the revocation.
+        async with self._read() as conn:
+            if (await conn.execute(sa.select(t.c.id).where(*where).limit(1))).first() is None:
+                return 0
+        stmt = sa.update(t).where(*where).values(revoked_at=at, updated_at=at)
         async with self._write() as tx:
             result = await tx.conn.execute(stmt)
         return int(result.rowcount or 0)

@@ -87,6 +87,16 @@ class WorkflowStore:
         async with self._read() as conn:
             return STEPS.from_rows(await conn.execute(sa.select(t).where(t.c.workflow_id == workflow_id)))
 
+    async def workflow_step(self: StoreHost, workflow_id: str, step_id: str) -> WorkflowStep:
+        """One step's row (the engine reads the one step whose agent ended, not the whole run)."""
+        t = tables.workflow_steps
+        async with self._read() as conn:
+            stmt = sa.select(t).where(t.c.workflow_id == workflow_id, t.c.step_id == step_id)
+            row = (await conn.execute(stmt)).first()
+        if row is None:
+            raise WorkflowNotFoundError(workflow_id)
+        return STEPS.from_row(row)
+
     async def update_workflow(
         self: StoreHost,
         workflow_id: str,
@@ -114,11 +124,13 @@ class WorkflowStore:
         events: Sequence[Event] = (),
         *,
         workflow_changes: dict[str, Any] | None = None,
+        step_result: dict[str, Any] | None = None,
         expect: str | Sequence[str] | None = None,
     ) -> bool:
         """A step's move, the run's own changes that go with it, and their events: one transaction. With
         ``expect``, only while the step's status is that one (or one of those): False, nothing written, when it
-        moved meanwhile."""
+        moved meanwhile. ``step_result`` is the step's entry in the run's ``results``, merged inside the
+        transaction: steps that end together each keep theirs (a read before the write would lose one)."""
         s, w = tables.workflow_steps, tables.workflows
         where = [s.c.workflow_id == workflow_id, s.c.step_id == step_id]
         if expect is not None:
@@ -129,8 +141,12 @@ class WorkflowStore:
                 if expect is not None:
                     return False
                 raise WorkflowNotFoundError(workflow_id)
-            if workflow_changes:
-                values = WORKFLOWS.values(workflow_changes)
+            run_changes = dict(workflow_changes or {})
+            if step_result is not None:
+                results = (await tx.conn.execute(sa.select(w.c.results).where(w.c.id == workflow_id))).scalar()
+                run_changes["results"] = {**(results or {}), step_id: step_result}
+            if run_changes:
+                values = WORKFLOWS.values(run_changes)
                 await tx.conn.execute(w.update().where(w.c.id == workflow_id).values(values))
             if events:
                 await tx.append(events)

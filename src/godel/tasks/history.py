@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from godel.core.models import Task
+from godel.core.states import TaskStatus
 
 HISTORY = "history"
 MAX_ATTEMPTS = "maxAttempts"
@@ -107,3 +108,18 @@ def end_attempt(task: Task, *, outcome: str, at: datetime, error: str | None = N
         history[-1] = {**history[-1], "endedAt": _iso(at), "outcome": outcome, "error": error}
     extra = {LAST_ERROR: error} if error is not None else {}
     return with_history(task, history, **extra)
+
+
+def attempt_outcome(task: Task, attempt: int) -> str:
+    """What became of one attempt: ``completed``; ``requeued`` (failed, attempts left); ``dead`` (failed the last
+    allowed time); ``failed`` (failed for good with ``retry=false``); ``cancelled``; ``released``; or, while it
+    runs, the task's status (``assigned``)."""
+    history = history_of(task)
+    entry = next((e for e in history if e.get("attempt") == attempt), {})
+    outcome = entry.get("outcome")
+    if outcome == "failed":
+        last = history[-1].get("attempt") == attempt
+        if last and task.status in (TaskStatus.DEAD, TaskStatus.FAILED):
+            return task.status.value
+        return "requeued"
+    return str(outcome or task.status.value)

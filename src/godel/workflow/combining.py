@@ -13,13 +13,17 @@ The rule (docs/workflows.md, "Where a step starts"):
   branch: nothing is published unless every merge is clean, so a conflict leaves nothing half-merged behind,
   and the step fails naming the steps and files in conflict.
 
-Cost: no git process for a step with at most one branch to start from; two, plus two per merge, otherwise.
+Cost: no git process for a step with at most one branch to start from, nor for one whose dependencies' branches
+all ended at the same commit (each step records its branch's head when it completes, ``head``: steps that commit
+nothing leave their branch where it started, so a wide DAG of checks or reviews never forks). Otherwise two, plus
+two per merge.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from godel.core.models import WorkflowStep
 from godel.errors import GitError
@@ -45,11 +49,19 @@ class CombineConflict(Exception):
         super().__init__(self.message)
 
 
+class Branch(NamedTuple):
+    """A completed dependency's branch, and the commit it ended at (None: recorded by an older version)."""
+
+    step_id: str
+    branch: str
+    head: str | None = None
+
+
 def dependency_branches(
     definition: WorkflowDefinition, step: StepDefinition, rows: Mapping[str, WorkflowStep]
-) -> list[tuple[str, str]]:
-    """(step id, branch) of the completed steps ``step`` builds on, in ``dependsOn`` order, each once."""
-    out: list[tuple[str, str]] = []
+) -> list[Branch]:
+    """The branches of the completed steps ``step`` builds on, in ``dependsOn`` order, each once."""
+    out: list[Branch] = []
     seen: set[str] = set()
 
     def visit(step_id: str) -> None:
@@ -57,9 +69,10 @@ def dependency_branches(
             return
         seen.add(step_id)
         row = rows[step_id]
-        branch = (row.result or {}).get("branch")
+        result = row.result or {}
+        branch, head = result.get("branch"), result.get("head")
         if row.status == StepStatus.COMPLETED.value and branch:
-            out.append((step_id, str(branch)))
+            out.append(Branch(step_id, str(branch), str(head) if head else None))
             return
         for dep in definition.step(step_id).depends_on:  # looked through: its own dependencies count
             visit(dep)
@@ -69,20 +82,21 @@ def dependency_branches(
     return out
 
 
-async def starting_point(repo: Path, base_ref: str, branches: Sequence[tuple[str, str]], *, for_step: str) -> str:
+async def starting_point(repo: Path, base_ref: str, branches: Sequence[Branch], *, for_step: str) -> str:
     """The ref (or commit) a step's workspace starts from, given ``dependency_branches``; raises
     ``CombineConflict`` when they conflict and ``GitError`` when git cannot read them."""
     if not branches:
         return base_ref
-    if len(branches) == 1:
-        return branches[0][1]
-    refs = [f"refs/heads/{branch}" for _, branch in branches]
+    heads = {b.head for b in branches}
+    if len(branches) == 1 or (len(heads) == 1 and None not in heads):
+        return branches[0].branch  # one commit to start from, whichever branch names it: no git needed
+    refs = [f"refs/heads/{b.branch}" for b in branches]
     commits = (await git("rev-parse", *refs, cwd=repo)).split()
     # The tips not contained in another one: only those need merging (a step that built on another's branch
     # already holds its work).
     independent = set((await git("merge-base", "--independent", *commits, cwd=repo)).split())
     tips: list[tuple[str, str, str]] = []  # (step id, branch, commit), dependsOn order, each commit once
-    for (step_id, branch), commit in zip(branches, commits, strict=True):
+    for (step_id, branch, _), commit in zip(branches, commits, strict=True):
         if commit in independent and all(commit != c for _, _, c in tips):
             tips.append((step_id, branch, commit))
     if len(tips) == 1:

@@ -62,6 +62,30 @@ class StepDefaults:
         return {k: v for k, v in out.items() if v is not None}
 
 
+class OnTaskFailure(StrEnum):
+    FAIL = "fail"  # a queue step fails when a task it worked ended failed (dead-lettered or failed for good)
+    CONTINUE = "continue"  # the step completes; its output counts the failed tasks
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """A queue step's ``queue:`` block: ``workers`` agents at once take the task queue's pending tasks (those
+    reserved for nobody, within the priority band), highest priority first, until none is left."""
+
+    workers: int = 1
+    min_priority: int | None = None
+    max_priority: int | None = None
+    on_task_failure: OnTaskFailure = OnTaskFailure.FAIL
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"workers": self.workers}
+        if self.min_priority is not None:
+            out["minPriority"] = self.min_priority
+        if self.max_priority is not None:
+            out["maxPriority"] = self.max_priority
+        return {**out, "onTaskFailure": self.on_task_failure.value}
+
+
 @dataclass(frozen=True)
 class RenderedStep:
     """A step's templated fields filled in from the run's data, ready to become an agent spawn."""
@@ -90,6 +114,7 @@ class StepDefinition:
     env: dict[str, str] = field(default_factory=dict)  # extra environment (values may hold placeholders)
     repo: str | None = None
     base_ref: str | None = None
+    queue: QueueSpec | None = None  # a queue step: its agents work the task queue's tasks (see ``QueueSpec``)
     condition: Condition | None = field(default=None, compare=False, repr=False)
     templates: Mapping[str, Template] = field(default_factory=dict, compare=False, repr=False)
 
@@ -119,8 +144,12 @@ class StepDefinition:
             "env": self.env or None,
             "repo": self.repo,
             "baseRef": self.base_ref,
+            "queue": self.queue.to_dict() if self.queue is not None else None,
         }
         out |= {k: v for k, v in optional.items() if v is not None}
+        if self.queue is not None:  # its agents' task is each task's text; each task has its own attempts
+            del out["task"]
+            return {**out, "onError": self.on_error.value}
         out |= {"retries": self.retries, "backoff": self.backoff.to_dict(), "onError": self.on_error.value}
         return out
 

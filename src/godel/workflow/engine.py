@@ -28,7 +28,7 @@ from godel.core.models import Workflow, WorkflowStep
 from godel.core.ports import Page
 from godel.errors import GodelError
 from godel.scheduler.plane import ControlPlane
-from godel.workflow.definition import WorkflowDefinition
+from godel.workflow.definition import StepDefinition, WorkflowDefinition
 from godel.workflow.graph import TERMINAL, StepStatus
 from godel.workflow.lifecycle import DELETABLE, WORKFLOWS, StepTrigger, WorkflowStatus, WorkflowTrigger
 from godel.workflow.parsing import parse_workflow
@@ -41,6 +41,7 @@ from godel.workflow.records import (
     RUNNING,
     WorkflowRows,
     move_step,
+    step_agents,
     step_rows,
     workflow_event,
 )
@@ -64,7 +65,7 @@ class WorkflowEngine:
         """Pick up every workflow that was running (or paused) when the server stopped."""
         page = await self.store.list_workflows(statuses=(RUNNING, PAUSED), limit=10_000)
         for wf in page.items:
-            self._launch(wf.id, parse_workflow(wf.definition, filename=f"workflow {wf.id}"))
+            self._launch(wf.id, parse_workflow(wf.definition, filename=f"workflow {wf.id}"), resumed=True)
         if page.items:
             log.info("workflows resumed", count=len(page.items))
 
@@ -73,12 +74,12 @@ class WorkflowEngine:
         self._stopping = True
         runs = list(self._runs.values())
         for run in runs:
-            for watcher in run.watchers.values():
+            for watcher in [*run.watchers.values(), *run.starting.values()]:
                 watcher.cancel()
             if run.task is not None:
                 run.task.cancel()
         for run in runs:
-            for task in [*run.watchers.values(), run.task]:
+            for task in [*run.watchers.values(), *run.starting.values(), run.task]:
                 if task is not None:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
@@ -161,9 +162,9 @@ class WorkflowEngine:
         if run is not None:
             run.wake.set()  # the run notices the status, stops its watchers and winds down
         for step in stopped:
-            if step.status == RUNNING and step.agent_id is not None:
+            for agent_id in step_agents(step) if step.status == RUNNING else []:
                 with contextlib.suppress(GodelError):  # it may have ended meanwhile
-                    await self.plane.kill(step.agent_id, actor="workflow", reason=f"workflow {reason}")
+                    await self.plane.kill(agent_id, actor="workflow", reason=f"workflow {reason}")
         return wf
 
     async def update(
@@ -200,31 +201,34 @@ class WorkflowEngine:
 
     async def pause(self, workflow_id: str) -> Workflow:
         wf = await self._move(workflow_id, WorkflowTrigger.PAUSE)
+        run = self._runs.get(workflow_id)
+        if run is not None:
+            run.going.clear()  # queue steps take no new task
         for step in await self.store.workflow_steps(workflow_id):
-            if step.status == RUNNING and step.agent_id is not None:
+            for agent_id in step_agents(step) if step.status == RUNNING else []:
                 with contextlib.suppress(GodelError):  # deleted meanwhile
-                    await self.plane.hold(step.agent_id, by="workflow", reason="workflow paused")
+                    await self.plane.hold(agent_id, by="workflow", reason="workflow paused")
         return wf
 
     async def resume(self, workflow_id: str) -> Workflow:
         wf = await self._move(workflow_id, WorkflowTrigger.RESUME)
         for step in await self.store.workflow_steps(workflow_id):
-            if step.status == RUNNING and step.agent_id is not None:
+            for agent_id in step_agents(step) if step.status == RUNNING else []:
                 with contextlib.suppress(GodelError):  # deleted meanwhile
-                    await self.plane.release(step.agent_id, by="workflow", reason="workflow resumed")
+                    await self.plane.release(agent_id, by="workflow", reason="workflow resumed")
         run = self._runs.get(workflow_id)
         if run is not None:
             run.wake.set()
         else:
-            self._launch(workflow_id, parse_workflow(wf.definition))
+            self._launch(workflow_id, parse_workflow(wf.definition), resumed=True)  # not driven here yet
         return wf
 
     # ----------------------------------------------------------------------------------------- the run
 
-    def _launch(self, workflow_id: str, definition: WorkflowDefinition) -> None:
+    def _launch(self, workflow_id: str, definition: WorkflowDefinition, *, resumed: bool = False) -> None:
         if workflow_id in self._runs or self._stopping:
             return
-        run = Run(workflow_id, definition)
+        run = Run(workflow_id, definition, resumed=resumed)
         self._runs[workflow_id] = run
         run.task = asyncio.get_running_loop().create_task(self._drive(run), name=f"workflow-{workflow_id}")
 
@@ -246,13 +250,25 @@ class WorkflowEngine:
         while True:
             run.wake.clear()
             wf = await self.store.get_workflow(run.workflow_id)
+            if wf.status == RUNNING:
+                run.going.set()
+            else:
+                run.going.clear()
             if wf.status in FINISHED:
                 for watcher in run.watchers.values():
                     watcher.cancel()
                 return
+            # A start that ended before this read is in the rows read; one that did not may not be yet: it stays
+            # ``starting`` (running, as far as the plan goes) until a read that surely sees what it wrote.
+            seen = [sid for sid, task in run.starting.items() if task.done()]
             steps = await step_rows(self.store, run.workflow_id)
+            for sid in seen:
+                del run.starting[sid]
             self.steps.watch_running(run, wf, steps)
             statuses = {sid: s.status for sid, s in steps.items()}
+            for sid in run.starting:
+                if statuses[sid] == StepStatus.PENDING.value:
+                    statuses[sid] = StepStatus.RUNNING.value
             progress = definition.progress(statuses)
             for sid in progress.blocked:
                 reason = "a step it depends on was cancelled"
@@ -274,21 +290,36 @@ class WorkflowEngine:
             if left is not None and left <= 0:
                 await self.cancel(run.workflow_id, reason=f"timed out after {definition.timeout:g}s")
                 return
-            if wf.status == RUNNING and not progress.fatal:
-                # Side by side: a spawn is mostly waiting (git, the store), and a wide level should not queue.
-                begun = await asyncio.gather(*(self.steps.begin(run, wf, definition.step(sid), steps)
-                                               for sid in progress.ready), return_exceptions=True)  # fmt: skip
-                for sid, outcome in zip(progress.ready, begun, strict=True):
-                    if isinstance(outcome, BaseException):  # the others went on; the loop looks at this one again
-                        log.error("a workflow step could not start", workflow=wf.id, step=sid, error=repr(outcome))
-                if any(outcome is True for outcome in begun) or progress.blocked:
-                    continue  # look again at once: a skipped step may make others ready
+            if wf.status == RUNNING and not progress.fatal and progress.ready:
+                # Each start in its own task: a spawn is mostly waiting (git, the store), a wide level should not
+                # queue, and a step made ready meanwhile must not wait for a whole level's spawns to end. Each
+                # start wakes the loop when it is done (a skipped step may make others ready).
+                context = self.steps.context(definition, wf, steps)  # once for all of them
+                for sid in progress.ready:
+                    self._begin(run, wf, definition.step(sid), steps, context)
+            if progress.blocked:
+                continue  # look again at once: the cancelled steps' dependents are blocked too
             due = await self.steps.retry_due(run, wf, steps)
             if due == 0.0:
                 continue
             wait = min(x for x in (due, left, 60.0) if x is not None)  # wake for a retry, or the run's deadline
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(run.wake.wait(), timeout=max(wait, 0.01))
+
+    def _begin(
+        self, run: Run, wf: Workflow, step: StepDefinition, steps: dict[str, WorkflowStep], context: dict[str, Any]
+    ) -> None:
+        async def begin() -> None:
+            try:
+                watched = await self.steps.begin(run, wf, step, steps, context)
+            except Exception as exc:  # the others go on; the loop looks at this one again
+                log.error("a workflow step could not start", workflow=wf.id, step=step.id, error=repr(exc))
+                watched = False
+            if not watched:  # skipped, failed, or not started: the plan may have changed
+                run.wake.set()
+
+        # Registered before the task runs, and left to the loop to remove (see ``_loop``): never started twice.
+        run.starting[step.id] = asyncio.get_running_loop().create_task(begin(), name=f"workflow-start-{step.id}")
 
     def _time_left(self, wf: Workflow, definition: WorkflowDefinition) -> float | None:
         """Seconds until the run's ``timeout`` (None: it has none)."""

@@ -8,7 +8,8 @@
 A step has its own table (``STEPS``, statuses in ``graph.StepStatus``):
 
     pending ──skip──▶ skipped            pending/retrying/running ──start──▶ running (running: a relaunch)
-    running ──complete──▶ completed      running ──retry──▶ retrying (waiting out its backoff)
+    running ──complete──▶ completed      pending/retrying/running ──retry──▶ retrying (waiting out its backoff;
+                                         from pending or retrying: its agent could not be created)
     pending/running/retrying ──fail──▶ failed        pending/running/retrying ──cancel──▶ cancelled
 
 The engine plans each move on the run it read (a 409 naming the status when it is illegal) and the store writes it
@@ -83,7 +84,7 @@ STEP_TABLE: dict[tuple[StepStatus, StepTrigger], StepStatus] = {
     (_S.PENDING, StepTrigger.SKIP): _S.SKIPPED,
     **{(s, StepTrigger.START): _S.RUNNING for s in _OPEN_STEP},
     (_S.RUNNING, StepTrigger.COMPLETE): _S.COMPLETED,
-    (_S.RUNNING, StepTrigger.RETRY): _S.RETRYING,
+    **{(s, StepTrigger.RETRY): _S.RETRYING for s in _OPEN_STEP},
     **{(s, StepTrigger.FAIL): _S.FAILED for s in _OPEN_STEP},
     **{(s, StepTrigger.CANCEL): _S.CANCELLED for s in _OPEN_STEP},
 }

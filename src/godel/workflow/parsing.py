@@ -36,6 +36,7 @@ from godel.workflow.definition import (
 from godel.workflow.expressions import Scope, check_condition, check_template
 from godel.workflow.hints import describe, hint
 from godel.workflow.loader import Format, Path, Problem, SourceMap, detect_format, read_document
+from godel.workflow.queueing import read_queue
 from godel.workflow.readers import MISSING, Reader, field_name
 from godel.workflow.templates import Template
 
@@ -68,6 +69,7 @@ STEP_KEYS = (
     "env",
     "repo",
     "baseRef",
+    "queue",
 )
 DEFAULTS_KEYS = ("agent", "model", "timeout", "repo", "baseRef")
 RETRY_POLICY_KEYS = ("retries", "backoff")
@@ -306,7 +308,8 @@ class _Checker(Reader):
         v = draft.values
         command = self.text(m, "command", path)
         task = self.text(m, "task", path)
-        if "task" not in m and "command" not in m:
+        v["queue"] = queue = read_queue(self, m, path)
+        if "task" not in m and "command" not in m and "queue" not in m:
             self.error((*path, "task"), "missing required key 'task' (or 'command' for a shell step)")
         v["name"] = self.text(m, "name", path, max_len=MAX_NAME)
         v["task"] = task if task is not None else (command or "")
@@ -343,6 +346,8 @@ class _Checker(Reader):
             retries = wf_retries if wf_retries is not None else 0
             if on_error is OnError.RETRY and wf_retries is None:
                 retries = DEFAULT_RETRIES_ON_RETRY
+        if queue is not None or "queue" in m:
+            retries = 0  # each task has its own attempts
         v["on_error"], v["retries"] = on_error, retries
         v["backoff"] = self.backoff(m.get("backoff"), (*path, "backoff"), wf_backoff) or wf_backoff
         v["env"] = self.env(m.get("env"), (*path, "env"))
@@ -476,6 +481,7 @@ class _Checker(Reader):
             env=v["env"],
             repo=v["repo"],
             base_ref=v["base_ref"],
+            queue=v["queue"],
             condition=condition,
             templates=templates,
         )

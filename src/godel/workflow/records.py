@@ -35,12 +35,14 @@ class WorkflowRows(Protocol):
         self, *, statuses: Sequence[str] = (), limit: int = 50, cursor: str | None = None
     ) -> Page[Workflow]: ...
     async def workflow_steps(self, workflow_id: str) -> list[WorkflowStep]: ...
+    async def workflow_step(self, workflow_id: str, step_id: str) -> WorkflowStep: ...
     async def update_workflow(
         self, workflow_id: str, changes: dict[str, Any], events: Sequence[Event] = (), *, expect: Sequence[str] = ()
     ) -> Workflow: ...
     async def update_step(
         self, workflow_id: str, step_id: str, changes: dict[str, Any], events: Sequence[Event] = (), *,
-        workflow_changes: dict[str, Any] | None = None, expect: str | Sequence[str] | None = None,
+        workflow_changes: dict[str, Any] | None = None, step_result: dict[str, Any] | None = None,
+        expect: str | Sequence[str] | None = None,
     ) -> bool: ...  # fmt: skip
     async def delete_workflow(
         self, workflow_id: str, events: Sequence[Event] = (), *, expect: Sequence[str] = ()
@@ -65,11 +67,21 @@ async def set_step(
     payload: dict[str, Any],
     *,
     workflow_changes: dict[str, Any] | None = None,
+    step_result: dict[str, Any] | None = None,
     expect: str | Sequence[str] | None = None,
 ) -> bool:
-    """Change one step's row (and, in the same transaction, the run's) with the event that tells of it."""
+    """Change one step's row (and, in the same transaction, the run's: ``workflow_changes``, and ``step_result``,
+    the step's entry in the run's ``results``) with the event that tells of it."""
     events = [workflow_event(wf, event_type, {"stepId": step_id, **payload})] if event_type else []
-    return await rows.update_step(wf.id, step_id, changes, events, workflow_changes=workflow_changes, expect=expect)
+    return await rows.update_step(wf.id, step_id, changes, events, workflow_changes=workflow_changes,
+                                  step_result=step_result, expect=expect)  # fmt: skip
+
+
+def step_agents(step: WorkflowStep) -> list[str]:
+    """The agents a running step has at work: its own, and for a queue step those of its tasks' running attempts."""
+    tasks = ((step.result or {}).get("queue") or {}).get("tasks") or []
+    running = [str(e["agentId"]) for e in tasks if e.get("status") == "running" and e.get("agentId")]
+    return [step.agent_id, *running] if step.agent_id else running
 
 
 async def step_rows(rows: WorkflowRows, workflow_id: str) -> dict[str, WorkflowStep]:
@@ -86,6 +98,7 @@ async def move_step(
     payload: dict[str, Any],
     *,
     workflow_changes: dict[str, Any] | None = None,
+    step_result: dict[str, Any] | None = None,
 ) -> bool:
     """A step's move through its table (``lifecycle.STEPS``): the new status and the move's event, written only
     while the step is in a status the move is legal from. False (and a warning) when it is not: the step moved
@@ -95,7 +108,8 @@ async def move_step(
     (status,) = target
     event = STEPS.plan(step_id, sources[0], trigger).event
     done = await set_step(rows, wf, step_id, {**changes, "status": status.value}, event, payload,
-                          workflow_changes=workflow_changes, expect=[s.value for s in sources])  # fmt: skip
+                          workflow_changes=workflow_changes, step_result=step_result,
+                          expect=[s.value for s in sources])  # fmt: skip
     if not done:
         log.warning("step move refused: the step moved meanwhile", workflow=wf.id, step=step_id, move=trigger.value)
     return done

@@ -1,16 +1,21 @@
 """One step's life: its attempts, the agent of each, and what the step records when that agent ends.
 
-A step is marked ``running`` with its attempt number *before* its agent is spawned, and the agent carries a
-label naming the workflow, step and attempt (``spawning.agent_label``). A restarted engine finds a running
-step's agent by its id or, if the crash came between the two writes, by that label -- and waits for it rather
-than spawning another. A failed attempt is retried after the step's backoff (a new agent per attempt); when the
-retries are spent, the step fails and its ``onError`` decides for the run (``godel.workflow.graph``).
+A step's agent carries a label naming the workflow, step, attempt and relaunch (``spawning.agent_label``), all
+of them known from the step's row before the agent is created. The step is marked ``running`` together with its
+agent's id once the agent exists (one write per start, off the step's critical path: the agent is already queued
+for its slot). A restarted engine waits for a running step's agent rather than spawning another; and before it
+creates an agent for a step of a run it took over (``Run.resumed``), it looks that label up, so an agent created
+just before a crash -- the step still pending or retrying on record -- is adopted, not spawned a second time.
+(Rows of earlier versions, marked running before their agent was recorded, are found by the same label.)
+A failed attempt is retried after the step's backoff (a new agent per attempt); when the retries are spent, the
+step fails and its ``onError`` decides for the run (``godel.workflow.graph``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,6 +32,7 @@ from godel.scheduler.plane import ControlPlane
 from godel.workflow.combining import CombineConflict, dependency_branches, starting_point
 from godel.workflow.context import build_context, step_view
 from godel.workflow.definition import OnError, StepDefinition, WorkflowDefinition
+from godel.workflow.draining import Drain, task_request
 from godel.workflow.graph import StepStatus
 from godel.workflow.lifecycle import StepTrigger
 from godel.workflow.records import (
@@ -58,7 +64,11 @@ class Run:
     definition: WorkflowDefinition
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     watchers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    # Steps whose start is in flight (its own task: the loop goes on meanwhile); the loop counts them as running.
+    starting: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
+    resumed: bool = False  # taken over after a restart: an agent may exist for a step not yet running on record
+    going: asyncio.Event = field(default_factory=asyncio.Event)  # set while the run is running (queue steps wait)
 
 
 class StepRunner:
@@ -74,21 +84,76 @@ class StepRunner:
 
     # ------------------------------------------------------------------------------------------ starting
 
-    async def begin(self, run: Run, wf: Workflow, step: StepDefinition, steps: dict[str, WorkflowStep]) -> bool:
+    async def begin(
+        self, run: Run, wf: Workflow, step: StepDefinition, steps: dict[str, WorkflowStep], context: dict[str, Any]
+    ) -> bool:
         """Start a ready step: skip it (its ``when`` is false), fail it (its ``when`` or a template cannot be
-        evaluated), or spawn its first attempt. True when its status changed."""
-        context = self.context(run.definition, wf, steps)
+        evaluated), or spawn its first attempt. True when its agent was spawned and is watched (the plan did not
+        change). ``context``: the run's data as ``self.context`` made it from ``steps`` (once for all the steps the
+        loop starts)."""
         try:
             if step.condition is not None and not step.condition.evaluate(context, step_id=step.id):
                 await move_step(self.rows, wf, step.id, StepTrigger.SKIP, {"completed_at": self.plane.clock.now()},
                                 {"when": step.when})  # fmt: skip
-                return True
+                return False
             step.render(context)  # fail now, not at spawn, when a template cannot be filled
         except (WorkflowConditionError, WorkflowTemplateError) as exc:
             await self.step_failed(run, wf, step, steps[step.id], exc.message, retryable=False)
-            return True
-        await self.spawn_attempt(run, wf, step, steps, attempt=1)
-        return True
+            return False
+        if step.queue is not None:
+            return await self._start_queue(run, wf, step, steps, context)
+        return await self.spawn_attempt(run, wf, step, steps, attempt=1, context=context)
+
+    async def _start_queue(
+        self, run: Run, wf: Workflow, step: StepDefinition, steps: dict[str, WorkflowStep], context: dict[str, Any]
+    ) -> bool:
+        """A queue step: running (no agent of its own; its tasks' agents are in ``result.queue``), then drained."""
+        started_at = self.plane.clock.now()
+        try:
+            base_ref = await self._starting_point(run, wf, step, steps)
+        except (CombineConflict, GitError) as exc:
+            why = exc.message if isinstance(exc, CombineConflict) else f"cannot combine its dependencies' work: {exc}"
+            await self.step_failed(run, wf, step, steps[step.id], why, retryable=False)
+            return False
+        result = {"attempt": 1, "relaunch": 0, "baseRef": base_ref, "queue": {"tasks": []}}
+        started = await move_step(
+            self.rows, wf, step.id, StepTrigger.START,
+            {"started_at": started_at, "result": result, "retry_count": 0, "agent_id": None},
+            {"attempt": 1, "relaunch": 0, "name": step.name, "queue": step.queue.to_dict() if step.queue else None},
+            workflow_changes={"current_step_id": step.id},
+        )  # fmt: skip
+        if started:
+            self._drain(run, wf, step, dataclasses.replace(steps[step.id], result=result), context)
+        return started
+
+    def _drain(self, run: Run, wf: Workflow, step: StepDefinition, row: WorkflowStep, context: dict[str, Any]) -> None:
+        """Work the queue for a running queue step (also one found running after a restart), then record its end."""
+        result = dict(row.result or {})
+        base = spawn_request(step, step.render(context), wf, base_ref=str(result.get("baseRef") or "HEAD"),
+                             roles=load_roles(self.plane.settings.roles), attempt=1, relaunch=0)  # fmt: skip
+        drain = Drain(self.plane, self.rows, wf, step, task_request(base, step, wf), run.going, result)
+
+        async def work() -> None:
+            try:
+                ending = await drain.run()
+                if ending.error is None:
+                    await move_step(
+                        self.rows, wf, step.id, StepTrigger.COMPLETE,
+                        {"result": ending.result, "completed_at": self.plane.clock.now(), "error": None},
+                        {"output": ending.output[:2000]},
+                        step_result={"status": COMPLETED, "output": ending.output},
+                    )  # fmt: skip
+                    return
+                await self._set(wf, step.id, {"result": ending.result}, None, {})
+                ended = dataclasses.replace(row, result=ending.result)
+                await self.step_failed(run, wf, step, ended, ending.error, retryable=False)
+            finally:
+                if run.watchers.get(step.id) is task:
+                    del run.watchers[step.id]
+                run.wake.set()
+
+        task = asyncio.get_running_loop().create_task(work(), name=f"workflow-queue-{step.id}")
+        run.watchers[step.id] = task
 
     async def spawn_attempt(
         self,
@@ -99,49 +164,58 @@ class StepRunner:
         *,
         attempt: int,
         relaunch: int = 0,
-    ) -> None:
+        context: dict[str, Any] | None = None,
+    ) -> bool:
+        """Create the attempt's agent, then mark the step running with it; True when it runs and is watched."""
         row = steps[step.id]
-        rendered = step.render(self.context(run.definition, wf, steps))
+        started_at = self.plane.clock.now()
+        rendered = step.render(context if context is not None else self.context(run.definition, wf, steps))
+        result = dict(row.result or {})
+        result["attempt"], result["relaunch"] = attempt, relaunch
+        result.pop("nextAttemptAt", None)
         try:
             base_ref = await self._starting_point(run, wf, step, steps)
         except (CombineConflict, GitError) as exc:  # retrying would meet the same branches
             why = exc.message if isinstance(exc, CombineConflict) else f"cannot combine its dependencies' work: {exc}"
             await self.step_failed(run, wf, step, row, why, retryable=False)
-            return
-        result = dict(row.result or {})
-        result["attempt"], result["relaunch"] = attempt, relaunch
-        result.pop("nextAttemptAt", None)
-        # Running first, with the attempt number: after a crash between this write and the spawn, the agent (if
-        # any) is found by its label instead of being spawned twice.
-        await move_step(
+            return False
+        label = agent_label(wf.id, step.id, attempt, relaunch)
+        agent = await self._created_before_restart(label) if run.resumed else None
+        if agent is None:
+            request = spawn_request(step, rendered, wf, base_ref=base_ref,
+                                    roles=load_roles(self.plane.settings.roles), attempt=attempt,
+                                    relaunch=relaunch)  # fmt: skip
+            try:
+                agent = await self.plane.spawn(request, actor=f"workflow:{wf.id}")
+            except GodelError as exc:
+                row = dataclasses.replace(row, result=result)  # this attempt's number decides whether to retry
+                await self.step_failed(run, wf, step, row, f"could not spawn its agent: {exc.message}",
+                                       retryable=True)  # fmt: skip
+                return False
+        result["attempts"] = [*result.get("attempts", []), agent.id]
+        # One write: running, with its agent. A crash before it leaves the step pending (or retrying) on record with
+        # an agent that carries ``label``: the restarted engine adopts that agent instead of spawning another.
+        started = await move_step(
             self.rows, wf, step.id, StepTrigger.START,
-            {"started_at": self.plane.clock.now(), "result": result, "retry_count": attempt - 1, "agent_id": None},
-            {"attempt": attempt, "relaunch": relaunch, "name": step.name},
+            {"started_at": started_at, "result": result, "retry_count": attempt - 1, "agent_id": agent.id},
+            {"attempt": attempt, "relaunch": relaunch, "name": step.name, "agentId": agent.id},
             workflow_changes={"current_step_id": step.id},
         )  # fmt: skip
-        request = spawn_request(step, rendered, wf, base_ref=base_ref,
-                                roles=load_roles(self.plane.settings.roles), attempt=attempt,
-                                relaunch=relaunch)  # fmt: skip
-        try:
-            agent = await self.plane.spawn(request, actor=f"workflow:{wf.id}")
-        except GodelError as exc:
-            fresh = await step_rows(self.rows, wf.id)
-            await self.step_failed(run, wf, step, fresh[step.id], f"could not spawn its agent: {exc.message}",
-                                   retryable=True)  # fmt: skip
-            return
-        result["attempts"] = [*result.get("attempts", []), agent.id]
-        await self._set(wf, step.id, {"agent_id": agent.id, "result": result}, None, {})
-        # The run may have been cancelled or paused while the agent was being spawned: cancel saw no agent to
-        # kill, pause none to pause. Now there is one (and it is recorded, so a later cancel finds it too).
         now = await self.rows.get_workflow(wf.id)
-        if now.status in FINISHED:
+        if not started or now.status in FINISHED:  # cancelled while its agent was being created
             with contextlib.suppress(GodelError):
                 await self.plane.kill(agent.id, actor="workflow", reason=f"workflow {now.status}")
-            return
+            return False
+        # Paused while the agent was being created: pause found no agent of this step to hold. Now there is one.
         if now.status == PAUSED:  # desired state on the agent: applied when it runs, or the moment it starts
             with contextlib.suppress(GodelError):
                 await self.plane.hold(agent.id, by="workflow", reason="workflow paused")
         self._watch(run, wf, step.id, agent.id)
+        return True
+
+    async def _created_before_restart(self, label: str) -> Agent | None:
+        page = await self.plane.list_agents(AgentQuery(label=label, limit=1))
+        return page.items[0] if page.items else None
 
     async def _starting_point(self, run: Run, wf: Workflow, step: StepDefinition,
                               steps: dict[str, WorkflowStep]) -> str:  # fmt: skip
@@ -176,9 +250,12 @@ class StepRunner:
     def watch_running(self, run: Run, wf: Workflow, steps: dict[str, WorkflowStep]) -> None:
         """Every running step has a watcher (after a restart, new ones are made for the steps found running)."""
         for sid, row in steps.items():
-            if row.status != RUNNING or sid in run.watchers:
+            if row.status != RUNNING or sid in run.watchers or sid in run.starting:
                 continue
-            if row.agent_id is not None:
+            step = run.definition.step(sid)
+            if step.queue is not None:  # a queue step carries on: its running attempts are waited for first
+                self._drain(run, wf, step, row, self.context(run.definition, wf, steps))
+            elif row.agent_id is not None:
                 self._watch(run, wf, sid, row.agent_id)
             else:  # the crash came between marking it running and recording its agent
                 attempt, relaunch = (
@@ -209,32 +286,35 @@ class StepRunner:
                 agent = await self.plane.wait_for_end(agent_id)
                 await self._ended(run, wf, step_id, agent)
             finally:
-                run.watchers.pop(step_id, None)
+                if run.watchers.get(step_id) is task:  # a relaunch from _ended has its own watcher by now
+                    del run.watchers[step_id]
                 run.wake.set()
 
-        run.watchers[step_id] = asyncio.get_running_loop().create_task(watch(), name=f"workflow-watch-{step_id}")
+        task = asyncio.get_running_loop().create_task(watch(), name=f"workflow-watch-{step_id}")
+        run.watchers[step_id] = task
 
     # ------------------------------------------------------------------------------------------ ending
 
     async def _ended(self, run: Run, wf: Workflow, step_id: str, agent: Agent) -> None:
-        current = await self.rows.get_workflow(wf.id)
-        steps = await step_rows(self.rows, wf.id)
-        row = steps[step_id]
+        # This step's row only: the rest of the run is read when a failure needs it (a relaunch's context).
+        row = await self.rows.workflow_step(wf.id, step_id)
         if row.status != RUNNING or row.agent_id != agent.id:
             return  # cancelled meanwhile, or an older attempt
         step = run.definition.step(step_id)
         output = await self._output(agent)
-        result = {**(row.result or {}), "output": output, "branch": agent.branch, "commits": len(agent.commits)}
+        # Where the branch ended: dependents whose dependencies all ended at one commit start there without git.
+        head = agent.commits[-1] if agent.commits else agent.base_commit
+        result = {**(row.result or {}), "output": output, "branch": agent.branch, "commits": len(agent.commits),
+                  "head": head}  # fmt: skip
         if agent.state == AgentState.COMPLETED:
-            results = {**(current.results or {}), step_id: {"status": COMPLETED, "output": output,
-                                                             "agentId": agent.id, "branch": agent.branch}}  # fmt: skip
             await move_step(
-                self.rows, current, step_id, StepTrigger.COMPLETE,
+                self.rows, wf, step_id, StepTrigger.COMPLETE,
                 {"result": result, "completed_at": self.plane.clock.now(), "error": None},
                 {"agentId": agent.id, "output": output[:2000]},
-                workflow_changes={"results": results},
+                step_result={"status": COMPLETED, "output": output, "agentId": agent.id, "branch": agent.branch},
             )  # fmt: skip
             return
+        current = await self.rows.get_workflow(wf.id)
         reason = agent.last_error or f"the agent ended {agent.state.value}"
         if agent.state == AgentState.KILLED and current.status == CANCELLED:
             return
@@ -243,6 +323,7 @@ class StepRunner:
             # The server went down while the agent was being set up: the step never ran, so running it now is
             # not running it twice, and it costs none of the step's retries.
             attempt = int((row.result or {}).get("attempt", 1))
+            steps = await step_rows(self.rows, wf.id)
             await self.spawn_attempt(run, current, step, steps, attempt=attempt, relaunch=relaunch + 1)
             return
         stderr = await self._stderr_tail(agent)
@@ -275,11 +356,10 @@ class StepRunner:
             payload = {"attempt": attempt, "error": reason, "delay": delay}
             await move_step(self.rows, wf, step.id, StepTrigger.RETRY, changes, payload)
             return
-        results = {**(wf.results or {}), step.id: {"status": FAILED, "error": reason}}
         await move_step(
             self.rows, wf, step.id, StepTrigger.FAIL, {"error": reason, "completed_at": self.plane.clock.now()},
             {"error": reason, "attempts": attempt, "onError": step.on_error.value},
-            workflow_changes={"results": results},
+            step_result={"status": FAILED, "error": reason},
         )  # fmt: skip
         if step.on_error is not OnError.CONTINUE:
             log.info("workflow step failed", workflow=wf.id, step=step.id, error=reason)
@@ -290,6 +370,8 @@ class StepRunner:
             return result
         if agent.kind != "command":
             return ""
+        if not (agent.log_offsets or {}).get("stdout") and agent.retry_count == 0:
+            return ""  # its one run printed nothing on stdout: no lines to look up
         lines = await self.plane.logs(agent.id, tail=OUTPUT_LINES, stream="stdout")
         return "\n".join(str(e.payload.get("line", "")) for e in lines).strip()
 

@@ -111,7 +111,7 @@ steps:
             8,
             5,
             "unknown key 'colour'; a step takes: id, name, task, command, dependsOn, when, agent, agentSelector, "
-            "model, role, timeout, retries, backoff, onError, env, repo, baseRef",
+            "model, role, timeout, retries, backoff, onError, env, repo, baseRef, queue",
         ),
     ]
 

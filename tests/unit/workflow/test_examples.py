@@ -44,7 +44,9 @@ def test_the_docs_example_validates_and_its_conditions_compile() -> None:
     blocks = text.split("```yaml\n")[1:]
     first = blocks[0].split("```")[0]
     assert load_workflow(first).step_ids == ["plan", "implement", "review", "test"]
-    examples = blocks[1].split("```")[0].splitlines()
+    queue_step = next(b.split("```")[0] for b in blocks if "queue:" in b.split("```")[0])
+    assert load_workflow(queue_step).step("work").queue is not None  # the "Queue steps" example is valid
+    examples = next(b.split("```")[0] for b in blocks if b.startswith("when:")).splitlines()
     conditions = [line.split("when:", 1)[1].split("  #")[0].strip() for line in examples]
     assert len(conditions) == 8
     for condition in conditions:

@@ -115,22 +115,12 @@ async def _result(team: TeamRun, claims: list[dict[str, Any]]) -> dict[str, Any]
         agent = team.known.get(f"{PREFIX}{claim['taskId']}/{claim['attempt']}")
         try:
             task = await team.plane.task_queue.get(claim["taskId"])
-            status = _attempt_outcome(task, claim["attempt"])
+            status = h.attempt_outcome(task, claim["attempt"])
         except GodelError:
             status = "deleted"
         out.append({**claim, "state": agent.state.value if agent else None, "status": status})
     totals = {k: sum(1 for c in out if c["status"] == k) for k in ("completed", "requeued", "dead")}
     return {"tasks": out, **totals}
-
-
-def _attempt_outcome(task: Task, attempt: int) -> str:
-    """What became of one attempt: ``completed``; ``requeued`` (failed, attempts left); ``dead``; or another."""
-    entry = next((e for e in h.history_of(task) if e.get("attempt") == attempt), {})
-    outcome = entry.get("outcome")
-    if outcome == "failed":
-        last = h.history_of(task)[-1].get("attempt") == attempt
-        return "dead" if last and task.status == TaskStatus.DEAD else "requeued"
-    return str(outcome or task.status.value)
 
 
 def _attempt(task: Task) -> int:
