@@ -31,6 +31,8 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("XDG_CACHE_HOME", str(real / ".cache"))
     os.environ.setdefault("npm_config_cache", str(real / ".npm"))
     home = Path(tempfile.mkdtemp(prefix="godel-test-home-", dir=TMPFS))
+    # A git identity, as a developer's machine has one: commands the tests' agents run commit with it.
+    (home / ".gitconfig").write_text("[user]\n\tname = Godel Test\n\temail = test@godel.invalid\n")
     os.environ["HOME"] = os.environ["GODEL_TEST_HOME"] = str(home)
     config.stash[_OWN_HOME] = home
 

@@ -151,7 +151,12 @@ async def test_a_double_forked_daemon_dies_with_the_agent(rig: Rig, local_rig: R
     escaped = f"local-daemon-{new_id()}"
     await local_rig.run(script.format(marker=escaped))
     try:
-        assert _alive_with(escaped)  # the control: outside a sandbox it escapes the run's process group
+        # The control: outside a sandbox the daemon escapes the run (the run may end before the daemon's exec).
+        for _ in range(250):
+            if _alive_with(escaped):
+                break
+            await asyncio.sleep(0.02)
+        assert _alive_with(escaped)
     finally:
         for proc in psutil.process_iter(["cmdline"]):
             if escaped in (proc.info["cmdline"] or []):

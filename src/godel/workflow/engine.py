@@ -255,8 +255,13 @@ class WorkflowEngine:
             else:
                 run.going.clear()
             if wf.status in FINISHED:
-                for watcher in run.watchers.values():
+                # A start still in flight either gives up (it sees the run finished) or registers its watcher:
+                # let it settle first, so no watcher is made after the others were stopped.
+                await asyncio.gather(*run.starting.values(), return_exceptions=True)
+                watchers = list(run.watchers.values())
+                for watcher in watchers:
                     watcher.cancel()
+                await asyncio.gather(*watchers, return_exceptions=True)
                 return
             # A start that ended before this read is in the rows read; one that did not may not be yet: it stays
             # ``starting`` (running, as far as the plan goes) until a read that surely sees what it wrote.
