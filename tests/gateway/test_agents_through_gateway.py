@@ -18,6 +18,7 @@ from tests.agents import test_aider, test_claude, test_codex, test_gemini, test_
 from tests.agents.conftest import agents_dir, require_cli
 from tests.conftest import make_repo, run_git
 from tests.gateway.conftest import MODEL, UPSTREAM_KEY
+from tests.sandbox.conftest import require_sandbox
 
 CASES = {
     "pi": ("scripted", test_pi.EDIT),
@@ -29,12 +30,22 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("kind", list(CASES))
-async def test_agent_runs_through_the_gateway_with_a_virtual_key(stack: Any, fast_tmp: Path, kind: str) -> None:
+# Every CLI on the local runtime; in the sandbox (bubblewrap: the gateway reached through its relay and Unix socket,
+# nothing else) those that have been run there so far -- the others join as the sandbox becomes the default.
+RUNS = [(kind, "local") for kind in CASES] + [("pi", "sandbox"), ("codex", "sandbox")]
+
+
+@pytest.mark.parametrize(("kind", "runtime"), RUNS, ids=[f"{k}-{r}" for k, r in RUNS])
+async def test_agent_runs_through_the_gateway_with_a_virtual_key(
+    stack: Any, fast_tmp: Path, kind: str, runtime: str
+) -> None:
     require_cli(kind)
+    if runtime == "sandbox":
+        require_sandbox()
     provider, turns = CASES[kind]
     repo = make_repo(fast_tmp / f"repo-{kind}")
-    settings = {"agents_dir": agents_dir(), "agent_cli_retries": 0, "watch_interval": 0.02, "reconcile_interval": 0.05}
+    settings = {"agents_dir": agents_dir(), "agent_cli_retries": 0, "watch_interval": 0.02,
+                "reconcile_interval": 0.05, "runtime": runtime}  # fmt: skip
     async with stack(turns, **settings) as s:
         agent = await s.plane.spawn(
             SpawnRequest(task="create hello.txt", repo=str(repo), agent=kind, model=f"{provider}/{MODEL}", timeout=120)
