@@ -48,15 +48,12 @@ from godel.errors import (
 from godel.runtimes import get_runtime, runtime_names
 from godel.runtimes.local import LocalRuntime
 from godel.runtimes.processes import WRAPPER
-from godel.runtimes.sandbox import SandboxRuntime, missing_tools
-from godel.runtimes.sandbox.runtime import INSTALL_HINT
+from godel.runtimes.sandbox import SandboxRuntime
+from tests.sandbox.conftest import require_sandbox
 
 
 def _sandbox(base: Path) -> Runtime:
-    if missing_tools():
-        if os.environ.get("GODEL_REQUIRE_SANDBOX") == "1":
-            pytest.fail(f"GODEL_REQUIRE_SANDBOX=1 but {', '.join(missing_tools())} is missing ({INSTALL_HINT})")
-        pytest.skip(f"the sandbox runtime needs {', '.join(missing_tools())} ({INSTALL_HINT})")
+    require_sandbox()
     return SandboxRuntime(worktrees_root=base / "worktrees", logs_root=base / "logs")
 
 

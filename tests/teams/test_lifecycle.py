@@ -106,10 +106,12 @@ async def test_bad_teams_are_refused_before_anything_exists(stack: StackFactory)
         assert (await s.plane.list_agents(AgentQuery())).items == []
 
 
-async def test_pause_holds_the_team_and_resume_lets_it_finish(stack: StackFactory) -> None:
+async def test_pause_holds_the_team_and_resume_lets_it_finish(stack: StackFactory, fast_tmp: Path) -> None:
+    gate = fast_tmp / "gate"  # the agents work until the test opens it: they cannot end before the pause
     async with stack() as s:
         team = await s.create(strategy="parallel", task="t", size=2, agent="command",
-                              command="sleep 1; echo 'GODEL_RESULT: ok'", start=True)  # fmt: skip
+                              command=f"while [ ! -e {gate} ]; do sleep 0.02; done; echo 'GODEL_RESULT: ok'",
+                              start=True)  # fmt: skip
         tid = team["id"]
         await s.wait_for(lambda: running(s, tid, 2), "2 agents running")
         paused = await s.client.post(f"/api/v1/teams/{tid}/pause")
@@ -120,6 +122,7 @@ async def test_pause_holds_the_team_and_resume_lets_it_finish(stack: StackFactor
         assert again.status_code == 409
         resumed = await s.client.post(f"/api/v1/teams/{tid}/resume")
         assert resumed.status_code == 200 and resumed.json()["data"]["status"] == "active"
+        gate.touch()
         done = await s.wait_team(tid)
         assert done["status"] == "completed"
         assert await team_events(s, tid) == [

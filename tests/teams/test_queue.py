@@ -91,7 +91,8 @@ async def test_a_queue_team_takes_no_task_list(stack: StackFactory) -> None:
 
 async def test_a_restart_takes_up_the_tasks_the_team_held(stack: StackFactory, fast_tmp: Path) -> None:
     home, port = fast_tmp / "home", free_port()
-    slow = f"sleep 1; {WORK}"
+    gate = fast_tmp / "gate"  # the agents work until the test opens it: both are surely at work when it looks
+    slow = f"while [ ! -e {gate} ]; do sleep 0.02; done; {WORK}"
     async with stack(home=home, port=port, leave_running=True) as s:
         made = [await new_task(s, f"task {n}", priority=n) for n in range(3)]
         team = await s.create(strategy="queue", size=2, agent="command", command=slow, start=True)
@@ -108,6 +109,7 @@ async def test_a_restart_takes_up_the_tasks_the_team_held(stack: StackFactory, f
     finally:
         await store.close()
     assert held is not None and held.id == made[0]["id"] and held.agent_id is None
+    gate.touch()
     async with stack(home=home, port=port) as s2:
         done = await s2.wait_team(team["id"])
         assert done["status"] == "completed", done.get("error")

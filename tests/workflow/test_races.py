@@ -81,11 +81,16 @@ async def test_pause_while_a_step_is_being_spawned_pauses_its_agent(
 async def test_pause_holds_a_step_whose_agent_is_still_queued(
     client: httpx.AsyncClient, git_repo: Path, plane: ControlPlane
 ) -> None:
-    busy = [await plane.spawn(SpawnRequest(task="busy", repo=str(git_repo), command="sleep 1"))
-            for _ in range(plane.settings.max_concurrent_agents)]  # fmt: skip  # every slot taken
+    # Every slot taken until the test opens the gate (not for a fixed time: on a loaded machine a second can pass
+    # before the step's agent is even created, and it would then start at once instead of queueing).
+    gate = git_repo.parent / "busy-gate"
+    busy = [await plane.spawn(SpawnRequest(task="busy", repo=str(git_repo),
+                                           command=f"while [ ! -e {gate} ]; do sleep 0.02; done"))
+            for _ in range(plane.settings.max_concurrent_agents)]  # fmt: skip
     wf = await submit(client, SLOW, git_repo)
     (queued,) = await settled(plane, wf["id"], {"pending"})
     assert (await client.post(f"/api/v1/workflows/{wf['id']}/pause")).json()["data"]["status"] == "paused"
+    gate.touch()
     for agent in busy:
         await plane.wait_for_end(agent.id, timeout=10)  # the slots free up: the queued agent starts ...
     await settled(plane, wf["id"], {"paused"})  # ... and is paused as soon as it does
