@@ -219,14 +219,15 @@ async def test_a_run_stopped_with_the_server_reads_back_as_failed(settings: Sett
     await first.start()
     marker = fast_tmp / "gate-pid"
     service = MergeService(first)
-    verify = f"echo $$ > {marker}.tmp && mv {marker}.tmp {marker}; sleep 30"
+    token = new_id()  # in the environment of the gate's children: what tells them from a process that reuses a pid
+    verify = f"export GODEL_TEST_GATE={token}; echo $$ > {marker}.tmp && mv {marker}.tmp {marker}; sleep 30"
     job = await service.submit(
         dataclasses.replace(_request(five), verify=verify, branches=["feature/one", "feature/five"])
     )
     await eventually(lambda: asyncio.sleep(0, marker.exists()))
     await first.stop()  # cancels the run: its gate is killed, its worktree removed, its end recorded
     group = int(marker.read_text())
-    left = [p for p in psutil.process_iter(["status"]) if _group_of(p) == group]
+    left = [p for p in psutil.process_iter(["status"]) if _group_of(p) == group and _of_gate(p, marker, token)]
     assert all(p.info["status"] == psutil.STATUS_ZOMBIE for p in left), left  # the gate's whole group is dead
     assert job.status.value == "failed" and job.task is not None and job.task.done()
     assert run_git(five.repo, "worktree", "list", "--porcelain").count("worktree ") == 1
@@ -241,6 +242,14 @@ async def test_a_run_stopped_with_the_server_reads_back_as_failed(settings: Sett
         assert (await MergeService(second).list())[0]["id"] == job.id
     finally:
         await second.stop()
+
+
+def _of_gate(process: psutil.Process, marker: Path, token: str) -> bool:
+    """The gate's shell (its command names the marker) or a child of it (it has the exported token): on this
+    machine pids wrap at 32,768, and a busy test run can hand the gate's number to a new process group at once."""
+    with contextlib.suppress(psutil.Error, OSError):
+        return str(marker) in " ".join(process.cmdline()) or process.environ().get("GODEL_TEST_GATE") == token
+    return False
 
 
 def _group_of(process: psutil.Process) -> int | None:
