@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -10,6 +11,7 @@ import httpx
 import pytest
 
 from godel.api.app import create_app
+from godel.errors import InvalidTransitionError
 from godel.scheduler.plane import ControlPlane
 from godel.settings import Settings
 from tests.conftest import admin_headers
@@ -42,7 +44,9 @@ async def plane(settings: Settings) -> AsyncIterator[ControlPlane]:
         yield p
     finally:
         for agent_id in list(p.supervisor.runs):
-            await p.kill(agent_id, actor="test", reason="test teardown")
+            # A run may be ending already (a workflow or team killed it): its 409 is the answer, not a failure.
+            with contextlib.suppress(InvalidTransitionError):
+                await p.kill(agent_id, actor="test", reason="test teardown")
         await p.stop()
 
 
