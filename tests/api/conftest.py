@@ -43,11 +43,16 @@ async def plane(settings: Settings) -> AsyncIterator[ControlPlane]:
     try:
         yield p
     finally:
-        for agent_id in list(p.supervisor.runs):
-            # A run may be ending already (a workflow or team killed it): its 409 is the answer, not a failure.
-            with contextlib.suppress(InvalidTransitionError):
-                await p.kill(agent_id, actor="test", reason="test teardown")
+        await kill_runs(p)
         await p.stop()
+
+
+async def kill_runs(p: ControlPlane) -> None:
+    """Kill every live run before a test's plane stops."""
+    for agent_id in list(p.supervisor.runs):
+        # A run may be ending already (a workflow or team killed it): its 409 is the answer, not a failure.
+        with contextlib.suppress(InvalidTransitionError):
+            await p.kill(agent_id, actor="test", reason="test teardown")
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ edge. The loops are driven by hand (``tick``, ``admit_once``), as in ``test_race
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,10 +13,9 @@ import pytest
 
 from godel.core.clock import ManualClock
 from godel.core.states import AgentState
-from godel.errors import InvalidTransitionError
 from godel.scheduler.plane import ControlPlane
 from godel.settings import Settings
-from tests.api.conftest import settings_for
+from tests.api.conftest import kill_runs, settings_for
 from tests.api.test_races import exited, launched, req, settle, until
 
 HOUR = 3600.0
@@ -40,10 +38,7 @@ async def plane(hour_settings: Settings, clock: ManualClock) -> AsyncIterator[Co
     try:
         yield p
     finally:
-        for agent_id in list(p.supervisor.runs):
-            # A run may be ending already (a workflow or team killed it): its 409 is the answer, not a failure.
-            with contextlib.suppress(InvalidTransitionError):
-                await p.kill(agent_id, actor="test", reason="test teardown")
+        await kill_runs(p)
         await settle(p)
         await p.stop()
 
