@@ -111,7 +111,7 @@ class Settings(BaseSettings):
     """Where agents reach this server's gateway. Default: ``http://HOST:PORT`` of ``godel serve`` (127.0.0.1 when
     it binds every address). Set it when agents run elsewhere (a container, another node)."""
 
-    runtime: Literal["local", "sandbox"] = "local"
+    runtime: Literal["local", "sandbox", "gvisor", "container", "kubernetes", "e2b"] = "local"
     """Where agents run: ``local`` (a git worktree, the agent as a plain process of the server's user: no
     confinement) or ``sandbox`` (bubblewrap: own namespaces, no capabilities, the system read-only, no network but
     the gateway; see docs/sandbox.md). ``sandbox`` fails closed: the server refuses to start without ``bwrap`` and

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from godel.core.ports import Runtime
 from godel.errors import FieldError, ValidationError
@@ -16,7 +15,8 @@ from godel.errors import FieldError, ValidationError
 if TYPE_CHECKING:
     from godel.settings import Settings
 
-# short name -> "module:class"
+# short name -> "module:class". Each class has a ``from_settings(settings)`` classmethod that builds it over the
+# settings' directories (and whatever else it needs from them).
 _RUNTIMES = {
     "local": "godel.runtimes.local:LocalRuntime",
     "sandbox": "godel.runtimes.sandbox:SandboxRuntime",  # bubblewrap; needs bwrap and socat
@@ -27,8 +27,7 @@ def runtime_names() -> list[str]:
     return sorted(_RUNTIMES)
 
 
-def get_runtime(name: str, **kwargs: Any) -> Runtime:
-    """A new instance of the runtime registered as ``name``; keyword arguments go to its constructor."""
+def _runtime_class(name: str) -> Any:
     try:
         target = _RUNTIMES[name]
     except KeyError:
@@ -37,18 +36,16 @@ def get_runtime(name: str, **kwargs: Any) -> Runtime:
             f"unknown runtime {name!r}; valid runtimes: {valid}", [FieldError("runtime", f"one of: {valid}")]
         ) from None
     module, _, cls = target.partition(":")
-    runtime: Runtime = getattr(importlib.import_module(module), cls)(**kwargs)
+    return getattr(importlib.import_module(module), cls)
+
+
+def get_runtime(name: str, **kwargs: Any) -> Runtime:
+    """A new instance of the runtime registered as ``name``; keyword arguments go to its constructor."""
+    runtime: Runtime = _runtime_class(name)(**kwargs)
     return runtime
 
 
-def runtime_for(settings: Settings) -> Runtime:
-    """The runtime the settings choose (``runtime``), over the settings' directories. A sandbox reaches the
-    gateway through the server's Unix socket, relayed inside to the port of the gateway URL the agents are given."""
-    kwargs: dict[str, Any] = {"worktrees_root": settings.worktrees_dir, "logs_root": settings.logs_dir}
-    if settings.runtime == "sandbox":
-        kwargs.update(run_root=settings.home / "run", agents_dir=settings.agents_dir)
-        if settings.use_gateway:
-            kwargs.update(
-                gateway_socket=settings.gateway_socket, gateway_port=urlsplit(settings.agent_gateway_url).port
-            )
-    return get_runtime(settings.runtime, **kwargs)
+def runtime_for(settings: Settings, name: str | None = None) -> Runtime:
+    """The runtime ``name`` (default: the one the settings choose, ``runtime``), built from the settings."""
+    runtime: Runtime = _runtime_class(name or settings.runtime).from_settings(settings)
+    return runtime

@@ -23,6 +23,7 @@ import shutil
 import signal
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -44,6 +45,9 @@ from godel.runtimes.lines import LineSplitter, StreamName, read_output
 from godel.runtimes.paths import confine
 from godel.runtimes.processes import LocalProcesses, agent_env, find_launch
 
+if TYPE_CHECKING:
+    from godel.settings import Settings
+
 log = structlog.get_logger("godel.runtime")
 
 
@@ -61,6 +65,10 @@ class LocalRuntime:
         self.logs_root = logs_root
         self._worktrees = worktrees.Worktrees(worktrees_root)
         self._processes = LocalProcesses()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalRuntime:
+        return cls(worktrees_root=settings.worktrees_dir, logs_root=settings.logs_dir)
 
     def capabilities(self) -> RuntimeCapabilities:
         return RuntimeCapabilities(name=self.name, isolation="worktree", pause=True, snapshot="git-ref")

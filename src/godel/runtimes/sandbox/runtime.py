@@ -14,12 +14,17 @@ import dataclasses
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from godel.core.ports import LaunchSpec, RuntimeCapabilities, RuntimeHandle
 from godel.errors import FieldError, RuntimeFailure, ValidationError
 from godel.runtimes.local import LocalRuntime
 from godel.runtimes.processes import agent_env
 from godel.runtimes.sandbox.bwrap import BWRAP, SOCAT, Confinement, bwrap_argv, entry_argv, write_etc
+
+if TYPE_CHECKING:
+    from godel.settings import Settings
 
 INSTALL_HINT = "apt-get install bubblewrap socat"
 
@@ -75,6 +80,21 @@ class SandboxRuntime(LocalRuntime):
         self.gateway_socket = gateway_socket
         self.gateway_port = gateway_port
         self._etc = self.run_root / ".sandbox-etc"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SandboxRuntime:
+        """Over the settings' directories. The sandbox reaches the gateway through the server's Unix socket,
+        relayed inside to the port of the gateway URL the agents are given."""
+        gateway: dict[str, Any] = {}
+        if settings.use_gateway:
+            gateway = {
+                "gateway_socket": settings.gateway_socket,
+                "gateway_port": urlsplit(settings.agent_gateway_url).port,
+            }
+        return cls(
+            worktrees_root=settings.worktrees_dir, logs_root=settings.logs_dir, run_root=settings.home / "run",
+            agents_dir=settings.agents_dir, **gateway,
+        )  # fmt: skip
 
     def capabilities(self) -> RuntimeCapabilities:
         return RuntimeCapabilities(
