@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import pydantic
 import pydantic_settings
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -116,6 +116,20 @@ class Settings(BaseSettings):
     confinement) or ``sandbox`` (bubblewrap: own namespaces, no capabilities, the system read-only, no network but
     the gateway; see docs/sandbox.md). ``sandbox`` fails closed: the server refuses to start without ``bwrap`` and
     ``socat`` (``apt-get install bubblewrap socat``)."""
+
+    runtimes: list[Literal["local", "sandbox", "gvisor", "container", "kubernetes", "e2b"]] = Field(
+        default_factory=list
+    )
+    """The runtimes a spawn may ask for (``config.sandbox.runtime``, ``config.sandbox.fallback``) besides the default
+    ``runtime``. Empty: only the default. Each is built when an agent first needs it; one that cannot run here (a
+    tool missing) fails that agent's spawn, or hands it to the next runtime of its fallback chain."""
+
+    runtime_fallback: list[Literal["local", "sandbox", "gvisor", "container", "kubernetes", "e2b"]] = Field(
+        default_factory=list
+    )
+    """The fallback chain of an agent that names none: when its runtime cannot start it (not installed here, a
+    remote refusing), the next runtime of the chain is tried, and the change is an ``agent:runtime:fallback`` event.
+    Every runtime named must be the default or in ``runtimes``."""
 
     budget_hold_timeout: float = 86400.0
     """Seconds an agent's request that found its budget spent is held (the agent paused) waiting for the agent to
@@ -289,6 +303,22 @@ class Settings(BaseSettings):
                     '`apt-get install bubblewrap socat`, or set runtime = "local" (agents then run unconfined)'
                 )
         return value
+
+    @model_validator(mode="after")
+    def _fallbacks_enabled(self) -> Settings:
+        offered = {self.runtime, *self.runtimes}
+        missing = [name for name in self.runtime_fallback if name not in offered]
+        if missing:
+            raise ValueError(
+                f"runtime_fallback names {', '.join(missing)}, which is neither the runtime nor in runtimes "
+                f"({', '.join(sorted(offered))}); add it to runtimes"
+            )
+        return self
+
+    @property
+    def confines_agents(self) -> bool:
+        """Some runtime this server offers confines agents behind the gateway's socket (every one but ``local``)."""
+        return any(name != "local" for name in (self.runtime, *self.runtimes))
 
     @field_validator("api_rate_limit")
     @classmethod

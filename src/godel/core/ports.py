@@ -214,6 +214,7 @@ class WorkspaceSpec:
     from_snapshot: str | None = None  # fork: the snapshot id to start the working tree from
     setup: str | None = None
     setup_timeout: float = 600.0
+    runtime: str | None = None  # the runtime to make it in (``Runtimes`` routes by it); None: the default
 
 
 @dataclass

@@ -23,6 +23,23 @@ _RUNTIMES = {
 }
 
 
+# What each runtime confines, by name, without building it: "worktree" (a workspace of its own, nothing else),
+# "namespace" (bubblewrap), "user-kernel" (gVisor's kernel in user space), "container", "pod" (whatever the cluster's
+# runtime class gives), "remote-vm" (a sandbox of a remote service).
+_ISOLATION = {
+    "local": "worktree",
+    "sandbox": "namespace",
+    "gvisor": "user-kernel",
+    "container": "container",
+    "kubernetes": "pod",
+    "e2b": "remote-vm",
+}
+
+
+def isolation_of(name: str | None) -> str | None:
+    return _ISOLATION.get(name) if name else None
+
+
 def runtime_names() -> list[str]:
     return sorted(_RUNTIMES)
 

@@ -10,10 +10,11 @@ from godel.core.ports import RuntimeHandle
 
 
 def handle_of(agent: Agent, runtime: str, worktrees_root: Path) -> RuntimeHandle:
+    """``runtime``: the server's default, for an agent recorded without one (made before runtimes were per agent)."""
     assert agent.repo is not None and agent.base_commit is not None, "an admitted agent has a repo and base"
     return RuntimeHandle(
         agent_id=agent.id,
-        runtime=runtime,
+        runtime=agent.runtime_name or runtime,
         # After cleanup the worktree column is empty; point at where it would be (it does not exist).
         workspace=Path(agent.worktree) if agent.worktree else worktrees_root / agent.id,
         repo=Path(agent.repo),

@@ -104,6 +104,9 @@ async def capabilities(plane: Plane) -> dict[str, Any]:
             "apiVersion": "v1",
             "mode": "embedded" if plane.settings.resolved_database_url.startswith("sqlite") else "server",
             "runtimes": runtime_names(),
+            # The runtimes a spawn may name here (config.sandbox.runtime), the default first, and the default chain.
+            "enabledRuntimes": list(plane.runtimes.enabled),
+            "runtimeFallback": list(plane.settings.runtime_fallback),
             # What confines agents here: "worktree" (a workspace of their own, nothing else) or "namespace" (the
             # sandbox runtime: bubblewrap namespaces, no network but the gateway).
             "isolation": caps.isolation,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from godel.core.ports import LaunchSpec, RuntimeCapabilities, RuntimeHandle
-from godel.errors import FieldError, RuntimeFailure, ValidationError
+from godel.errors import FieldError, RuntimeUnavailableError, ValidationError
 from godel.runtimes.local import LocalRuntime
 from godel.runtimes.processes import agent_env
 from godel.runtimes.sandbox.bwrap import BWRAP, SOCAT, Confinement, bwrap_argv, entry_argv, write_etc
@@ -69,7 +69,7 @@ class SandboxRuntime(LocalRuntime):
         way out at all. Fails closed: without bubblewrap and socat this runtime refuses to be built."""
         missing = missing_tools()
         if missing:
-            raise RuntimeFailure(
+            raise RuntimeUnavailableError(
                 f"the sandbox runtime needs {' and '.join(missing)}, which is not installed: {INSTALL_HINT} "
                 '(or set runtime = "local" in godel.toml / GODEL_RUNTIME=local, which does not confine agents)',
                 details={"missing": missing, "fix": INSTALL_HINT},
