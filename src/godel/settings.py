@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import pydantic
 import pydantic_settings
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -30,6 +30,7 @@ from godel.settings_files import SettingsError, read_toml, toml_files, unknown_k
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GODEL_", extra="forbid", use_attribute_docstrings=True)
+    _unconfined_because: str | None = PrivateAttr(default=None)  # why ``auto`` chose ``local``
 
     home: Path = Field(default_factory=lambda: Path.home() / ".godel")
     """Where Godel keeps its data: ``godel.db``, ``logs/``, ``worktrees/``, ``run/``."""
@@ -111,11 +112,14 @@ class Settings(BaseSettings):
     """Where agents reach this server's gateway. Default: ``http://HOST:PORT`` of ``godel serve`` (127.0.0.1 when
     it binds every address). Set it when agents run elsewhere (a container, another node)."""
 
-    runtime: Literal["local", "sandbox", "gvisor", "container", "kubernetes", "e2b"] = "local"
-    """Where agents run: ``local`` (a git worktree, the agent as a plain process of the server's user: no
-    confinement) or ``sandbox`` (bubblewrap: own namespaces, no capabilities, the system read-only, no network but
-    the gateway; see docs/sandbox.md). ``sandbox`` fails closed: the server refuses to start without ``bwrap`` and
-    ``socat`` (``apt-get install bubblewrap socat``)."""
+    runtime: Literal["auto", "local", "sandbox", "gvisor", "container", "kubernetes", "e2b"] = "auto"
+    """Where agents run by default: ``sandbox`` (bubblewrap: own namespaces, no capabilities, the system read-only,
+    no network but the gateway; see docs/sandbox.md), ``local`` (a git worktree, the agent as a plain process of the
+    server's user: no confinement), or ``gvisor``, ``container``, ``kubernetes``, ``e2b``. ``auto`` (the default) is
+    ``sandbox`` where ``bwrap`` and ``socat`` are installed and agents reach their models through the gateway
+    (``use_gateway``, their only way out of a sandbox), else ``local``, said loudly at start and by ``godel status``.
+    An explicit ``sandbox`` fails closed: the server refuses to start without ``bwrap`` and ``socat``
+    (``apt-get install bubblewrap socat``)."""
 
     runtimes: list[Literal["local", "sandbox", "gvisor", "container", "kubernetes", "e2b"]] = Field(
         default_factory=list
@@ -303,6 +307,29 @@ class Settings(BaseSettings):
                     '`apt-get install bubblewrap socat`, or set runtime = "local" (agents then run unconfined)'
                 )
         return value
+
+    @model_validator(mode="after")
+    def _resolve_auto_runtime(self) -> Settings:
+        if self.runtime == "auto":
+            missing = [tool for tool in ("bwrap", "socat") if shutil.which(tool) is None]
+            if missing:
+                self._unconfined_because = f"not installed: {', '.join(missing)} (apt-get install bubblewrap socat)"
+            elif not self.use_gateway:
+                self._unconfined_because = "use_gateway is off (a sandbox's only way out is the gateway)"
+            self.runtime = "local" if self._unconfined_because else "sandbox"
+        elif self.runtime == "local":
+            self._unconfined_because = 'runtime = "local" was chosen'
+        return self
+
+    @property
+    def unconfined_warning(self) -> str | None:
+        """Why agents run unconfined by default here (as the server's user, on its network), or None."""
+        if self.runtime != "local":
+            return None
+        return (
+            f"agents run UNCONFINED (runtime local: as this server's user, seeing its files, processes and network): "
+            f"{self._unconfined_because or 'runtime = local'}"
+        )
 
     @model_validator(mode="after")
     def _fallbacks_enabled(self) -> Settings:

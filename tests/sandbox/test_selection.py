@@ -24,10 +24,24 @@ from tests.conftest import admin_headers
 from tests.sandbox.conftest import require_sandbox
 
 
-def test_the_default_runtime_is_local(tmp_path: Path) -> None:
+def test_the_default_runtime_is_the_sandbox_where_bubblewrap_is_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_sandbox()
+    monkeypatch.delenv("GODEL_RUNTIME", raising=False)  # the tests pin `local`; a user's machine does not
     settings = Settings(home=tmp_path)
-    assert settings.runtime == "local"
-    assert runtime_for(settings).name == "local"
+    assert settings.runtime == "sandbox" and settings.unconfined_warning is None
+    assert runtime_for(settings).name == "sandbox"
+    # Without the gateway, a sandbox would have no way out at all: agents then run on local, and it is said.
+    without = Settings(home=tmp_path, use_gateway=False)
+    assert without.runtime == "local" and "use_gateway is off" in (without.unconfined_warning or "")
+    # Without bubblewrap: local, with the fix in the warning (an explicit "sandbox" refuses to start instead).
+    monkeypatch.setenv("PATH", str(tmp_path))
+    bare = Settings(home=tmp_path)
+    assert bare.runtime == "local"
+    assert "UNCONFINED" in (bare.unconfined_warning or "") and "apt-get install bubblewrap socat" in (
+        bare.unconfined_warning or ""
+    )
 
 
 def test_runtime_sandbox_builds_the_sandbox_with_the_gateway_relay(tmp_path: Path) -> None:

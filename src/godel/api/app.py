@@ -64,6 +64,8 @@ def create_app(settings: Settings | None = None, *, plane: ControlPlane | None =
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.unconfined_warning:
+            log.warning(settings.unconfined_warning)
         await services.start()
         try:
             if gateway_socket is not None:

@@ -80,6 +80,12 @@ async def detailed(plane: Plane, request: Request) -> dict[str, Any]:
         {
             **public_part,
             "store": {**public_part["store"], "lastSequence": await plane.store.last_sequence()},
+            # Where agents run by default, and why when that is unconfined (``godel status`` shows it loudly).
+            "isolation": {
+                "runtime": plane.runtimes.default.name,
+                "level": plane.runtimes.default.capabilities().isolation,
+                "warning": plane.settings.unconfined_warning if plane.runtimes.default.name == "local" else None,
+            },
             "bus": plane.bus.stats(),
             "tasks": plane.tasks.describe(),
             "node": {

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import shutil
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,6 +81,7 @@ class SandboxRuntime(LocalRuntime):
         self.gateway_socket = gateway_socket
         self.gateway_port = gateway_port
         self._etc = self.run_root / ".sandbox-etc"
+        self._gitconfig = agent_gitconfig()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SandboxRuntime:
@@ -132,7 +134,9 @@ class SandboxRuntime(LocalRuntime):
     ) -> Confinement:
         private = self.private_dir(handle.agent_id)
         agent_home = Path(home) if home else private / "home"
-        await asyncio.to_thread(_prepare_dirs, [private, agent_home, *(f.parent for f in files)], self._etc)
+        await asyncio.to_thread(
+            _prepare_dirs, [private, agent_home, *(f.parent for f in files)], self._etc, agent_home, self._gitconfig
+        )
         readonly, writable = await self._git_paths(handle)
         writable += [handle.workspace, private, agent_home]
         # Config files an adapter writes outside its private directory: their folders are the agent's too.
@@ -155,6 +159,8 @@ class SandboxRuntime(LocalRuntime):
         home = launch.env.get("HOME")
         confinement = await self._confinement(handle, cwd, list(launch.files), home)
         env = {"HOME": str(confinement.home), "TMPDIR": "/tmp", "USER": "agent", "LOGNAME": "agent", **launch.env}
+        # The host's git configuration is not in the sandbox (an adapter may point at it): the agent's own is.
+        env["GIT_CONFIG_GLOBAL"] = str(confinement.home / ".gitconfig")
         argv = [*bwrap_argv(confinement), *self._entry(launch.argv)]
         return await super().start(handle, dataclasses.replace(launch, argv=argv, env=env))
 
@@ -179,7 +185,23 @@ class SandboxRuntime(LocalRuntime):
         )
 
 
-def _prepare_dirs(dirs: list[Path], etc: Path) -> None:
+def agent_gitconfig() -> str:
+    """The agent's own ``~/.gitconfig``: an identity for its commits (the server user's, else Godel's), since the
+    sandbox has no view of the host's git configuration. Without one, CLIs that commit fail, and some (aider) try to
+    write one into the repository's config instead."""
+    identity = {}
+    for key, fallback in (("name", "Godel agent"), ("email", "agent@godel.localhost")):
+        found = subprocess.run(
+            ["git", "config", "--global", "--get", f"user.{key}"], capture_output=True, text=True, check=False
+        )
+        identity[key] = found.stdout.strip() if found.returncode == 0 and found.stdout.strip() else fallback
+    return f"[user]\n\tname = {identity['name']}\n\temail = {identity['email']}\n"
+
+
+def _prepare_dirs(dirs: list[Path], etc: Path, home: Path, gitconfig: str) -> None:
     for path in dirs:  # a bind needs its source to exist
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_etc(etc)
+    config = home / ".gitconfig"
+    if not config.exists():  # the agent's own from then on
+        config.write_text(gitconfig)
