@@ -60,7 +60,11 @@ def create_app(settings: Settings | None = None, *, plane: ControlPlane | None =
 
     # Sandboxed agents have no network: the gateway alone, on a Unix socket bound into each sandbox, is their way out.
     sandboxed = settings.confines_agents and settings.use_gateway
-    gateway_socket = GatewaySocket(the_plane.gateway, settings.gateway_socket) if sandboxed else None
+    gateway_socket = (
+        GatewaySocket(the_plane.gateway, settings.gateway_socket, auth=auth if settings.auth_enabled else None)
+        if sandboxed
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -130,4 +134,6 @@ def create_app(settings: Settings | None = None, *, plane: ControlPlane | None =
     app.include_router(v1, prefix="/api/v1")
     app.include_router(v1, prefix="/api", include_in_schema=False)
     app.include_router(ws_router)
+    if gateway_socket is not None:
+        gateway_socket.agents.api = app  # agents' run credentials reach the API through the sandbox's socket
     return app
