@@ -291,6 +291,11 @@ class Settings(BaseSettings):
     oidc_team_claim: str | None = None
     """The claim that gives a user's team, set at each login. Unset: single sign-on leaves teams alone."""
 
+    egress_allow_private: bool = False
+    """Let a sandboxed agent's egress proxy connect to loopback, private and link-local addresses when its allowlist
+    names a host that is or resolves to one. Off by default, so an allowlisted name cannot lead into the server's own
+    network (its database, its API, a metadata service)."""
+
     webhook_allow_private: bool = False
     """Let webhooks be delivered to loopback, private and link-local addresses (checked when a subscription is made
     and again each time its host is resolved). Off by default, so a webhook cannot probe or call what sits behind
@@ -394,6 +399,11 @@ class Settings(BaseSettings):
         """The Unix socket on which the server also serves the gateway alone, for sandboxed agents (its directory
         is bound into each sandbox)."""
         return self.home / "gateway" / "proxy.sock"
+
+    @property
+    def egress_socket(self) -> Path:
+        """The Unix socket of the egress proxy for sandboxed agents (beside the gateway's, bound into each sandbox)."""
+        return self.home / "gateway" / "egress.sock"
 
     @property
     def worktrees_dir(self) -> Path:

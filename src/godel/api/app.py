@@ -21,6 +21,7 @@ from godel import __version__
 from godel.api import docs, errors, proxy
 from godel.api.access import ApiRateLimit
 from godel.api.auditing import AuditMiddleware
+from godel.api.egress import EgressProxy
 from godel.api.gateway_socket import GatewaySocket
 from godel.api.limits import RequestLimits
 from godel.api.middleware import RequestIdMiddleware
@@ -35,6 +36,7 @@ from godel.api.routes.tasks import router as tasks_router
 from godel.api.routes.teams import router as teams_router
 from godel.api.security import BrowserGuard
 from godel.api.ws import router as ws_router
+from godel.scheduler.egress import EgressTokens
 from godel.scheduler.plane import ControlPlane
 from godel.services import Services
 from godel.settings import Settings
@@ -65,6 +67,15 @@ def create_app(settings: Settings | None = None, *, plane: ControlPlane | None =
         if sandboxed
         else None
     )
+    # ... and the egress proxy beside it, their way to the hosts their allowlist names (config.sandbox.egress).
+    egress = (
+        EgressProxy(
+            settings.egress_socket, tokens=EgressTokens.in_home(settings.home), store=the_plane.store,
+            allow_private=settings.egress_allow_private,
+        )
+        if sandboxed
+        else None
+    )  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -74,8 +85,12 @@ def create_app(settings: Settings | None = None, *, plane: ControlPlane | None =
         try:
             if gateway_socket is not None:
                 await gateway_socket.start()
+            if egress is not None:
+                await egress.start()
             yield
         finally:
+            if egress is not None:
+                await egress.stop()
             if gateway_socket is not None:
                 await gateway_socket.stop()
             await services.stop()

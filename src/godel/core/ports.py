@@ -246,6 +246,9 @@ class LaunchSpec:
     env: dict[str, str] = field(default_factory=dict)  # added to a minimal inherited environment
     cwd: Path | None = None  # default: the workspace
     files: dict[Path, str] = field(default_factory=dict)  # config files to write before launch (absolute)
+    # "AGENT-ID:TOKEN": the credential a runtime that confines the network gives the agent for Godel's egress proxy
+    # (``HTTP_PROXY``); a runtime that leaves the network open ignores it.
+    egress: str | None = None
 
 
 class ProcessState(StrEnum):

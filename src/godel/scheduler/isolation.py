@@ -19,6 +19,7 @@ from typing import Any
 from godel.core.models import Agent
 from godel.errors import FieldError, GitError, GodelError, RuntimeFailure, ValidationError
 from godel.runtimes.routing import Runtimes
+from godel.scheduler.egress import parse_rules
 
 SANDBOX = "sandbox"  # the key of config (agent or team) that holds the runtime choice
 # The keys of ``config.sandbox``; the ones besides runtime and fallback are read by the runtimes that use them.
@@ -78,6 +79,8 @@ def choose(
     if fallback is None and runtime is None:
         fallback = team_fallback if team_fallback is not None or team_runtime is not None else default_fallback
     chain = [chosen, *[n for n in dict.fromkeys(fallback or []) if n != chosen]]
+    parse_rules(own.get("egress"), "config.sandbox.egress")
+    parse_rules(team.get("egress"), "team.config.sandbox.egress")
     merged = {**{k: v for k, v in team.items() if k not in ("runtime", "fallback")}, **own}
     return {**merged, "runtime": chain[0], "fallback": chain[1:]}
 

@@ -218,6 +218,7 @@ async def _prepare_and_start(
                 request = dataclasses.replace(request, workspace=handle.workspace)
                 spec_ = await asyncio.to_thread(adapter.launch, request)
             handle.extra[RUN_KEY] = session.id
+            spec_ = dataclasses.replace(spec_, egress=deps.keys.egress_credential(agent.id))
             handle = await deps.runtime.start(handle, spec_)
         except GodelError as exc:
             moved = None if in_place else await _fall_back(deps, agent, handle.runtime, exc)

@@ -22,7 +22,7 @@ from godel.core.ports import LaunchSpec, RuntimeCapabilities, RuntimeHandle
 from godel.errors import FieldError, RuntimeUnavailableError, ValidationError
 from godel.runtimes.local import LocalRuntime
 from godel.runtimes.processes import agent_env
-from godel.runtimes.sandbox.bwrap import BWRAP, SOCAT, Confinement, bwrap_argv, entry_argv, write_etc
+from godel.runtimes.sandbox.bwrap import BWRAP, EGRESS_PORT, SOCAT, Confinement, bwrap_argv, entry_argv, write_etc
 
 if TYPE_CHECKING:
     from godel.settings import Settings
@@ -63,6 +63,7 @@ class SandboxRuntime(LocalRuntime):
         agents_dir: Path | None = None,
         gateway_socket: Path | None = None,
         gateway_port: int | None = None,
+        egress_socket: Path | None = None,
     ) -> None:
         """``run_root``: each agent's private directory is ``run_root/<agent-id>`` (its CLI config, output and home;
         default: ``run`` beside the worktrees). ``gateway_socket``: the Unix socket on which the server serves the
@@ -80,6 +81,9 @@ class SandboxRuntime(LocalRuntime):
         self.tools = tool_paths(agents_dir)
         self.gateway_socket = gateway_socket
         self.gateway_port = gateway_port
+        # The egress proxy (``godel.api.egress``), in the gateway socket's directory; relayed inside to its own port.
+        self.egress_socket = egress_socket if gateway_socket is not None else None
+        self.egress_port = EGRESS_PORT if gateway_port != EGRESS_PORT else EGRESS_PORT + 1
         self._etc = self.run_root / ".sandbox-etc"
         self._gitconfig = agent_gitconfig()
 
@@ -92,6 +96,7 @@ class SandboxRuntime(LocalRuntime):
             gateway = {
                 "gateway_socket": settings.gateway_socket,
                 "gateway_port": urlsplit(settings.agent_gateway_url).port,
+                "egress_socket": settings.egress_socket,
             }
         return cls(
             worktrees_root=settings.worktrees_dir, logs_root=settings.logs_dir, run_root=settings.home / "run",
@@ -147,10 +152,22 @@ class SandboxRuntime(LocalRuntime):
             gateway_dir=gateway_dir if gateway_dir is not None and gateway_dir.is_dir() else None,
         )  # fmt: skip
 
-    def _entry(self, argv: Sequence[str]) -> list[str]:
+    def _entry(self, argv: Sequence[str], egress: bool) -> list[str]:
         relay = self.gateway_port if self.gateway_socket is not None else None
         name = self.gateway_socket.name if self.gateway_socket is not None else ""
-        return entry_argv(argv, relay, name)
+        if not egress or self.egress_socket is None:
+            return entry_argv(argv, relay, name)
+        return entry_argv(argv, relay, name, self.egress_port, self.egress_socket.name)
+
+    def _egress_env(self, credential: str | None) -> dict[str, str]:
+        """The proxy variables that send the agent's other traffic through the egress proxy (with its credential),
+        and keep the gateway on loopback direct. None when the server serves no egress proxy."""
+        if credential is None or self.egress_socket is None or not self.egress_socket.exists():
+            return {}
+        proxy = f"http://{credential}@127.0.0.1:{self.egress_port}"
+        direct = "127.0.0.1,localhost,::1"
+        return {"HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "http_proxy": proxy, "https_proxy": proxy,
+                "NO_PROXY": direct, "no_proxy": direct}  # fmt: skip
 
     # -------------------------------------------------------------------------------------- processes
 
@@ -161,7 +178,9 @@ class SandboxRuntime(LocalRuntime):
         env = {"HOME": str(confinement.home), "TMPDIR": "/tmp", "USER": "agent", "LOGNAME": "agent", **launch.env}
         # The host's git configuration is not in the sandbox (an adapter may point at it): the agent's own is.
         env["GIT_CONFIG_GLOBAL"] = str(confinement.home / ".gitconfig")
-        argv = [*bwrap_argv(confinement), *self._entry(launch.argv)]
+        egress = self._egress_env(launch.egress)
+        env.update(egress)
+        argv = [*bwrap_argv(confinement), *self._entry(launch.argv, bool(egress))]
         return await super().start(handle, dataclasses.replace(launch, argv=argv, env=env))
 
     async def _spawn_exec(self, handle: RuntimeHandle, argv: Sequence[str]) -> asyncio.subprocess.Process:
