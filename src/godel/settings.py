@@ -291,6 +291,12 @@ class Settings(BaseSettings):
     oidc_team_claim: str | None = None
     """The claim that gives a user's team, set at each login. Unset: single sign-on leaves teams alone."""
 
+    merge_gate_confined: bool = True
+    """Run merge gates (``verify``) and conflict resolvers (``resolve``), which execute what agents wrote, as confined
+    as an agent when the default runtime confines (``sandbox``): no network, the system read-only, only the
+    integration worktree writable. Tools the gate needs must be on the system (``/usr``) or in the repository. Off:
+    they run as the server's user, with its files and network."""
+
     egress_allow_private: bool = False
     """Let a sandboxed agent's egress proxy connect to loopback, private and link-local addresses when its allowlist
     names a host that is or resolves to one. Off by default, so an allowlisted name cannot lead into the server's own

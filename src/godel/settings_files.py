@@ -33,7 +33,7 @@ NAMES: frozenset[str] = frozenset(
         'webhook_failure_threshold', 'webhook_timeout', 'webhook_concurrency', 'max_request_bytes', 'secret_key_file',
         'repo_roots', 'oidc_issuer', 'oidc_client_id', 'oidc_client_secret_env', 'oidc_redirect_url', 'oidc_scopes',
         'oidc_role_claim', 'oidc_role_map', 'oidc_default_role', 'oidc_team_claim', 'webhook_allow_private',
-        'egress_allow_private',
+        'egress_allow_private', 'merge_gate_confined',
     }
 )  # fmt: skip
 

@@ -347,6 +347,16 @@ class OutputStreaming(Protocol):
 
 
 @runtime_checkable
+class CommandConfinement(Protocol):
+    """Optional: the argv that runs a command of Godel's own on a tree agents wrote (a merge gate, a conflict
+    resolver) as confined as an agent: no network, the system read-only, nothing writable but ``writable``."""
+
+    def confine(
+        self, argv: Sequence[str], cwd: Path, *, writable: Sequence[Path], readonly: Sequence[Path] = ()
+    ) -> list[str]: ...
+
+
+@runtime_checkable
 class SnapshotCatalog(Protocol):
     """Optional: the snapshots of a workspace, listed and deleted."""
 

@@ -169,6 +169,18 @@ class SandboxRuntime(LocalRuntime):
         return {"HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "http_proxy": proxy, "https_proxy": proxy,
                 "NO_PROXY": direct, "no_proxy": direct}  # fmt: skip
 
+    def confine(
+        self, argv: Sequence[str], cwd: Path, *, writable: Sequence[Path], readonly: Sequence[Path] = ()
+    ) -> list[str]:
+        """``argv`` in a sandbox of its own, with no way out at all (no relay): for Godel's own commands on trees
+        agents wrote (``CommandConfinement``). Its home and ``/tmp`` are a private tmpfs."""
+        write_etc(self._etc)
+        confinement = Confinement(
+            cwd=cwd, home=Path("/tmp"), etc=self._etc, writable=list(writable), readonly=[*self.tools, *readonly],
+            env={"HOME": "/tmp", "TMPDIR": "/tmp"},
+        )  # fmt: skip
+        return [*bwrap_argv(confinement), *entry_argv(argv, None, "")]
+
     # -------------------------------------------------------------------------------------- processes
 
     async def start(self, handle: RuntimeHandle, launch: LaunchSpec) -> RuntimeHandle:
