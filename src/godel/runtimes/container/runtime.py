@@ -80,7 +80,8 @@ def limits_from(options: Mapping[str, Any], default: Limits) -> Limits:
         if key not in checks:
             raise ValidationError(f"unknown limit {key!r}", [FieldError(f"config.sandbox.limits.{key}", "unknown")])
         kind, least = checks[key]
-        if isinstance(value, bool) or not isinstance(value, kind) or value < least:
+        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        if number is None or not isinstance(number, kind) or number < least:
             raise ValidationError(
                 f"limit {key} must be a number of at least {least}",
                 [FieldError(f"config.sandbox.limits.{key}", f"a number >= {least}")],
