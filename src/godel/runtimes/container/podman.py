@@ -15,6 +15,7 @@ Why each global flag (measured in docs/container.md and the isolation reference)
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import resource
 import shutil
@@ -33,6 +34,8 @@ AGENT_ID = 1000  # the agent's uid and gid inside: the image's ``agent`` user
 _SUBID_BASE = 200_000
 _ID_SPAN = 65_536
 LABEL = "org.godel.agent"  # every container the runtime starts carries the agent's id under this label
+DEFAULT_SECCOMP = Path("/usr/share/containers/seccomp.json")  # podman's default profile (containers-common)
+_CLONE_NEWUSER = 0x10000000
 
 
 def tools() -> dict[str, str | None]:
@@ -58,6 +61,39 @@ def pin_storage_probe(storage: Path) -> None:
     probes.mkdir(parents=True, exist_ok=True, mode=0o700)
     (probes / "idmapped-lower-dir-true").unlink(missing_ok=True)
     (probes / "idmapped-lower-dir-false").touch()
+
+
+def seccomp_profile(storage: Path, default: Path = DEFAULT_SECCOMP) -> Path:
+    """podman's default seccomp profile, less new user namespaces: ``unshare``/``clone`` with CLONE_NEWUSER fail
+    with the profile's default error (ENOSYS); ``clone3``, whose flags a filter cannot read, fails with ENOSYS, so
+    the C library falls back to ``clone``. The default allows them, and a nested user namespace gives the agent
+    every capability in it: the kernel surface bwrap's ``--disable-userns`` closes in the sandbox. Fails closed
+    without the default profile."""
+    try:
+        profile = json.loads(default.read_text())
+    except (OSError, ValueError) as exc:
+        raise RuntimeFailure(
+            f"the container runtime needs podman's seccomp profile {default} ({exc}): apt-get install podman",
+            details={"missing": str(default)},
+        ) from exc
+    # Taken out of the profile's allow lists and allowed again only without the flag: a deny rule beside an
+    # unconditional allow of the same call does not take effect (measured: ``unshare -r`` still worked).
+    guarded = {"unshare", "clone", "clone3"}
+    for rule in profile["syscalls"]:
+        if rule.get("action") == "SCMP_ACT_ALLOW":
+            rule["names"] = [name for name in rule["names"] if name not in guarded]
+    without_newuser = {"index": 0, "value": _CLONE_NEWUSER, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}
+    profile["syscalls"] += [
+        {"names": ["unshare", "clone"], "action": "SCMP_ACT_ALLOW", "args": [without_newuser]},
+        {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38, "args": []},
+    ]
+    path = storage / "seccomp.json"
+    text = json.dumps(profile, indent=1)
+    if not path.is_file() or path.read_text() != text:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return path
 
 
 def global_flags(storage: Path, runc: str) -> list[str]:
@@ -131,6 +167,7 @@ class Spec:
     limits: Limits = field(default_factory=Limits)
     labels: Mapping[str, str] = field(default_factory=dict)
     user: tuple[int, int] = (os.getuid(), os.getgid())  # the server's ids, which the agent's id maps to
+    seccomp: Path | None = None  # a seccomp profile (None: podman's default)
 
 
 def run_argv(podman: str, flags: Sequence[str], spec: Spec) -> list[str]:
@@ -138,6 +175,8 @@ def run_argv(podman: str, flags: Sequence[str], spec: Spec) -> list[str]:
     126/127 when the command cannot be run), and proxies TERM, INT and HUP to the container's init."""
     argv = [podman, *flags, "run", "--rm", "--replace", "--name", spec.name]
     argv += ["--init", "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
+    if spec.seccomp is not None:
+        argv += ["--security-opt", f"seccomp={spec.seccomp}"]
     argv += ["--network", "none", "--hostname", "godel-container", "--pull", "never"]
     argv += [*id_maps(*spec.user), "--user", f"{AGENT_ID}:{AGENT_ID}", *ulimits(), *spec.limits.args()]
     for key, value in sorted(spec.labels.items()):
@@ -176,6 +215,7 @@ class Podman:
         for sub in ("storage", "run", "tmp"):
             (storage / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
         pin_storage_probe(storage)
+        self.seccomp = seccomp_profile(storage)
         self.flags = global_flags(storage, runc)
 
     async def call(self, *args: str, timeout: float = 60.0) -> tuple[int, str, str]:

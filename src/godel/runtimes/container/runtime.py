@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from godel.core.ports import LaunchSpec, ProcessState, RuntimeCapabilities, RuntimeHandle
+from godel.core.ports import LaunchSpec, ProcessState, ProcessStatus, RuntimeCapabilities, RuntimeHandle
 from godel.errors import AgentSpawnError, FieldError, NotFoundError, RuntimeFailure, ValidationError
 from godel.runtimes.container.podman import (
     BUILD_SCRIPT,
@@ -132,6 +132,10 @@ class ContainerRuntime(SandboxRuntime):
         node = shutil.which("node")
         self.node = Path(node).resolve() if node else None
         self._images: set[str] = set()  # seen in the storage: checked once per image and runtime
+        # The launches this runtime started or adopted, by agent: (pid, start time) of the wrapper. When one is
+        # seen ended, its container is removed once (``status``), so a wrapper killed from outside cannot leave
+        # its container running unsupervised; a handle naming another launch never touches the container.
+        self._owned: dict[str, tuple[int | None, float | None]] = {}
         self._exec_names: weakref.WeakKeyDictionary[asyncio.subprocess.Process, str] = weakref.WeakKeyDictionary()
 
     @classmethod
@@ -183,7 +187,7 @@ class ContainerRuntime(SandboxRuntime):
         return Spec(
             name=name, image=image, cwd=c.cwd, argv=argv, env_names=sorted(env), readonly=c.readonly,
             writable=c.writable, extra_binds=extra, limits=limits_from(options, self.limits),
-            labels={**self.labels, LABEL: handle.agent_id},
+            labels={**self.labels, LABEL: handle.agent_id}, seccomp=self.podman.seccomp,
         )  # fmt: skip
 
     @staticmethod
@@ -204,7 +208,22 @@ class ContainerRuntime(SandboxRuntime):
         argv = run_argv(self.podman.podman, self.podman.flags, spec)
         # podman copies each variable into the container from its own environment (``--env NAME``): no value
         # (a gateway key) is ever on a command line, where /proc/<pid>/cmdline would show it.
-        return await LocalRuntime.start(self, handle, dataclasses.replace(launch, argv=argv, env=env))
+        started = await LocalRuntime.start(self, handle, dataclasses.replace(launch, argv=argv, env=env))
+        self._owned[handle.agent_id] = (started.pid, started.pid_started)
+        return started
+
+    async def adopt(self, handle: RuntimeHandle) -> bool:
+        adopted = await LocalRuntime.adopt(self, handle)
+        if adopted:
+            self._owned[handle.agent_id] = (handle.pid, handle.pid_started)
+        return adopted
+
+    async def status(self, handle: RuntimeHandle) -> ProcessStatus:
+        status = await LocalRuntime.status(self, handle)
+        if status.state not in _LIVE and self._owned.get(handle.agent_id) == (handle.pid, handle.pid_started):
+            del self._owned[handle.agent_id]
+            await self.podman.remove(self.container_name(handle))  # normally gone already (``--rm``)
+        return status
 
     async def pause(self, handle: RuntimeHandle) -> None:
         """The cgroup freezer freezes every process of the container (a double-forked daemon too); then the
