@@ -135,6 +135,17 @@ class Settings(BaseSettings):
     remote refusing), the next runtime of the chain is tried, and the change is an ``agent:runtime:fallback`` event.
     Every runtime named must be the default or in ``runtimes``."""
 
+    container_image: str | None = None
+    """The image of the ``container`` runtime when an agent's ``config.sandbox.image`` names none. Unset:
+    ``localhost/godel-agent:latest``, built from Debian packages by ``scripts/build-agent-image``."""
+
+    container_storage: Path = Field(
+        default_factory=lambda: (
+            Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "godel" / "containers"
+        )
+    )
+    """Godel's own podman storage (images and containers of the ``container`` runtime), apart from the machine's."""
+
     budget_hold_timeout: float = 86400.0
     """Seconds an agent's request that found its budget spent is held (the agent paused) waiting for the agent to
     be resumed; after that it is refused with 402."""

@@ -8,6 +8,7 @@ reason from the factory (``pytest.skip``), never pass vacuously. Repositories an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -57,9 +58,23 @@ def _sandbox(base: Path) -> Runtime:
     return SandboxRuntime(worktrees_root=base / "worktrees", logs_root=base / "logs")
 
 
+def _container(base: Path) -> Runtime:
+    from tests.sandbox.containers import container_runtime  # skips without podman and runc; builds the image
+
+    return container_runtime(base)
+
+
+def _container_roots(handle: RuntimeHandle) -> list[int]:
+    from tests.sandbox.containers import container_pid
+
+    pid = container_pid(handle)
+    return [pid] if pid else []
+
+
 RUNTIMES: dict[str, Callable[[Path], Runtime]] = {
     "local": lambda base: LocalRuntime(worktrees_root=base / "worktrees", logs_root=base / "logs"),
     "sandbox": _sandbox,
+    "container": _container,
 }
 
 DONE = {ProcessState.EXITED, ProcessState.GONE}
@@ -433,6 +448,30 @@ def _tree(pid: int) -> list[psutil.Process]:
     return [root, *root.children(recursive=True)]
 
 
+# Where a runtime's agent processes live beyond the wrapper's own tree: a container's are children of podman's
+# conmon, not of the wrapper. Each gives the host pids of further roots (the container's init).
+ROOTS: dict[str, Callable[[RuntimeHandle], list[int]]] = {"container": _container_roots}
+
+
+def _run_tree(bench: Bench, handle: RuntimeHandle) -> list[psutil.Process]:
+    """Every process of the agent's run: the wrapper's tree and the runtime's further roots' trees."""
+    assert handle.pid is not None
+    procs = _tree(handle.pid)
+    for pid in ROOTS.get(bench.name, lambda _: [])(handle):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            procs += _tree(pid)
+    return procs
+
+
+def _count(procs: list[psutil.Process], name: str) -> int:
+    """How many of ``procs`` run ``name`` (one that has just exited counts for none)."""
+    found = 0
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            found += p.name() == name
+    return found
+
+
 def _all_gone(procs: list[psutil.Process]) -> bool:
     for p in procs:
         try:
@@ -455,7 +494,7 @@ async def test_pause_and_resume(bench: Bench) -> None:
     assert handle.pid is not None
     # A child that exited as its parent stopped stays a zombie until the parent runs again; a shell whose
     # vfork child was stopped before exec waits for it uninterruptibly ("disk-sleep"): frozen all the same.
-    states = {p.status() for p in _tree(handle.pid)}
+    states = {p.status() for p in _run_tree(bench, handle)}
     assert states <= {psutil.STATUS_STOPPED, psutil.STATUS_ZOMBIE, psutil.STATUS_DISK_SLEEP}, states
     size = log.stat().st_size
     await asyncio.sleep(0.2)  # a window in which a running loop would print ~20 lines
@@ -469,9 +508,8 @@ async def test_terminate_kills_the_whole_tree(bench: Bench) -> None:
     # A background grandchild, a foreground one, and one that left the process group with setsid.
     handle = await bench.run("setsid sleep 101 & sleep 102 & sleep 103")
     assert handle.pid is not None
-    pid = handle.pid
-    await until(lambda: len([p for p in _tree(pid) if p.name() == "sleep"]) == 3)
-    procs = _tree(pid)
+    await until(lambda: _count(_run_tree(bench, handle), "sleep") == 3)
+    procs = _run_tree(bench, handle)
     await bench.runtime.terminate(handle, grace=5)
     assert _all_gone(procs)
     status = await bench.runtime.status(handle)
@@ -482,7 +520,7 @@ async def test_terminate_escalates_to_sigkill_after_the_grace(bench: Bench) -> N
     handle = await bench.run("trap '' TERM; echo ready; sleep 100")
     await until(lambda: (handle.log_dir / "stdout.log").read_text() == "ready\n")
     assert handle.pid is not None
-    procs = _tree(handle.pid)
+    procs = _run_tree(bench, handle)
     started = time.monotonic()
     await bench.runtime.terminate(handle, grace=0.3)
     assert 0.3 <= time.monotonic() - started < 5

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 _RUNTIMES = {
     "local": "godel.runtimes.local:LocalRuntime",
     "sandbox": "godel.runtimes.sandbox:SandboxRuntime",  # bubblewrap; needs bwrap and socat
+    "container": "godel.runtimes.container:ContainerRuntime",  # podman + runc; image: scripts/build-agent-image
 }
 
 

@@ -23,8 +23,16 @@ def handle_of(agent: Agent, runtime: str, worktrees_root: Path) -> RuntimeHandle
         log_dir=Path(agent.log_dir or ""),
         pid=agent.pid,
         pid_started=agent.pid_started,
-        extra=dict(agent.metadata.get("runtime", {})) if isinstance(agent.metadata.get("runtime"), dict) else {},
+        extra=_extra(agent),
     )
+
+
+def _extra(agent: Agent) -> dict[str, object]:
+    extra = dict(agent.metadata["runtime"]) if isinstance(agent.metadata.get("runtime"), dict) else {}
+    sandbox = agent.config.get("sandbox")
+    if isinstance(sandbox, dict):  # what runtimes read of the agent's choice: its image, limits, egress
+        extra["sandbox"] = dict(sandbox)
+    return extra
 
 
 def handle_fields(handle: RuntimeHandle) -> dict[str, object]:

@@ -81,6 +81,13 @@ def choose(
     chain = [chosen, *[n for n in dict.fromkeys(fallback or []) if n != chosen]]
     parse_rules(own.get("egress"), "config.sandbox.egress")
     parse_rules(team.get("egress"), "team.config.sandbox.egress")
+    for section, where in ((own, "config.sandbox.image"), (team, "team.config.sandbox.image")):
+        if section.get("image") is not None:
+            from godel.runtimes.container.runtime import check_image  # only when an image is named
+
+            if not isinstance(section["image"], str):
+                raise ValidationError(f"{where} must be a string", [FieldError(where, "an image reference")])
+            check_image(section["image"], where)
     merged = {**{k: v for k, v in team.items() if k not in ("runtime", "fallback")}, **own}
     return {**merged, "runtime": chain[0], "fallback": chain[1:]}
 
