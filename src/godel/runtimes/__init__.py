@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 _RUNTIMES = {
     "local": "godel.runtimes.local:LocalRuntime",
     "sandbox": "godel.runtimes.sandbox:SandboxRuntime",  # bubblewrap; needs bwrap and socat
+    "kubernetes": "godel.runtimes.kubernetes:KubernetesRuntime",  # a pod per agent; the `kubernetes` extra
+    "e2b": "godel.runtimes.e2b:E2BRuntime",  # an E2B sandbox per agent; the `e2b` extra
 }
 
 
