@@ -119,7 +119,8 @@ class Settings(BaseSettings):
 
     kubernetes_image: str | None = None
     """``runtime = "kubernetes"``: the image agents run in (needs ``sh``, ``git``, ``tar``, ``gzip``, ``base64``,
-    ``setsid`` and the agent CLIs at the paths the server uses). Required by that runtime. See docs/remote-runtimes.md."""
+    ``setsid`` and the agent CLIs at the paths the server uses). Required by that runtime; see
+    docs/remote-runtimes.md."""
 
     kubernetes_namespace: str = "default"
     """The namespace of the agents' pods."""

@@ -16,7 +16,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import os
 import secrets
 import signal
 import struct
@@ -106,10 +105,16 @@ class FakeE2B:
         }  # fmt: skip
 
     def _groups(self, sandbox: FakeSandbox, sig: signal.Signals) -> None:
-        for proc, _ in sandbox.procs.values():
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, sig)
+        """Signal every process of the sandbox (those of its pid namespace, setsid or not)."""
+        import psutil
+
+        for started in sandbox.container.procs:
+            with contextlib.suppress(psutil.Error):
+                root = psutil.Process(started.pid)
+                for proc in [root, *root.children(recursive=True)]:
+                    if "sleep infinity" not in " ".join(proc.cmdline()):  # the sandbox's own init keeps it alive
+                        with contextlib.suppress(psutil.Error):
+                            proc.send_signal(sig)
 
     # ----------------------------------------------------------------------------------------------- API
 
@@ -119,6 +124,9 @@ class FakeE2B:
         body = await request.json()
         sandbox_id = "sbx" + secrets.token_hex(6)
         container = Container(list(MOUNTS), self.root / sandbox_id)
+        # The sandbox's first process holds its pid namespace: commands join it, a kill ends them all.
+        container.run(["sleep", "infinity"], {}, None, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                      stderr=subprocess.DEVNULL)  # fmt: skip
         sandbox = FakeSandbox(sandbox_id, body.get("templateID", "base"), body.get("metadata") or {}, container)
         self.sandboxes[sandbox_id] = sandbox
         return JSONResponse(self._body(sandbox), status_code=201)

@@ -132,7 +132,7 @@ class FakeKubernetes:
         spec = manifest["spec"]["containers"][0]
         mounts = {m["name"]: m["mountPath"] for m in spec.get("volumeMounts", [])}
         log = self.root / f"{ns}-{name}.log"
-        log.touch()
+        log.write_bytes(b"")
         pod = Pod(manifest, None, log)
         if spec["image"].startswith("unpullable"):
             pod.waiting = "ErrImagePull"

@@ -202,7 +202,7 @@ class E2BRuntime(RemoteRuntime):
     async def _signal(self, record: Launched, signal: str) -> None:
         from e2b import CommandExitException
 
-        script = f"p=$(cat {TRANSFER_DIR}/agent.pid 2>/dev/null) && kill -{shlex.quote(signal)} -- -$p"
+        script = f"p=$(cat {TRANSFER_DIR}/agent.pid 2>/dev/null) && kill -{shlex.quote(signal)} -$p"
 
         def send() -> None:
             with contextlib.suppress(CommandExitException):  # nothing left to signal

@@ -43,9 +43,10 @@ def label_value(text: str) -> str:
     return text if _LABEL_VALUE.match(text) else "h-" + hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
-def pod_name(agent_id: str, run: str) -> str:
-    """One name per launch: ``godel-<agent>-<digest of the launch id>`` (DNS-1123, at most 63 characters)."""
-    digest = hashlib.sha256(run.encode()).hexdigest()[:8]
+def pod_name(agent_id: str, run: str, started: float) -> str:
+    """One name per launch: ``godel-<agent>-<digest of the launch id and start>`` (DNS-1123, at most 63 characters;
+    a retry with the same launch id gets a new name, so a pod still terminating cannot clash with it)."""
+    digest = hashlib.sha256(f"{run} {started!r}".encode()).hexdigest()[:8]
     return f"godel-{agent_id.lower()[:46]}-{digest}"
 
 

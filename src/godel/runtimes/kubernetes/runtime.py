@@ -139,7 +139,9 @@ class KubernetesRuntime(RemoteRuntime):
     # ------------------------------------------------------------------------------------------- back-end
 
     def _new_record(self, handle: RuntimeHandle, run: str, started: float) -> Launched:
-        return Launched(agent=handle.agent_id, id=pods.pod_name(handle.agent_id, run), run=run, started=started, pid=1)
+        return Launched(
+            agent=handle.agent_id, id=pods.pod_name(handle.agent_id, run, started), run=run, started=started, pid=1
+        )
 
     async def _launch(self, handle: RuntimeHandle, launch: LaunchSpec, payload: bytes, record: Launched) -> Launched:
         memory, cpus, _ = limits_of(launch)
@@ -251,7 +253,7 @@ class KubernetesRuntime(RemoteRuntime):
         return stdout, None, packed
 
     async def _signal(self, record: Launched, signal: str) -> None:
-        await self._exec(record, f"p=$(cat {TRANSFER_DIR}/agent.pid 2>/dev/null) && kill -{shlex.quote(signal)} -- -$p")
+        await self._exec(record, f"p=$(cat {TRANSFER_DIR}/agent.pid 2>/dev/null) && kill -{shlex.quote(signal)} -$p")
 
     async def _delete(self, record: Launched) -> None:
         await self._missing_ok(

@@ -58,7 +58,7 @@ run() {
   pid=$!
   printf '%s\n' "$pid" >"$G/agent.pid"
   wait "$pid"; c=$?
-  kill -KILL -- "-$pid" 2>/dev/null
+  kill -KILL "-$pid" 2>/dev/null  # what the agent left running in its group (dash's kill takes no --)
   return "$c"
 }
 collect() {

@@ -140,11 +140,13 @@ async def apply_result(handle: RuntimeHandle, bundle: bytes) -> None:
         path.write_bytes(bundle)
         await git(
             "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", str(path),
-            f"+refs/godel/head:{incoming}/head", f"+refs/godel/worktree:{incoming}/worktree", cwd=handle.repo,
+            f"+refs/godel/worktree:{incoming}/worktree", cwd=handle.repo,
         )  # fmt: skip
     try:
-        head = await git("rev-parse", "--verify", f"{incoming}/head^{{commit}}", cwd=handle.repo)
+        # The working-tree commit's parent is the agent's HEAD (a bundle leaves out a ref at a commit the other
+        # side has, so HEAD is not fetched by its own ref: an agent that committed nothing has HEAD at the start).
         work = await git("rev-parse", "--verify", f"{incoming}/worktree^{{commit}}", cwd=handle.repo)
+        head = await git("rev-parse", "--verify", f"{work}^1", cwd=handle.repo)
         if handle.workspace.is_dir() and (handle.workspace / ".git").is_file():
             # The worktree has the branch checked out: a hard reset there moves the branch and its files together.
             await git("reset", "-q", "--hard", head, cwd=handle.workspace)
@@ -153,5 +155,4 @@ async def apply_result(handle: RuntimeHandle, bundle: bytes) -> None:
         else:
             await git("update-ref", f"refs/heads/{handle.branch}", head, cwd=handle.repo)
     finally:
-        for name in ("head", "worktree"):
-            await git_bytes("update-ref", "-d", f"{incoming}/{name}", cwd=handle.repo, check=False)
+        await git_bytes("update-ref", "-d", f"{incoming}/worktree", cwd=handle.repo, check=False)
