@@ -146,6 +146,53 @@ class Settings(BaseSettings):
     )
     """Godel's own podman storage (images and containers of the ``container`` runtime), apart from the machine's."""
 
+    kubernetes_image: str | None = None
+    """``runtime = "kubernetes"``: the image agents run in (needs ``sh``, ``git``, ``tar``, ``gzip``, ``base64``,
+    ``setsid`` and the agent CLIs at the paths the server uses). Required by that runtime; see
+    docs/remote-runtimes.md."""
+
+    kubernetes_namespace: str = "default"
+    """The namespace of the agents' pods."""
+
+    kubernetes_kubeconfig: Path | None = None
+    """The kubeconfig file to reach the cluster. Unset: the in-cluster service account when the server runs in a pod,
+    else ``~/.kube/config``."""
+
+    kubernetes_context: str | None = None
+    """The kubeconfig context to use (unset: the file's current context)."""
+
+    kubernetes_runtime_class: str | None = None
+    """The pods' ``runtimeClassName`` (e.g. ``kata`` for a microVM per agent, ``gvisor``); unset: the cluster's
+    default."""
+
+    kubernetes_memory_mb: int | None = Field(default=None, ge=8)
+    """Memory request and limit (MiB) of an agent that asks for none."""
+
+    kubernetes_cpus: float | None = Field(default=None, gt=0)
+    """CPU request and limit (cores) of an agent that asks for none."""
+
+    kubernetes_service_account: str | None = None
+    """The pods' service account (its token is never mounted); unset: the namespace's default."""
+
+    e2b_api_key_env: str = "E2B_API_KEY"
+    """``runtime = "e2b"``: the name of the environment variable holding the E2B API key (read when the runtime is
+    built; the key is never logged and never given to an agent)."""
+
+    e2b_template: str = "base"
+    """The E2B template agents' sandboxes are made from (needs ``sh``, ``git``, ``tar``, ``gzip`` and the CLIs)."""
+
+    e2b_domain: str | None = None
+    """The E2B domain (unset: the SDK's default, ``e2b.app``, or ``E2B_DOMAIN``)."""
+
+    e2b_api_url: str | None = None
+    """The E2B API's URL, for a self-hosted E2B (unset: ``https://api.<domain>``)."""
+
+    e2b_sandbox_url: str | None = None
+    """The URL of the sandboxes' agent (envd), for a self-hosted E2B (unset: derived from the domain)."""
+
+    e2b_timeout: int = Field(default=3600, ge=60)
+    """Seconds an agent's sandbox may live (E2B kills it after that)."""
+
     budget_hold_timeout: float = 86400.0
     """Seconds an agent's request that found its budget spent is held (the agent paused) waiting for the agent to
     be resumed; after that it is refused with 402."""
