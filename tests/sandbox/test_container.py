@@ -21,7 +21,7 @@ import pytest
 
 from godel.core.ids import new_id
 from godel.core.ports import LaunchSpec, ProcessState, RuntimeHandle, WorkspaceSpec
-from godel.errors import AgentSpawnError, ValidationError
+from godel.errors import RuntimeUnavailableError, ValidationError
 from godel.runtimes import get_runtime
 from godel.runtimes.container import ContainerRuntime, Limits
 from tests.conftest import make_repo, run_git
@@ -107,13 +107,13 @@ async def test_a_missing_default_image_fails_closed_naming_the_build_script(tmp_
     require_container()
     rt = ContainerRuntime(tmp_path / "w", tmp_path / "l", storage=tmp_path / "empty-storage")
     handle = await rt.prepare(WorkspaceSpec(agent_id=new_id(), repo=make_repo(tmp_path / "repo")))
-    with pytest.raises(AgentSpawnError, match="scripts/build-agent-image"):
+    with pytest.raises(RuntimeUnavailableError, match="scripts/build-agent-image"):
         await rt.start(handle, LaunchSpec(["true"]))
     assert handle.pid is None and not (handle.log_dir / "pid").exists()  # nothing ran
 
 
 async def test_an_agents_image_must_exist_and_be_a_plain_reference(crig: Rig) -> None:
-    with pytest.raises(AgentSpawnError, match="localhost/no-such-image:1 is not in Godel's podman storage"):
+    with pytest.raises(RuntimeUnavailableError, match="localhost/no-such-image:1 is not in Godel's podman storage"):
         await _start(crig, "true", {"image": "localhost/no-such-image:1"})
     for bad in ("--privileged", "Upper/case", "image name", "localhost/x:tag;rm"):
         with pytest.raises(ValidationError) as info:

@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from godel.core.ports import LaunchSpec, ProcessState, ProcessStatus, RuntimeCapabilities, RuntimeHandle
-from godel.errors import AgentSpawnError, FieldError, NotFoundError, RuntimeFailure, ValidationError
+from godel.errors import (
+    FieldError,
+    NotFoundError,
+    RuntimeFailure,
+    RuntimeUnavailableError,
+    ValidationError,
+)
 from godel.runtimes.container.podman import (
     BUILD_SCRIPT,
     DEFAULT_IMAGE,
@@ -175,7 +181,7 @@ class ContainerRuntime(SandboxRuntime):
             return
         if not await self.podman.image_exists(image):
             fix = f"run {BUILD_SCRIPT} (as root)" if image == DEFAULT_IMAGE else f"import {image} into it"
-            raise AgentSpawnError(
+            raise RuntimeUnavailableError(  # this runtime cannot serve here: a fallback chain moves on
                 f"the container image {image} is not in Godel's podman storage ({self.podman.storage}): {fix}",
                 details={"image": image, "storage": str(self.podman.storage), "fix": fix},
             )
