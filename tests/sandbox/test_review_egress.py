@@ -174,3 +174,27 @@ async def test_a_request_head_ended_by_bare_newlines_is_answered(stack: Any, fas
 
 
 pytestmark = pytest.mark.timeout(180)
+
+
+async def test_the_proxy_bounds_the_connections_an_agent_holds_open(stack: Any, fast_tmp: Path) -> None:  # noqa: F811
+    """Slowloris: nothing bounds the proxy's connections. Each silent one is held for the 30 s head timeout (a
+    tunnel, for ever), and each costs the server process a descriptor shared with its API, gateway and store: a
+    sandboxed agent that opens about as many as the process may have (20000 here) takes the control plane down."""
+    require_sandbox()
+    held = 500
+    async with stack([{"text": "unused"}], runtime="sandbox") as s:
+        conns = [await asyncio.open_unix_connection(str(s.plane.settings.egress_socket)) for _ in range(held)]
+        try:
+            open_ = 0
+            for reader, _ in conns:
+                try:
+                    await asyncio.wait_for(reader.read(1), 0.01)  # b"": the proxy closed it
+                except TimeoutError:
+                    open_ += 1  # still held by the proxy
+        finally:
+            for _, writer in conns:
+                writer.close()
+    assert open_ < held, (
+        f"the egress proxy held all {held} silent connections open at once: no limit on concurrent connections "
+        "(per proxy or per agent), so one agent can exhaust the server's descriptors"
+    )
