@@ -133,3 +133,55 @@ async def test_a_sub_agent_names_a_fallback_chain_that_ends_unconfined(stack: An
 
 
 pytestmark = pytest.mark.timeout(180)
+
+
+# Run inside the sandbox: spawn $CHILD, wait for it to end, and print what it printed (read back with the run's own
+# credential, which may read the sub-agents it spawned).
+READER = r"""
+import json, os, time, urllib.error, urllib.request
+def call(method, path, body=None):
+    request = urllib.request.Request(
+        os.environ["GODEL_URL"] + path, data=json.dumps(body).encode() if body is not None else None, method=method,
+        headers={"Authorization": "Bearer " + os.environ["GODEL_API_KEY"], "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+status, made = call("POST", "/api/v1/agents", json.loads(os.environ["CHILD"]))
+lines = []
+if status == 201:
+    child = made["data"]["id"]
+    for _ in range(600):
+        if call("GET", f"/api/v1/agents/{child}")[1]["data"]["state"] in ("completed", "failed", "killed"):
+            break
+        time.sleep(0.05)
+    lines = [x["line"] for x in call("GET", f"/api/v1/agents/{child}/logs?tail=20")[1]["data"]["items"]]
+print(json.dumps([status, lines]))
+"""
+
+
+async def test_a_sandboxed_agent_reads_another_repository_through_a_sub_agent(stack: Any, fast_tmp: Path) -> None:  # noqa: F811
+    """The sandbox shows an agent its own workspace only; its sub-agent may be spawned on ANY repository the server
+    can reach (here one holding a secret), and the parent reads the sub-agent's output back through the API."""
+    require_sandbox()
+    repo = make_repo(fast_tmp / "repo", {"reader.py": READER})
+    secret = make_repo(fast_tmp / "someone-elses", {"secret.txt": "the-other-teams-secret"})
+    child = {"task": "t", "repo": str(secret), "command": "cat secret.txt"}
+    async with stack([{"text": "unused"}], runtime="sandbox", watch_interval=0.02) as s:
+        try:
+            parent = await s.plane.spawn(
+                SpawnRequest(task="read", repo=str(repo), command="/usr/bin/python3 reader.py", timeout=90,
+                             env={"CHILD": json.dumps(child)}, allow_subagents=True)
+            )  # fmt: skip
+            done = await _ended(s, parent.id, timeout=90)
+        finally:
+            await kill_runs(s.plane)
+        out = (s.plane.settings.home / "logs" / parent.id / "stdout.log").read_text()
+    assert done.state == AgentState.COMPLETED, (done.last_error, out)
+    status, lines = json.loads(out.strip().splitlines()[-1])
+    assert "the-other-teams-secret" not in lines, (
+        f"a sandboxed agent spawned a sub-agent on another repository ({secret}, answer {status}) and read its "
+        f"files back: {lines}. Sub-agents of an agent should be held to the parent's repository."
+    )
