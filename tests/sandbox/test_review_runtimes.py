@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from godel.api.app import create_app
@@ -18,11 +19,12 @@ from tests.sandbox.conftest import require_sandbox
 
 
 def _alive(pid: int) -> bool:
+    """Running, not a zombie: the test process may be the wrapper's parent (its first plane started it), and a
+    child that ended stays a zombie until reaped."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    return True
 
 
 async def test_a_sandboxed_agent_can_still_be_killed_after_the_operator_drops_the_sandbox(

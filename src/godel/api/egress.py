@@ -12,6 +12,14 @@ the check and the connect.
 
 Every refusal of a known agent is a ``safety:block`` event (kind ``egress``: host, port, reason); every tunnel
 opened an ``agent:egress`` event. A request without a valid credential gets 407 and no event (it names no agent).
+Repeats of one event (same agent, host, port and reason) within a minute are counted, not written: the next one
+written carries the count (``repeats``), so an agent looping on a blocked host cannot grow the event log.
+
+Bounds: at most ``MAX_CONNECTIONS`` connections at once (503 beyond), ``MAX_PER_AGENT`` per agent (429), 10 s to
+send a request head, and a tunnel or response idle for ``IDLE_TIMEOUT`` is closed. A plain ``http://`` request is
+one request per connection: its body by ``Content-Length`` only (a chunked body is refused: use HTTPS), its
+``Host`` the URI's, no ``Proxy-*`` header forwarded, and nothing the client sends after it reaches the upstream
+(a pipelined second request for another host is never forwarded unchecked).
 """
 
 from __future__ import annotations
@@ -22,9 +30,11 @@ import contextlib
 import os
 import socket
 import stat
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import structlog
@@ -39,8 +49,15 @@ from godel.scheduler.egress import EgressTokens, allowed, rules_of
 log = structlog.get_logger("godel.egress")
 
 MAX_HEAD = 16 * 1024  # bytes of a request line and headers
-HEAD_TIMEOUT = 30.0  # seconds for a client to send its request head
+MAX_HEADERS = 100
+HEAD_TIMEOUT = 10.0  # seconds for a client to send its request head
 CONNECT_TIMEOUT = 10.0
+IDLE_TIMEOUT = 300.0  # seconds a tunnel or a response may pass no byte either way
+MAX_CONNECTIONS = 256  # at once, every agent together: each is a descriptor of the server's process
+MAX_PER_AGENT = 64  # at once, per agent
+MAX_BODY = 64 * 1024 * 1024  # bytes of a plain http:// request body
+EVENT_WINDOW = 60.0  # seconds within which repeats of one event are counted, not written
+_REMEMBERED = 10_000  # events whose repeats are being counted, at most
 _ENDED = (AgentState.COMPLETED, AgentState.FAILED, AgentState.KILLED)
 
 
@@ -71,6 +88,8 @@ class EgressProxy:
         self.allow_private = allow_private
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[asyncio.Task[None]] = set()
+        self._per_agent: dict[str, int] = {}
+        self._recent: OrderedDict[tuple[str, ...], tuple[float, int]] = OrderedDict()  # event -> (written, repeats)
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -99,6 +118,11 @@ class EgressProxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
+        if len(self._conns) >= MAX_CONNECTIONS:
+            with contextlib.suppress(Exception):
+                await _answer(writer, 503, "the egress proxy is at its connection limit; try again")
+            writer.close()
+            return
         if task is not None:
             self._conns.add(task)
         try:
@@ -120,19 +144,36 @@ class EgressProxy:
         except ValueError as exc:
             await _answer(writer, 400, str(exc))
             return
+        agent: Agent | None = None
+        counted = False
         try:
             agent = await self._agent(request)
-            host, port = _destination(request, agent)
-            if allowed(rules_of(agent.config), host, port) is None:
-                raise _Refused(403, "not in the agent's egress allowlist", agent=agent, host=host, port=port)
-            address = await self._vetted(agent, host, port)
-            upstream_reader, upstream = await asyncio.wait_for(asyncio.open_connection(address, port), CONNECT_TIMEOUT)
+            if self._per_agent.get(agent.id, 0) >= MAX_PER_AGENT:
+                raise _Refused(429, f"at most {MAX_PER_AGENT} connections at once", agent=agent)
+            self._per_agent[agent.id] = self._per_agent.get(agent.id, 0) + 1
+            counted = True
+            await self._forward(agent, request, reader, writer)
         except _Refused as refused:
             if refused.agent is not None:
                 await self._record("safety:block", refused.agent, refused.host, refused.port, reason=refused.reason)
             extra = [("Proxy-Authenticate", 'Basic realm="godel-egress"')] if refused.status == 407 else []
             await _answer(writer, refused.status, refused.reason, extra)
-            return
+        finally:
+            if agent is not None and counted:
+                self._per_agent[agent.id] -= 1
+                if self._per_agent[agent.id] <= 0:
+                    del self._per_agent[agent.id]
+
+    async def _forward(
+        self, agent: Agent, request: _Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        host, port = _destination(request, agent)
+        if allowed(rules_of(agent.config), host, port) is None:
+            raise _Refused(403, "not in the agent's egress allowlist", agent=agent, host=host, port=port)
+        body = 0 if request.method == "CONNECT" else _body_length(request, agent, host, port)
+        address = await self._vetted(agent, host, port)
+        try:
+            upstream_reader, upstream = await asyncio.wait_for(asyncio.open_connection(address, port), CONNECT_TIMEOUT)
         except (OSError, TimeoutError) as exc:
             await _answer(writer, 502, f"cannot connect to {host}:{port}: {exc}")
             return
@@ -140,9 +181,14 @@ class EgressProxy:
         try:
             if request.method == "CONNECT":
                 await _send(writer, b"HTTP/1.1 200 Connection established\r\n\r\n")
-            else:
-                upstream.write(_origin_form(request))
-            await _pipe(reader, writer, upstream_reader, upstream)
+                await _pipe(reader, writer, upstream_reader, upstream)
+                return
+            # One request: its head as the origin expects it, exactly its body, then only the answer comes back.
+            upstream.write(_origin_form(request, host, port))
+            if body:
+                upstream.write(await asyncio.wait_for(reader.readexactly(body), IDLE_TIMEOUT))
+            await upstream.drain()
+            await _pipe(None, writer, upstream_reader, upstream)
         finally:
             upstream.close()
 
@@ -177,7 +223,19 @@ class EgressProxy:
         return addresses[0]
 
     async def _record(self, type_: str, agent: Agent, host: str, port: int, **extra: str) -> None:
-        payload = {"kind": "egress", "host": host, "port": port, **extra}
+        key = (type_, agent.id, host, str(port), *extra.values())
+        now = time.monotonic()
+        seen = self._recent.get(key)
+        if seen is not None and now - seen[0] < EVENT_WINDOW:
+            self._recent[key] = (seen[0], seen[1] + 1)  # counted; written with the next one after the window
+            return
+        self._recent[key] = (now, 0)
+        self._recent.move_to_end(key)
+        while len(self._recent) > _REMEMBERED:
+            self._recent.popitem(last=False)
+        payload: dict[str, Any] = {"kind": "egress", "host": host, "port": port, **extra}
+        if seen is not None and seen[1]:
+            payload["repeats"] = seen[1]  # how many like it were not written in the window before this one
         log.info("egress", type=type_, agent=agent.id, **payload)
         try:
             await self.store.append_events(
@@ -191,11 +249,23 @@ class EgressProxy:
 
 
 async def _read_head(reader: asyncio.StreamReader) -> _Request:
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.LimitOverrunError as exc:
-        raise ValueError(f"request head larger than {MAX_HEAD} bytes") from exc
-    lines = head.decode("latin-1").split("\r\n")
+    """The request line and headers, each line ended by CRLF or a bare LF, up to the empty line."""
+    lines: list[str] = []
+    size = 0
+    while True:
+        try:
+            raw = await reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError as exc:
+            raise ValueError(f"request head larger than {MAX_HEAD} bytes") from exc
+        size += len(raw)
+        if size > MAX_HEAD or len(lines) > MAX_HEADERS:
+            raise ValueError(f"request head larger than {MAX_HEAD} bytes or {MAX_HEADERS} lines")
+        line = raw.decode("latin-1").rstrip("\r\n")
+        if not line:
+            if lines:
+                break
+            continue  # blank lines before a request line are allowed (RFC 9112)
+        lines.append(line)
     parts = lines[0].split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
         raise ValueError("not an HTTP/1.x request line")
@@ -211,35 +281,65 @@ async def _read_head(reader: asyncio.StreamReader) -> _Request:
 
 def _destination(request: _Request, agent: Agent) -> tuple[str, int]:
     if request.method == "CONNECT":
-        host, sep, port = request.target.rpartition(":")
-        host = host.strip("[]")
-        if not sep or not port.isdigit() or not host:
+        name, sep, digits = request.target.rpartition(":")
+        name = name.strip("[]").lower().rstrip(".")
+        if not sep or not digits.isdigit() or not name or not 0 < int(digits) < 65536:
             raise _Refused(400, "CONNECT needs host:port", agent=agent, host=request.target)
-        return host.lower(), int(port)
+        return name, int(digits)
     url = urlsplit(request.target)
+    try:
+        port = url.port or 80
+    except ValueError:
+        raise _Refused(400, "not a valid port", agent=agent, host=request.target) from None
     if url.scheme != "http" or not url.hostname:
         raise _Refused(400, "only http:// URLs and CONNECT are proxied", agent=agent, host=request.target)
-    return url.hostname.lower(), url.port or 80
+    return url.hostname.lower().rstrip("."), port
 
 
-def _origin_form(request: _Request) -> bytes:
-    """The request as the origin server expects it: path only, no proxy headers, the connection closed after it."""
+def _body_length(request: _Request, agent: Agent, host: str, port: int) -> int:
+    """The bytes of a plain request's body: by Content-Length only (a chunked body would let a second request
+    follow it unchecked)."""
+    names = {k.lower(): v for k, v in request.headers}
+    if "transfer-encoding" in names:
+        raise _Refused(400, "a chunked request body is not proxied over http://: use https", agent=agent,
+                       host=host, port=port)  # fmt: skip
+    length = names.get("content-length", "0").strip()
+    if not length.isdigit() or int(length) > MAX_BODY:
+        raise _Refused(400, f"Content-Length must be a number of at most {MAX_BODY} bytes", agent=agent, host=host,
+                       port=port)  # fmt: skip
+    return int(length)
+
+
+# Headers of the hop between the agent and the proxy (and Host, set from the URI), never forwarded to the origin.
+_HOP = ("connection", "keep-alive", "te", "trailer", "upgrade", "host")
+
+
+def _origin_form(request: _Request, host: str, port: int) -> bytes:
+    """The request as the origin server expects it: path only, ``Host`` the URI's (never another a client wrote:
+    a fronted site behind the allowed address), no ``Proxy-*`` header, the connection closed after it."""
     url = urlsplit(request.target)
     path = (url.path or "/") + (f"?{url.query}" if url.query else "")
-    keep = [(k, v) for k, v in request.headers if not k.lower().startswith("proxy-") and k.lower() != "connection"]
-    lines = [f"{request.method} {path} {request.version}", *(f"{k}: {v}" for k, v in keep), "Connection: close"]
+    keep = [(k, v) for k, v in request.headers if not k.lower().startswith("proxy-") and k.lower() not in _HOP]
+    authority = host if port == 80 else f"{host}:{port}"
+    lines = [f"{request.method} {path} {request.version}", f"Host: {authority}", *(f"{k}: {v}" for k, v in keep),
+             "Connection: close"]  # fmt: skip
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 async def _pipe(
-    client_reader: asyncio.StreamReader,
+    client_reader: asyncio.StreamReader | None,
     client: asyncio.StreamWriter,
     upstream_reader: asyncio.StreamReader,
     upstream: asyncio.StreamWriter,
 ) -> None:
+    """Copy both ways (the upstream's answer only, without ``client_reader``) until both ends are done, or no byte
+    has passed either way for ``IDLE_TIMEOUT``."""
+    last = [time.monotonic()]
+
     async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
         try:
             while chunk := await src.read(65536):
+                last[0] = time.monotonic()
                 dst.write(chunk)
                 await dst.drain()
             if dst.can_write_eof():
@@ -247,7 +347,19 @@ async def _pipe(
         except (ConnectionError, OSError):
             pass
 
-    await asyncio.gather(copy(client_reader, upstream), copy(upstream_reader, client))
+    copies = [asyncio.ensure_future(copy(upstream_reader, client))]
+    if client_reader is not None:
+        copies.append(asyncio.ensure_future(copy(client_reader, upstream)))
+    try:
+        while not all(c.done() for c in copies):
+            idle = time.monotonic() - last[0]
+            if idle >= IDLE_TIMEOUT:
+                break
+            await asyncio.wait(copies, timeout=IDLE_TIMEOUT - idle)
+    finally:
+        for c in copies:
+            c.cancel()
+        await asyncio.gather(*copies, return_exceptions=True)
 
 
 async def _answer(

@@ -39,8 +39,18 @@ _ISOLATION = {
 }
 
 
+# How strongly each confines, for "never weaker than": a sub-agent may not run in a weaker runtime than its parent.
+# Namespaces (bubblewrap, a container, a pod of the cluster's default class) rank alike; a kernel of its own (gVisor's
+# in user space, an E2B microVM) above them.
+_STRENGTH = {"local": 0, "sandbox": 1, "container": 1, "kubernetes": 1, "gvisor": 2, "e2b": 2}
+
+
 def isolation_of(name: str | None) -> str | None:
     return _ISOLATION.get(name) if name else None
+
+
+def strength_of(name: str) -> int:
+    return _STRENGTH.get(name, 0)
 
 
 def runtime_names() -> list[str]:

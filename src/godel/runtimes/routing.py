@@ -44,22 +44,31 @@ class Runtimes:
         self._built: dict[str, Runtime] = {default.name: default}
 
     def get(self, name: str | None) -> Runtime:
-        """The runtime ``name`` (the default for None). RuntimeUnavailableError when it is not enabled here or cannot
-        be built on this machine (a tool missing): the caller may fall back to the next runtime of a chain."""
+        """The runtime ``name`` (the default for None), built when first needed. Any runtime Godel knows is built for
+        an agent that is already in it (its process must stay reachable, to be watched, paused and killed, after
+        the operator stopped offering that runtime); new workspaces go through ``for_new``. RuntimeUnavailableError
+        when it cannot be built on this machine (a tool missing)."""
         if not name or name == self.default.name:
             return self.default
         runtime = self._built.get(name)
         if runtime is not None:
             return runtime
-        if name not in self.enabled or self._build is None:
+        if self._build is None:
+            raise RuntimeUnavailableError(f"the {name} runtime is not available here", details={"runtime": name})
+        runtime = self._build(name)  # raises when the machine lacks what it needs; not cached, so a fix is seen
+        self._built[name] = runtime
+        return runtime
+
+    def for_new(self, name: str | None) -> Runtime:
+        """The runtime a new workspace is made in: only one this server offers (``enabled``); a runtime the
+        operator stopped offering after the agent was accepted is unavailable (its chain may move on)."""
+        if name and name not in self.enabled:
             raise RuntimeUnavailableError(
                 f"the {name} runtime is not enabled on this server (enabled: {', '.join(self.enabled)}); an "
                 "operator enables it with `runtimes` in godel.toml",
                 details={"runtime": name, "enabled": list(self.enabled)},
             )
-        runtime = self._build(name)  # raises when the machine lacks what it needs; not cached, so a fix is seen
-        self._built[name] = runtime
-        return runtime
+        return self.get(name)
 
     def check(self, name: str, field: str) -> None:
         """400 unless ``name`` is a runtime a spawn may ask for here."""
@@ -81,7 +90,7 @@ class Runtimes:
         return self.default.capabilities()
 
     async def prepare(self, spec: WorkspaceSpec) -> RuntimeHandle:
-        return await self.get(spec.runtime).prepare(spec)
+        return await self.for_new(spec.runtime).prepare(spec)
 
     async def start(self, handle: RuntimeHandle, launch: LaunchSpec) -> RuntimeHandle:
         return await self._of(handle).start(handle, launch)

@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from godel.core.models import Agent
-from godel.errors import FieldError, GitError, GodelError, RuntimeFailure, ValidationError
+from godel.errors import FieldError, GitError, GodelError, PermissionDeniedError, RuntimeFailure, ValidationError
+from godel.runtimes import strength_of
 from godel.runtimes.routing import Runtimes
 from godel.scheduler.egress import parse_rules
 
@@ -90,6 +91,23 @@ def choose(
             check_image(section["image"], where)
     merged = {**{k: v for k, v in team.items() if k not in ("runtime", "fallback")}, **own}
     return {**merged, "runtime": chain[0], "fallback": chain[1:]}
+
+
+def hold_to_parent(parent: Agent, sandbox: dict[str, Any], repo: str, default: str) -> None:
+    """A sub-agent (spawned by an agent's own credential) is held to its parent: its repository, and no runtime of
+    its chain weaker than the one the parent runs in. Otherwise a sandboxed agent could spawn its way out (403)."""
+    if parent.repo != repo:
+        raise PermissionDeniedError(
+            "a sub-agent works in its parent's repository",
+            details={"repo": repo, "parentRepo": parent.repo, "parent": parent.id},
+        )
+    floor = parent.runtime_name or default
+    for name in [sandbox["runtime"], *sandbox.get("fallback", [])]:
+        if strength_of(name) < strength_of(floor):
+            raise PermissionDeniedError(
+                f"a sub-agent may not run in a weaker runtime ({name}) than its parent's ({floor})",
+                details={"runtime": name, "parentRuntime": floor, "parent": parent.id},
+            )
 
 
 def chain_of(agent: Agent, default: str) -> list[str]:

@@ -47,7 +47,7 @@ from godel.runtimes.worktrees import INCLUDE_FILE, include_escapes
 from godel.scheduler.adoption import reconcile_on_start
 from godel.scheduler.budgeting import BudgetActions
 from godel.scheduler.handles import handle_of
-from godel.scheduler.isolation import SANDBOX, choose
+from godel.scheduler.isolation import SANDBOX, choose, hold_to_parent
 from godel.scheduler.requests import SpawnRequest
 from godel.scheduler.run import RESTART_RESET
 from godel.scheduler.supervisor import Supervisor
@@ -206,6 +206,9 @@ class ControlPlane:
             raise PathOutsideWorkspaceError(f"refused: {why}", [FieldError("baseRef", why)])
         team_config = (await self.store.read_team(req.team_id)).config if req.team_id else None
         options[SANDBOX] = choose(options, team_config, self.runtimes, list(self.settings.runtime_fallback))
+        parent = req.metadata.get("parentAgent")
+        if isinstance(parent, str):  # spawned by an agent's own credential: held to what confines its parent
+            hold_to_parent(await self.store.get_agent(parent), options[SANDBOX], str(repo), self.runtimes.default.name)
         if options.get("env"):  # sealed before the row is written; opened only to launch (runs.launch_request)
             options["env"] = self.secrets.seal_values(options["env"])
         agent_id = new_id()

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from godel.core.ports import LaunchSpec, RuntimeCapabilities, RuntimeHandle
+from godel.core.ports import LaunchSpec, RuntimeCapabilities, RuntimeHandle, WorkspaceSpec
 from godel.errors import FieldError, RuntimeUnavailableError, ValidationError
 from godel.runtimes.local import LocalRuntime
 from godel.runtimes.processes import agent_env
 from godel.runtimes.sandbox.bwrap import BWRAP, EGRESS_PORT, SOCAT, Confinement, bwrap_argv, entry_argv, write_etc
+from godel.runtimes.worktrees import run_setup
 
 if TYPE_CHECKING:
     from godel.settings import Settings
@@ -107,6 +108,25 @@ class SandboxRuntime(LocalRuntime):
         return RuntimeCapabilities(
             name=self.name, isolation="namespace", pause=True, snapshot="git-ref", network_isolation=True
         )
+
+    async def prepare(self, spec: WorkspaceSpec) -> RuntimeHandle:
+        """The local runtime's workspace, with its setup command run inside a sandbox of its own (no network,
+        only the workspace and its git paths writable): the setup is what the spawn's caller wrote, possibly an
+        agent through its API credential, and must not run on the host."""
+        if not spec.setup:
+            return await super().prepare(spec)
+        handle = await super().prepare(dataclasses.replace(spec, setup=None))
+        try:
+            readonly, writable = await self._git_paths(handle)
+            where = [handle.workspace, *writable]
+            await run_setup(
+                spec.setup, handle.workspace, spec.setup_timeout,
+                confine=lambda argv: self.confine(argv, handle.workspace, writable=where, readonly=readonly),
+            )  # fmt: skip
+        except BaseException:  # a failed or cancelled setup leaves nothing behind, as in the local runtime
+            await self.discard(handle)
+            raise
+        return handle
 
     def private_dir(self, agent_id: str) -> Path:
         return self.run_root / agent_id
