@@ -57,6 +57,15 @@ class Settings(BaseSettings):
     max_concurrent_agents: int = 32
     """Agents admitted at once on this node (initializing through completing, paused included)."""
 
+    workspace_mode: Literal["auto", "overlay", "checkout"] = "auto"
+    """How agent workspaces are made: ``overlay`` (an overlayfs layer over a cached checkout of the base commit:
+    constant time; needs root), ``checkout`` (a full checkout: time in proportion to the files) or ``auto``
+    (overlay where it can be mounted, checkout otherwise, said once in the log and in ``/capabilities``)."""
+
+    workspace_cache_size: int = Field(default=16, ge=1)
+    """Cached checkouts of base commits kept for overlay workspaces (least recently used ones beyond this are
+    removed unless a workspace still uses them)."""
+
     on_shutdown: Literal["leave", "terminate"] = "leave"
     """What ``godel serve`` does with running agents when it stops: ``leave`` them running so the next start
     re-adopts them (their output keeps going to their log files), or ``terminate`` them (agents end ``killed``)."""
