@@ -107,9 +107,9 @@ async def restore(handle: RuntimeHandle, snapshot_id: str, dirs: AgentDirs, meta
     since are removed (ignored ones are kept), deleted ones come back; its changes are left uncommitted. Through the
     agent's git directory, neutralised; the rewound branch is brought back into the user's repository."""
     commit = await _own_commit(handle, snapshot_id)
-    drivers = await safegit.configured_drivers(dirs.git)
+    drivers = await safegit.configured_drivers(dirs.git, private=True)
     for args in (["reset", "-q", "--hard", f"{commit}^"], ["clean", "-fdq"]):
-        await safegit.run(args, git_dir=dirs.git, work_tree=handle.workspace, drivers=drivers)
+        await safegit.run(args, git_dir=dirs.git, work_tree=handle.workspace, drivers=drivers, private=True)
     await changes.lay_tree(dirs, handle.workspace, commit)
     await gitdir.bring_back(dirs, meta)
 

@@ -83,12 +83,12 @@ async def is_dirty(dirs: AgentDirs, meta: WorkspaceMeta, workspace: Path, head: 
 async def commit_all(dirs: AgentDirs, meta: WorkspaceMeta, workspace: Path, message: str | None) -> bool:
     """Commit everything in the workspace on the agent's current branch (``message`` None: conclude a merge in
     progress, and only when no path is left unmerged); True when a commit was made. The branch is brought back."""
-    drivers = await safegit.configured_drivers(dirs.git)
+    drivers = await safegit.configured_drivers(dirs.git, private=True)
     identity: dict[str, str] = {}
 
     async def agent_git(*args: str, check: bool = True) -> tuple[int, bytes]:
         rc, out, _ = await safegit.run(args, git_dir=dirs.git, work_tree=workspace, drivers=drivers, env=identity,
-                                       check=check)  # fmt: skip
+                                       check=check, private=True)  # fmt: skip
         return rc, out
 
     rc, email = await agent_git("config", "user.email", check=False)
@@ -111,10 +111,12 @@ async def commit_all(dirs: AgentDirs, meta: WorkspaceMeta, workspace: Path, mess
 async def lay_tree(dirs: AgentDirs, workspace: Path, commit: str) -> None:
     """Put ``commit``'s tree into the working tree as uncommitted changes on top of the current HEAD (a fork from
     a snapshot, a restore). Through the agent's git directory, neutralised: its drivers run nothing."""
-    drivers = await safegit.configured_drivers(dirs.git)
-    await safegit.run(["read-tree", "-u", "--reset", commit], git_dir=dirs.git, work_tree=workspace, drivers=drivers)
+    drivers = await safegit.configured_drivers(dirs.git, private=True)
+    await safegit.run(
+        ["read-tree", "-u", "--reset", commit], git_dir=dirs.git, work_tree=workspace, drivers=drivers, private=True
+    )
     # The index back to HEAD: the changes show as unstaged and untracked.
-    await safegit.run(["reset", "-q"], git_dir=dirs.git, work_tree=workspace, drivers=drivers)
+    await safegit.run(["reset", "-q"], git_dir=dirs.git, work_tree=workspace, drivers=drivers, private=True)
 
 
 def _copy_if_exists(src: Path, dst: Path) -> bool:

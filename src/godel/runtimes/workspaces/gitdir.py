@@ -6,8 +6,8 @@ Per agent, under ``$GODEL_HOME/workspaces/<agent-id>/``:
   branch, the branch as its only ref, a configuration Godel writes (the user's identity, nothing that runs a
   program), ``objects/info/alternates`` naming the user's object store (read, never written: the agent's new
   objects land in ``git/objects``), the index of the checkout. The workspace's ``.git`` file points here. In the
-  sandbox the agent may write objects, refs, logs, ``HEAD`` and the index, but not ``config``, ``hooks``, ``info``
-  or ``objects/info`` (bound read-only over the writable folder).
+  sandbox the agent may write objects, refs, logs, ``HEAD`` and the index, but not ``config``, ``commondir``,
+  ``hooks``, ``info`` or ``objects/info`` (bound read-only over the writable folder).
 * ``view/`` -- Godel's own git directory for reading the work tree (snapshots, diffs, the dirty check). Its
   configuration and attributes are Godel's and no sandbox ever sees it; its alternates name the user's store.
 * ``workspace.json`` -- what Godel needs to find everything again after a restart.
@@ -20,6 +20,7 @@ fetch and the user's branch stays where it was.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from godel.runtimes.workspaces import safegit
 log = structlog.get_logger("godel.runtime")
 
 # Read-only inside a sandbox: what would let the agent change what Godel's own git does in this directory.
-PROTECTED = ("config", "hooks", "info", "objects/info")
+PROTECTED = ("config", "commondir", "hooks", "info", "objects/info")
 _FSCK = {"transfer.fsckObjects": "true", "fetch.fsckObjects": "true", "fetch.writeCommitGraph": "false"}
 
 
@@ -131,6 +132,7 @@ def make_git_dirs(dirs: AgentDirs, meta: WorkspaceMeta, tip: str, identity: dict
     _write(dirs.git / "HEAD", f"ref: refs/heads/{meta.branch}\n")
     _write(dirs.git / "refs/heads" / meta.branch, f"{tip}\n")
     _write(dirs.git / "description", "Godel agent workspace\n")
+    _write(dirs.git / "commondir", ".\n")  # its own common directory (see safegit.pin_commondir)
     _write(dirs.view / "config", _config(tip))
     _write(dirs.view / "HEAD", f"{tip}\n")
     _write(dirs.meta, meta.dump())
@@ -147,7 +149,7 @@ def write_gitfile(workspace: Path, gitdir: Path) -> None:
 async def resolve(dirs: AgentDirs, rev: str) -> str | None:
     """The commit ``rev`` names in the agent's git directory (HEAD, its branch), or None."""
     rc, out, _ = await safegit.run(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], git_dir=dirs.git,
-                                   check=False)  # fmt: skip
+                                   check=False, private=True)  # fmt: skip
     return out.decode().strip() or None if rc == 0 else None
 
 
@@ -176,6 +178,7 @@ async def bring_back(dirs: AgentDirs, meta: WorkspaceMeta, *, also: tuple[str, .
     if tip is not None and await user_tip(meta.git_common, meta.branch) != tip:
         refspecs.insert(0, f"+{tip}:refs/heads/{meta.branch}")
     if refspecs:
+        await asyncio.to_thread(safegit.pin_commondir, dirs.git)  # upload-pack finds its repository by itself
         args = ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules",
                 f"--upload-pack={safegit.upload_pack_command()}", "--", str(dirs.git), *refspecs]  # fmt: skip
         await safegit.run(args, git_dir=meta.git_common, config=_FSCK)

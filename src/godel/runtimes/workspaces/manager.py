@@ -37,7 +37,7 @@ from godel.runtimes.snapshots import snapshot_commit
 from godel.runtimes.workspaces import overlay, safegit
 from godel.runtimes.workspaces.cache import CheckoutCache
 from godel.runtimes.workspaces.changes import lay_tree
-from godel.runtimes.workspaces.gitdir import AgentDirs, WorkspaceMeta, make_git_dirs, write_gitfile
+from godel.runtimes.workspaces.gitdir import AgentDirs, WorkspaceMeta, bring_back_quietly, make_git_dirs, write_gitfile
 from godel.runtimes.worktrees import INCLUDE_FILE, copy_includes, run_setup
 
 log = structlog.get_logger("godel.runtime")
@@ -116,6 +116,8 @@ class Workspaces:
         else:
             base = await resolve_commit(repo, spec.base_ref)
         path, dirs = self.path_for(spec.agent_id), self.dirs(spec.agent_id)
+        if dirs.root.exists() and not (path.exists() or path.is_symlink()):
+            await self._clear_leftover(spec.agent_id)
         for taken in (path, dirs.root):
             if taken.exists() or taken.is_symlink():
                 raise ConflictError(f"workspace {taken} already exists", details={"path": str(taken)})
@@ -139,6 +141,16 @@ class Workspaces:
             await self.discard(repo, path, branch if created else None, spec.agent_id)
             raise
         return Workspace(path, repo, branch, base, created_branch=created)
+
+    async def _clear_leftover(self, agent_id: str) -> None:
+        """The state of a creation or a removal a crash interrupted (no workspace left): its branch brought back if
+        it can be (a removal brings it back first, so this is a second try), then the state removed."""
+        dirs = self.dirs(agent_id)
+        meta = self.meta(agent_id)
+        if meta is not None and (dirs.git / "HEAD").is_file():
+            await bring_back_quietly(dirs, meta, agent_id)
+        log.info("leftover workspace state removed", agent=agent_id, state=str(dirs.root))
+        await asyncio.to_thread(shutil.rmtree, dirs.root, True)
 
     async def _claim_branch(self, repo: Path, common: Path, branch: str, base: str, *, forking: bool) -> bool:
         """Create ``refs/heads/<branch>`` at ``base`` in the user's repository (True), or find it there and check

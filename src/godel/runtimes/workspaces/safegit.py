@@ -25,6 +25,7 @@ pass ``--no-ext-diff``, which also ignores ``diff.<name>.command``. ``core.hooks
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shlex
 import shutil
@@ -146,9 +147,13 @@ async def run(
     drivers: Iterable[tuple[str, str]] = (),
     config: Mapping[str, str] | None = None,
     check: bool = True,
+    private: bool = False,
 ) -> tuple[int, bytes, bytes]:
     """``git --git-dir=GIT_DIR [--work-tree=WORK_TREE] ARGS`` neutralised; (returncode, stdout, stderr). The common
-    directory is the git directory itself (a ``commondir`` file the agent wrote is not followed)."""
+    directory is the git directory itself; ``private``: an agent's git directory, whose ``commondir`` is pinned
+    first (``pin_commondir``)."""
+    if private:
+        await asyncio.to_thread(pin_commondir, git_dir)
     argv = ["git", f"--git-dir={git_dir}"]
     if work_tree is not None:
         argv.append(f"--work-tree={work_tree}")
@@ -174,6 +179,24 @@ async def run(
     return rc, out, err
 
 
+def pin_commondir(git_dir: Path) -> None:
+    """Make ``git_dir`` its own common directory. Git reads a ``commondir`` file in a git directory before
+    anything else (``GIT_COMMON_DIR`` does not override it everywhere: git 2.39 then finds no HEAD), and from the
+    directory it names takes config, refs and objects: one written by the agent would point Godel's git at a planted
+    repository. A private git directory has one saying "." (read-only in a sandbox); anything else is put back."""
+    path = git_dir / "commondir"
+    try:
+        if path.read_bytes() == b".\n":
+            return
+    except OSError:
+        pass
+    tmp = git_dir / "commondir.godel-tmp"
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    tmp.write_bytes(b".\n")
+    os.replace(tmp, path)
+
+
 async def text(
     args: Sequence[str],
     *,
@@ -181,16 +204,18 @@ async def text(
     work_tree: Path | None = None,
     env: Mapping[str, str] | None = None,
     drivers: Iterable[tuple[str, str]] = (),
+    private: bool = False,
 ) -> str:
     """``run``'s stdout as text (trailing newline stripped); GitError when git fails."""
-    _, out, _ = await run(args, git_dir=git_dir, work_tree=work_tree, env=env, drivers=drivers)
+    _, out, _ = await run(args, git_dir=git_dir, work_tree=work_tree, env=env, drivers=drivers, private=private)
     return out.decode("utf-8", errors="replace").rstrip("\n")
 
 
-async def configured_drivers(git_dir: Path) -> set[tuple[str, str]]:
+async def configured_drivers(git_dir: Path, *, private: bool = False) -> set[tuple[str, str]]:
     """The drivers ``git_dir``'s configuration (with what it includes) defines: their commands are overridden on
     every command that may run them. Listing executes nothing."""
-    rc, out, _ = await run(["config", "--includes", "--null", "--name-only", "--list"], git_dir=git_dir, check=False)
+    args = ["config", "--includes", "--null", "--name-only", "--list"]
+    rc, out, _ = await run(args, git_dir=git_dir, check=False, private=private)
     if rc not in (0, 1):  # 1: no configuration at all
         raise GitError(["config", "--list"], rc, f"cannot read the configuration of {git_dir}")
     return driver_names(k.decode("utf-8", errors="replace") for k in out.split(b"\0") if k)
