@@ -43,6 +43,7 @@ MODULES = {
     "auth": "benchmarks.auth",
     "cli": "benchmarks.cli",
     "sandbox": "benchmarks.sandbox",
+    "workspaces": "benchmarks.workspaces",
 }
 
 

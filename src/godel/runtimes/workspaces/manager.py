@@ -244,6 +244,7 @@ class Workspaces:
         made before private git directories (a git worktree of the repository) is unregistered too."""
         legacy = self.meta(handle.agent_id) is None and (handle.workspace / ".git").is_file()
         await asyncio.to_thread(self._remove, handle.workspace, self.dirs(handle.agent_id))
+        await self.cache.evict()  # the checkout it used may be one too many now
         if legacy:
             await git("worktree", "prune", cwd=handle.repo, check=False)
 
