@@ -164,11 +164,24 @@ async def user_tip(git_common: Path, branch: str) -> str | None:
     return out.decode().strip() or None if rc == 0 else None
 
 
+_LOCKS: dict[Path, asyncio.Lock] = {}  # one fetch at a time per workspace: two would race for the branch's lock
+
+
 async def bring_back(dirs: AgentDirs, meta: WorkspaceMeta, *, also: tuple[str, ...] = ()) -> str | None:
     """Fetch the agent's branch into the user's repository (``refs/heads/<branch>`` moves to the agent's tip,
     forced: the branch is the agent's, rewinds included), with the objects of the commits in ``also``. Returns
     the tip brought back (None when the agent's git directory has no such branch any more: the user's branch is
     left as it is). GitError when the fetch fails (an object that does not pass fsck, say): nothing changed."""
+    async with _LOCKS.setdefault(dirs.root, asyncio.Lock()):
+        return await _bring_back(dirs, meta, also)
+
+
+def forget(dirs: AgentDirs) -> None:
+    """The workspace is gone: its lock too."""
+    _LOCKS.pop(dirs.root, None)
+
+
+async def _bring_back(dirs: AgentDirs, meta: WorkspaceMeta, also: tuple[str, ...]) -> str | None:
     tip = await resolve(dirs, f"refs/heads/{meta.branch}")
     wanted = [c for c in also if c and c != tip]
     missing = [c for c in wanted if not await has_commit(meta.git_common, c)]

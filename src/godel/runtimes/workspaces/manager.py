@@ -37,7 +37,14 @@ from godel.runtimes.snapshots import snapshot_commit
 from godel.runtimes.workspaces import overlay, safegit
 from godel.runtimes.workspaces.cache import CheckoutCache
 from godel.runtimes.workspaces.changes import lay_tree
-from godel.runtimes.workspaces.gitdir import AgentDirs, WorkspaceMeta, bring_back_quietly, make_git_dirs, write_gitfile
+from godel.runtimes.workspaces.gitdir import (
+    AgentDirs,
+    WorkspaceMeta,
+    bring_back_quietly,
+    forget,
+    make_git_dirs,
+    write_gitfile,
+)
 from godel.runtimes.worktrees import INCLUDE_FILE, copy_includes, run_setup
 
 log = structlog.get_logger("godel.runtime")
@@ -258,6 +265,7 @@ class Workspaces:
             else:
                 shutil.rmtree(path, ignore_errors=True)
         shutil.rmtree(dirs.root, ignore_errors=True)
+        forget(dirs)
 
 
 async def git_common_dir(repo: Path) -> Path:
