@@ -32,7 +32,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GODEL_", extra="forbid", use_attribute_docstrings=True)
 
     home: Path = Field(default_factory=lambda: Path.home() / ".godel")
-    """Where Godel keeps its data: ``godel.db``, ``logs/``, ``worktrees/``, ``run/``."""
+    """Where Godel keeps its data: ``godel.db``, ``logs/``, ``worktrees/`` (the workspaces), ``workspaces/`` (their
+    private git directories), ``cache/``, ``run/``."""
 
     database_url: str | None = None
     """SQLAlchemy async URL. Unset: SQLite at ``$GODEL_HOME/godel.db``. For a team:
