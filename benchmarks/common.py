@@ -209,6 +209,9 @@ def workdir(cfg: Config, name: str) -> Iterator[Path]:
         killed = kill_processes_under(path)
         if killed:
             cfg.log(f"[yellow]{name}: killed {killed} leftover process(es) under {path}")
+        from godel.runtimes.workspaces.overlay import unmount_under
+
+        unmount_under(path)  # workspaces the run left mounted (an overlay outlives its folder's removal)
         shutil.rmtree(path, ignore_errors=True)
 
 

@@ -44,6 +44,7 @@ MODULES = {
     "cli": "benchmarks.cli",
     "sandbox": "benchmarks.sandbox",
     "container": "benchmarks.container",
+    "workspaces": "benchmarks.workspaces",
 }
 
 

@@ -45,8 +45,24 @@ _OWN_HOME = pytest.StashKey[Path]()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    factory = getattr(config, "_tmp_path_factory", None)  # this process's pytest tmp_path root, if it made one
+    basetemp = getattr(factory, "_basetemp", None)
+    if isinstance(basetemp, Path) and basetemp.exists():
+        from godel.runtimes.workspaces.overlay import unmount_under
+
+        unmount_under(basetemp)  # workspaces a test made under tmp_path and did not clean up
     if (home := config.stash.get(_OWN_HOME, None)) is not None:
         shutil.rmtree(home, ignore_errors=True)
+
+
+def remove_tree(path: Path) -> None:
+    """``rm -rf`` of a scratch folder, after unmounting the workspace overlays a runtime left mounted in it (a
+    mount outlives its folder's removal otherwise)."""
+    from godel.runtimes.workspaces.overlay import unmount_under
+
+    if path.exists():
+        unmount_under(path)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -56,7 +72,7 @@ def fast_tmp() -> Iterator[Path]:
     path = base / uuid.uuid4().hex[:12]
     path.mkdir(parents=True)
     yield path
-    shutil.rmtree(path, ignore_errors=True)
+    remove_tree(path)
 
 
 def run_git(repo: Path, *args: str) -> str:

@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     _unconfined_because: str | None = PrivateAttr(default=None)  # why ``auto`` chose ``local``
 
     home: Path = Field(default_factory=lambda: Path.home() / ".godel")
-    """Where Godel keeps its data: ``godel.db``, ``logs/``, ``worktrees/``, ``run/``."""
+    """Where Godel keeps its data: ``godel.db``, ``logs/``, ``worktrees/`` (the workspaces), ``workspaces/`` (their
+    private git directories), ``cache/``, ``run/``."""
 
     database_url: str | None = None
     """SQLAlchemy async URL. Unset: SQLite at ``$GODEL_HOME/godel.db``. For a team:
@@ -57,6 +58,15 @@ class Settings(BaseSettings):
 
     max_concurrent_agents: int = 32
     """Agents admitted at once on this node (initializing through completing, paused included)."""
+
+    workspace_mode: Literal["auto", "overlay", "checkout"] = "auto"
+    """How agent workspaces are made: ``overlay`` (an overlayfs layer over a cached checkout of the base commit:
+    constant time; needs root), ``checkout`` (a full checkout: time in proportion to the files) or ``auto``
+    (overlay where it can be mounted, checkout otherwise, said once in the log and in ``/capabilities``)."""
+
+    workspace_cache_size: int = Field(default=16, ge=1)
+    """Cached checkouts of base commits kept for overlay workspaces (least recently used ones beyond this are
+    removed unless a workspace still uses them)."""
 
     on_shutdown: Literal["leave", "terminate"] = "leave"
     """What ``godel serve`` does with running agents when it stops: ``leave`` them running so the next start

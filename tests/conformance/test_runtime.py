@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -50,6 +49,7 @@ from godel.runtimes import get_runtime, runtime_names
 from godel.runtimes.local import LocalRuntime
 from godel.runtimes.processes import WRAPPER
 from godel.runtimes.sandbox import SandboxRuntime
+from tests.conftest import remove_tree
 from tests.sandbox.conftest import require_sandbox
 
 
@@ -200,7 +200,7 @@ async def bench(request: pytest.FixtureRequest) -> AsyncIterator[Bench]:
     finally:
         for handle in b.handles:  # never leak a process, whatever the test did
             await b.runtime.terminate(handle, grace=0.0)
-        shutil.rmtree(base, ignore_errors=True)
+        remove_tree(base)
 
 
 # ------------------------------------------------------------------------------------ registry, caps
@@ -224,7 +224,7 @@ def test_get_runtime_builds_a_runtime(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------------------- prepare
 
 
-async def test_prepare_creates_a_worktree_on_its_branch_at_the_base_commit(bench: Bench) -> None:
+async def test_prepare_creates_a_workspace_on_its_branch_at_the_base_commit(bench: Bench) -> None:
     agent_id = new_id()
     handle = await bench.prepare(agent_id)
     assert handle.workspace.is_dir()
@@ -232,7 +232,12 @@ async def test_prepare_creates_a_worktree_on_its_branch_at_the_base_commit(bench
     assert handle.runtime == bench.name
     assert g(handle.workspace, "rev-parse", "--abbrev-ref", "HEAD") == handle.branch
     assert handle.base_commit == g(bench.repo, "rev-parse", "HEAD") == g(handle.workspace, "rev-parse", "HEAD")
-    assert worktree_listed(bench.repo, handle.workspace)
+    # The branch exists in the user's repository (Godel made it), but the workspace's git directory is the agent's
+    # own: not the repository's, nor a worktree of it.
+    assert g(bench.repo, "rev-parse", f"refs/heads/{handle.branch}") == handle.base_commit
+    own = Path(g(handle.workspace, "rev-parse", "--absolute-git-dir"))
+    assert not own.is_relative_to(bench.repo) and not worktree_listed(bench.repo, handle.workspace)
+    assert g(handle.workspace, "status", "--porcelain") == ""
     assert (handle.workspace / "src" / "app.py").read_text() == "print('v2')\n"
 
 

@@ -79,6 +79,7 @@ async def test_terminate_ends_the_agent_and_still_brings_its_commits_back(rig: R
     assert time.monotonic() - started < 15
     status = await rig.runtime.status(handle)
     assert (status.state, status.exit_code) == (ProcessState.EXITED, 128 + 15)  # TERM reached the agent's group
+    await rig.runtime.commits(handle)  # collected at the run's end: the user's branch moves then
     assert g(rig.repo, "log", "-1", "--format=%s", handle.branch) == "before the kill"
 
 

@@ -7,7 +7,6 @@ Without bubblewrap or socat the sandbox tests skip and say how to install them; 
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from godel.core.ports import LaunchSpec, ProcessState, RuntimeHandle, WorkspaceS
 from godel.runtimes.local import LocalRuntime
 from godel.runtimes.sandbox import SandboxRuntime, missing_tools
 from godel.runtimes.sandbox.runtime import INSTALL_HINT
-from tests.conftest import make_repo
+from tests.conftest import make_repo, remove_tree
 
 DONE = {ProcessState.EXITED, ProcessState.GONE}
 
@@ -71,7 +70,7 @@ async def rig() -> AsyncIterator[Rig]:
     finally:
         for handle in r.handles:  # never leak a process, whatever the test did
             await r.runtime.terminate(handle, grace=0.0)
-        shutil.rmtree(base, ignore_errors=True)
+        remove_tree(base)
 
 
 @pytest.fixture
@@ -84,4 +83,4 @@ async def local_rig() -> AsyncIterator[Rig]:
     finally:
         for handle in r.handles:
             await r.runtime.terminate(handle, grace=0.0)
-        shutil.rmtree(base, ignore_errors=True)
+        remove_tree(base)

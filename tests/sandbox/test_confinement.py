@@ -116,8 +116,13 @@ async def test_commits_inside_the_sandbox_land_on_the_agents_branch(rig: Rig) ->
     script = "echo hi > made.txt && git add made.txt && git -c user.name=A -c user.email=a@x commit -qm made && echo ok"
     code, out = await rig.run(script)
     assert (code, out.splitlines()[-1]) == (0, "ok"), out
-    branch = rig.handles[0].branch
-    assert run_git(rig.repo, "show", f"{branch}:made.txt") == "hi"
+    handle = rig.handles[0]
+    # The commit is in the agent's own git directory: the user's repository moves only when Godel brings the
+    # branch back, which collecting the run's commits does.
+    assert run_git(rig.repo, "rev-parse", handle.branch) == handle.base_commit
+    commits = await rig.runtime.commits(handle)
+    assert len(commits) == 1 and run_git(rig.repo, "rev-parse", handle.branch) == commits[0]
+    assert run_git(rig.repo, "show", f"{handle.branch}:made.txt") == "hi"
 
 
 async def test_no_tcp_to_the_hosts_loopback(rig: Rig) -> None:

@@ -192,7 +192,11 @@ async def test_commits_inside_land_on_the_agents_branch(crig: Rig) -> None:
     script = "echo hi > made.txt && git add made.txt && git -c user.name=A -c user.email=a@x commit -qm made && echo ok"
     code, out = await crig.run(script)
     assert (code, out.splitlines()[-1]) == (0, "ok"), out
-    assert run_git(crig.repo, "show", f"{crig.handles[0].branch}:made.txt") == "hi"
+    handle = crig.handles[0]
+    # The commit is in the agent's private git directory: the user's branch moves only when Godel collects it.
+    assert run_git(crig.repo, "rev-parse", handle.branch) == handle.base_commit
+    assert len(await crig.runtime.commits(handle)) == 1
+    assert run_git(crig.repo, "show", f"{handle.branch}:made.txt") == "hi"
 
 
 @pytest.mark.parametrize("port", [5432, 6379])

@@ -203,6 +203,7 @@ class RuntimeCapabilities:
     snapshot: str  # "git-ref", "filesystem", "vm-memory", "none"
     resource_limits: tuple[str, ...] = ()
     network_isolation: bool = False
+    workspace: str = ""  # how workspaces are made: "overlay" (constant time), "checkout" (in proportion to files)
 
 
 @dataclass
@@ -327,6 +328,20 @@ class Runtime(Protocol):
     async def discard(self, handle: RuntimeHandle) -> None:
         """Undo ``prepare`` (``handle`` as it returned it) for a workspace no process ever ran in: the workspace,
         and the branch when ``prepare`` created it. Never raises."""
+
+
+@runtime_checkable
+class WorkspaceGit(Protocol):
+    """Optional: git on an agent's workspace run by Godel itself (on the host), with nothing the agent wrote able to
+    make it run a program, and the agent's branch brought back into the user's repository. A runtime without it is
+    driven through ``exec`` inside its own isolation."""
+
+    async def commit_all(self, handle: RuntimeHandle, message: str | None) -> bool:
+        """Commit everything on the agent's branch (``None``: conclude a merge in progress that has no unmerged
+        path); True when a commit was made."""
+
+    async def bring_back_branches(self, repo: Path, branches: Sequence[str]) -> None:
+        """Bring these branches of ``repo``'s live workspaces back into ``repo`` (before a merge reads them)."""
 
 
 @runtime_checkable

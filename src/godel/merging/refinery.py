@@ -13,12 +13,14 @@ from __future__ import annotations
 import contextlib
 import shlex
 from dataclasses import dataclass
-from pathlib import Path
 
+from godel.core.models import Agent
+from godel.core.ports import WorkspaceGit
 from godel.core.states import AgentState
 from godel.errors import GodelError
 from godel.merging.resolver import Conflict, Resolution, ResolutionFailed
 from godel.runtimes.git import git_bytes
+from godel.scheduler.handles import handle_of
 from godel.scheduler.plane import ControlPlane
 from godel.scheduler.requests import SpawnRequest
 
@@ -32,20 +34,27 @@ class RefineryConfig:
     timeout: float = DEFAULT_TIMEOUT
 
 
-async def _conclude_merge(worktree: Path) -> None:
+async def _conclude_merge(plane: ControlPlane, agent: Agent) -> None:
     """Commit a merge the agent resolved but Godel did not commit (nothing differed from the branch's side, or
-    ``commit_on_complete`` is off): only when no path is left unmerged."""
-    if not worktree.is_dir():
+    ``commit_on_complete`` is off): only when no path is left unmerged. Through the runtime: Godel's neutralised
+    git on the host (``WorkspaceGit``, which brings the branch back), or ``exec`` inside the runtime's isolation."""
+    if not agent.worktree:
         return
-    rc, _, _ = await git_bytes("rev-parse", "-q", "--verify", "MERGE_HEAD", cwd=worktree, check=False)
-    if rc != 0:
+    runtime = plane.runtime
+    handle = handle_of(agent, runtime.name, plane.settings.worktrees_dir)
+    if isinstance(runtime, WorkspaceGit):
+        await runtime.commit_all(handle, None)
+        return
+    probe = await runtime.exec(handle, ["git", "rev-parse", "-q", "--verify", "MERGE_HEAD"], timeout=60)
+    if probe.exit_code != 0:
         return  # no merge in progress: Godel's commit concluded it (or the agent did)
-    rc, unmerged, _ = await git_bytes("diff", "--name-only", "--diff-filter=U", cwd=worktree, check=False)
-    if rc != 0 or unmerged.strip():
+    unmerged = await runtime.exec(handle, ["git", "diff", "--name-only", "--diff-filter=U"], timeout=60)
+    if unmerged.exit_code != 0 or unmerged.stdout.strip():
         return  # still conflicted: the checks below say so
     identity = ["-c", "user.name=Godel", "-c", "user.email=godel@localhost"]
-    await git_bytes("add", "-A", cwd=worktree, check=False)
-    await git_bytes(*identity, "commit", "-q", "--no-edit", "--no-verify", cwd=worktree, check=False)
+    await runtime.exec(handle, ["git", "add", "-A"], timeout=120)
+    await runtime.exec(handle, ["git", *identity, "commit", "-q", "--no-edit", "--no-verify"], timeout=120)
+    await runtime.commits(handle)
 
 
 def refinery_task(conflict: Conflict) -> str:
@@ -90,8 +99,7 @@ class AgentResolver:
             raise ResolutionFailed(f"the refinery agent {agent.id} ended {done.state.value}: {done.last_error}")
         branch = done.branch
         repo = conflict.repo
-        if done.worktree:
-            await _conclude_merge(Path(done.worktree))
+        await _conclude_merge(self.plane, done)
         for commit in (conflict.tip, conflict.onto):
             rc, _, _ = await git_bytes("merge-base", "--is-ancestor", commit, branch, cwd=repo, check=False)
             if rc != 0:

@@ -26,7 +26,7 @@ import structlog
 
 from godel.core.events import Event, EventFilter
 from godel.core.ids import new_id
-from godel.core.ports import EventQuery
+from godel.core.ports import EventQuery, WorkspaceGit
 from godel.errors import FieldError, GodelError, MergeNotFoundError, ValidationError
 from godel.merging.engine import MergeListener, MergeQueue
 from godel.merging.lifecycle import MERGES, JobStatus, JobTrigger
@@ -170,10 +170,17 @@ class MergeService:
                 f"{' and '.join(given)} exclude each other: give branches, a team or a workflow",
                 [FieldError(name, "give only one of branches, teamId, workflowId") for name in given],
             )
+        # A live agent's commits are in its own git directory until brought back: the merge takes them as they are.
+        runtime = self.plane.runtime
+        bring_back = runtime.bring_back_branches if isinstance(runtime, WorkspaceGit) else None
         if request.team_id:
-            return "teamId", list(await team_candidates(self.plane.store, root, request.team_id))
+            return "teamId", list(await team_candidates(self.plane.store, root, request.team_id, bring_back))
         if request.workflow_id:
-            return "workflowId", list(await workflow_candidates(self.plane.store, root, request.workflow_id))
+            return "workflowId", list(
+                await workflow_candidates(self.plane.store, root, request.workflow_id, bring_back)
+            )
+        if bring_back is not None:
+            await bring_back(root, request.branches)
         return "branches", list(request.branches)
 
     def _keep_running(self) -> None:

@@ -4,14 +4,13 @@ Git runs as a subprocess through asyncio so a slow checkout never blocks the eve
 is translated here, once, into ``godel.errors.GitError`` (command, return code, stderr). Callers above this
 module never see ``CalledProcessError`` or a raw return code.
 
-Two details matter for correctness:
+Variables such as ``GIT_DIR`` or ``GIT_INDEX_FILE`` inherited from the server's environment (a server started
+from a git hook, a test run inside one) would silently point every command at the wrong repository, so they are
+removed before each call.
 
-* Variables such as ``GIT_DIR`` or ``GIT_INDEX_FILE`` inherited from the server's environment (a server
-  started from a git hook, a test run inside one) would silently point every command at the wrong
-  repository, so they are removed before each call.
-* ``tree_of_workdir`` captures the *whole* working tree (tracked changes and untracked, non-ignored files)
-  as a tree object without touching the real index: the agent may be running ``git`` in the same worktree,
-  and a snapshot must not change what it has staged.
+This wrapper is for repositories only Godel and the user write (the user's repository, the merge queue's
+worktrees). Git on a tree an agent controls goes through ``godel.runtimes.workspaces.safegit``, which switches off
+everything that could make git run a program.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -132,31 +130,3 @@ async def resolve_commit(repo: Path, ref: str, *, field: str = "base_ref") -> st
 async def ref_exists(repo: Path, ref: str) -> bool:
     rc, _, _ = await git_bytes("show-ref", "--verify", "--quiet", ref, cwd=repo, check=False)
     return rc == 0
-
-
-async def is_dirty(workdir: Path) -> bool:
-    """True when the working tree differs from HEAD (untracked files count, ignored ones do not)."""
-    return bool(await git("status", "--porcelain", "--untracked-files=all", cwd=workdir))
-
-
-async def tree_of_workdir(workdir: Path) -> str:
-    """Write a tree object of the whole working tree and return its id; the real index is left untouched."""
-    index_path = Path(await git("rev-parse", "--path-format=absolute", "--git-path", "index", cwd=workdir))
-    with tempfile.TemporaryDirectory(prefix="godel-index-") as tmp:
-        temp_index = Path(tmp) / "index"
-        env = {"GIT_INDEX_FILE": str(temp_index)}
-        # Seeding from a copy of the real index keeps git's stat cache, so `add -A` rehashes only files that
-        # changed instead of every file in the tree; `read-tree HEAD` is the fallback when there is no index.
-        copied = await asyncio.to_thread(_copy_if_exists, index_path, temp_index)
-        if not copied:
-            await git("read-tree", "HEAD", cwd=workdir, env=env)
-        await git("add", "-A", cwd=workdir, env=env)
-        return await git("write-tree", cwd=workdir, env=env)
-
-
-def _copy_if_exists(src: Path, dst: Path) -> bool:
-    try:
-        shutil.copyfile(src, dst)
-    except FileNotFoundError:
-        return False
-    return True

@@ -1,10 +1,13 @@
-"""The local runtime: a git worktree per agent, the agent as a plain process on this machine.
+"""The local runtime: a workspace per agent, the agent as a plain process on this machine.
 
 This is the default back-end of the embedded mode. It isolates the filesystem view only (each agent has its
-own worktree and branch; it runs as the server's user), and in exchange it needs nothing but git and a POSIX
-shell. The pieces live in their own modules and this class composes them into the ``Runtime`` protocol:
+own workspace, private git directory and branch; it runs as the server's user), and in exchange it needs nothing
+but git and a POSIX shell. The pieces live in their own modules and this class composes them into the
+``Runtime`` protocol:
 
-* ``worktrees`` creates and removes workspaces, all-or-nothing;
+* ``workspaces`` creates and removes workspaces, all-or-nothing (an overlay of a cached checkout when the server
+  may mount one, a plain checkout otherwise), each with a private git directory whose branch Godel brings back
+  into the user's repository, and runs Godel's own git on them with nothing the agent wrote able to run;
 * ``processes`` launches agents so they survive a server restart, and observes, signals and adopts them;
 * ``snapshots`` keeps snapshots as commits under ``refs/godel/snapshots/``;
 * ``paths`` confines every client-supplied path to the workspace.
@@ -23,7 +26,7 @@ import shutil
 import signal
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -38,12 +41,14 @@ from godel.core.ports import (
     SnapshotInfo,
     WorkspaceSpec,
 )
-from godel.errors import FieldError, GodelError, NotFoundError, ValidationError
-from godel.runtimes import snapshots, worktrees
-from godel.runtimes.git import is_dirty
+from godel.errors import FieldError, GitError, GodelError, NotFoundError, ValidationError
+from godel.runtimes import snapshots
 from godel.runtimes.lines import LineSplitter, StreamName, read_output
 from godel.runtimes.paths import confine
 from godel.runtimes.processes import LocalProcesses, agent_env, find_launch
+from godel.runtimes.workspaces import changes, gitdir
+from godel.runtimes.workspaces.gitdir import AgentDirs, WorkspaceMeta
+from godel.runtimes.workspaces.manager import Workspaces, git_common_dir
 
 if TYPE_CHECKING:
     from godel.settings import Settings
@@ -54,7 +59,16 @@ log = structlog.get_logger("godel.runtime")
 class LocalRuntime:
     name = "local"
 
-    def __init__(self, worktrees_root: Path | None = None, logs_root: Path | None = None) -> None:
+    def __init__(
+        self,
+        worktrees_root: Path | None = None,
+        logs_root: Path | None = None,
+        *,
+        workspace_mode: str = "auto",
+        workspace_cache_size: int = 16,
+    ) -> None:
+        """``workspace_mode``: "overlay" (fail when overlayfs cannot be mounted), "checkout" (plain checkouts) or
+        "auto" (overlay where possible); ``workspace_cache_size``: cached base checkouts kept for overlays."""
         if worktrees_root is None or logs_root is None:
             from godel.settings import Settings  # only when not told: the environment is read at the edge
 
@@ -63,20 +77,22 @@ class LocalRuntime:
             logs_root = logs_root or settings.logs_dir
         self.worktrees_root = worktrees_root
         self.logs_root = logs_root
-        self._worktrees = worktrees.Worktrees(worktrees_root)
+        self._workspaces = Workspaces(worktrees_root, mode=workspace_mode, cache_size=workspace_cache_size)
         self._processes = LocalProcesses()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalRuntime:
-        return cls(worktrees_root=settings.worktrees_dir, logs_root=settings.logs_dir)
+        return cls(worktrees_root=settings.worktrees_dir, logs_root=settings.logs_dir, **workspace_options(settings))
 
     def capabilities(self) -> RuntimeCapabilities:
-        return RuntimeCapabilities(name=self.name, isolation="worktree", pause=True, snapshot="git-ref")
+        return RuntimeCapabilities(
+            name=self.name, isolation="worktree", pause=True, snapshot="git-ref", workspace=self._workspaces.mode
+        )
 
     # -------------------------------------------------------------------------------------- lifecycle
 
     async def prepare(self, spec: WorkspaceSpec) -> RuntimeHandle:
-        ws = await self._worktrees.create(spec)
+        ws = await self._workspaces.create(spec)
         return RuntimeHandle(
             agent_id=spec.agent_id,
             runtime=self.name,
@@ -89,6 +105,7 @@ class LocalRuntime:
         )
 
     async def start(self, handle: RuntimeHandle, launch: LaunchSpec) -> RuntimeHandle:
+        await self._workspaces.ready(handle)  # mounted again after a reboot, for a relaunch
         pid, started = await self._processes.start(handle, launch)
         return dataclasses.replace(handle, pid=pid, pid_started=started)
 
@@ -101,10 +118,10 @@ class LocalRuntime:
             raise
 
     async def discard(self, handle: RuntimeHandle) -> None:
-        """Undo ``prepare`` for a workspace nothing ran in: the worktree, and its branch when ``prepare`` made it
+        """Undo ``prepare`` for a workspace nothing ran in: the workspace, and its branch when ``prepare`` made it
         (an existing branch, with a retry's commits or the client's, stays). Best effort; never raises."""
         branch = handle.branch if handle.extra.get("created_branch") else None
-        await self._worktrees.discard(handle.repo, handle.workspace, branch)
+        await self._workspaces.discard(handle.repo, handle.workspace, branch, handle.agent_id)
 
     async def adopt(self, handle: RuntimeHandle) -> bool:
         """True when the process still runs and is the recorded one, or when it finished while no server was
@@ -156,19 +173,40 @@ class LocalRuntime:
 
     async def cleanup(self, handle: RuntimeHandle) -> None:
         """Stop what still runs, snapshot a dirty workspace as ``final-<agent-id>`` (its id is left in
-        ``handle.extra["final_snapshot"]``), then remove the worktree. The branch is kept."""
+        ``handle.extra["final_snapshot"]``), bring the branch back, then remove the workspace and the agent's git
+        directory. The branch is kept. When the branch cannot be brought back (an object the agent made fails
+        the check), nothing is removed, and that is logged: the agent's commits exist nowhere else."""
         if self._processes.status(handle).state in (ProcessState.RUNNING, ProcessState.STOPPED):
             await self.terminate(handle)
-        # Only a workspace that is still a worktree (its ``.git`` file in place) is snapshotted: in one whose ``.git``
-        # the agent removed, git would look upwards and find some other repository, or none, and fail the cleanup.
-        if handle.workspace.is_dir() and (handle.workspace / ".git").is_file():
-            try:
-                if await is_dirty(handle.workspace):
-                    info = await snapshots.take(handle, await snapshots.free_final_id(handle))
-                    handle.extra["final_snapshot"] = info.id
-            except GodelError as exc:  # a broken worktree must not keep the agent from moving on
-                log.warning("workspace not snapshotted before removal", agent=handle.agent_id, error=exc.message)
-        await self._worktrees.remove(handle)
+        try:
+            dirs, meta = await self._open(handle)
+        except GodelError:  # a workspace this runtime did not make, or one gone already: nothing to bring back
+            await self._workspaces.remove(handle)
+            return
+        try:
+            head = await gitdir.resolve(dirs, "HEAD")
+            await gitdir.bring_back(dirs, meta, also=(head,) if head else ())
+        except GitError as exc:  # fail closed: the agent's commits exist nowhere else
+            log.warning("workspace kept: its branch could not be brought back into the repository",
+                        agent=handle.agent_id, workspace=str(handle.workspace), gitdir=str(dirs.git),
+                        error=exc.stderr.strip()[-500:])  # fmt: skip
+            return
+        try:
+            if head and await changes.is_dirty(dirs, meta, handle.workspace, head):
+                info = await snapshots.take(handle, await snapshots.free_final_id(handle), dirs, meta)
+                handle.extra["final_snapshot"] = info.id
+        except GodelError as exc:  # a broken workspace must not keep the agent from moving on
+            log.warning("workspace not snapshotted before removal", agent=handle.agent_id, error=exc.message)
+        await self._workspaces.remove(handle)
+
+    async def _open(self, handle: RuntimeHandle) -> tuple[AgentDirs, WorkspaceMeta]:
+        """The workspace's state, its overlay mounted; NotFoundError when this runtime has no workspace for it."""
+        meta = await self._workspaces.ready(handle)
+        if meta is None or not handle.workspace.is_dir():
+            raise NotFoundError(
+                f"the workspace of agent {handle.agent_id} is gone", details={"workspace": str(handle.workspace)}
+            )
+        return self._workspaces.dirs(handle.agent_id), meta
 
     # ------------------------------------------------------------------------------------------- exec
 
@@ -294,22 +332,56 @@ class LocalRuntime:
     # ------------------------------------------------------------------------------- changes, snapshots
 
     async def diff(self, handle: RuntimeHandle) -> str:
-        return await worktrees.diff(handle)
+        """The workspace against its base commit, untracked files included; from the branch once it is gone."""
+        meta = await self._workspaces.ready(handle)
+        if meta is not None and handle.workspace.is_dir():
+            dirs = self._workspaces.dirs(handle.agent_id)
+            return await changes.diff(dirs, meta, handle.workspace, handle.base_commit)
+        return await changes.branch_diff(await git_common_dir(handle.repo), handle.base_commit, handle.branch)
 
     async def commits(self, handle: RuntimeHandle) -> list[str]:
-        return await worktrees.commits(handle)
+        """Commits on the agent's branch since its base, oldest first, the branch brought back first."""
+        meta = self._workspaces.meta(handle.agent_id)
+        if meta is not None:
+            await gitdir.bring_back_quietly(self._workspaces.dirs(handle.agent_id), meta, handle.agent_id)
+            common = meta.git_common
+        else:
+            common = await git_common_dir(handle.repo)
+        return await changes.commits(common, handle.base_commit, handle.branch)
 
     async def snapshot(self, handle: RuntimeHandle, snapshot_id: str) -> SnapshotInfo:
-        return await snapshots.take(handle, snapshot_id)
+        return await snapshots.take(handle, snapshot_id, *await self._open(handle))
 
     async def restore(self, handle: RuntimeHandle, snapshot_id: str) -> None:
-        await snapshots.restore(handle, snapshot_id)
+        await snapshots.restore(handle, snapshot_id, *await self._open(handle))
 
     async def list_snapshots(self, handle: RuntimeHandle) -> list[SnapshotInfo]:
         return await snapshots.list_for(handle)
 
     async def delete_snapshot(self, handle: RuntimeHandle, snapshot_id: str) -> None:
         await snapshots.delete(handle, snapshot_id)
+
+    # ------------------------------------------------------------------------- git on the workspace
+
+    async def commit_all(self, handle: RuntimeHandle, message: str | None) -> bool:
+        """Commit what the workspace holds on the agent's branch (``message`` None: conclude a merge in progress
+        that has no unmerged path); True when a commit was made. Git run by Godel, nothing the agent wrote able to
+        run a program; the branch is brought back."""
+        return await changes.commit_all(*await self._open(handle), handle.workspace, message)
+
+    async def bring_back_branches(self, repo: Path, branches: Sequence[str]) -> None:
+        """Bring the named branches of this repository's live workspaces back into it (before a merge reads
+        them). A branch that cannot be brought back is logged and left where it is."""
+        wanted = set(branches)
+        common = await git_common_dir(repo)
+        for agent_id, meta in await asyncio.to_thread(self._workspaces.live_metas):
+            if meta.branch in wanted and meta.git_common == common:
+                await gitdir.bring_back_quietly(self._workspaces.dirs(agent_id), meta, agent_id)
+
+
+def workspace_options(settings: Settings) -> dict[str, Any]:
+    """The workspace settings a runtime built on this one passes on (``from_settings``)."""
+    return {"workspace_mode": settings.workspace_mode, "workspace_cache_size": settings.workspace_cache_size}
 
 
 def _write(target: Path, data: bytes) -> None:

@@ -2,10 +2,11 @@
 
 A snapshot is an ordinary commit whose tree is the *whole* working tree (tracked changes and untracked files;
 ignored files are left out, like build output), whose parent is the branch HEAD at the time, and which is
-kept alive by ``refs/godel/snapshots/<id>``. Taking one changes nothing the agent can see: not HEAD, not its
-branch, not its index, not its files. Git's object store makes it cheap (only changed blobs are new), ``git
-gc`` keeps it (the ref holds it), and it lives in the repository shared by every worktree, so a fork in
-another workspace can start from it and it survives the removal of the workspace it came from.
+kept alive by ``refs/godel/snapshots/<id>`` in the user's repository. Taking one changes nothing the agent can
+see: not HEAD, not its branch, not its index, not its files. The agent's commits (HEAD's history) are fetched into
+the user's repository first (``gitdir.bring_back``, objects checked), then the tree is hashed by Godel's own git
+into the user's store (``changes.workdir_tree``): only changed blobs are new, ``git gc`` keeps it (the ref holds
+it), a fork in another workspace can start from it, and it survives the removal of the workspace it came from.
 
 Each snapshot commit names its agent in a ``Godel-Agent:`` trailer; listing, restoring and deleting go
 through that, so one agent cannot rewind another's workspace to a foreign state by id. Forking (a new
@@ -22,7 +23,9 @@ from pathlib import Path
 from godel.core.ids import snapshot_ref
 from godel.core.ports import RuntimeHandle, SnapshotInfo
 from godel.errors import ConflictError, FieldError, SnapshotNotFoundError, ValidationError
-from godel.runtimes.git import GODEL_IDENTITY, git, git_bytes, ref_exists, tree_of_workdir
+from godel.runtimes.git import GODEL_IDENTITY, git, git_bytes, ref_exists
+from godel.runtimes.workspaces import changes, gitdir, safegit
+from godel.runtimes.workspaces.gitdir import AgentDirs, WorkspaceMeta
 
 REFS = "refs/godel/snapshots/"
 _TRAILER = "Godel-Agent: "
@@ -64,20 +67,23 @@ async def _own_commit(handle: RuntimeHandle, snapshot_id: str) -> str:
     return commit
 
 
-async def take(handle: RuntimeHandle, snapshot_id: str) -> SnapshotInfo:
+async def take(handle: RuntimeHandle, snapshot_id: str, dirs: AgentDirs, meta: WorkspaceMeta) -> SnapshotInfo:
     check_id(snapshot_id)
     ref = snapshot_ref(snapshot_id)
-    workdir = handle.workspace
-    if await ref_exists(workdir, ref):
+    if await ref_exists(handle.repo, ref):
         raise ConflictError(f"snapshot {snapshot_id!r} already exists", details={"snapshotId": snapshot_id})
-    tree = await tree_of_workdir(workdir)
-    head = await git("rev-parse", "--verify", "HEAD", cwd=workdir)
+    head = await gitdir.resolve(dirs, "HEAD")
+    if head is None:
+        raise ConflictError(f"the workspace of agent {handle.agent_id} has no HEAD commit to snapshot on",
+                            details={"snapshotId": snapshot_id})  # fmt: skip
+    await gitdir.bring_back(dirs, meta, also=(head,))  # the parent and its history, checked, into the user's store
     now = int(time.time())  # commit dates have second precision; created_at must read back the same
     env = {**GODEL_IDENTITY, "GIT_AUTHOR_DATE": f"{now} +0000", "GIT_COMMITTER_DATE": f"{now} +0000"}
     message = f"godel snapshot {snapshot_id}\n\n{_TRAILER}{handle.agent_id}\n"
-    commit = await git("commit-tree", tree, "-p", head, "-m", message, cwd=workdir, env=env)
+    async with changes.workdir_tree(dirs, meta, handle.workspace, objects=meta.git_common / "objects") as (tree, _):
+        commit = await safegit.text(["commit-tree", tree, "-p", head, "-m", message], git_dir=meta.git_common, env=env)
     # The empty old value makes the update fail if the ref appeared meanwhile, instead of overwriting it.
-    rc, _, err = await git_bytes("update-ref", ref, commit, "", cwd=workdir, check=False)
+    rc, _, err = await safegit.run(["update-ref", ref, commit, ""], git_dir=meta.git_common, check=False)
     if rc != 0:
         raise ConflictError(
             f"snapshot {snapshot_id!r} could not be recorded: {err.decode(errors='replace').strip()}",
@@ -96,20 +102,16 @@ async def free_final_id(handle: RuntimeHandle) -> str:
     return candidate
 
 
-async def restore(handle: RuntimeHandle, snapshot_id: str) -> None:
+async def restore(handle: RuntimeHandle, snapshot_id: str, dirs: AgentDirs, meta: WorkspaceMeta) -> None:
     """Make the workspace exactly the snapshot: the branch moves back to the snapshot's parent, files added
-    since are removed (ignored ones are kept), deleted ones come back; its changes are left uncommitted."""
+    since are removed (ignored ones are kept), deleted ones come back; its changes are left uncommitted. Through the
+    agent's git directory, neutralised; the rewound branch is brought back into the user's repository."""
     commit = await _own_commit(handle, snapshot_id)
-    workdir = handle.workspace
-    await git("reset", "-q", "--hard", f"{commit}^", cwd=workdir)
-    await git("clean", "-fdq", cwd=workdir)
-    await lay_tree(workdir, commit)
-
-
-async def lay_tree(workdir: Path, commit: str) -> None:
-    """Put ``commit``'s tree into the working tree as uncommitted changes on top of the current HEAD."""
-    await git("read-tree", "-u", "--reset", commit, cwd=workdir)
-    await git("reset", "-q", cwd=workdir)  # index back to HEAD: the changes show as unstaged and untracked
+    drivers = await safegit.configured_drivers(dirs.git, private=True)
+    for args in (["reset", "-q", "--hard", f"{commit}^"], ["clean", "-fdq"]):
+        await safegit.run(args, git_dir=dirs.git, work_tree=handle.workspace, drivers=drivers, private=True)
+    await changes.lay_tree(dirs, handle.workspace, commit)
+    await gitdir.bring_back(dirs, meta)
 
 
 async def list_for(handle: RuntimeHandle) -> list[SnapshotInfo]:

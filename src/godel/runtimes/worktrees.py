@@ -1,20 +1,13 @@
-"""Agent workspaces as git worktrees.
+"""Plain git worktrees (the merge queue's integration and refinery trees), and what every workspace shares:
+``.worktreeinclude`` and the setup command.
 
-Each agent works in its own ``git worktree`` on its own branch (``godel/<agent-id>``), created at a resolved
-base commit under a worktrees root (``$GODEL_HOME/worktrees/<agent-id>`` by default). A worktree shares the
-repository's object store, so creating one costs a checkout and nothing more, and the agent's commits land
-directly in the user's repository, on a branch, ready for review or merging.
+Agent workspaces are no longer git worktrees of the user's repository (see ``godel.runtimes.workspaces``): a
+worktree shares the repository's hooks, config and every ref with whoever writes in it. The merge queue still
+makes worktrees of its own, which only Godel writes in; ``Worktrees.discard`` removes one (directory, registration
+and, when given, the branch its creation made).
 
-Creating a workspace is all-or-nothing: the checkout, the fork from a snapshot, the copy of the files listed
-in ``.worktreeinclude`` (untracked things such as ``.env`` that a fresh checkout lacks) and the setup command
-either all succeed, or everything created so far (directory, worktree registration, branch) is removed.
-Nothing that existed before is ever removed. An existing directory is refused. An existing branch (a retry
-of the same agent, whose branch was kept, or a branch the client named) is checked out as it is, so earlier
-commits on it are built upon, never discarded; forking onto an existing branch is refused.
-
-Removing a workspace never deletes its branch; the caller snapshots a dirty one first, so no work is lost. Only
-``discard``, the undo of a creation nothing ran in (a rollback, a launch killed before its process started), deletes
-a branch, and only one that creation made.
+``.worktreeinclude`` lists untracked files (``.env`` and the like) that a fresh checkout lacks and a workspace gets
+copied from the user's working tree; the setup command runs in the new workspace before the agent starts.
 """
 
 from __future__ import annotations
@@ -22,119 +15,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import shutil
 import signal
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import TypeVar
 
-from godel.core.ids import branch_for
-from godel.core.ports import RuntimeHandle, WorkspaceSpec
-from godel.errors import AgentSpawnError, ConflictError, FieldError, GitError, ValidationError
-from godel.runtimes.git import git, git_bytes, ref_exists, repo_root, resolve_commit, tree_of_workdir
+from godel.errors import AgentSpawnError
+from godel.runtimes.git import git, git_bytes
 from godel.runtimes.paths import create_inside
 from godel.runtimes.processes import agent_env
-from godel.runtimes.snapshots import lay_tree, snapshot_commit
 
 INCLUDE_FILE = ".worktreeinclude"
-_GODEL_BRANCH = re.compile(r"^godel/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")  # always valid
-_FULL_COMMIT = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")  # a full SHA-1 or SHA-256 object name
 _OUTPUT_TAIL = 8 * 1024  # bytes of setup output kept for the error report
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Workspace:
-    path: Path
-    repo: Path
-    branch: str
-    base_commit: str
-    created_branch: bool  # False when an existing branch was checked out (it must survive a rollback)
 
 
 class Worktrees:
+    """Git worktrees of a repository under ``root`` (the merge queue's own)."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def path_for(self, agent_id: str) -> Path:
-        return self.root / agent_id
-
-    async def create(self, spec: WorkspaceSpec) -> Workspace:
-        # Every git process costs 1-5 ms here; the control plane passes a resolved repo root, a full commit
-        # id and a godel/<uuid> branch, so the checks below only spawn git for input that needs it.
-        repo = spec.repo if (spec.repo / ".git").exists() else await repo_root(spec.repo)
-        branch = spec.branch or branch_for(spec.agent_id)
-        if not _GODEL_BRANCH.match(branch):
-            rc, _, _ = await git_bytes("check-ref-format", f"refs/heads/{branch}", cwd=repo, check=False)
-            if rc != 0 or branch.startswith("-"):
-                raise ValidationError(f"invalid branch name {branch!r}", [FieldError("branch", "invalid name")])
-        fork_from: str | None = None
-        if spec.from_snapshot:
-            fork_from = await snapshot_commit(repo, spec.from_snapshot)
-            base = await git("rev-parse", f"{fork_from}^", cwd=repo)  # the snapshot's branch HEAD
-        elif _FULL_COMMIT.match(spec.base_ref):
-            base = spec.base_ref  # `worktree add` fails on a commit that does not exist
-        else:
-            base = await resolve_commit(repo, spec.base_ref)
-        path = self.path_for(spec.agent_id)
-        if path.exists() or path.is_symlink():
-            raise ConflictError(f"workspace {path} already exists", details={"path": str(path)})
-        self.root.mkdir(parents=True, exist_ok=True)
-        existing = False
-        if fork_from is None:
-            # The usual case, a new branch, in one git call; only if the branch exists (a retry) look closer.
-            add = asyncio.ensure_future(
-                git_bytes("worktree", "add", "--quiet", "-b", branch, str(path), base, cwd=repo, check=False)
-            )
-            try:
-                rc, _, err = await _to_the_end(add)
-            except asyncio.CancelledError:  # git has finished: undo what it made (its branch only if it made it)
-                made = not add.cancelled() and add.exception() is None and add.result()[0] == 0
-                await self.discard(repo, path, branch if made else None)
-                raise
-            if rc != 0:
-                if not await ref_exists(repo, f"refs/heads/{branch}"):
-                    await self.discard(repo, path, None)
-                    raise GitError(["worktree", "add", "-b", branch, str(path), base], rc, err.decode(errors="replace"))
-                existing = True
-                await _check_reusable(repo, branch, forking=False)
-        else:
-            existing = await ref_exists(repo, f"refs/heads/{branch}")
-            if existing:
-                await _check_reusable(repo, branch, forking=True)
-        try:
-            # Each step that writes runs to its end even when the creation is cancelled (a kill during the
-            # checkout): a git process or a copying thread left running would write into the workspace after the
-            # rollback below removed it. The setup command is the exception: it is killed (run_setup).
-            if existing:
-                await _to_the_end(git("worktree", "add", "--quiet", str(path), branch, cwd=repo))
-            elif fork_from is not None:
-                await _to_the_end(git("worktree", "add", "--quiet", "-b", branch, str(path), base, cwd=repo))
-            if fork_from is not None:
-                await _to_the_end(lay_tree(path, fork_from))
-            if (repo / INCLUDE_FILE).exists():  # a thread hop only when there is something to copy
-                await _to_the_end(asyncio.to_thread(copy_includes, repo, path))
-            if spec.setup:
-                await run_setup(spec.setup, path, spec.setup_timeout)
-        except BaseException:  # cancellation too: leave nothing half-created behind
-            await self.discard(repo, path, None if existing else branch)
-            raise
-        return Workspace(path, repo, branch, base, created_branch=not existing)
-
     async def discard(self, repo: Path, path: Path, branch: str | None) -> None:
-        """Undo ``create``: directory, worktree registration and (when given) the branch it created. Best
-        effort; never raises."""
+        """Remove a worktree: directory, registration and (when given) the branch made for it. Best effort; never
+        raises."""
         with contextlib.suppress(Exception):
             await self._remove_dir(repo, path)
         if branch is not None:
             with contextlib.suppress(Exception):
                 await git("branch", "-D", branch, cwd=repo, check=False)
-
-    async def remove(self, handle: RuntimeHandle) -> None:
-        """Remove the workspace directory and its registration; the branch stays."""
-        await self._remove_dir(handle.repo, handle.workspace)
 
     @staticmethod
     async def _remove_dir(repo: Path, path: Path) -> None:
@@ -143,36 +51,6 @@ class Worktrees:
         if os.path.lexists(path):
             await asyncio.to_thread(shutil.rmtree, path, ignore_errors=True)
         await git("worktree", "prune", cwd=repo, check=False)
-
-
-async def _to_the_end(step: Awaitable[T]) -> T:
-    """Await ``step`` to its end even if the caller is cancelled meanwhile; the cancellation is raised then. A
-    ``git worktree add`` abandoned half-way goes on in its own process and would leave a worktree and a branch
-    behind the rollback that was meant to remove them."""
-    task = asyncio.ensure_future(step)
-    cancelled: asyncio.CancelledError | None = None
-    while not task.done():
-        try:
-            await asyncio.wait({task})
-        except asyncio.CancelledError as exc:
-            cancelled = exc
-    if cancelled is not None:
-        raise cancelled
-    return task.result()
-
-
-async def _check_reusable(repo: Path, branch: str, *, forking: bool) -> None:
-    if forking:
-        raise ConflictError(
-            f"cannot fork onto branch {branch!r}: it already exists in {repo}", details={"branch": branch}
-        )
-    listing = await git("worktree", "list", "--porcelain", cwd=repo)
-    for block in listing.split("\n\n"):
-        if f"branch refs/heads/{branch}" in block.splitlines():
-            where = block.splitlines()[0].removeprefix("worktree ")
-            raise ConflictError(
-                f"branch {branch!r} is checked out in {where}", details={"branch": branch, "worktree": where}
-            )
 
 
 # ------------------------------------------------------------------------------------ .worktreeinclude
@@ -297,23 +175,3 @@ async def run_setup(
 
 def _text(tail: bytearray) -> str:
     return bytes(tail).decode("utf-8", errors="replace")
-
-
-# ------------------------------------------------------------------------------------------- changes
-
-
-async def diff(handle: RuntimeHandle) -> str:
-    """The workspace against its base commit, untracked files included; from the branch once it is gone."""
-    options = ("diff", "--no-color", "--no-ext-diff", "--src-prefix=a/", "--dst-prefix=b/")
-    if handle.workspace.is_dir():
-        tree = await tree_of_workdir(handle.workspace)
-        _, out, _ = await git_bytes(*options, handle.base_commit, tree, cwd=handle.workspace)
-    else:
-        _, out, _ = await git_bytes(*options, handle.base_commit, f"refs/heads/{handle.branch}", cwd=handle.repo)
-    return out.decode("utf-8", errors="replace")
-
-
-async def commits(handle: RuntimeHandle) -> list[str]:
-    """Commits on the agent's branch since its base, oldest first."""
-    out = await git("rev-list", "--reverse", f"{handle.base_commit}..refs/heads/{handle.branch}", cwd=handle.repo)
-    return out.split()

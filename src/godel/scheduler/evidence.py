@@ -7,7 +7,7 @@ import re
 
 import structlog
 
-from godel.core.ports import RuntimeHandle
+from godel.core.ports import RuntimeHandle, WorkspaceGit
 from godel.errors import GodelError
 from godel.scheduler.deps import RunDeps
 
@@ -17,12 +17,21 @@ _DIFF_FILE = re.compile(r"^diff --git ", re.MULTILINE)
 
 async def commit_leftovers(deps: RunDeps, handle: RuntimeHandle) -> list[str]:
     """Commit what a successful agent left uncommitted, so its whole change is on its branch. Returns the
-    branch's commits since the base afterwards ([] if nothing could be committed)."""
+    branch's commits since the base afterwards ([] if nothing could be committed). A runtime whose workspaces Godel
+    can run git on safely (``WorkspaceGit``) commits on the host with nothing the agent wrote able to run; any other
+    commits through ``exec``, inside its own isolation."""
+    message = f"godel: work of agent {handle.agent_id}\n\nCommitted by Godel when the agent completed."
+    if isinstance(deps.runtime, WorkspaceGit):
+        try:
+            await deps.runtime.commit_all(handle, message)
+        except GodelError as exc:
+            log.warning("could not commit the agent's work", agent=handle.agent_id, error=exc.message)
+            return []
+        return await deps.runtime.commits(handle)
     identity: list[str] = []
     probe = await deps.runtime.exec(handle, ["git", "config", "user.email"], timeout=30)
     if probe.exit_code != 0 or not probe.stdout.strip():
         identity = ["-c", "user.name=Godel", "-c", "user.email=godel@localhost"]  # the repo has no identity
-    message = f"godel: work of agent {handle.agent_id}\n\nCommitted by Godel when the agent completed."
     added = await deps.runtime.exec(handle, ["git", "add", "-A"], timeout=120)
     if added.exit_code == 0:
         staged = await deps.runtime.exec(handle, ["git", "diff", "--cached", "--quiet"], timeout=120)

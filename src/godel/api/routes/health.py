@@ -123,6 +123,7 @@ async def capabilities(plane: Plane) -> dict[str, Any]:
                 "pause": caps.pause,
                 "snapshot": caps.snapshot,
                 "resourceLimits": list(caps.resource_limits),
+                "workspace": caps.workspace,  # "overlay" (constant time) or "checkout" (in proportion to files)
             },
             "agents": adapter_names(),
             "cleanupPolicies": [p.value for p in CleanupPolicy],

@@ -250,7 +250,7 @@ class RemoteRuntime(LocalRuntime):
                 await asyncio.to_thread(_grow, handle.log_dir / "stderr.log", result.stderr)
                 if result.bundle:
                     try:
-                        await transfer.apply_result(handle, result.bundle)
+                        await transfer.apply_result(handle, result.bundle, self._workspaces.dirs(handle.agent_id))
                     except GodelError as exc:  # the exit status still counts; the branch stays where it was
                         log.warning("commits of a remote agent not applied", agent=handle.agent_id, error=exc.message)
                         note = f"godel: the agent's commits could not be brought back: {exc.message}\n"

@@ -29,7 +29,9 @@ from godel.core.ports import LaunchSpec, RuntimeHandle
 from godel.errors import RuntimeFailure
 from godel.runtimes.git import git, git_bytes
 from godel.runtimes.remote.entry import END, MARKER
-from godel.runtimes.snapshots import lay_tree
+from godel.runtimes.workspaces import safegit
+from godel.runtimes.workspaces.changes import lay_tree
+from godel.runtimes.workspaces.gitdir import AgentDirs
 
 MAX_RESULT = 512 * 1024 * 1024  # bytes of out.tgz unpacked at most (a bundle is data the agent chose)
 
@@ -131,9 +133,11 @@ def unpack_result(packed: bytes) -> Result:
         raise RuntimeFailure(f"the remote workspace's result is unreadable: {exc}") from exc
 
 
-async def apply_result(handle: RuntimeHandle, bundle: bytes) -> None:
+async def apply_result(handle: RuntimeHandle, bundle: bytes, dirs: AgentDirs) -> None:
     """Bring the agent's commits and working tree home: fetch the bundle into the repository, move the agent's branch
-    to the agent's HEAD (only that branch), and lay its working tree into the local workspace."""
+    to the agent's HEAD (only that branch), and lay its working tree into the local workspace (``dirs``: its private
+    git directory, through which Godel's git runs neutralised; the branch reaches the user's repository from there
+    when the run's commits are collected)."""
     incoming = f"refs/godel/incoming/{handle.agent_id}"
     with tempfile.TemporaryDirectory(prefix="godel-result-") as tmp:
         path = Path(tmp) / "result.bundle"
@@ -147,11 +151,12 @@ async def apply_result(handle: RuntimeHandle, bundle: bytes) -> None:
         # side has, so HEAD is not fetched by its own ref: an agent that committed nothing has HEAD at the start).
         work = await git("rev-parse", "--verify", f"{incoming}/worktree^{{commit}}", cwd=handle.repo)
         head = await git("rev-parse", "--verify", f"{work}^1", cwd=handle.repo)
-        if handle.workspace.is_dir() and (handle.workspace / ".git").is_file():
-            # The worktree has the branch checked out: a hard reset there moves the branch and its files together.
-            await git("reset", "-q", "--hard", head, cwd=handle.workspace)
-            await git("clean", "-fdq", cwd=handle.workspace)
-            await lay_tree(handle.workspace, work)
+        if handle.workspace.is_dir() and dirs.git.is_dir():
+            # The workspace has the branch checked out: a hard reset there moves the branch and its files together.
+            drivers = await safegit.configured_drivers(dirs.git, private=True)
+            for args in (["reset", "-q", "--hard", head], ["clean", "-fdq"]):
+                await safegit.run(args, git_dir=dirs.git, work_tree=handle.workspace, drivers=drivers, private=True)
+            await lay_tree(dirs, handle.workspace, work)
         else:
             await git("update-ref", f"refs/heads/{handle.branch}", head, cwd=handle.repo)
     finally:

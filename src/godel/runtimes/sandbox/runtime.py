@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from godel.core.ports import LaunchSpec, RuntimeCapabilities, RuntimeHandle, WorkspaceSpec
 from godel.errors import FieldError, RuntimeUnavailableError, ValidationError
-from godel.runtimes.local import LocalRuntime
+from godel.runtimes.local import LocalRuntime, workspace_options
 from godel.runtimes.processes import agent_env
 from godel.runtimes.sandbox.bwrap import BWRAP, EGRESS_PORT, SOCAT, Confinement, bwrap_argv, entry_argv, write_etc
 from godel.runtimes.worktrees import run_setup
@@ -65,6 +65,8 @@ class SandboxRuntime(LocalRuntime):
         gateway_socket: Path | None = None,
         gateway_port: int | None = None,
         egress_socket: Path | None = None,
+        workspace_mode: str = "auto",
+        workspace_cache_size: int = 16,
     ) -> None:
         """``run_root``: each agent's private directory is ``run_root/<agent-id>`` (its CLI config, output and home;
         default: ``run`` beside the worktrees). ``gateway_socket``: the Unix socket on which the server serves the
@@ -77,7 +79,9 @@ class SandboxRuntime(LocalRuntime):
                 '(or set runtime = "local" in godel.toml / GODEL_RUNTIME=local, which does not confine agents)',
                 details={"missing": missing, "fix": INSTALL_HINT},
             )
-        super().__init__(worktrees_root, logs_root)
+        super().__init__(
+            worktrees_root, logs_root, workspace_mode=workspace_mode, workspace_cache_size=workspace_cache_size
+        )
         self.run_root = run_root or self.worktrees_root.parent / "run"
         self.tools = tool_paths(agents_dir)
         self.gateway_socket = gateway_socket
@@ -101,13 +105,14 @@ class SandboxRuntime(LocalRuntime):
             }
         return cls(
             worktrees_root=settings.worktrees_dir, logs_root=settings.logs_dir, run_root=settings.home / "run",
-            agents_dir=settings.agents_dir, **gateway,
+            agents_dir=settings.agents_dir, **gateway, **workspace_options(settings),
         )  # fmt: skip
 
     def capabilities(self) -> RuntimeCapabilities:
         return RuntimeCapabilities(
-            name=self.name, isolation="namespace", pause=True, snapshot="git-ref", network_isolation=True
-        )
+            name=self.name, isolation="namespace", pause=True, snapshot="git-ref", network_isolation=True,
+            workspace=self._workspaces.mode,
+        )  # fmt: skip
 
     async def prepare(self, spec: WorkspaceSpec) -> RuntimeHandle:
         """The local runtime's workspace, with its setup command run inside a sandbox of its own (no network,
@@ -134,25 +139,20 @@ class SandboxRuntime(LocalRuntime):
     # ------------------------------------------------------------------------------------ confinement
 
     async def _git_paths(self, handle: RuntimeHandle) -> tuple[list[Path], list[Path]]:
-        """(read-only, read-write) paths git needs for commits in the worktree: the repository's git directory
-        read-only, and read-write only where a commit writes (objects, refs, reflogs, this worktree's own git
-        directory). Found from the repository, never from the workspace's ``.git`` file, which the agent may
-        have rewritten to point anywhere."""
-        common = handle.repo / ".git"
-        if not common.is_dir():
-            from godel.runtimes.git import git  # a repository that is itself a linked worktree: ask git
+        """(read-only, read-write) paths git needs inside for the agent's commits: its private git directory
+        writable (objects, refs, logs, HEAD, the index), but not what would change what Godel's own git does there
+        (``config``, ``hooks``, ``info``, ``objects/info``: bound read-only over it), and the user repository's
+        object store read-only (the private directory's alternates). Nothing else of the user's repository is
+        visible, so no ref, hook or config of it can be written. Found from Godel's own record, never from the
+        workspace's ``.git`` file, which the agent may have rewritten to point anywhere."""
+        from godel.runtimes.workspaces.gitdir import PROTECTED
 
-            common = Path(await git("rev-parse", "--path-format=absolute", "--git-common-dir", cwd=handle.repo))
-        common = common.resolve()
-        writable = [common / name for name in ("objects", "refs", "logs") if (common / name).is_dir()]
-        try:
-            text = (handle.workspace / ".git").read_text()
-        except OSError:
-            text = ""
-        own = Path(text.removeprefix("gitdir:").strip()).resolve() if text.startswith("gitdir:") else None
-        if own is not None and own.parent == common / "worktrees" and own.is_dir():
-            writable.append(own)
-        return [common], writable
+        meta = self._workspaces.meta(handle.agent_id)
+        if meta is None:
+            return [], []
+        private = self._workspaces.dirs(handle.agent_id).git
+        readonly = [meta.git_common / "objects", *(private / name for name in PROTECTED if (private / name).exists())]
+        return readonly, [private]
 
     async def _confinement(
         self, handle: RuntimeHandle, cwd: Path, files: Sequence[Path], home: str | None
