@@ -612,7 +612,7 @@ async def test_a_look_alike_of_the_wrapper_is_not_adopted(bench: Bench) -> None:
     handle.log_dir.mkdir(parents=True, exist_ok=True)
     # What an agent could start to be adopted in a launch's place: the same arguments, but not leading a session.
     fake = await asyncio.create_subprocess_exec(
-        "/bin/sh", "-c", WRAPPER, "godel-run", str(exit_path), str(pid_path), "launch-3", "sleep", "100"
+        "/bin/sh", "-c", WRAPPER, "godel-run", str(exit_path), str(pid_path), "launch-3", "-", "sleep", "100"
     )
     try:
         await until(lambda: pid_path.exists())

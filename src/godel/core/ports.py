@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 from godel.core.events import Event, EventFilter
+from godel.core.limits import ResourceLimits, ResourceUsage
 from godel.core.models import Agent, Budget, Node, Session, Snapshot, TransitionRecord, UsageRecord, VirtualKey
 from godel.core.states import AgentState, AgentStatus
 from godel.core.transitions import Trigger
@@ -201,7 +202,7 @@ class RuntimeCapabilities:
     isolation: str  # "worktree" (filesystem only), "namespace", "container", "vm", "remote"
     pause: bool
     snapshot: str  # "git-ref", "filesystem", "vm-memory", "none"
-    resource_limits: tuple[str, ...] = ()
+    resource_limits: tuple[str, ...] = ()  # the limits it enforces: "memory", "cpu", "pids" (godel.core.limits)
     network_isolation: bool = False
 
 
@@ -245,6 +246,8 @@ class LaunchSpec:
     env: dict[str, str] = field(default_factory=dict)  # added to a minimal inherited environment
     cwd: Path | None = None  # default: the workspace
     files: dict[Path, str] = field(default_factory=dict)  # config files to write before launch (absolute)
+    # Enforced by the runtime or refused (AgentSpawnError naming what is missing): never run without them.
+    limits: ResourceLimits | None = None
 
 
 class ProcessState(StrEnum):
@@ -258,6 +261,7 @@ class ProcessState(StrEnum):
 class ProcessStatus:
     state: ProcessState
     exit_code: int | None = None
+    usage: ResourceUsage | None = None  # once ended, where the runtime accounts for its processes (cgroups)
 
 
 @dataclass(frozen=True)

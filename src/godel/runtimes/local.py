@@ -46,6 +46,7 @@ from godel.runtimes.paths import confine
 from godel.runtimes.processes import LocalProcesses, agent_env, find_launch
 
 if TYPE_CHECKING:
+    from godel.runtimes.cgroups import Cgroups
     from godel.settings import Settings
 
 log = structlog.get_logger("godel.runtime")
@@ -54,7 +55,11 @@ log = structlog.get_logger("godel.runtime")
 class LocalRuntime:
     name = "local"
 
-    def __init__(self, worktrees_root: Path | None = None, logs_root: Path | None = None) -> None:
+    def __init__(
+        self, worktrees_root: Path | None = None, logs_root: Path | None = None, *, cgroups: Cgroups | None = None
+    ) -> None:
+        """``cgroups``: give each agent cgroups of its own (limits, pause by the freezer, a kill nothing escapes,
+        accounting). The local runtime goes without by default: it confines nothing, and refuses limits."""
         if worktrees_root is None or logs_root is None:
             from godel.settings import Settings  # only when not told: the environment is read at the edge
 
@@ -64,14 +69,21 @@ class LocalRuntime:
         self.worktrees_root = worktrees_root
         self.logs_root = logs_root
         self._worktrees = worktrees.Worktrees(worktrees_root)
-        self._processes = LocalProcesses()
+        self._processes = LocalProcesses(cgroups, name=self.name)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalRuntime:
         return cls(worktrees_root=settings.worktrees_dir, logs_root=settings.logs_dir)
 
     def capabilities(self) -> RuntimeCapabilities:
-        return RuntimeCapabilities(name=self.name, isolation="worktree", pause=True, snapshot="git-ref")
+        return RuntimeCapabilities(
+            name=self.name, isolation="worktree", pause=True, snapshot="git-ref", resource_limits=self.enforces()
+        )
+
+    def enforces(self) -> tuple[str, ...]:
+        """The resource limits this runtime enforces here (``godel.core.limits`` kinds)."""
+        cgroups = self._processes.cgroups
+        return cgroups.enforces() if cgroups is not None else ()
 
     # -------------------------------------------------------------------------------------- lifecycle
 
@@ -128,7 +140,8 @@ class LocalRuntime:
         await self._processes.resume(handle)
 
     async def status(self, handle: RuntimeHandle) -> ProcessStatus:
-        return self._processes.status(handle)
+        """Once the run has ended, with its accounting (where it has cgroups, which are then removed)."""
+        return await self._processes.settle(handle, self._processes.status(handle))
 
     async def wait_for_state(
         self,
@@ -159,6 +172,8 @@ class LocalRuntime:
         ``handle.extra["final_snapshot"]``), then remove the worktree. The branch is kept."""
         if self._processes.status(handle).state in (ProcessState.RUNNING, ProcessState.STOPPED):
             await self.terminate(handle)
+        await self.status(handle)  # settles what the run left in its cgroups
+        await self._processes.release(handle)
         # Only a workspace that is still a worktree (its ``.git`` file in place) is snapshotted: in one whose ``.git``
         # the agent removed, git would look upwards and find some other repository, or none, and fail the cleanup.
         if handle.workspace.is_dir() and (handle.workspace / ".git").is_file():

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -32,18 +33,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+import structlog
 
 from godel.core.ports import RUN_KEY, LaunchSpec, ProcessState, ProcessStatus, RuntimeHandle
 from godel.errors import AgentSpawnError
+from godel.runtimes.cgroup_runs import RECORD, USAGE, RunCgroups, refuse_unenforceable
+from godel.runtimes.cgroups import AgentCgroup, Cgroups
 
-# $1 is the exit file, $2 the pid file, $3 the launch's id; the rest is the agent's argv. The wrapper records its own
-# pid with the launch id before anything runs, so a server that dies between the fork and its own bookkeeping can
-# still tell, after a restart, that *this* launch started (and not an earlier attempt whose files are still there).
-# `command -p` finds mv even if the agent's PATH is odd.
+# $1 is the exit file, $2 the pid file, $3 the launch's id, $4 the record of the agent's cgroups (or "-"); the rest is
+# the agent's argv. The wrapper records its own pid with the launch id before anything runs, so a server that dies
+# between the fork and its own bookkeeping can still tell, after a restart, that *this* launch started (and not an
+# earlier attempt whose files are still there). It then joins each cgroup of the record (one directory a line) before
+# it starts the agent, so everything the agent starts is born inside them; if it cannot, the agent is not run at all
+# (status 125): an agent never runs outside the limits it was given. `command -p` finds mv even if the agent's PATH
+# is odd.
 WRAPPER = (
-    'f=$1; p=$2; r=$3; shift 3; printf "%s %s\\n" "$$" "$r" >"$p.tmp" && command -p mv -f "$p.tmp" "$p"; '
-    'trap : HUP INT TERM; "$@"; c=$?; printf "%s\\n" "$c" >"$f.tmp" && command -p mv -f "$f.tmp" "$f"'
+    'f=$1; p=$2; r=$3; g=$4; shift 4; printf "%s %s\\n" "$$" "$r" >"$p.tmp" && command -p mv -f "$p.tmp" "$p"; c=0; '
+    'if [ "$g" != - ]; then while IFS= read -r d; do printf "%s\\n" "$$" >"$d/cgroup.procs" || c=125; '
+    'done <"$g" || c=125; fi; trap : HUP INT TERM; if [ $c = 0 ]; then "$@"; c=$?; '
+    'else echo "godel-run: cannot join the cgroups in $g; not started" >&2; fi; '
+    'printf "%s\\n" "$c" >"$f.tmp" && command -p mv -f "$f.tmp" "$f"'
 )
+
+log = structlog.get_logger("godel.runtime")
 
 _CLOCK_SLACK = 0.05  # seconds of tolerance when comparing process start times
 
@@ -143,7 +155,7 @@ def _private(path: str, flags: int) -> int:
 def _retire_previous_run(log_dir: Path) -> None:
     """Move an earlier attempt's logs and exit file into ``run-N/``: a stale ``exit`` would end the new run
     at once, and old output must be kept, not overwritten."""
-    names = [n for n in ("stdout.log", "stderr.log", "exit", "pid") if (log_dir / n).exists()]
+    names = [n for n in ("stdout.log", "stderr.log", "exit", "pid", RECORD, USAGE) if (log_dir / n).exists()]
     if not names:
         return
     n = 1
@@ -154,15 +166,18 @@ def _retire_previous_run(log_dir: Path) -> None:
         os.replace(log_dir / name, log_dir / f"run-{n}" / name)
 
 
-def _popen(handle: RuntimeHandle, launch: LaunchSpec) -> subprocess.Popen[bytes]:
+def _popen(handle: RuntimeHandle, launch: LaunchSpec, cgroup: AgentCgroup | None) -> subprocess.Popen[bytes]:
     log_dir = handle.log_dir
     log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # an agent's output may quote its secrets
     _retire_previous_run(log_dir)
+    record = str(RunCgroups.record(handle, cgroup)) if cgroup is not None else "-"
     for path, content in launch.files.items():
         write_private(path, content)
     cwd = handle.workspace / launch.cwd if launch.cwd else handle.workspace  # an absolute cwd wins the join
     run = str(handle.extra.get(RUN_KEY) or "-")
-    argv = ["/bin/sh", "-c", WRAPPER, "godel-run", str(exit_file(handle)), str(pid_file(handle)), run, *launch.argv]
+    argv = [
+        "/bin/sh", "-c", WRAPPER, "godel-run", str(exit_file(handle)), str(pid_file(handle)), run, record, *launch.argv
+    ]  # fmt: skip
     with (
         open(log_dir / "stdout.log", "ab", opener=_private) as out,
         open(log_dir / "stderr.log", "ab", opener=_private) as err,
@@ -294,9 +309,14 @@ def _alive(proc: psutil.Process) -> bool:
 
 
 class LocalProcesses:
-    """Start, observe, signal and adopt agent processes on this machine."""
+    """Start, observe, signal and adopt agent processes on this machine. With ``cgroups``, each run gets cgroups of its
+    own (``cgroup_runs``): its limits, pause by the freezer, a kill of every task, accounting. Without, pause is
+    SIGSTOP to the process group plus the processes that left it, and limits are refused."""
 
-    def __init__(self) -> None:
+    def __init__(self, cgroups: Cgroups | None = None, *, name: str = "local") -> None:
+        self.cgroups = cgroups
+        self.name = name
+        self._runs = RunCgroups(cgroups) if cgroups is not None else None
         # Our own children by pid, with their start time; polled so they are reaped.
         self._children: dict[int, tuple[subprocess.Popen[bytes], float]] = {}
         # Children whose exit file exists but which had not been reaped yet; polled on every status().
@@ -306,11 +326,15 @@ class LocalProcesses:
     async def start(self, handle: RuntimeHandle, launch: LaunchSpec) -> tuple[int, float]:
         if not launch.argv:
             raise AgentSpawnError("nothing to run: empty argv")
+        refuse_unenforceable(self.cgroups, launch.limits, self.name)
+        cgroup = await self._runs.fresh(handle, launch.limits) if self._runs is not None else None
         try:
             # On the loop, as asyncio starts git: Popen uses vfork (no copy of the server's memory, well under a
             # millisecond), while a hop to a worker thread costs more than that and, on a busy machine, far more.
-            child = _popen(handle, launch)
+            child = _popen(handle, launch, cgroup)
         except OSError as exc:
+            if self._runs is not None:
+                await self._runs.discard(handle)
             raise AgentSpawnError(f"cannot start the agent: {exc}", details={"argv": launch.argv}) from exc
         started = psutil.Process(child.pid).create_time()  # we have not reaped it, so the pid is still ours
         self._children[child.pid] = (child, started)
@@ -372,12 +396,31 @@ class LocalProcesses:
         proc = self._live(handle)
         if proc is not None:
             with contextlib.suppress(psutil.Error):
-                return ProcessStatus(ProcessState.STOPPED if _stopped(proc) else ProcessState.RUNNING)
+                return ProcessStatus(ProcessState.STOPPED if self._paused(handle, proc) else ProcessState.RUNNING)
         # Dead: it may have written its exit file between our first look and now.
         code = read_exit(handle)
         if code is not None:
             return ProcessStatus(ProcessState.EXITED, code)
         return ProcessStatus(ProcessState.GONE)
+
+    def _paused(self, handle: RuntimeHandle, proc: psutil.Process) -> bool:
+        """Stopped by a signal, or frozen (a frozen task reads as in an uninterruptible wait, ``D``)."""
+        if _stopped(proc):
+            return True
+        return self._runs is not None and proc.status() == psutil.STATUS_DISK_SLEEP and self._runs.frozen(handle)
+
+    async def settle(self, handle: RuntimeHandle, status: ProcessStatus) -> ProcessStatus:
+        """An ended run's status with its accounting, once its cgroups are settled (``RunCgroups.settle``)."""
+        if self._runs is None or status.state is not ProcessState.EXITED:
+            return status
+        self._live(handle)  # reaps our own wrapper if it has just ended: its zombie would keep the cgroup busy
+        usage = await self._runs.settle(handle)
+        return dataclasses.replace(status, usage=usage) if usage is not None else status
+
+    async def release(self, handle: RuntimeHandle) -> None:
+        """The agent's workspace goes and no run of it is live: tidy up cgroups a vanished run left."""
+        if self._runs is not None:
+            await self._runs.release(handle)
 
     def _own_child_state(self, handle: RuntimeHandle) -> ProcessStatus | None:
         """The common case, watched ten times a second for every agent: a child of ours that has not ended.
@@ -425,7 +468,35 @@ class LocalProcesses:
         # Finding descendants scans /proc: milliseconds with many processes, so in a thread.
         return await asyncio.to_thread(_scan, leader)
 
+    def _cgroup(self, handle: RuntimeHandle, *, freezer: bool = False) -> AgentCgroup | None:
+        """The run's cgroups (with a freezer, if asked) when its wrapper is the live, recorded one: never act on the
+        cgroup of a handle whose pid is stale (the cgroup is named by agent, and a newer run may be in it)."""
+        cgroup = self._runs.of(handle) if self._runs is not None else None
+        if cgroup is None or (freezer and not cgroup.has_freezer) or self._live(handle) is None:
+            return None
+        return cgroup
+
     async def pause(self, handle: RuntimeHandle) -> None:
+        cgroup = self._cgroup(handle, freezer=True)
+        if cgroup is not None:
+            await self._freeze(handle, cgroup)
+            return
+        await self._stop_tree(handle)
+
+    async def _freeze(self, handle: RuntimeHandle, cgroup: AgentCgroup) -> None:
+        """Freeze the run's cgroup: every task stops, those that left the process group or the session included, and
+        any forked meanwhile. A wrapper paused in its first instants may not have joined yet: it is waited for, and
+        freezes as it joins (a task that enters a frozen cgroup is frozen)."""
+        if not await cgroup.freeze():
+            log.warning("the freezer did not settle in time", agent=handle.agent_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2.0
+        while loop.time() < deadline:
+            if handle.pid in cgroup.pids() or self._live(handle) is None:
+                return
+            await asyncio.sleep(0.002)
+
+    async def _stop_tree(self, handle: RuntimeHandle) -> None:
         """SIGSTOP the tree; returns once every process in it has stopped (a signal takes effect when its
         target is next scheduled), so "paused" means nothing runs any more. Each look rescans the tree: a
         child whose fork completed as the signal went out has it pending and is waited for too."""
@@ -447,13 +518,23 @@ class LocalProcesses:
             await asyncio.sleep(0.005)
 
     async def resume(self, handle: RuntimeHandle) -> None:
+        cgroup = self._cgroup(handle, freezer=True)
+        if cgroup is not None:
+            await cgroup.thaw()
+            return
         self._send(await self._tree(handle), signal.SIGCONT)
 
-    async def _wait_gone(self, handle: RuntimeHandle, tree: _Tree, within: float) -> bool:
+    async def _wait_gone(
+        self, handle: RuntimeHandle, tree: _Tree, within: float, cgroup: AgentCgroup | None = None
+    ) -> bool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         while True:
-            if self._live(handle) is None and not any(_alive(p) for p in tree.members):
+            if (
+                self._live(handle) is None
+                and not any(_alive(p) for p in tree.members)
+                and not (cgroup is not None and cgroup.pids())
+            ):
                 return True
             if loop.time() >= deadline:
                 return False
@@ -468,14 +549,21 @@ class LocalProcesses:
         after the grace covers that case."""
         tree = await self._tree(handle)
         if tree.leader is None:
+            await self.settle(handle, self.status(handle))  # ended already: what it left in its cgroups goes
             return
-        self._send(tree, signal.SIGTERM)
+        cgroup = self._cgroup(handle)
+        self._send(tree, signal.SIGTERM)  # with cgroups too: the wrapper may not have joined them yet
+        if cgroup is not None:
+            await cgroup.signal(signal.SIGTERM)  # every task, setsid daemons included; a frozen run is thawed
         self._send(tree, signal.SIGCONT)  # a stopped process acts on TERM only once continued
         sent = signal.SIGTERM
-        if not await self._wait_gone(handle, tree, grace):
+        if not await self._wait_gone(handle, tree, grace, cgroup):
             tree.add(await self._tree(handle))  # include children forked during the grace period
             self._send(tree, signal.SIGKILL)
+            if cgroup is not None:
+                await cgroup.kill()
             sent = signal.SIGKILL
-            await self._wait_gone(handle, tree, 5.0)
+            await self._wait_gone(handle, tree, 5.0, cgroup)
         if self._live(handle) is None:
             record_exit(handle, 128 + sent)  # an adopted wrapper killed outright recorded nothing itself
+        await self.settle(handle, self.status(handle))

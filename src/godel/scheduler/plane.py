@@ -22,6 +22,7 @@ from godel.bus import MemoryBus
 from godel.core.clock import SystemClock
 from godel.core.events import Event, EventFilter, make_event
 from godel.core.ids import branch_for, new_id
+from godel.core.limits import ResourceLimits
 from godel.core.models import Agent, Node
 from godel.core.ports import AgentAdapter, AgentQuery, Clock, EventQuery, Page, Runtime
 from godel.core.runs import RunContext
@@ -31,6 +32,7 @@ from godel.errors import (
     ConflictError,
     FieldError,
     InvalidTransitionError,
+    NotFoundError,
     PathOutsideWorkspaceError,
     ValidationError,
 )
@@ -46,7 +48,7 @@ from godel.runtimes.worktrees import INCLUDE_FILE, include_escapes
 from godel.scheduler.adoption import reconcile_on_start
 from godel.scheduler.budgeting import BudgetActions
 from godel.scheduler.handles import handle_of
-from godel.scheduler.requests import SpawnRequest
+from godel.scheduler.requests import LIMITS_KEY, SpawnRequest, adapter_options, effective_limits
 from godel.scheduler.run import RESTART_RESET
 from godel.scheduler.supervisor import Supervisor
 from godel.scheduler.tasks import TaskSupervisor
@@ -188,7 +190,10 @@ class ControlPlane:
     # ------------------------------------------------------------------------------------------------ spawn
 
     async def spawn(self, req: SpawnRequest, *, actor: str = "api") -> Agent:
+        if req.team_id and req.team_limits is None:  # a team's resourceLimits are the defaults of its agents
+            req.team_limits = await self._team_limits(req.team_id)
         adapter, options, context = self.validate_spawn(req)
+        limits = self.limits_for(req)
         roots = self.settings.repo_roots
         path = within_roots(user_path(req.repo), roots)
         repo, base_commit = await resolve_in_repo(path, req.base_ref, field="baseRef")
@@ -221,7 +226,11 @@ class ControlPlane:
             max_retries=req.max_retries,
             budget_limit=req.budget_limit,
             spawned_at=self.clock.now(),
-            metadata={**req.metadata, **({"allowSubagents": True} if req.allow_subagents else {})},
+            metadata={
+                **{k: v for k, v in req.metadata.items() if k != LIMITS_KEY},
+                **({"allowSubagents": True} if req.allow_subagents else {}),
+                **({LIMITS_KEY: limits.to_json()} if limits else {}),  # what every run of it is held to
+            },
             context=context or None,
             owner=req.owner,
         )
@@ -238,6 +247,7 @@ class ControlPlane:
         problems = req.problems()  # bounds, NULs, env names: every caller's request, before anything is created
         if problems:
             raise ValidationError(f"invalid spawn request: {problems[0].field}: {problems[0].message}", problems)
+        self.limits_for(req)  # limits the runtime cannot enforce here are refused, not dropped
         try:
             adapter = get_adapter(req.agent)
         except ValidationError as exc:
@@ -247,7 +257,7 @@ class ControlPlane:
             options["command"] = req.command
         if req.env:
             options["env"] = dict(req.env)
-        adapter.validate(options)
+        adapter.validate(adapter_options(options))
         context = RunContext()
         if adapter.wire_apis:
             if not req.model:
@@ -263,10 +273,23 @@ class ControlPlane:
                 fallbacks=self.settings.fallbacks,
             )
             context = RunContext(route=tuple(route.names), skipped_fallbacks=tuple(route.skipped or ()))
-        adapter.locate(self.settings.agents_dir, options)
+        adapter.locate(self.settings.agents_dir, adapter_options(options))
         if req.prompt_context:
             context = context.replace(preamble=req.prompt_context)
         return adapter, options, context.to_json()
+
+    def limits_for(self, req: SpawnRequest) -> ResourceLimits:
+        """The resource limits the request's agent runs under (request, team, server), all enforceable here."""
+        caps = self.runtime.capabilities()
+        return effective_limits(req, self.settings.agent_limits, caps.resource_limits, caps.name)
+
+    async def _team_limits(self, team_id: str) -> dict[str, Any] | None:
+        try:
+            team = await self.store.read_team(team_id)
+        except NotFoundError:
+            return None
+        limits = team.config.get("resourceLimits")
+        return dict(limits) if isinstance(limits, dict) else None
 
     # --------------------------------------------------------------------------------------------- queries
 
@@ -397,7 +420,7 @@ class ControlPlane:
                 f"agent {agent_id} has no {agent.kind} session to continue (its CLI never reported one)",
                 details={"currentState": agent.state.value},
             )
-        adapter.locate(self.settings.agents_dir, agent.config)
+        adapter.locate(self.settings.agents_dir, adapter_options(agent.config))
         follow_up = ctx.replace(prompt=message, resume=native, depth=ctx.depth + 1)  # one follow-up deeper
         changes = {**RESTART_RESET, "context": follow_up.to_json()}
         await self.supervisor.stop_launch(agent_id)  # as for a restart: no launch of the old row meets the next
