@@ -25,6 +25,7 @@ NAMES: frozenset[str] = frozenset(
         'on_shutdown', 'kill_grace', 'default_timeout', 'retry_backoff', 'retry_backoff_max', 'watch_interval',
         'reconcile_interval', 'log_level', 'providers', 'fallbacks', 'agents_dir', 'agent_cli_retries', 'use_gateway',
         'gateway_url', 'runtime', 'budget_hold_timeout', 'rate_limits', 'gateway_redact_pii', 'gateway_audit_bodies',
+        'agent_memory_mb', 'agent_cpus', 'agent_pids',
         'gateway_cache_seconds', 'gateway_breaker_failures', 'gateway_breaker_reset', 'redis_url', 'gateway_policies',
         'gateway_read_timeout', 'prices', 'commit_on_complete', 'roles', 'auth_enabled', 'allowed_hosts',
         'cors_origins', 'access_token_ttl', 'refresh_token_ttl', 'jwt_secret_file', 'api_rate_limit', 'cookie_secure',

@@ -204,6 +204,7 @@ class RuntimeCapabilities:
     snapshot: str  # "git-ref", "filesystem", "vm-memory", "none"
     resource_limits: tuple[str, ...] = ()  # the limits it enforces: "memory", "cpu", "pids" (godel.core.limits)
     network_isolation: bool = False
+    pause_freezes: bool = False  # pause stops every process of the agent, daemons that left its tree included
 
 
 @dataclass

@@ -77,13 +77,20 @@ class LocalRuntime:
 
     def capabilities(self) -> RuntimeCapabilities:
         return RuntimeCapabilities(
-            name=self.name, isolation="worktree", pause=True, snapshot="git-ref", resource_limits=self.enforces()
-        )
+            name=self.name, isolation="worktree", pause=True, snapshot="git-ref", resource_limits=self.enforces(),
+            pause_freezes=self.freezes(),
+        )  # fmt: skip
 
     def enforces(self) -> tuple[str, ...]:
         """The resource limits this runtime enforces here (``godel.core.limits`` kinds)."""
         cgroups = self._processes.cgroups
         return cgroups.enforces() if cgroups is not None else ()
+
+    def freezes(self) -> bool:
+        """Whether pause is the cgroup freezer here (else SIGSTOP to the process tree, which a daemon that
+        double-forked out of the tree escapes)."""
+        cgroups = self._processes.cgroups
+        return cgroups is not None and "freezer" in cgroups.controllers
 
     # -------------------------------------------------------------------------------------- lifecycle
 

@@ -14,6 +14,11 @@ the next server. So nothing ties the agent to the server's life:
 * The pid is recorded with the process's start time; a pid is only trusted when both match, which guards
   against the pid having been reused by an unrelated process since.
 
+* With cgroups (``cgroup_runs``; the sandbox runtime has them wherever the machine does), the wrapper joins the
+  run's cgroups before it starts the agent: pause is then the freezer, a kill reaches every task of the cgroup (a
+  double-forked ``setsid`` daemon included), the run's limits hold, and its accounting is read when it ends.
+  Without, pause is SIGSTOP to the process group plus the processes seen to leave it (``trees``).
+
 Children started by this server are kept as ``Popen`` objects so they are reaped (no zombies); processes
 adopted after a restart are observed through psutil. When the wrapper itself dies by a signal (SIGKILL), the
 supervisor records ``128 + signal`` in the exit file on its behalf, the shell's convention. When a run ends,
@@ -29,7 +34,6 @@ import os
 import signal
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -39,6 +43,7 @@ from godel.core.ports import RUN_KEY, LaunchSpec, ProcessState, ProcessStatus, R
 from godel.errors import AgentSpawnError
 from godel.runtimes.cgroup_runs import RECORD, USAGE, RunCgroups, refuse_unenforceable
 from godel.runtimes.cgroups import AgentCgroup, Cgroups
+from godel.runtimes.trees import Tree, alive, running, scan, stopped
 
 # $1 is the exit file, $2 the pid file, $3 the launch's id, $4 the record of the agent's cgroups (or "-"); the rest is
 # the agent's argv. The wrapper records its own pid with the launch id before anything runs, so a server that dies
@@ -194,69 +199,6 @@ def _popen(handle: RuntimeHandle, launch: LaunchSpec, cgroup: AgentCgroup | None
         )
 
 
-@dataclass
-class _Tree:
-    leader: psutil.Process | None  # the wrapper, verified; its pid is the process group id
-    members: list[psutil.Process] = field(default_factory=list)  # all its descendants when last looked
-    strays: list[psutil.Process] = field(default_factory=list)  # those that left the group (setsid)
-
-    def add(self, other: _Tree) -> None:
-        known = {p.pid for p in self.members}
-        self.leader = other.leader
-        self.members += [p for p in other.members if p.pid not in known]
-        known = {p.pid for p in self.strays}
-        self.strays += [p for p in other.strays if p.pid not in known]
-
-
-# Linux with CONFIG_PROC_CHILDREN lists each task's children; elsewhere psutil scans all of /proc.
-_PROC_CHILDREN = os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
-
-
-def _descendants(pid: int) -> list[int] | None:
-    """Descendant pids from the kernel's per-task ``children`` lists: cost grows with the agent's own tree,
-    not with every process on the machine (psutil's ``children`` reads all of /proc, which made killing a
-    thousand agents quadratic). None where the kernel does not provide the lists."""
-    if not _PROC_CHILDREN:
-        return None
-    found: list[int] = []
-    todo = [pid]
-    while todo:
-        parent = todo.pop()
-        try:
-            tids = os.listdir(f"/proc/{parent}/task")
-        except OSError:
-            continue  # it has just exited
-        for tid in tids:
-            try:
-                with open(f"/proc/{parent}/task/{tid}/children") as f:
-                    kids = [int(k) for k in f.read().split()]
-            except (OSError, ValueError):
-                continue
-            found += kids
-            todo += kids
-    return found
-
-
-def _scan(leader: psutil.Process) -> _Tree:
-    pids = _descendants(leader.pid)
-    members: list[psutil.Process] = []
-    if pids is None:
-        try:
-            members = leader.children(recursive=True)
-        except psutil.Error:
-            members = []
-    else:
-        for pid in pids:
-            with contextlib.suppress(psutil.Error):
-                members.append(psutil.Process(pid))
-    strays = []
-    for proc in members:
-        with contextlib.suppress(OSError):
-            if os.getpgid(proc.pid) != leader.pid:
-                strays.append(proc)
-    return _Tree(leader, members, strays)
-
-
 def _reap(child: subprocess.Popen[bytes]) -> int | None:
     """Reap the wrapper if it has ended, first killing what the run left behind in its process group
     (``server &``): the run is over, and its leftovers would otherwise live on unowned. Until the wrapper is
@@ -270,42 +212,6 @@ def _reap(child: subprocess.Popen[bytes]) -> int | None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(child.pid, signal.SIGKILL)
     return child.wait()
-
-
-def _stop_pending(pid: int) -> bool:
-    """Whether SIGSTOP is pending for ``pid`` (Linux; elsewhere False)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            fields = dict(line.split(":", 1) for line in f if ":" in line)
-        pending = int(fields.get("SigPnd", "0"), 16) | int(fields.get("ShdPnd", "0"), 16)
-    except (OSError, ValueError):
-        return False
-    return bool(pending & (1 << (signal.SIGSTOP - 1)))
-
-
-def _stopped(proc: psutil.Process) -> bool:
-    """Stopped, or certain to stop before it runs again. The second case is real: a shell whose vfork child
-    was stopped before it could exec waits for that child uninterruptibly ("disk-sleep") with its own
-    SIGSTOP pending, and stays so until continued."""
-    status = proc.status()
-    if status in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP):
-        return True
-    return status == psutil.STATUS_DISK_SLEEP and _stop_pending(proc.pid)
-
-
-def _running(proc: psutil.Process) -> bool:
-    """Alive and not (about to be) stopped."""
-    try:
-        return not _stopped(proc) and proc.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
-    except psutil.Error:
-        return False
-
-
-def _alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 class LocalProcesses:
@@ -371,7 +277,7 @@ class LocalProcesses:
             if abs(started - expected) > _CLOCK_SLACK:
                 return None
             self._procs[pid] = proc
-        if not _alive(proc):
+        if not alive(proc):
             self._procs.pop(pid, None)
             return None
         return proc
@@ -405,7 +311,7 @@ class LocalProcesses:
 
     def _paused(self, handle: RuntimeHandle, proc: psutil.Process) -> bool:
         """Stopped by a signal, or frozen (a frozen task reads as in an uninterruptible wait, ``D``)."""
-        if _stopped(proc):
+        if stopped(proc):
             return True
         return self._runs is not None and proc.status() == psutil.STATUS_DISK_SLEEP and self._runs.frozen(handle)
 
@@ -451,7 +357,7 @@ class LocalProcesses:
     # ------------------------------------------------------------------------------------------- signals
 
     @staticmethod
-    def _send(tree: _Tree, sig: signal.Signals) -> None:
+    def _send(tree: Tree, sig: signal.Signals) -> None:
         if tree.leader is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(tree.leader.pid, sig)
@@ -461,12 +367,12 @@ class LocalProcesses:
             with contextlib.suppress(psutil.Error):
                 proc.send_signal(sig)  # psutil checks the pid was not reused
 
-    async def _tree(self, handle: RuntimeHandle) -> _Tree:
+    async def _tree(self, handle: RuntimeHandle) -> Tree:
         leader = self._live(handle)
         if leader is None:
-            return _Tree(None)
+            return Tree(None)
         # Finding descendants scans /proc: milliseconds with many processes, so in a thread.
-        return await asyncio.to_thread(_scan, leader)
+        return await asyncio.to_thread(scan, leader)
 
     def _cgroup(self, handle: RuntimeHandle, *, freezer: bool = False) -> AgentCgroup | None:
         """The run's cgroups (with a freezer, if asked) when its wrapper is the live, recorded one: never act on the
@@ -511,9 +417,9 @@ class LocalProcesses:
             if now.leader is None:
                 return
             known = {p.pid for p in tree.strays}
-            self._send(_Tree(None, strays=[p for p in now.strays if p.pid not in known]), signal.SIGSTOP)
+            self._send(Tree(None, strays=[p for p in now.strays if p.pid not in known]), signal.SIGSTOP)
             tree.add(now)
-            if not any(_running(p) for p in (now.leader, *now.members)):
+            if not any(running(p) for p in (now.leader, *now.members)):
                 return
             await asyncio.sleep(0.005)
 
@@ -525,14 +431,14 @@ class LocalProcesses:
         self._send(await self._tree(handle), signal.SIGCONT)
 
     async def _wait_gone(
-        self, handle: RuntimeHandle, tree: _Tree, within: float, cgroup: AgentCgroup | None = None
+        self, handle: RuntimeHandle, tree: Tree, within: float, cgroup: AgentCgroup | None = None
     ) -> bool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         while True:
             if (
                 self._live(handle) is None
-                and not any(_alive(p) for p in tree.members)
+                and not any(alive(p) for p in tree.members)
                 and not (cgroup is not None and cgroup.pids())
             ):
                 return True

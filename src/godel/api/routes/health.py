@@ -114,6 +114,7 @@ async def capabilities(plane: Plane) -> dict[str, Any]:
                 "pause": caps.pause,
                 "snapshot": caps.snapshot,
                 "resourceLimits": list(caps.resource_limits),
+                "pauseFreezes": caps.pause_freezes,  # pause is the cgroup freezer: nothing of the agent runs on
             },
             "agents": adapter_names(),
             "cleanupPolicies": [p.value for p in CleanupPolicy],

@@ -107,7 +107,7 @@ class SandboxRuntime(LocalRuntime):
     def capabilities(self) -> RuntimeCapabilities:
         return RuntimeCapabilities(
             name=self.name, isolation="namespace", pause=True, snapshot="git-ref", network_isolation=True,
-            resource_limits=self.enforces(),
+            resource_limits=self.enforces(), pause_freezes=self.freezes(),
         )  # fmt: skip
 
     def private_dir(self, agent_id: str) -> Path:
