@@ -306,3 +306,12 @@ async def test_limits_are_refused_where_they_cannot_be_enforced(tmp_path: Path) 
             await runtime.start(handle, launch)
         assert not (handle.log_dir / "pid").exists() and not (handle.workspace / "ran.txt").exists()
         await runtime.discard(handle)
+
+
+async def test_agents_started_and_ended_at_once_each_get_and_give_back_their_own_cgroups(lim: Limits) -> None:
+    # Each cgroup's removal also tries the shared ``godel`` parent, while others are being made under it.
+    handles = await asyncio.gather(*(lim.start("echo hi", ResourceLimits(pids=16)) for _ in range(12)))
+    for handle in handles:
+        code, out = await lim.ended(handle)
+        assert (code, out) == (0, "hi")
+    assert all(lim.cgroups.find(h.agent_id, read_record(record_file(h))) is None for h in handles)

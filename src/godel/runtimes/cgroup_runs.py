@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -107,24 +108,26 @@ class RunCgroups:
             await cgroup.kill()
             await cgroup.remove()
 
-    async def settle(self, handle: RuntimeHandle) -> ResourceUsage | None:
+    async def settle(self, handle: RuntimeHandle, reap: Callable[[], object]) -> ResourceUsage | None:
         """The run has ended with its exit status recorded: kill what it left (a ``setsid`` daemon included), read
-        its accounting, keep it in ``usage.json`` and remove its cgroups. (A run that vanished without an exit
-        status is not settled: tasks in its cgroups, or a wrapper about to join them, are not provably that run's,
-        as the handle's pid may be stale; ``release`` tidies up once the agent's workspace goes.)"""
+        its accounting, keep it in ``usage.json`` and remove its cgroups. ``reap`` collects the server's own dead
+        children (a zombie wrapper keeps a v1 cgroup busy). Called again until the cgroups are gone. (A run that
+        vanished without an exit status is not settled: tasks in its cgroups, or a wrapper about to join them, are
+        not provably that run's, as the handle's pid may be stale; ``release`` tidies up once the workspace goes.)"""
         usage = read_usage(handle)
-        if usage is not None:
-            return usage
         cgroup = self.of(handle)
         if cgroup is None:
-            return None
-        if not await cgroup.kill():
+            return usage
+        # Short waits: this runs in the supervisor's watch pass; what does not go now is tried at the next look.
+        if not await cgroup.kill(timeout=0.5):
             log.warning("tasks of an ended run survive in its cgroup", agent=handle.agent_id)
-        usage = cgroup.usage()
-        tmp = usage_file(handle).with_suffix(".tmp")
-        tmp.write_text(json.dumps(usage.to_json()))
-        os.replace(tmp, usage_file(handle))
-        if await cgroup.remove():
+        reap()
+        if usage is None:
+            usage = cgroup.usage()
+            tmp = usage_file(handle).with_suffix(".tmp")
+            tmp.write_text(json.dumps(usage.to_json()))
+            os.replace(tmp, usage_file(handle))
+        if await cgroup.remove(timeout=0.5):
             self._known.pop(handle.agent_id, None)
         return usage
 

@@ -184,13 +184,13 @@ class AgentCgroup:
     async def freeze(self, timeout: float = 5.0) -> bool:
         """Freeze every task; True once the kernel reports all of them frozen (a task in an uninterruptible wait
         can keep a v1 cgroup FREEZING for a while: it is asked again until the deadline)."""
-        path = self.dirs[FREEZER]
+        control, value = ("freezer.state", "FROZEN") if self.version == 1 else ("cgroup.freeze", "1")
         deadline = time.monotonic() + timeout
         while True:
-            if self.version == 1:
-                _write(path / "freezer.state", "FROZEN")
-            else:
-                _write(path / "cgroup.freeze", "1")
+            try:
+                _write(self.dirs[FREEZER] / control, value)
+            except FileNotFoundError:  # removed: its run has ended, nothing is left to freeze
+                return False
             if self._settled_frozen():
                 return True
             if time.monotonic() >= deadline:
@@ -213,7 +213,8 @@ class AgentCgroup:
         """Send ``sig`` to every task, with the cgroup frozen meanwhile so no pid read can exit and be reused before
         the signal reaches it and no fork slips between the read and the kill. Returns how many tasks were sent it.
         The cgroup is left thawed (a paused agent that is told to stop must run to act on it)."""
-        frozen = self.has_freezer and await self.freeze()
+        if self.has_freezer:
+            await self.freeze()
         try:
             pids = self.pids()
             for pid in pids:
@@ -221,8 +222,7 @@ class AgentCgroup:
                     os.kill(pid, sig)
             return len(pids)
         finally:
-            if frozen or self.has_freezer:
-                await self.thaw()
+            await self.thaw()
 
     async def kill(self, timeout: float = 5.0) -> bool:
         """SIGKILL every task until none is left; True when the cgroup is empty."""
@@ -329,12 +329,8 @@ class Cgroups:
         cgroup = AgentCgroup(agent_id, self.version, dirs)
         made: list[Path] = []
         try:
-            for parent in dict.fromkeys(self.layout.parents.values()):
-                parent.mkdir(exist_ok=True)
-                if self.version == 2:
-                    self._delegate(parent)
             for path in cgroup.paths():
-                path.mkdir()
+                self._make(path)
                 made.append(path)
             if limits:
                 self._limit(cgroup, limits)
@@ -346,6 +342,20 @@ class Cgroups:
                 f"cannot set up the cgroup of agent {agent_id}: {exc}", details={"cgroup": str(exc.filename or "")}
             ) from exc
         return cgroup
+
+    def _make(self, path: Path) -> None:
+        """Make an agent's cgroup, and its parent if needed. The parent goes when its last agent's cgroup goes
+        (``AgentCgroup.remove``), possibly between the two ``mkdir``: then it is made again."""
+        for attempt in range(5):
+            path.parent.mkdir(exist_ok=True)
+            if self.version == 2:
+                self._delegate(path.parent)
+            try:
+                path.mkdir()
+                return
+            except FileNotFoundError:
+                if attempt == 4:
+                    raise
 
     def _delegate(self, parent: Path) -> None:
         """v2: hand the controllers down from the top to ``godel``, and from ``godel`` to the agents."""

@@ -319,8 +319,7 @@ class LocalProcesses:
         """An ended run's status with its accounting, once its cgroups are settled (``RunCgroups.settle``)."""
         if self._runs is None or status.state is not ProcessState.EXITED:
             return status
-        self._live(handle)  # reaps our own wrapper if it has just ended: its zombie would keep the cgroup busy
-        usage = await self._runs.settle(handle)
+        usage = await self._runs.settle(handle, lambda: self._live(handle))  # reaps our own wrapper once it ended
         return dataclasses.replace(status, usage=usage) if usage is not None else status
 
     async def release(self, handle: RuntimeHandle) -> None:

@@ -155,6 +155,11 @@ class ControlPlane:
         # genai-prices loads its table on first use (~0.5 s): here, off the loop, not in the first proxied request.
         await asyncio.to_thread(_warm_prices, self.gateway.pricer)
         self.waiter.start()
+        caps = self.runtime.capabilities()
+        unenforced = [k for k in self.settings.agent_limits.kinds() if k not in caps.resource_limits]
+        if unenforced:  # every spawn will be refused (limits fail closed): say so now, not at the first spawn
+            log.error("default resource limits cannot be enforced: every spawn will be refused", runtime=caps.name,
+                      missing=unenforced, enforced=list(caps.resource_limits))  # fmt: skip
         self.reconcile_report = await reconcile_on_start(self.supervisor.deps, self.supervisor)
         log.info("reconciled", **self.reconcile_report)
         if background:
