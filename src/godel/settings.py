@@ -24,6 +24,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from godel.core.limits import CPUS_RANGE, MEMORY_MB_RANGE, PIDS_RANGE, ResourceLimits
 from godel.providers.config import ProviderConfig, RateLimit
 from godel.settings_files import SettingsError, read_toml, toml_files, unknown_key
 
@@ -203,6 +204,19 @@ class Settings(BaseSettings):
     e2b_timeout: int = Field(default=3600, ge=60)
     """Seconds an agent's sandbox may live (E2B kills it after that)."""
 
+    agent_memory_mb: int | None = Field(default=None, ge=MEMORY_MB_RANGE[0], le=MEMORY_MB_RANGE[1])
+    """Memory limit of each agent, in MiB, when neither its spawn (``config.sandbox.limits.memoryMb``) nor its team
+    (``resourceLimits``) sets one; over it the kernel kills the agent, which ends ``failed`` with "memory limit".
+    Unset: no limit. Enforced through cgroups by the ``sandbox`` runtime; a runtime that cannot enforce it refuses
+    every spawn rather than run agents without it."""
+
+    agent_cpus: float | None = Field(default=None, ge=CPUS_RANGE[0], le=CPUS_RANGE[1])
+    """CPU limit of each agent, in cores (0.5: half a core), when its spawn and team set none. Unset: no limit."""
+
+    agent_pids: int | None = Field(default=None, ge=PIDS_RANGE[0], le=PIDS_RANGE[1])
+    """Processes and threads each agent may have at once (a fork bomb stops there), when its spawn and team set
+    none. Unset: no limit."""
+
     budget_hold_timeout: float = 86400.0
     """Seconds an agent's request that found its budget spent is held (the agent paused) waiting for the agent to
     be resumed; after that it is refused with 402."""
@@ -374,6 +388,11 @@ class Settings(BaseSettings):
     """Let webhooks be delivered to loopback, private and link-local addresses (checked when a subscription is made
     and again each time its host is resolved). Off by default, so a webhook cannot probe or call what sits behind
     the server."""
+
+    @property
+    def agent_limits(self) -> ResourceLimits:
+        """The server's default resource limits of an agent (``agent_memory_mb``, ``agent_cpus``, ``agent_pids``)."""
+        return ResourceLimits(memory_mb=self.agent_memory_mb, cpus=self.agent_cpus, pids=self.agent_pids)
 
     @field_validator("runtime")
     @classmethod

@@ -30,6 +30,7 @@ NAMES: frozenset[str] = frozenset(
         'kubernetes_context', 'kubernetes_runtime_class', 'kubernetes_memory_mb', 'kubernetes_cpus',
         'kubernetes_service_account', 'e2b_api_key_env', 'e2b_template', 'e2b_domain', 'e2b_api_url', 'e2b_sandbox_url',
         'e2b_timeout', 'budget_hold_timeout', 'rate_limits',
+        'agent_memory_mb', 'agent_cpus', 'agent_pids',
         'gateway_cache_seconds', 'gateway_breaker_failures', 'gateway_breaker_reset', 'redis_url', 'gateway_policies',
         'gateway_read_timeout', 'prices', 'commit_on_complete', 'roles', 'auth_enabled', 'allowed_hosts',
         'cors_origins', 'access_token_ttl', 'refresh_token_ttl', 'jwt_secret_file', 'api_rate_limit', 'cookie_secure',

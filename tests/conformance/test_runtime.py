@@ -24,6 +24,7 @@ import psutil
 import pytest
 
 from godel.core.ids import new_id
+from godel.core.limits import ResourceLimits
 from godel.core.ports import (
     RUN_KEY,
     FileAccess,
@@ -160,9 +161,11 @@ class Bench:
         handle: RuntimeHandle | None = None,
         env: dict[str, str] | None = None,
         files: dict[Path, str] | None = None,
+        limits: ResourceLimits | None = None,
     ) -> RuntimeHandle:
         handle = handle or await self.prepare()
-        launch = LaunchSpec(["/bin/sh", "-c", script, "godel-agent", "the task"], env or {}, files=files or {})
+        argv = ["/bin/sh", "-c", script, "godel-agent", "the task"]
+        launch = LaunchSpec(argv, env or {}, files=files or {}, limits=limits)
         handle = await self.runtime.start(handle, launch)
         self.handles.append(handle)
         return handle
@@ -586,6 +589,56 @@ async def test_pause_right_after_start(bench: Bench) -> None:
     assert (await bench.runtime.status(handle)).state in DONE
 
 
+# A daemon that leaves the agent's session and its process tree (its parent exits, so it is re-parented) and then
+# appends to ``counter`` in the workspace: what a pause or a kill must still reach.
+_DAEMON = "setsid sh -c 'sh -c \"while :; do echo x >> counter; sleep 0.01; done\" & exit 0'; echo started; sleep 100"
+
+
+async def test_pause_freezes_a_daemon_that_left_the_tree(bench: Bench) -> None:
+    if not bench.runtime.capabilities().pause_freezes:
+        pytest.skip(f"{bench.name} pauses by SIGSTOP to the agent's process tree, which a double-forked daemon leaves")
+    handle = await bench.run(_DAEMON)
+    counter = handle.workspace / "counter"
+    await until(lambda: counter.exists() and counter.stat().st_size > 0)
+    await bench.runtime.pause(handle)
+    await bench.runtime.wait_for_state(handle, {ProcessState.STOPPED}, timeout=5)
+    size = counter.stat().st_size
+    await asyncio.sleep(0.2)  # a window in which the running daemon would append ~20 lines
+    assert counter.stat().st_size == size
+    await bench.runtime.resume(handle)
+    await until(lambda: counter.stat().st_size > size)
+    await bench.runtime.terminate(handle, grace=1)
+    size = counter.stat().st_size
+    await asyncio.sleep(0.2)  # and after the kill, nothing of it writes any more
+    assert counter.stat().st_size == size
+
+
+async def test_limits_are_enforced_or_refused(bench: Bench) -> None:
+    hog = "exec python3 -c 'b = b\"x\" * (256 << 20); print(len(b))'"
+    if "memory" not in bench.runtime.capabilities().resource_limits:
+        # Fail closed: a runtime that cannot enforce a limit refuses the launch; it never runs the agent without it.
+        handle = await bench.prepare()
+        with pytest.raises(AgentSpawnError, match="memory"):
+            await bench.run(hog, handle, limits=ResourceLimits(memory_mb=64))
+        assert not (handle.log_dir / "pid").exists()
+        return
+    handle = await bench.run(hog, limits=ResourceLimits(memory_mb=64))
+    await bench.runtime.wait_for_state(handle, DONE, timeout=30)
+    status = await bench.runtime.status(handle)
+    assert status.exit_code == 128 + signal.SIGKILL
+    assert status.usage is not None and status.usage.memory_limit_hit
+
+
+async def test_accounting_after_a_run(bench: Bench) -> None:
+    if not bench.runtime.capabilities().resource_limits:
+        pytest.skip(f"{bench.name} keeps no accounting of an agent's processes (no cgroups)")
+    handle = await bench.run("i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done")
+    await bench.runtime.wait_for_state(handle, DONE, timeout=30)
+    usage = (await bench.runtime.status(handle)).usage
+    assert usage is not None and usage.cpu_seconds is not None and usage.cpu_seconds > 0
+    assert usage.peak_memory_bytes is not None and usage.peak_memory_bytes > 0
+
+
 async def test_signals_to_a_finished_agent_are_no_ops(bench: Bench) -> None:
     handle = await bench.run("exit 0")
     await bench.runtime.wait_for_state(handle, DONE, timeout=5)
@@ -689,7 +742,7 @@ async def test_a_look_alike_of_the_wrapper_is_not_adopted(bench: Bench) -> None:
     handle.log_dir.mkdir(parents=True, exist_ok=True)
     # What an agent could start to be adopted in a launch's place: the same arguments, but not leading a session.
     fake = await asyncio.create_subprocess_exec(
-        "/bin/sh", "-c", WRAPPER, "godel-run", str(exit_path), str(pid_path), "launch-3", "sleep", "100"
+        "/bin/sh", "-c", WRAPPER, "godel-run", str(exit_path), str(pid_path), "launch-3", "-", "sleep", "100"
     )
     try:
         await until(lambda: pid_path.exists())

@@ -192,6 +192,8 @@ def agent_json(a: Agent) -> dict[str, Any]:
         "budgetLimit": a.budget_limit,
         "budgetConsumed": a.budget_consumed,
         "config": _redacted(a.config),
+        # The limits every run of it is held to (spawn, team, server) and what its last run used (cgroups).
+        "resources": {"limits": a.metadata.get("resourceLimits"), "usage": a.outcome.get("resources")},
         "metadata": {**a.metadata, "worktree": a.worktree, "snapshotFrom": a.snapshot_from},
         "owner": a.owner,
         "context": _run_context(a.context),

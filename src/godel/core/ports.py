@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 from godel.core.events import Event, EventFilter
+from godel.core.limits import ResourceLimits, ResourceUsage
 from godel.core.models import Agent, Budget, Node, Session, Snapshot, TransitionRecord, UsageRecord, VirtualKey
 from godel.core.states import AgentState, AgentStatus
 from godel.core.transitions import Trigger
@@ -201,9 +202,10 @@ class RuntimeCapabilities:
     isolation: str  # "worktree" (filesystem only), "namespace", "container", "vm", "remote"
     pause: bool
     snapshot: str  # "git-ref", "filesystem", "vm-memory", "none"
-    resource_limits: tuple[str, ...] = ()
+    resource_limits: tuple[str, ...] = ()  # the limits it enforces: "memory", "cpu", "pids" (godel.core.limits)
     network_isolation: bool = False
     workspace: str = ""  # how workspaces are made: "overlay" (constant time), "checkout" (in proportion to files)
+    pause_freezes: bool = False  # pause stops every process of the agent, daemons that left its tree included
 
 
 @dataclass
@@ -250,6 +252,8 @@ class LaunchSpec:
     # "AGENT-ID:TOKEN": the credential a runtime that confines the network gives the agent for Godel's egress proxy
     # (``HTTP_PROXY``); a runtime that leaves the network open ignores it.
     egress: str | None = None
+    # Enforced by the runtime or refused (AgentSpawnError naming what is missing): never run without them.
+    limits: ResourceLimits | None = None
 
 
 class ProcessState(StrEnum):
@@ -263,6 +267,7 @@ class ProcessState(StrEnum):
 class ProcessStatus:
     state: ProcessState
     exit_code: int | None = None
+    usage: ResourceUsage | None = None  # once ended, where the runtime accounts for its processes (cgroups)
 
 
 @dataclass(frozen=True)

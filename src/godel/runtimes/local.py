@@ -51,6 +51,7 @@ from godel.runtimes.workspaces.gitdir import AgentDirs, WorkspaceMeta
 from godel.runtimes.workspaces.manager import Workspaces, git_common_dir
 
 if TYPE_CHECKING:
+    from godel.runtimes.cgroups import Cgroups
     from godel.settings import Settings
 
 log = structlog.get_logger("godel.runtime")
@@ -66,9 +67,12 @@ class LocalRuntime:
         *,
         workspace_mode: str = "auto",
         workspace_cache_size: int = 16,
+        cgroups: Cgroups | None = None,
     ) -> None:
         """``workspace_mode``: "overlay" (fail when overlayfs cannot be mounted), "checkout" (plain checkouts) or
-        "auto" (overlay where possible); ``workspace_cache_size``: cached base checkouts kept for overlays."""
+        "auto" (overlay where possible); ``workspace_cache_size``: cached base checkouts kept for overlays.
+        ``cgroups``: give each agent cgroups of its own (limits, pause by the freezer, a kill nothing escapes,
+        accounting). The local runtime goes without by default: it confines nothing, and refuses limits."""
         if worktrees_root is None or logs_root is None:
             from godel.settings import Settings  # only when not told: the environment is read at the edge
 
@@ -78,7 +82,7 @@ class LocalRuntime:
         self.worktrees_root = worktrees_root
         self.logs_root = logs_root
         self._workspaces = Workspaces(worktrees_root, mode=workspace_mode, cache_size=workspace_cache_size)
-        self._processes = LocalProcesses()
+        self._processes = LocalProcesses(cgroups, name=self.name)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalRuntime:
@@ -86,8 +90,20 @@ class LocalRuntime:
 
     def capabilities(self) -> RuntimeCapabilities:
         return RuntimeCapabilities(
-            name=self.name, isolation="worktree", pause=True, snapshot="git-ref", workspace=self._workspaces.mode
-        )
+            name=self.name, isolation="worktree", pause=True, snapshot="git-ref", workspace=self._workspaces.mode,
+            resource_limits=self.enforces(), pause_freezes=self.freezes(),
+        )  # fmt: skip
+
+    def enforces(self) -> tuple[str, ...]:
+        """The resource limits this runtime enforces here (``godel.core.limits`` kinds)."""
+        cgroups = self._processes.cgroups
+        return cgroups.enforces() if cgroups is not None else ()
+
+    def freezes(self) -> bool:
+        """Whether pause is the cgroup freezer here (else SIGSTOP to the process tree, which a daemon that
+        double-forked out of the tree escapes)."""
+        cgroups = self._processes.cgroups
+        return cgroups is not None and "freezer" in cgroups.controllers
 
     # -------------------------------------------------------------------------------------- lifecycle
 
@@ -145,7 +161,8 @@ class LocalRuntime:
         await self._processes.resume(handle)
 
     async def status(self, handle: RuntimeHandle) -> ProcessStatus:
-        return self._processes.status(handle)
+        """Once the run has ended, with its accounting (where it has cgroups, which are then removed)."""
+        return await self._processes.settle(handle, self._processes.status(handle))
 
     async def wait_for_state(
         self,
@@ -178,6 +195,8 @@ class LocalRuntime:
         the check), nothing is removed, and that is logged: the agent's commits exist nowhere else."""
         if self._processes.status(handle).state in (ProcessState.RUNNING, ProcessState.STOPPED):
             await self.terminate(handle)
+        await self.status(handle)  # settles what the run left in its cgroups
+        await self._processes.release(handle)
         try:
             dirs, meta = await self._open(handle)
         except GodelError:  # a workspace this runtime did not make, or one gone already: nothing to bring back

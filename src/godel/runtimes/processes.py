@@ -14,6 +14,11 @@ the next server. So nothing ties the agent to the server's life:
 * The pid is recorded with the process's start time; a pid is only trusted when both match, which guards
   against the pid having been reused by an unrelated process since.
 
+* With cgroups (``cgroup_runs``; the sandbox runtime has them wherever the machine does), the wrapper joins the
+  run's cgroups before it starts the agent: pause is then the freezer, a kill reaches every task of the cgroup (a
+  double-forked ``setsid`` daemon included), the run's limits hold, and its accounting is read when it ends.
+  Without, pause is SIGSTOP to the process group plus the processes seen to leave it (``trees``).
+
 Children started by this server are kept as ``Popen`` objects so they are reaped (no zombies); processes
 adopted after a restart are observed through psutil. When the wrapper itself dies by a signal (SIGKILL), the
 supervisor records ``128 + signal`` in the exit file on its behalf, the shell's convention. When a run ends,
@@ -24,26 +29,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+import structlog
 
 from godel.core.ports import RUN_KEY, LaunchSpec, ProcessState, ProcessStatus, RuntimeHandle
 from godel.errors import AgentSpawnError
+from godel.runtimes.cgroup_runs import RECORD, USAGE, RunCgroups, refuse_unenforceable
+from godel.runtimes.cgroups import AgentCgroup, Cgroups
+from godel.runtimes.trees import Tree, alive, running, scan, stopped
 
-# $1 is the exit file, $2 the pid file, $3 the launch's id; the rest is the agent's argv. The wrapper records its own
-# pid with the launch id before anything runs, so a server that dies between the fork and its own bookkeeping can
-# still tell, after a restart, that *this* launch started (and not an earlier attempt whose files are still there).
-# `command -p` finds mv even if the agent's PATH is odd.
+# $1 is the exit file, $2 the pid file, $3 the launch's id, $4 the record of the agent's cgroups (or "-"); the rest is
+# the agent's argv. The wrapper records its own pid with the launch id before anything runs, so a server that dies
+# between the fork and its own bookkeeping can still tell, after a restart, that *this* launch started (and not an
+# earlier attempt whose files are still there). It then joins each cgroup of the record (one directory a line) before
+# it starts the agent, so everything the agent starts is born inside them; if it cannot, the agent is not run at all
+# (status 125): an agent never runs outside the limits it was given. `command -p` finds mv even if the agent's PATH
+# is odd.
 WRAPPER = (
-    'f=$1; p=$2; r=$3; shift 3; printf "%s %s\\n" "$$" "$r" >"$p.tmp" && command -p mv -f "$p.tmp" "$p"; '
-    'trap : HUP INT TERM; "$@"; c=$?; printf "%s\\n" "$c" >"$f.tmp" && command -p mv -f "$f.tmp" "$f"'
+    'f=$1; p=$2; r=$3; g=$4; shift 4; printf "%s %s\\n" "$$" "$r" >"$p.tmp" && command -p mv -f "$p.tmp" "$p"; c=0; '
+    'if [ "$g" != - ]; then while IFS= read -r d; do printf "%s\\n" "$$" >"$d/cgroup.procs" || c=125; '
+    'done <"$g" || c=125; fi; trap : HUP INT TERM; if [ $c = 0 ]; then "$@"; c=$?; '
+    'else echo "godel-run: cannot join the cgroups in $g; not started" >&2; fi; '
+    'printf "%s\\n" "$c" >"$f.tmp" && command -p mv -f "$f.tmp" "$f"'
 )
+
+log = structlog.get_logger("godel.runtime")
 
 _CLOCK_SLACK = 0.05  # seconds of tolerance when comparing process start times
 
@@ -143,7 +160,7 @@ def _private(path: str, flags: int) -> int:
 def _retire_previous_run(log_dir: Path) -> None:
     """Move an earlier attempt's logs and exit file into ``run-N/``: a stale ``exit`` would end the new run
     at once, and old output must be kept, not overwritten."""
-    names = [n for n in ("stdout.log", "stderr.log", "exit", "pid") if (log_dir / n).exists()]
+    names = [n for n in ("stdout.log", "stderr.log", "exit", "pid", RECORD, USAGE) if (log_dir / n).exists()]
     if not names:
         return
     n = 1
@@ -154,15 +171,18 @@ def _retire_previous_run(log_dir: Path) -> None:
         os.replace(log_dir / name, log_dir / f"run-{n}" / name)
 
 
-def _popen(handle: RuntimeHandle, launch: LaunchSpec) -> subprocess.Popen[bytes]:
+def _popen(handle: RuntimeHandle, launch: LaunchSpec, cgroup: AgentCgroup | None) -> subprocess.Popen[bytes]:
     log_dir = handle.log_dir
     log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # an agent's output may quote its secrets
     _retire_previous_run(log_dir)
+    record = str(RunCgroups.record(handle, cgroup)) if cgroup is not None else "-"
     for path, content in launch.files.items():
         write_private(path, content)
     cwd = handle.workspace / launch.cwd if launch.cwd else handle.workspace  # an absolute cwd wins the join
     run = str(handle.extra.get(RUN_KEY) or "-")
-    argv = ["/bin/sh", "-c", WRAPPER, "godel-run", str(exit_file(handle)), str(pid_file(handle)), run, *launch.argv]
+    argv = [
+        "/bin/sh", "-c", WRAPPER, "godel-run", str(exit_file(handle)), str(pid_file(handle)), run, record, *launch.argv
+    ]  # fmt: skip
     with (
         open(log_dir / "stdout.log", "ab", opener=_private) as out,
         open(log_dir / "stderr.log", "ab", opener=_private) as err,
@@ -177,69 +197,6 @@ def _popen(handle: RuntimeHandle, launch: LaunchSpec) -> subprocess.Popen[bytes]
             start_new_session=True,  # own session and group: signals reach the whole tree, not the server
             close_fds=True,
         )
-
-
-@dataclass
-class _Tree:
-    leader: psutil.Process | None  # the wrapper, verified; its pid is the process group id
-    members: list[psutil.Process] = field(default_factory=list)  # all its descendants when last looked
-    strays: list[psutil.Process] = field(default_factory=list)  # those that left the group (setsid)
-
-    def add(self, other: _Tree) -> None:
-        known = {p.pid for p in self.members}
-        self.leader = other.leader
-        self.members += [p for p in other.members if p.pid not in known]
-        known = {p.pid for p in self.strays}
-        self.strays += [p for p in other.strays if p.pid not in known]
-
-
-# Linux with CONFIG_PROC_CHILDREN lists each task's children; elsewhere psutil scans all of /proc.
-_PROC_CHILDREN = os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
-
-
-def _descendants(pid: int) -> list[int] | None:
-    """Descendant pids from the kernel's per-task ``children`` lists: cost grows with the agent's own tree,
-    not with every process on the machine (psutil's ``children`` reads all of /proc, which made killing a
-    thousand agents quadratic). None where the kernel does not provide the lists."""
-    if not _PROC_CHILDREN:
-        return None
-    found: list[int] = []
-    todo = [pid]
-    while todo:
-        parent = todo.pop()
-        try:
-            tids = os.listdir(f"/proc/{parent}/task")
-        except OSError:
-            continue  # it has just exited
-        for tid in tids:
-            try:
-                with open(f"/proc/{parent}/task/{tid}/children") as f:
-                    kids = [int(k) for k in f.read().split()]
-            except (OSError, ValueError):
-                continue
-            found += kids
-            todo += kids
-    return found
-
-
-def _scan(leader: psutil.Process) -> _Tree:
-    pids = _descendants(leader.pid)
-    members: list[psutil.Process] = []
-    if pids is None:
-        try:
-            members = leader.children(recursive=True)
-        except psutil.Error:
-            members = []
-    else:
-        for pid in pids:
-            with contextlib.suppress(psutil.Error):
-                members.append(psutil.Process(pid))
-    strays = []
-    for proc in members:
-        with contextlib.suppress(OSError):
-            if os.getpgid(proc.pid) != leader.pid:
-                strays.append(proc)
-    return _Tree(leader, members, strays)
 
 
 def _reap(child: subprocess.Popen[bytes]) -> int | None:
@@ -257,46 +214,15 @@ def _reap(child: subprocess.Popen[bytes]) -> int | None:
     return child.wait()
 
 
-def _stop_pending(pid: int) -> bool:
-    """Whether SIGSTOP is pending for ``pid`` (Linux; elsewhere False)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            fields = dict(line.split(":", 1) for line in f if ":" in line)
-        pending = int(fields.get("SigPnd", "0"), 16) | int(fields.get("ShdPnd", "0"), 16)
-    except (OSError, ValueError):
-        return False
-    return bool(pending & (1 << (signal.SIGSTOP - 1)))
-
-
-def _stopped(proc: psutil.Process) -> bool:
-    """Stopped, or certain to stop before it runs again. The second case is real: a shell whose vfork child
-    was stopped before it could exec waits for that child uninterruptibly ("disk-sleep") with its own
-    SIGSTOP pending, and stays so until continued."""
-    status = proc.status()
-    if status in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP):
-        return True
-    return status == psutil.STATUS_DISK_SLEEP and _stop_pending(proc.pid)
-
-
-def _running(proc: psutil.Process) -> bool:
-    """Alive and not (about to be) stopped."""
-    try:
-        return not _stopped(proc) and proc.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
-    except psutil.Error:
-        return False
-
-
-def _alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
 class LocalProcesses:
-    """Start, observe, signal and adopt agent processes on this machine."""
+    """Start, observe, signal and adopt agent processes on this machine. With ``cgroups``, each run gets cgroups of its
+    own (``cgroup_runs``): its limits, pause by the freezer, a kill of every task, accounting. Without, pause is
+    SIGSTOP to the process group plus the processes that left it, and limits are refused."""
 
-    def __init__(self) -> None:
+    def __init__(self, cgroups: Cgroups | None = None, *, name: str = "local") -> None:
+        self.cgroups = cgroups
+        self.name = name
+        self._runs = RunCgroups(cgroups) if cgroups is not None else None
         # Our own children by pid, with their start time; polled so they are reaped.
         self._children: dict[int, tuple[subprocess.Popen[bytes], float]] = {}
         # Children whose exit file exists but which had not been reaped yet; polled on every status().
@@ -306,11 +232,15 @@ class LocalProcesses:
     async def start(self, handle: RuntimeHandle, launch: LaunchSpec) -> tuple[int, float]:
         if not launch.argv:
             raise AgentSpawnError("nothing to run: empty argv")
+        refuse_unenforceable(self.cgroups, launch.limits, self.name)
+        cgroup = await self._runs.fresh(handle, launch.limits) if self._runs is not None else None
         try:
             # On the loop, as asyncio starts git: Popen uses vfork (no copy of the server's memory, well under a
             # millisecond), while a hop to a worker thread costs more than that and, on a busy machine, far more.
-            child = _popen(handle, launch)
+            child = _popen(handle, launch, cgroup)
         except OSError as exc:
+            if self._runs is not None:
+                await self._runs.discard(handle)
             raise AgentSpawnError(f"cannot start the agent: {exc}", details={"argv": launch.argv}) from exc
         started = psutil.Process(child.pid).create_time()  # we have not reaped it, so the pid is still ours
         self._children[child.pid] = (child, started)
@@ -347,7 +277,7 @@ class LocalProcesses:
             if abs(started - expected) > _CLOCK_SLACK:
                 return None
             self._procs[pid] = proc
-        if not _alive(proc):
+        if not alive(proc):
             self._procs.pop(pid, None)
             return None
         return proc
@@ -372,12 +302,30 @@ class LocalProcesses:
         proc = self._live(handle)
         if proc is not None:
             with contextlib.suppress(psutil.Error):
-                return ProcessStatus(ProcessState.STOPPED if _stopped(proc) else ProcessState.RUNNING)
+                return ProcessStatus(ProcessState.STOPPED if self._paused(handle, proc) else ProcessState.RUNNING)
         # Dead: it may have written its exit file between our first look and now.
         code = read_exit(handle)
         if code is not None:
             return ProcessStatus(ProcessState.EXITED, code)
         return ProcessStatus(ProcessState.GONE)
+
+    def _paused(self, handle: RuntimeHandle, proc: psutil.Process) -> bool:
+        """Stopped by a signal, or frozen (a frozen task reads as in an uninterruptible wait, ``D``)."""
+        if stopped(proc):
+            return True
+        return self._runs is not None and proc.status() == psutil.STATUS_DISK_SLEEP and self._runs.frozen(handle)
+
+    async def settle(self, handle: RuntimeHandle, status: ProcessStatus) -> ProcessStatus:
+        """An ended run's status with its accounting, once its cgroups are settled (``RunCgroups.settle``)."""
+        if self._runs is None or status.state is not ProcessState.EXITED:
+            return status
+        usage = await self._runs.settle(handle, lambda: self._live(handle))  # reaps our own wrapper once it ended
+        return dataclasses.replace(status, usage=usage) if usage is not None else status
+
+    async def release(self, handle: RuntimeHandle) -> None:
+        """The agent's workspace goes and no run of it is live: tidy up cgroups a vanished run left."""
+        if self._runs is not None:
+            await self._runs.release(handle)
 
     def _own_child_state(self, handle: RuntimeHandle) -> ProcessStatus | None:
         """The common case, watched ten times a second for every agent: a child of ours that has not ended.
@@ -408,7 +356,7 @@ class LocalProcesses:
     # ------------------------------------------------------------------------------------------- signals
 
     @staticmethod
-    def _send(tree: _Tree, sig: signal.Signals) -> None:
+    def _send(tree: Tree, sig: signal.Signals) -> None:
         if tree.leader is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(tree.leader.pid, sig)
@@ -418,14 +366,42 @@ class LocalProcesses:
             with contextlib.suppress(psutil.Error):
                 proc.send_signal(sig)  # psutil checks the pid was not reused
 
-    async def _tree(self, handle: RuntimeHandle) -> _Tree:
+    async def _tree(self, handle: RuntimeHandle) -> Tree:
         leader = self._live(handle)
         if leader is None:
-            return _Tree(None)
+            return Tree(None)
         # Finding descendants scans /proc: milliseconds with many processes, so in a thread.
-        return await asyncio.to_thread(_scan, leader)
+        return await asyncio.to_thread(scan, leader)
+
+    def _cgroup(self, handle: RuntimeHandle, *, freezer: bool = False) -> AgentCgroup | None:
+        """The run's cgroups (with a freezer, if asked) when its wrapper is the live, recorded one: never act on the
+        cgroup of a handle whose pid is stale (the cgroup is named by agent, and a newer run may be in it)."""
+        cgroup = self._runs.of(handle) if self._runs is not None else None
+        if cgroup is None or (freezer and not cgroup.has_freezer) or self._live(handle) is None:
+            return None
+        return cgroup
 
     async def pause(self, handle: RuntimeHandle) -> None:
+        cgroup = self._cgroup(handle, freezer=True)
+        if cgroup is not None:
+            await self._freeze(handle, cgroup)
+            return
+        await self._stop_tree(handle)
+
+    async def _freeze(self, handle: RuntimeHandle, cgroup: AgentCgroup) -> None:
+        """Freeze the run's cgroup: every task stops, those that left the process group or the session included, and
+        any forked meanwhile. A wrapper paused in its first instants may not have joined yet: it is waited for, and
+        freezes as it joins (a task that enters a frozen cgroup is frozen)."""
+        if not await cgroup.freeze():
+            log.warning("the freezer did not settle in time", agent=handle.agent_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2.0
+        while loop.time() < deadline:
+            if handle.pid in cgroup.pids() or self._live(handle) is None:
+                return
+            await asyncio.sleep(0.002)
+
+    async def _stop_tree(self, handle: RuntimeHandle) -> None:
         """SIGSTOP the tree; returns once every process in it has stopped (a signal takes effect when its
         target is next scheduled), so "paused" means nothing runs any more. Each look rescans the tree: a
         child whose fork completed as the signal went out has it pending and is waited for too."""
@@ -440,20 +416,30 @@ class LocalProcesses:
             if now.leader is None:
                 return
             known = {p.pid for p in tree.strays}
-            self._send(_Tree(None, strays=[p for p in now.strays if p.pid not in known]), signal.SIGSTOP)
+            self._send(Tree(None, strays=[p for p in now.strays if p.pid not in known]), signal.SIGSTOP)
             tree.add(now)
-            if not any(_running(p) for p in (now.leader, *now.members)):
+            if not any(running(p) for p in (now.leader, *now.members)):
                 return
             await asyncio.sleep(0.005)
 
     async def resume(self, handle: RuntimeHandle) -> None:
+        cgroup = self._cgroup(handle, freezer=True)
+        if cgroup is not None:
+            await cgroup.thaw()
+            return
         self._send(await self._tree(handle), signal.SIGCONT)
 
-    async def _wait_gone(self, handle: RuntimeHandle, tree: _Tree, within: float) -> bool:
+    async def _wait_gone(
+        self, handle: RuntimeHandle, tree: Tree, within: float, cgroup: AgentCgroup | None = None
+    ) -> bool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         while True:
-            if self._live(handle) is None and not any(_alive(p) for p in tree.members):
+            if (
+                self._live(handle) is None
+                and not any(alive(p) for p in tree.members)
+                and not (cgroup is not None and cgroup.pids())
+            ):
                 return True
             if loop.time() >= deadline:
                 return False
@@ -468,14 +454,21 @@ class LocalProcesses:
         after the grace covers that case."""
         tree = await self._tree(handle)
         if tree.leader is None:
+            await self.settle(handle, self.status(handle))  # ended already: what it left in its cgroups goes
             return
-        self._send(tree, signal.SIGTERM)
+        cgroup = self._cgroup(handle)
+        self._send(tree, signal.SIGTERM)  # with cgroups too: the wrapper may not have joined them yet
+        if cgroup is not None:
+            await cgroup.signal(signal.SIGTERM)  # every task, setsid daemons included; a frozen run is thawed
         self._send(tree, signal.SIGCONT)  # a stopped process acts on TERM only once continued
         sent = signal.SIGTERM
-        if not await self._wait_gone(handle, tree, grace):
+        if not await self._wait_gone(handle, tree, grace, cgroup):
             tree.add(await self._tree(handle))  # include children forked during the grace period
             self._send(tree, signal.SIGKILL)
+            if cgroup is not None:
+                await cgroup.kill()
             sent = signal.SIGKILL
-            await self._wait_gone(handle, tree, 5.0)
+            await self._wait_gone(handle, tree, 5.0, cgroup)
         if self._live(handle) is None:
             record_exit(handle, 128 + sent)  # an adopted wrapper killed outright recorded nothing itself
+        await self.settle(handle, self.status(handle))

@@ -25,6 +25,7 @@ import structlog
 
 from godel.agents import get_adapter
 from godel.core.events import make_event
+from godel.core.limits import ResourceLimits
 from godel.core.models import Agent, Session
 from godel.core.ports import RUN_KEY, AgentAdapter, LaunchRequest, LaunchSpec, RuntimeHandle, WorkspaceSpec
 from godel.core.runs import RunContext
@@ -37,6 +38,7 @@ from godel.scheduler.deps import RunDeps
 from godel.scheduler.handles import handle_fields, handle_of
 from godel.scheduler.isolation import fallback_payload, next_runtime
 from godel.scheduler.keys import LaunchCredentials
+from godel.scheduler.requests import LIMITS_KEY, adapter_options
 from godel.scheduler.run import AgentRun
 
 log = structlog.get_logger("godel.launch")
@@ -218,7 +220,7 @@ async def _prepare_and_start(
                 request = dataclasses.replace(request, workspace=handle.workspace)
                 spec_ = await asyncio.to_thread(adapter.launch, request)
             handle.extra[RUN_KEY] = session.id
-            spec_ = dataclasses.replace(spec_, egress=deps.keys.egress_credential(agent.id))
+            spec_ = dataclasses.replace(spec_, egress=deps.keys.egress_credential(agent.id), limits=limits_of(agent))
             handle = await deps.runtime.start(handle, spec_)
         except GodelError as exc:
             moved = None if in_place else await _fall_back(deps, agent, handle.runtime, exc)
@@ -385,6 +387,18 @@ async def _abandon_unstarted(
         pass  # deleted
 
 
+def limits_of(agent: Agent) -> ResourceLimits | None:
+    """The resource limits recorded on the agent at its spawn (``LIMITS_KEY``); the runtime enforces them or refuses
+    to start it. A record that cannot be read fails the launch rather than run the agent without its limits."""
+    raw = agent.metadata.get(LIMITS_KEY)
+    if raw is None:
+        return None
+    limits, errors = ResourceLimits.parse(raw, f"metadata.{LIMITS_KEY}")
+    if errors:
+        raise AgentSpawnError(f"the agent's recorded resource limits are unreadable: {errors[0].message}")
+    return limits or None
+
+
 def launch_request(
     deps: RunDeps, agent: Agent, handle: RuntimeHandle, *, speaks: Sequence[str] = (), endpoint: bool = True
 ) -> LaunchRequest:
@@ -401,7 +415,7 @@ def launch_request(
                 f"{name} is now served by a provider of kind {resolved.kind}, which the {agent.kind} CLI does not "
                 f"speak ({' / '.join(speaks)}); the configuration changed since the agent was spawned"
             )
-    options = agent.config
+    options = adapter_options(agent.config)
     if options.get("env"):  # the one place a spawn's sealed env values are opened: for the process, never stored
         options = {**options, "env": deps.secrets.open_values(options["env"])}
     return LaunchRequest(

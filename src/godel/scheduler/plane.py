@@ -22,7 +22,8 @@ from godel.bus import MemoryBus
 from godel.core.clock import SystemClock
 from godel.core.events import Event, EventFilter, make_event
 from godel.core.ids import branch_for, new_id
-from godel.core.models import Agent, Node
+from godel.core.limits import ResourceLimits
+from godel.core.models import Agent, Node, Team
 from godel.core.ports import AgentAdapter, AgentQuery, Clock, EventQuery, Page, Runtime
 from godel.core.runs import RunContext
 from godel.core.states import ACTIVE, AgentState, AgentStatus, NodeStatus, states_with_status
@@ -30,7 +31,9 @@ from godel.core.transitions import Trigger, plan
 from godel.errors import (
     ConflictError,
     FieldError,
+    GodelError,
     InvalidTransitionError,
+    NotFoundError,
     PathOutsideWorkspaceError,
     ValidationError,
 )
@@ -48,7 +51,7 @@ from godel.scheduler.adoption import reconcile_on_start
 from godel.scheduler.budgeting import BudgetActions
 from godel.scheduler.handles import handle_of
 from godel.scheduler.isolation import SANDBOX, choose, hold_to_parent
-from godel.scheduler.requests import SpawnRequest
+from godel.scheduler.requests import LIMIT_KEYS, LIMITS_KEY, SpawnRequest, adapter_options, effective_limits
 from godel.scheduler.run import RESTART_RESET
 from godel.scheduler.supervisor import Supervisor
 from godel.scheduler.tasks import TaskSupervisor
@@ -160,6 +163,11 @@ class ControlPlane:
         # genai-prices loads its table on first use (~0.5 s): here, off the loop, not in the first proxied request.
         await asyncio.to_thread(_warm_prices, self.gateway.pricer)
         self.waiter.start()
+        caps = self.runtime.capabilities()
+        unenforced = [k for k in self.settings.agent_limits.kinds() if k not in caps.resource_limits]
+        if unenforced:  # every spawn will be refused (limits fail closed): say so now, not at the first spawn
+            log.error("default resource limits cannot be enforced: every spawn will be refused", runtime=caps.name,
+                      missing=unenforced, enforced=list(caps.resource_limits))  # fmt: skip
         self.reconcile_report = await reconcile_on_start(self.supervisor.deps, self.supervisor)
         log.info("reconciled", **self.reconcile_report)
         if background:
@@ -195,6 +203,10 @@ class ControlPlane:
     # ------------------------------------------------------------------------------------------------ spawn
 
     async def spawn(self, req: SpawnRequest, *, actor: str = "api") -> Agent:
+        team = await self._team(req.team_id) if req.team_id else None
+        if team is not None and req.team_limits is None:  # a team's resourceLimits are the defaults of its agents
+            limits = team.config.get("resourceLimits")
+            req.team_limits = dict(limits) if isinstance(limits, dict) else None
         adapter, options, context = self.validate_spawn(req)
         roots = self.settings.repo_roots
         path = within_roots(user_path(req.repo), roots)
@@ -204,8 +216,10 @@ class ControlPlane:
         if escapes:  # the checkout would carry a symlink that .worktreeinclude copies write through
             why = f"{INCLUDE_FILE} names files under {', '.join(escapes[:5])}, a symlink in {req.base_ref}"
             raise PathOutsideWorkspaceError(f"refused: {why}", [FieldError("baseRef", why)])
-        team_config = (await self.store.read_team(req.team_id)).config if req.team_id else None
-        options[SANDBOX] = choose(options, team_config, self.runtimes, list(self.settings.runtime_fallback))
+        options[SANDBOX] = choose(
+            options, team.config if team else None, self.runtimes, list(self.settings.runtime_fallback)
+        )
+        limits = self.limits_for(req, options[SANDBOX]["runtime"])  # enforceable where it will run
         parent = req.metadata.get("parentAgent")
         if isinstance(parent, str):  # spawned by an agent's own credential: held to what confines its parent
             hold_to_parent(await self.store.get_agent(parent), options[SANDBOX], str(repo), self.runtimes.default.name)
@@ -234,7 +248,11 @@ class ControlPlane:
             max_retries=req.max_retries,
             budget_limit=req.budget_limit,
             spawned_at=self.clock.now(),
-            metadata={**req.metadata, **({"allowSubagents": True} if req.allow_subagents else {})},
+            metadata={
+                **{k: v for k, v in req.metadata.items() if k != LIMITS_KEY},
+                **({"allowSubagents": True} if req.allow_subagents else {}),
+                **({LIMITS_KEY: limits.to_json()} if limits else {}),  # what every run of it is held to
+            },
             context=context or None,
             owner=req.owner,
         )
@@ -251,6 +269,7 @@ class ControlPlane:
         problems = req.problems()  # bounds, NULs, env names: every caller's request, before anything is created
         if problems:
             raise ValidationError(f"invalid spawn request: {problems[0].field}: {problems[0].message}", problems)
+        self.limits_for(req)  # limits the runtime cannot enforce here are refused, not dropped
         try:
             adapter = get_adapter(req.agent)
         except ValidationError as exc:
@@ -260,7 +279,7 @@ class ControlPlane:
             options["command"] = req.command
         if req.env:
             options["env"] = dict(req.env)
-        adapter.validate(options)
+        adapter.validate(adapter_options(options))
         context = RunContext()
         if adapter.wire_apis:
             if not req.model:
@@ -276,10 +295,30 @@ class ControlPlane:
                 fallbacks=self.settings.fallbacks,
             )
             context = RunContext(route=tuple(route.names), skipped_fallbacks=tuple(route.skipped or ()))
-        adapter.locate(self.settings.agents_dir, options)
+        adapter.locate(self.settings.agents_dir, adapter_options(options))
         if req.prompt_context:
             context = context.replace(preamble=req.prompt_context)
         return adapter, options, context.to_json()
+
+    def limits_for(self, req: SpawnRequest, runtime: str | None = None) -> ResourceLimits:
+        """The resource limits the request's agent runs under (request, team, server), all enforceable by its
+        runtime (``runtime``, else the one its config names, else the default). A runtime that cannot be built here
+        is not asked: a fallback chain may move past it, and every runtime refuses at start a limit it cannot
+        enforce, so nothing runs without its limits."""
+        section = req.config.get(SANDBOX)
+        named = section.get("runtime") if isinstance(section, dict) else None
+        name = runtime or (named if isinstance(named, str) else None) or self.runtimes.default.name
+        try:
+            caps = self.runtimes.get(name).capabilities()
+        except GodelError:
+            return effective_limits(req, self.settings.agent_limits, tuple(LIMIT_KEYS), name)
+        return effective_limits(req, self.settings.agent_limits, caps.resource_limits, caps.name)
+
+    async def _team(self, team_id: str) -> Team | None:
+        try:
+            return await self.store.read_team(team_id)
+        except NotFoundError:
+            return None
 
     # --------------------------------------------------------------------------------------------- queries
 
@@ -410,7 +449,7 @@ class ControlPlane:
                 f"agent {agent_id} has no {agent.kind} session to continue (its CLI never reported one)",
                 details={"currentState": agent.state.value},
             )
-        adapter.locate(self.settings.agents_dir, agent.config)
+        adapter.locate(self.settings.agents_dir, adapter_options(agent.config))
         follow_up = ctx.replace(prompt=message, resume=native, depth=ctx.depth + 1)  # one follow-up deeper
         changes = {**RESTART_RESET, "context": follow_up.to_json()}
         await self.supervisor.stop_launch(agent_id)  # as for a restart: no launch of the old row meets the next

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from godel.core.limits import ResourceLimits
 from godel.core.models import Agent, CleanupPolicy
-from godel.errors import FieldError
+from godel.errors import FieldError, ValidationError
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 TEXT_LIMIT = 100_000  # characters of a task, command or setup script: each travels as one argv string (128 KiB)
@@ -46,6 +48,23 @@ class SpawnRequest:
     prompt_context: str | None = None  # set by fork from a session point: the earlier conversation, as text
     owner: str | None = None  # the principal spawning it ("user:alice", "agent:<id>"): its scope in RBAC
     allow_subagents: bool = False  # the run's own credential may spawn agents (owned by it)
+    team_limits: dict[str, Any] | None = None  # the team's resourceLimits: defaults for what config.sandbox leaves out
+
+    def limits(self) -> tuple[ResourceLimits, dict[str, str], list[FieldError]]:
+        """The resource limits asked for (``config.sandbox.limits`` over the team's ``resourceLimits``), the field
+        path each came from (by limit kind, for errors), and what is wrong with them."""
+        own, errors = ResourceLimits(), []
+        sandbox = self.config.get("sandbox")
+        if isinstance(sandbox, Mapping):  # the spec's SandboxConfig (a string is codex's own sandbox mode)
+            errors += [FieldError(f"config.sandbox.{key}", "unknown key; known: limits") for key in sandbox
+                       if key != "limits"]  # fmt: skip
+            own, more = ResourceLimits.parse(sandbox.get("limits"), "config.sandbox.limits")
+            errors += more
+        team, more = ResourceLimits.parse(self.team_limits, "resourceLimits")
+        errors += more
+        sources = {kind: "resourceLimits" for kind in team.kinds()}
+        sources.update({kind: "config.sandbox.limits" for kind in own.kinds()})
+        return own.over(team), sources, errors
 
     def problems(self) -> list[FieldError]:
         """What is wrong with the request's values (empty when nothing is)."""
@@ -81,7 +100,43 @@ class SpawnRequest:
                 out.append(FieldError(name, "must be a finite number"))
             elif not low <= number <= high or (name == "timeout" and number <= 0):
                 out.append(FieldError(name, f"must be between {low:g} and {high:g}"))
+        out += self.limits()[2]
         return out
+
+
+LIMITS_KEY = "resourceLimits"  # in an agent's metadata: the limits every run of it is held to (set by Godel alone)
+LIMIT_KEYS = {"memory": "memoryMb", "cpu": "cpus", "pids": "pids"}
+SETTING_OF = {"memory": "agent_memory_mb", "cpu": "agent_cpus", "pids": "agent_pids"}
+
+
+def effective_limits(
+    req: SpawnRequest, defaults: ResourceLimits, enforced: tuple[str, ...], runtime: str
+) -> ResourceLimits:
+    """The limits the agent will run under: the request's, then its team's, then the server's ``defaults``. Fails
+    closed: a limit the runtime cannot enforce here (``enforced``: its capabilities) refuses the spawn (400, naming
+    the field or setting it came from and what is missing) instead of running the agent without it."""
+    asked, sources, _ = req.limits()
+    limits = asked.over(defaults)
+    missing = [kind for kind in limits.kinds() if kind not in enforced]
+    if not missing:
+        return limits
+    can = f"it enforces only {', '.join(enforced)}" if enforced else "it enforces none"
+    why = f'the {runtime} runtime cannot enforce a {{}} limit here ({can}; limits need cgroups: runtime = "sandbox", '
+    why += "as root or in a delegated cgroup v2 tree)"
+    errors = [
+        FieldError(
+            f"{sources[kind]}.{LIMIT_KEYS[kind]}" if kind in sources else f"settings.{SETTING_OF[kind]}",
+            why.format(kind),
+        )
+        for kind in missing
+    ]
+    raise ValidationError(f"resource limits refused: {errors[0].message}", errors)
+
+
+def adapter_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    """An agent's config as its CLI adapter sees it: without the spec's ``sandbox`` object, which is Godel's (its
+    limits are enforced by the runtime), not an option of the CLI."""
+    return {k: v for k, v in config.items() if not (k == "sandbox" and isinstance(v, Mapping))}
 
 
 def _camel(name: str) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from godel.core.events import Event
+from godel.core.limits import MEMORY_LIMIT_REASON
 from godel.core.models import Agent
 from godel.core.ports import AgentAdapter, Evidence, LaunchRequest, ProcessState, ProcessStatus, RuntimeHandle
 from godel.core.runs import RunContext
@@ -162,6 +163,8 @@ class AgentRun(RunOutput):
             changes.update(RESTART_RESET, context=ctx.fresh().to_json())
         else:
             changes["completed_at"] = deps.clock.now()
+            if status.usage is not None:  # what the killed run used, as for a run that ended by itself
+                changes["outcome"] = {**agent.outcome, "resources": status.usage.to_json()}
         # Before the move: once the agent is pending again, its next run may start (and open its own session).
         await deps.sessions.close(
             agent, success=False, reason=f"{stop.value}: {reason}", result=None, usage=self.usage,
@@ -197,6 +200,8 @@ class AgentRun(RunOutput):
             "exitCode": status.exit_code,
             "providerError": outcome.provider_error,
         }
+        if status.usage is not None:  # the runtime's accounting (cgroups): CPU seconds, peak memory, OOM kills
+            record["resources"] = status.usage.to_json()
         agent = await deps.store.get_agent(run.agent_id)
         ctx = RunContext.of(agent).with_native(run.native_session())
         common: dict[str, Any] = {"exit_code": status.exit_code, "outcome": record, "commits": commits,
@@ -209,6 +214,8 @@ class AgentRun(RunOutput):
             trigger, why = Trigger.TASK_COMPLETE, outcome.reason
         else:
             trigger, why = Trigger.ERROR, outcome.reason
+        if trigger == Trigger.ERROR and status.usage is not None and status.usage.memory_limit_hit:
+            why = record["reason"] = MEMORY_LIMIT_REASON  # the kernel killed it (or a child) for its memory limit
         if trigger != Trigger.TASK_COMPLETE:
             common["last_error"] = why
         provider_failed = bool(outcome.provider_error) and trigger in (Trigger.ERROR, Trigger.TIMEOUT)

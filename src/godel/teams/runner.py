@@ -138,6 +138,7 @@ def spawn_request(
         config=config,
         metadata=metadata,
         prompt_context=role.preamble or None,
+        team_limits=dict(spec.resource_limits or {}),  # known here: the plane need not look the team up
     )
 
 

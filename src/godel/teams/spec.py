@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from godel.core.limits import ResourceLimits
 from godel.core.models import Team
 from godel.errors import FieldError, UnknownStrategyError, ValidationError
 
@@ -72,6 +73,7 @@ class TeamSpec:
     monitor: bool = False
     budget: float | None = None
     sandbox: Mapping[str, Any] = field(default_factory=dict)  # its agents' default config.sandbox (runtime, …)
+    resource_limits: Mapping[str, Any] | None = None  # defaults of its agents' limits (memoryMb, cpus, pids)
 
     @property
     def room(self) -> int:
@@ -166,6 +168,7 @@ class TeamSpec:
             monitor=bool(raw.get("monitor", False)),
             budget=_budget(raw, errors),
             sandbox=dict(sandbox),
+            resource_limits=_limits(raw, errors),
         )
         if errors:
             raise ValidationError(f"invalid team: {'; '.join(f'{e.field}: {e.message}' for e in errors[:5])}", errors)
@@ -197,6 +200,8 @@ class TeamSpec:
             "budget": self.budget,
             "sandbox": dict(self.sandbox),
         }
+        if self.resource_limits:
+            out["resourceLimits"] = dict(self.resource_limits)
         if self.strategy == "tree":
             out |= {"depth": self.depth, "fanout": self.fanout}
         return out
@@ -235,8 +240,16 @@ class TeamSpec:
 _FIELDS = (
     "strategy", "repo", "baseRef", "task", "tasks", "stages", "size", "maxAgents", "agent", "model", "command",
     "config", "roles", "profiles", "timeout", "agentTimeout", "retryPolicy", "depth", "fanout", "reduceTask",
-    "monitor", "budget", "sandbox",
+    "monitor", "budget", "sandbox", "resourceLimits",
 )  # fmt: skip
+
+
+def _limits(raw: Mapping[str, Any], errors: list[FieldError]) -> dict[str, Any] | None:
+    """The team's ``resourceLimits`` (TeamConfig.resourceLimits): the limits of its agents, unless a spawn sets its
+    own in ``config.sandbox.limits``."""
+    limits, problems = ResourceLimits.parse(raw.get("resourceLimits"), "resourceLimits")
+    errors += problems
+    return limits.to_json() or None
 
 
 def _replace(spec: TeamSpec, **changes: Any) -> TeamSpec:

@@ -124,6 +124,7 @@ async def capabilities(plane: Plane) -> dict[str, Any]:
                 "snapshot": caps.snapshot,
                 "resourceLimits": list(caps.resource_limits),
                 "workspace": caps.workspace,  # "overlay" (constant time) or "checkout" (in proportion to files)
+                "pauseFreezes": caps.pause_freezes,  # pause is the cgroup freezer: nothing of the agent runs on
             },
             "agents": adapter_names(),
             "cleanupPolicies": [p.value for p in CleanupPolicy],

@@ -71,6 +71,7 @@ class CreateTeam(Body):
     reduce_task: Text | None = None
     monitor: bool | None = None
     budget: float | None = None
+    resource_limits: dict[str, Any] | None = None  # {"memoryMb", "cpus", "pids"}: defaults of its agents' limits
     metadata: dict[str, Any] = Field(default_factory=dict)
     start: bool = False  # start it at once (the CLI does, unless --no-start)
 

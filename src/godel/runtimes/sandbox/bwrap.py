@@ -9,6 +9,7 @@ root is made read-only last.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,8 +62,11 @@ def write_etc(etc: Path) -> None:
     for name, text in files.items():
         path = etc / name
         if not path.is_file() or path.read_text() != text:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(text)
+            # A temporary name of its own: the first agents of a new runtime may all be starting at once.
+            fd, tmp = tempfile.mkstemp(dir=etc, prefix=f".{name}.")
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.chmod(tmp, 0o644)  # read inside by the sandbox's own id, to which the host's owner is a stranger
             os.replace(tmp, path)
 
 

@@ -5,6 +5,10 @@ local runtime's wrapper (pid file, exit file, its own session) stays on the host
 ENTRY … AGENT-ARGV`` instead of the agent's argv, so the exit status it records is the agent's (bwrap passes it
 through; a signal becomes 128 + its number, as in the shell), and a TERM, STOP or KILL sent to the wrapper's
 process group reaches every process in the sandbox (bwrap keeps the group: no ``--new-session``).
+
+Where the machine has cgroups (detected at start: v1 here, v2 elsewhere), the wrapper joins the agent's own before it
+starts bwrap, so the whole sandbox is inside them: its resource limits, pause by the freezer, a kill of every task
+and the accounting of what it used (``godel.runtimes.cgroups``).
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from godel.core.ports import LaunchSpec, RuntimeCapabilities, RuntimeHandle, WorkspaceSpec
 from godel.errors import FieldError, RuntimeUnavailableError, ValidationError
+from godel.runtimes.cgroups import Cgroups
 from godel.runtimes.local import LocalRuntime, workspace_options
 from godel.runtimes.processes import agent_env
 from godel.runtimes.sandbox.bwrap import BWRAP, EGRESS_PORT, SOCAT, Confinement, bwrap_argv, entry_argv, write_etc
@@ -67,11 +72,14 @@ class SandboxRuntime(LocalRuntime):
         egress_socket: Path | None = None,
         workspace_mode: str = "auto",
         workspace_cache_size: int = 16,
+        cgroups: Cgroups | Literal[False] | None = None,
     ) -> None:
         """``run_root``: each agent's private directory is ``run_root/<agent-id>`` (its CLI config, output and home;
         default: ``run`` beside the worktrees). ``gateway_socket``: the Unix socket on which the server serves the
         gateway alone; the agent reaches it at ``127.0.0.1:gateway_port`` inside. Without it the sandbox has no
-        way out at all. Fails closed: without bubblewrap and socat this runtime refuses to be built."""
+        way out at all. ``cgroups``: where each sandbox gets its cgroups (limits, the freezer, kill of every task,
+        accounting); None detects them on this machine, False goes without (pause is then SIGSTOP, and limits are
+        refused). Fails closed: without bubblewrap and socat this runtime refuses to be built."""
         missing = missing_tools()
         if missing:
             raise RuntimeUnavailableError(
@@ -80,7 +88,11 @@ class SandboxRuntime(LocalRuntime):
                 details={"missing": missing, "fix": INSTALL_HINT},
             )
         super().__init__(
-            worktrees_root, logs_root, workspace_mode=workspace_mode, workspace_cache_size=workspace_cache_size
+            worktrees_root,
+            logs_root,
+            workspace_mode=workspace_mode,
+            workspace_cache_size=workspace_cache_size,
+            cgroups=(Cgroups.detect() if cgroups is None else cgroups) or None,
         )
         self.run_root = run_root or self.worktrees_root.parent / "run"
         self.tools = tool_paths(agents_dir)
@@ -111,7 +123,7 @@ class SandboxRuntime(LocalRuntime):
     def capabilities(self) -> RuntimeCapabilities:
         return RuntimeCapabilities(
             name=self.name, isolation="namespace", pause=True, snapshot="git-ref", network_isolation=True,
-            workspace=self._workspaces.mode,
+            workspace=self._workspaces.mode, resource_limits=self.enforces(), pause_freezes=self.freezes(),
         )  # fmt: skip
 
     async def prepare(self, spec: WorkspaceSpec) -> RuntimeHandle:
