@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 _RUNTIMES = {
     "local": "godel.runtimes.local:LocalRuntime",
     "sandbox": "godel.runtimes.sandbox:SandboxRuntime",  # bubblewrap; needs bwrap and socat
+    "gvisor": "godel.runtimes.gvisor:GVisorRuntime",  # gVisor; needs runsc (as root) and socat
 }
 
 

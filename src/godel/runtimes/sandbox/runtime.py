@@ -67,13 +67,7 @@ class SandboxRuntime(LocalRuntime):
         default: ``run`` beside the worktrees). ``gateway_socket``: the Unix socket on which the server serves the
         gateway alone; the agent reaches it at ``127.0.0.1:gateway_port`` inside. Without it the sandbox has no
         way out at all. Fails closed: without bubblewrap and socat this runtime refuses to be built."""
-        missing = missing_tools()
-        if missing:
-            raise RuntimeFailure(
-                f"the sandbox runtime needs {' and '.join(missing)}, which is not installed: {INSTALL_HINT} "
-                '(or set runtime = "local" in godel.toml / GODEL_RUNTIME=local, which does not confine agents)',
-                details={"missing": missing, "fix": INSTALL_HINT},
-            )
+        self._check_tools()
         super().__init__(worktrees_root, logs_root)
         self.run_root = run_root or self.worktrees_root.parent / "run"
         self.tools = tool_paths(agents_dir)
@@ -95,6 +89,17 @@ class SandboxRuntime(LocalRuntime):
             worktrees_root=settings.worktrees_dir, logs_root=settings.logs_dir, run_root=settings.home / "run",
             agents_dir=settings.agents_dir, **gateway,
         )  # fmt: skip
+
+    def _check_tools(self) -> None:
+        """Raise ``RuntimeFailure`` with the fix when what confines the agents is missing (a subclass that confines
+        them by other means checks its own)."""
+        missing = missing_tools()
+        if missing:
+            raise RuntimeFailure(
+                f"the sandbox runtime needs {' and '.join(missing)}, which is not installed: {INSTALL_HINT} "
+                '(or set runtime = "local" in godel.toml / GODEL_RUNTIME=local, which does not confine agents)',
+                details={"missing": missing, "fix": INSTALL_HINT},
+            )
 
     def capabilities(self) -> RuntimeCapabilities:
         return RuntimeCapabilities(
@@ -155,8 +160,15 @@ class SandboxRuntime(LocalRuntime):
         home = launch.env.get("HOME")
         confinement = await self._confinement(handle, cwd, list(launch.files), home)
         env = {"HOME": str(confinement.home), "TMPDIR": "/tmp", "USER": "agent", "LOGNAME": "agent", **launch.env}
-        argv = [*bwrap_argv(confinement), *self._entry(launch.argv)]
+        argv = await self._confined_argv(handle, confinement, launch.argv, env)
         return await super().start(handle, dataclasses.replace(launch, argv=argv, env=env))
+
+    async def _confined_argv(
+        self, handle: RuntimeHandle, confinement: Confinement, argv: Sequence[str], env: dict[str, str]
+    ) -> list[str]:
+        """What the host-side wrapper runs: the agent's ``argv`` inside ``confinement``. ``env`` is what the
+        wrapper is given (bubblewrap passes it through to the agent)."""
+        return [*bwrap_argv(confinement), *self._entry(argv)]
 
     async def _spawn_exec(self, handle: RuntimeHandle, argv: Sequence[str]) -> asyncio.subprocess.Process:
         if not argv:
