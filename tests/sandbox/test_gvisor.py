@@ -107,6 +107,16 @@ async def test_the_kernel_is_gvisors(gvisor_rig: Rig) -> None:
     assert "gVisor" in first, out
 
 
+async def test_an_agents_private_tmpdir_does_not_keep_its_sandbox_from_starting(gvisor_rig: Rig) -> None:
+    # runsc reads TMPDIR to place its sandbox's chroot; an agent's own TMPDIR (an adapter sets one in its private
+    # directory, as gemini's does) is out of that process's reach, and the sandbox then failed to start.
+    private = gvisor_rig.base / "private"
+    (private / "tmp").mkdir(parents=True)
+    private.chmod(0o700)
+    code, out = await gvisor_rig.run('echo "tmp=$TMPDIR"', env={"TMPDIR": str(private / "tmp")})
+    assert (code, out) == (0, f"tmp={private / 'tmp'}")
+
+
 # ------------------------------------------------------------------------------------------ processes
 
 

@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None, *, plane: ControlPlane | None =
     auth.owner_lookups.update(owner_lookups(the_plane, services.teams, services.workflows, services.merges))
 
     # Sandboxed agents have no network: the gateway alone, on a Unix socket bound into each sandbox, is their way out.
-    sandboxed = settings.runtime == "sandbox" and settings.use_gateway
+    sandboxed = settings.runtime in ("sandbox", "gvisor") and settings.use_gateway
     gateway_socket = GatewaySocket(the_plane.gateway, settings.gateway_socket) if sandboxed else None
 
     @asynccontextmanager

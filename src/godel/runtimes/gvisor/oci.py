@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from godel.runtimes.sandbox.bwrap import GATEWAY_DIR, Confinement
+from godel.runtimes.sandbox.bwrap import ENV, GATEWAY_DIR, Confinement
 
 RUNSC = "runsc"
 HOSTNAME = "godel-gvisor"
@@ -38,9 +39,16 @@ _NO_CAPABILITIES: dict[str, list[str]] = {
 
 
 def runsc_argv(state: Path) -> list[str]:
-    """``runsc`` and its global flags, up to the subcommand. ``state``: runsc's ``--root`` (its container state)."""
+    """``runsc`` and its global flags, up to the subcommand. ``state``: runsc's ``--root`` (its container state).
+
+    runsc runs with an empty environment: the agent's is in the bundle, and runsc reads ``TMPDIR`` to choose where
+    its sandbox process makes its chroot (an agent's private ``TMPDIR`` is out of that process's reach, and the
+    sandbox then fails to start)."""
     return [
-        RUNSC,
+        ENV,
+        "-i",
+        f"PATH={os.defpath}",
+        shutil.which(RUNSC) or RUNSC,
         *("--root", str(state)),
         f"--platform={PLATFORM}",
         "--network=none",

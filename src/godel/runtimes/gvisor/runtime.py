@@ -73,7 +73,7 @@ def runsc_problem() -> str | None:
 
 
 @functools.cache
-def _probe(runsc: str) -> str | None:
+def _probe(runsc: str) -> str | None:  # by path: a runsc installed later is probed afresh
     base = Path(
         tempfile.mkdtemp(prefix="godel-gvisor-probe-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
     )
@@ -84,7 +84,7 @@ def _probe(runsc: str) -> str | None:
             Confinement(cwd=Path("/"), home=base, etc=etc), ["/bin/true"], {"PATH": "/usr/bin"}, gvisor_ids()
         )
         oci.write_bundle(base / "bundle", config)
-        argv = [runsc, *oci.runsc_argv(base / "state")[1:], "run", "--bundle", str(base / "bundle")]
+        argv = [*oci.runsc_argv(base / "state"), "run", "--bundle", str(base / "bundle")]
         argv.append(container_id(f"probe-{os.getpid()}-{secrets.token_hex(4)}"))
         try:
             done = subprocess.run(
