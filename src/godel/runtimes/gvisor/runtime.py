@@ -121,6 +121,8 @@ class GVisorRuntime(SandboxRuntime):
         )  # fmt: skip
         self._gvisor_root = self.run_root / ".gvisor"  # bundles and runsc state, per agent; never bound inside
         self._gvisor_etc = self.run_root / ".gvisor-etc"
+        # Written once here, before agents start at the same time (each start only checks it is still in place).
+        write_etc(self._gvisor_etc, gvisor_ids())
 
     def _check_tools(self) -> None:
         problem = runsc_problem()
