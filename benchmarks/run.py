@@ -44,6 +44,7 @@ MODULES = {
     "cli": "benchmarks.cli",
     "sandbox": "benchmarks.sandbox",
     "gvisor": "benchmarks.gvisor",
+    "container": "benchmarks.container",
 }
 
 

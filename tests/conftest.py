@@ -34,6 +34,10 @@ def pytest_configure(config: pytest.Config) -> None:
     # A git identity, as a developer's machine has one: commands the tests' agents run commit with it.
     (home / ".gitconfig").write_text("[user]\n\tname = Godel Test\n\temail = test@godel.invalid\n")
     os.environ["HOME"] = os.environ["GODEL_TEST_HOME"] = str(home)
+    # The default runtime is the sandbox where bubblewrap is installed (``auto``). Most tests are about something else
+    # and their agents touch files outside the workspace (gates the test opens): they run on ``local``. The sandbox's
+    # own tests name it, and the README's server runs on the real default (tests/e2e/test_readme.py).
+    os.environ.setdefault("GODEL_RUNTIME", "local")
     config.stash[_OWN_HOME] = home
 
 

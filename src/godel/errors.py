@@ -36,7 +36,9 @@ translated where they happen with ``raise SomeGodelError(...) from exc``.
     ├── WorkflowConditionError         422 WORKFLOW_CONDITION_ERROR (a step's `when` failed to evaluate)
     ├── WorkflowTemplateError          422 WORKFLOW_TEMPLATE_ERROR  (a `{{ … }}` failed to render)
     ├── RuntimeFailure                 500 RUNTIME_ERROR      (a workspace or process operation failed)
-    │   └── GitError                   500 GIT_ERROR          (details: command, stderr)
+    │   ├── GitError                   500 GIT_ERROR          (details: command, stderr)
+    │   └── RuntimeUnavailableError    503 RUNTIME_UNAVAILABLE (a runtime cannot be used here: not enabled, a tool
+    │                                                          missing, its remote refusing; a fallback may follow)
     ├── StoreError                     503 STORE_UNAVAILABLE
     │   └── SharedStateUnavailableError 503 SHARED_STATE_UNAVAILABLE
     └── ServerNotRunningError          503 SERVER_NOT_RUNNING (raised by the client, shown by the CLI)
@@ -221,6 +223,14 @@ class WorkflowTemplateError(GodelError):
 class RuntimeFailure(GodelError):
     code = "RUNTIME_ERROR"
     status_code = 500
+
+
+class RuntimeUnavailableError(RuntimeFailure):
+    """A runtime cannot be used here or now: not enabled on this server, a tool it needs missing, its remote
+    refusing. A spawn with a fallback chain moves on to the next runtime."""
+
+    code = "RUNTIME_UNAVAILABLE"
+    status_code = 503
 
 
 class GitError(RuntimeFailure):

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import pydantic
 import pydantic_settings
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -30,6 +30,7 @@ from godel.settings_files import SettingsError, read_toml, toml_files, unknown_k
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GODEL_", extra="forbid", use_attribute_docstrings=True)
+    _unconfined_because: str | None = PrivateAttr(default=None)  # why ``auto`` chose ``local``
 
     home: Path = Field(default_factory=lambda: Path.home() / ".godel")
     """Where Godel keeps its data: ``godel.db``, ``logs/``, ``worktrees/``, ``run/``."""
@@ -111,11 +112,86 @@ class Settings(BaseSettings):
     """Where agents reach this server's gateway. Default: ``http://HOST:PORT`` of ``godel serve`` (127.0.0.1 when
     it binds every address). Set it when agents run elsewhere (a container, another node)."""
 
-    runtime: Literal["local", "sandbox", "gvisor", "container", "kubernetes", "e2b"] = "local"
-    """Where agents run: ``local`` (a git worktree, the agent as a plain process of the server's user: no
-    confinement) or ``sandbox`` (bubblewrap: own namespaces, no capabilities, the system read-only, no network but
-    the gateway; see docs/sandbox.md). ``sandbox`` fails closed: the server refuses to start without ``bwrap`` and
-    ``socat`` (``apt-get install bubblewrap socat``)."""
+    runtime: Literal["auto", "local", "sandbox", "gvisor", "container", "kubernetes", "e2b"] = "auto"
+    """Where agents run by default: ``sandbox`` (bubblewrap: own namespaces, no capabilities, the system read-only,
+    no network but the gateway; see docs/sandbox.md), ``local`` (a git worktree, the agent as a plain process of the
+    server's user: no confinement), or ``gvisor``, ``container``, ``kubernetes``, ``e2b``. ``auto`` (the default) is
+    ``sandbox`` where ``bwrap`` and ``socat`` are installed and agents reach their models through the gateway
+    (``use_gateway``, their only way out of a sandbox), else ``local``, said loudly at start and by ``godel status``.
+    An explicit ``sandbox`` fails closed: the server refuses to start without ``bwrap`` and ``socat``
+    (``apt-get install bubblewrap socat``)."""
+
+    runtimes: list[Literal["local", "sandbox", "gvisor", "container", "kubernetes", "e2b"]] = Field(
+        default_factory=list
+    )
+    """The runtimes a spawn may ask for (``config.sandbox.runtime``, ``config.sandbox.fallback``) besides the default
+    ``runtime``. Empty: only the default. Each is built when an agent first needs it; one that cannot run here (a
+    tool missing) fails that agent's spawn, or hands it to the next runtime of its fallback chain."""
+
+    runtime_fallback: list[Literal["local", "sandbox", "gvisor", "container", "kubernetes", "e2b"]] = Field(
+        default_factory=list
+    )
+    """The fallback chain of an agent that names none: when its runtime cannot start it (not installed here, a
+    remote refusing), the next runtime of the chain is tried, and the change is an ``agent:runtime:fallback`` event.
+    Every runtime named must be the default or in ``runtimes``."""
+
+    container_image: str | None = None
+    """The image of the ``container`` runtime when an agent's ``config.sandbox.image`` names none. Unset:
+    ``localhost/godel-agent:latest``, built from Debian packages by ``scripts/build-agent-image``."""
+
+    container_storage: Path = Field(
+        default_factory=lambda: (
+            Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "godel" / "containers"
+        )
+    )
+    """Godel's own podman storage (images and containers of the ``container`` runtime), apart from the machine's."""
+
+    kubernetes_image: str | None = None
+    """``runtime = "kubernetes"``: the image agents run in (needs ``sh``, ``git``, ``tar``, ``gzip``, ``base64``,
+    ``setsid`` and the agent CLIs at the paths the server uses). Required by that runtime; see
+    docs/remote-runtimes.md."""
+
+    kubernetes_namespace: str = "default"
+    """The namespace of the agents' pods."""
+
+    kubernetes_kubeconfig: Path | None = None
+    """The kubeconfig file to reach the cluster. Unset: the in-cluster service account when the server runs in a pod,
+    else ``~/.kube/config``."""
+
+    kubernetes_context: str | None = None
+    """The kubeconfig context to use (unset: the file's current context)."""
+
+    kubernetes_runtime_class: str | None = None
+    """The pods' ``runtimeClassName`` (e.g. ``kata`` for a microVM per agent, ``gvisor``); unset: the cluster's
+    default."""
+
+    kubernetes_memory_mb: int | None = Field(default=None, ge=8)
+    """Memory request and limit (MiB) of an agent that asks for none."""
+
+    kubernetes_cpus: float | None = Field(default=None, gt=0)
+    """CPU request and limit (cores) of an agent that asks for none."""
+
+    kubernetes_service_account: str | None = None
+    """The pods' service account (its token is never mounted); unset: the namespace's default."""
+
+    e2b_api_key_env: str = "E2B_API_KEY"
+    """``runtime = "e2b"``: the name of the environment variable holding the E2B API key (read when the runtime is
+    built; the key is never logged and never given to an agent)."""
+
+    e2b_template: str = "base"
+    """The E2B template agents' sandboxes are made from (needs ``sh``, ``git``, ``tar``, ``gzip`` and the CLIs)."""
+
+    e2b_domain: str | None = None
+    """The E2B domain (unset: the SDK's default, ``e2b.app``, or ``E2B_DOMAIN``)."""
+
+    e2b_api_url: str | None = None
+    """The E2B API's URL, for a self-hosted E2B (unset: ``https://api.<domain>``)."""
+
+    e2b_sandbox_url: str | None = None
+    """The URL of the sandboxes' agent (envd), for a self-hosted E2B (unset: derived from the domain)."""
+
+    e2b_timeout: int = Field(default=3600, ge=60)
+    """Seconds an agent's sandbox may live (E2B kills it after that)."""
 
     budget_hold_timeout: float = 86400.0
     """Seconds an agent's request that found its budget spent is held (the agent paused) waiting for the agent to
@@ -273,6 +349,17 @@ class Settings(BaseSettings):
     oidc_team_claim: str | None = None
     """The claim that gives a user's team, set at each login. Unset: single sign-on leaves teams alone."""
 
+    merge_gate_confined: bool = True
+    """Run merge gates (``verify``) and conflict resolvers (``resolve``), which execute what agents wrote, as confined
+    as an agent when the default runtime confines (``sandbox``): no network, the system read-only, only the
+    integration worktree writable. Tools the gate needs must be on the system (``/usr``) or in the repository. Off:
+    they run as the server's user, with its files and network."""
+
+    egress_allow_private: bool = False
+    """Let a sandboxed agent's egress proxy connect to loopback, private and link-local addresses when its allowlist
+    names a host that is or resolves to one. Off by default, so an allowlisted name cannot lead into the server's own
+    network (its database, its API, a metadata service)."""
+
     webhook_allow_private: bool = False
     """Let webhooks be delivered to loopback, private and link-local addresses (checked when a subscription is made
     and again each time its host is resolved). Off by default, so a webhook cannot probe or call what sits behind
@@ -289,6 +376,45 @@ class Settings(BaseSettings):
                     '`apt-get install bubblewrap socat`, or set runtime = "local" (agents then run unconfined)'
                 )
         return value
+
+    @model_validator(mode="after")
+    def _resolve_auto_runtime(self) -> Settings:
+        if self.runtime == "auto":
+            missing = [tool for tool in ("bwrap", "socat") if shutil.which(tool) is None]
+            if missing:
+                self._unconfined_because = f"not installed: {', '.join(missing)} (apt-get install bubblewrap socat)"
+            elif not self.use_gateway:
+                self._unconfined_because = "use_gateway is off (a sandbox's only way out is the gateway)"
+            self.runtime = "local" if self._unconfined_because else "sandbox"
+        elif self.runtime == "local":
+            self._unconfined_because = 'runtime = "local" was chosen'
+        return self
+
+    @property
+    def unconfined_warning(self) -> str | None:
+        """Why agents run unconfined by default here (as the server's user, on its network), or None."""
+        if self.runtime != "local":
+            return None
+        return (
+            f"agents run UNCONFINED (runtime local: as this server's user, seeing its files, processes and network): "
+            f"{self._unconfined_because or 'runtime = local'}"
+        )
+
+    @model_validator(mode="after")
+    def _fallbacks_enabled(self) -> Settings:
+        offered = {self.runtime, *self.runtimes}
+        missing = [name for name in self.runtime_fallback if name not in offered]
+        if missing:
+            raise ValueError(
+                f"runtime_fallback names {', '.join(missing)}, which is neither the runtime nor in runtimes "
+                f"({', '.join(sorted(offered))}); add it to runtimes"
+            )
+        return self
+
+    @property
+    def confines_agents(self) -> bool:
+        """Some runtime this server offers confines agents behind the gateway's socket (every one but ``local``)."""
+        return any(name != "local" for name in (self.runtime, *self.runtimes))
 
     @field_validator("api_rate_limit")
     @classmethod
@@ -337,6 +463,11 @@ class Settings(BaseSettings):
         """The Unix socket on which the server also serves the gateway alone, for sandboxed agents (its directory
         is bound into each sandbox)."""
         return self.home / "gateway" / "proxy.sock"
+
+    @property
+    def egress_socket(self) -> Path:
+        """The Unix socket of the egress proxy for sandboxed agents (beside the gateway's, bound into each sandbox)."""
+        return self.home / "gateway" / "egress.sock"
 
     @property
     def worktrees_dir(self) -> Path:

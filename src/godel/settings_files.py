@@ -24,7 +24,12 @@ NAMES: frozenset[str] = frozenset(
         'home', 'database_url', 'sqlite_synchronous', 'host', 'port', 'url', 'node_name', 'max_concurrent_agents',
         'on_shutdown', 'kill_grace', 'default_timeout', 'retry_backoff', 'retry_backoff_max', 'watch_interval',
         'reconcile_interval', 'log_level', 'providers', 'fallbacks', 'agents_dir', 'agent_cli_retries', 'use_gateway',
-        'gateway_url', 'runtime', 'budget_hold_timeout', 'rate_limits', 'gateway_redact_pii', 'gateway_audit_bodies',
+        'gateway_url', 'runtime', 'runtimes', 'runtime_fallback', 'container_image', 'container_storage',
+        'gateway_redact_pii', 'gateway_audit_bodies',
+        'kubernetes_image', 'kubernetes_namespace', 'kubernetes_kubeconfig',
+        'kubernetes_context', 'kubernetes_runtime_class', 'kubernetes_memory_mb', 'kubernetes_cpus',
+        'kubernetes_service_account', 'e2b_api_key_env', 'e2b_template', 'e2b_domain', 'e2b_api_url', 'e2b_sandbox_url',
+        'e2b_timeout', 'budget_hold_timeout', 'rate_limits',
         'gateway_cache_seconds', 'gateway_breaker_failures', 'gateway_breaker_reset', 'redis_url', 'gateway_policies',
         'gateway_read_timeout', 'prices', 'commit_on_complete', 'roles', 'auth_enabled', 'allowed_hosts',
         'cors_origins', 'access_token_ttl', 'refresh_token_ttl', 'jwt_secret_file', 'api_rate_limit', 'cookie_secure',
@@ -32,6 +37,7 @@ NAMES: frozenset[str] = frozenset(
         'webhook_failure_threshold', 'webhook_timeout', 'webhook_concurrency', 'max_request_bytes', 'secret_key_file',
         'repo_roots', 'oidc_issuer', 'oidc_client_id', 'oidc_client_secret_env', 'oidc_redirect_url', 'oidc_scopes',
         'oidc_role_claim', 'oidc_role_map', 'oidc_default_role', 'oidc_team_claim', 'webhook_allow_private',
+        'egress_allow_private', 'merge_gate_confined',
     }
 )  # fmt: skip
 

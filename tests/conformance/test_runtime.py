@@ -8,6 +8,7 @@ reason from the factory (``pytest.skip``), never pass vacuously. Repositories an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -63,14 +64,51 @@ def _gvisor(base: Path) -> Runtime:
     return GVisorRuntime(worktrees_root=base / "worktrees", logs_root=base / "logs")
 
 
+def _container(base: Path) -> Runtime:
+    from tests.sandbox.containers import container_runtime  # skips without podman and runc; builds the image
+
+    return container_runtime(base)
+
+
+def _container_roots(handle: RuntimeHandle) -> list[int]:
+    from tests.sandbox.containers import container_pid
+
+    pid = container_pid(handle)
+    return [pid] if pid else []
+
+
+def _kubernetes(base: Path) -> Runtime:
+    from tests.remote.conftest import kubernetes_runtime  # the fake API server starts on first use
+
+    return kubernetes_runtime(base)
+
+
+def _e2b(base: Path) -> Runtime:
+    from tests.remote.conftest import e2b_runtime
+
+    return e2b_runtime(base)
+
+
 RUNTIMES: dict[str, Callable[[Path], Runtime]] = {
     "local": lambda base: LocalRuntime(worktrees_root=base / "worktrees", logs_root=base / "logs"),
     "sandbox": _sandbox,
     "gvisor": _gvisor,
+    "container": _container,
+    "kubernetes": _kubernetes,  # against a fake API server at the HTTP edge (tests/remote)
+    "e2b": _e2b,  # against a fake E2B at the HTTP edge (tests/remote)
 }
+# Runtimes whose agents run on another machine: a test that watches an agent from this one (its processes, its log
+# files filling while nothing reads them, the workspace changing under it) skips for them (tests/remote covers them).
+REMOTE = {"kubernetes", "e2b"}
 # Runtimes whose agent processes run in a kernel of their own (gVisor's): on the host they are not processes, and
 # the tests that look for them there look at the sandbox's host processes instead.
 GUEST_KERNEL = {"gvisor"}
+
+
+def local_only(bench: Bench, why: str) -> None:
+    if bench.name in REMOTE:
+        pytest.skip(f"{bench.name} runs agents elsewhere: {why}")
+
 
 DONE = {ProcessState.EXITED, ProcessState.GONE}
 _GIT_REDIRECTS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR")
@@ -336,6 +374,7 @@ async def test_start_runs_the_command_with_task_env_and_files(bench: Bench, monk
 
 
 async def test_output_is_read_incrementally_with_partial_lines(bench: Bench) -> None:
+    local_only(bench, "the test unblocks the agent through the server's copy of the workspace")
     script = (
         "printf 'one\\ntwo\\npar'; printf 'e1\\n' >&2; "
         "while [ ! -e go ]; do sleep 0.01; done; printf 'tial\\nthree\\n'; printf 'e2\\n' >&2"
@@ -443,6 +482,30 @@ def _tree(pid: int) -> list[psutil.Process]:
     return [root, *root.children(recursive=True)]
 
 
+# Where a runtime's agent processes live beyond the wrapper's own tree: a container's are children of podman's
+# conmon, not of the wrapper. Each gives the host pids of further roots (the container's init).
+ROOTS: dict[str, Callable[[RuntimeHandle], list[int]]] = {"container": _container_roots}
+
+
+def _run_tree(bench: Bench, handle: RuntimeHandle) -> list[psutil.Process]:
+    """Every process of the agent's run: the wrapper's tree and the runtime's further roots' trees."""
+    assert handle.pid is not None
+    procs = _tree(handle.pid)
+    for pid in ROOTS.get(bench.name, lambda _: [])(handle):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            procs += _tree(pid)
+    return procs
+
+
+def _count(procs: list[psutil.Process], name: str) -> int:
+    """How many of ``procs`` run ``name`` (one that has just exited counts for none)."""
+    found = 0
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            found += p.name() == name
+    return found
+
+
 def _all_gone(procs: list[psutil.Process]) -> bool:
     for p in procs:
         try:
@@ -454,6 +517,7 @@ def _all_gone(procs: list[psutil.Process]) -> bool:
 
 
 async def test_pause_and_resume(bench: Bench) -> None:
+    local_only(bench, "the test watches the agent's processes on this machine")
     if not bench.runtime.capabilities().pause:
         pytest.skip(f"{bench.name} cannot pause")
     handle = await bench.run("while :; do echo tick; sleep 0.01; done")
@@ -466,7 +530,7 @@ async def test_pause_and_resume(bench: Bench) -> None:
     # A child that exited as its parent stopped stays a zombie until the parent runs again; a shell whose
     # vfork child was stopped before exec waits for it uninterruptibly ("disk-sleep"); gVisor's ptrace stubs, whose
     # tracer (the sandbox's kernel) is stopped, wait in a tracing stop: frozen all the same.
-    states = {p.status() for p in _tree(handle.pid)}
+    states = {p.status() for p in _run_tree(bench, handle)}
     frozen = {psutil.STATUS_STOPPED, psutil.STATUS_ZOMBIE, psutil.STATUS_DISK_SLEEP, psutil.STATUS_TRACING_STOP}
     assert states <= frozen, states
     size = log.stat().st_size
@@ -478,15 +542,15 @@ async def test_pause_and_resume(bench: Bench) -> None:
 
 
 async def test_terminate_kills_the_whole_tree(bench: Bench) -> None:
+    local_only(bench, "the test watches the agent's processes on this machine")
     # A background grandchild, a foreground one, and one that left the process group with setsid.
     handle = await bench.run("setsid sleep 101 & sleep 102 & echo up; sleep 103")
     assert handle.pid is not None
-    pid = handle.pid
     if bench.name in GUEST_KERNEL:  # the sleeps are not host processes: the sandbox's host processes must all end
-        await until(lambda: (handle.log_dir / "stdout.log").read_text() == "up\n" and len(_tree(pid)) > 2)
+        await until(lambda: (handle.log_dir / "stdout.log").read_text() == "up\n" and len(_run_tree(bench, handle)) > 2)
     else:
-        await until(lambda: len([p for p in _tree(pid) if p.name() == "sleep"]) == 3)
-    procs = _tree(pid)
+        await until(lambda: _count(_run_tree(bench, handle), "sleep") == 3)
+    procs = _run_tree(bench, handle)
     await bench.runtime.terminate(handle, grace=5)
     assert _all_gone(procs)
     status = await bench.runtime.status(handle)
@@ -494,10 +558,11 @@ async def test_terminate_kills_the_whole_tree(bench: Bench) -> None:
 
 
 async def test_terminate_escalates_to_sigkill_after_the_grace(bench: Bench) -> None:
+    local_only(bench, "the test watches the agent's processes on this machine")
     handle = await bench.run("trap '' TERM; echo ready; sleep 100")
     await until(lambda: (handle.log_dir / "stdout.log").read_text() == "ready\n")
     assert handle.pid is not None
-    procs = _tree(handle.pid)
+    procs = _run_tree(bench, handle)
     started = time.monotonic()
     await bench.runtime.terminate(handle, grace=0.3)
     assert 0.3 <= time.monotonic() - started < 5
@@ -509,6 +574,7 @@ async def test_terminate_escalates_to_sigkill_after_the_grace(bench: Bench) -> N
 
 
 async def test_terminate_a_paused_agent(bench: Bench) -> None:
+    local_only(bench, "the test reads the log files without the runtime")
     handle = await bench.run("echo ready; sleep 100")
     await until(lambda: (handle.log_dir / "stdout.log").read_text() == "ready\n")
     await bench.runtime.pause(handle)
@@ -520,6 +586,7 @@ async def test_terminate_a_paused_agent(bench: Bench) -> None:
 
 
 async def test_pause_right_after_start(bench: Bench) -> None:
+    local_only(bench, "pausing is the back-end's (tests/remote)")
     # Paused within its first milliseconds the wrapper may still be handing over to the agent (vfork before
     # exec): it must still count as paused, and terminate must still end it (by SIGKILL after the grace).
     handle = await bench.run("sleep 100")
@@ -559,6 +626,7 @@ async def test_adopt_refuses_a_reused_pid(bench: Bench) -> None:
 
 
 async def test_a_run_that_ended_while_no_server_watched_is_adopted_as_exited(bench: Bench) -> None:
+    local_only(bench, "the test waits on the local wrapper's exit file")
     handle = await bench.run("echo finished; exit 4")
     await until(lambda: (handle.log_dir / "exit").exists())  # the old server never looked
     fresh = bench.fresh_runtime()
@@ -582,6 +650,7 @@ def _unrecorded(handle: RuntimeHandle, run: str) -> RuntimeHandle:
 
 
 async def test_adopt_finds_an_unrecorded_launch_by_its_id(bench: Bench) -> None:
+    local_only(bench, "the test waits on the local wrapper's pid file")
     handle = await bench.prepare()
     handle.extra[RUN_KEY] = "launch-1"
     handle = await bench.run("sleep 100", handle)
@@ -592,6 +661,7 @@ async def test_adopt_finds_an_unrecorded_launch_by_its_id(bench: Bench) -> None:
 
 
 async def test_adopt_finds_a_launch_whose_pid_file_is_not_written_yet(bench: Bench) -> None:
+    local_only(bench, "the test waits on the local wrapper's pid file")
     handle = await bench.prepare()
     handle.extra[RUN_KEY] = "launch-2"
     handle = await bench.run("sleep 100", handle)
@@ -603,6 +673,7 @@ async def test_adopt_finds_a_launch_whose_pid_file_is_not_written_yet(bench: Ben
 
 
 async def test_adopt_ignores_an_earlier_launchs_files(bench: Bench) -> None:
+    local_only(bench, "the test waits on the local wrapper's exit file")
     handle = await bench.prepare()
     handle.extra[RUN_KEY] = "attempt-1"
     handle = await bench.run("exit 3", handle)
@@ -621,6 +692,7 @@ async def test_a_pid_without_its_start_time_is_never_acted_on(bench: Bench) -> N
 
 
 async def test_a_look_alike_of_the_wrapper_is_not_adopted(bench: Bench) -> None:
+    local_only(bench, "there is no local wrapper to imitate")
     handle = await bench.prepare()
     handle.extra[RUN_KEY] = "launch-3"
     exit_path, pid_path = handle.log_dir / "exit", handle.log_dir / "pid"
@@ -660,6 +732,7 @@ asyncio.run(main())
 
 
 async def test_agent_survives_kill_9_of_the_server_and_is_adopted(bench: Bench) -> None:
+    local_only(bench, "the server subprocess builds the runtime without the fake's address")
     handle = await bench.prepare()
     data = {k: str(v) if isinstance(v, Path) else v for k, v in handle.__dict__.items()}
     server = await asyncio.create_subprocess_exec(

@@ -145,10 +145,15 @@ def test_events_tail_prints_live_events_until_interrupted(godel: Godel, cli_serv
     assert returncode == 0
 
 
-def test_status_shows_health(godel: Godel) -> None:
-    assert isinstance(godel.json("status"), dict)
-    plain = godel.run("status").stdout
-    assert plain.startswith("CHECK\tVALUE\nurl\t")
+def test_status_shows_health(godel: Godel, cli_server: ServerProcess) -> None:
+    detailed = godel.json("status")
+    assert detailed["isolation"]["runtime"] == "local" and detailed["isolation"]["level"] == "worktree"
+    shown = godel.run("status")
+    assert shown.stdout.startswith("CHECK\tVALUE\nurl\t")
+    # This server runs agents on `local` (tests pin it): status and the server's start say so, loudly.
+    said = [line for line in shown.stderr.splitlines() if line.startswith("WARNING: agents run UNCONFINED")]
+    assert said and 'runtime = "local" was chosen' in said[0], shown.stderr
+    assert "agents run UNCONFINED" in cli_server.log.read_text()
 
 
 def test_unknown_agent_is_an_api_error(godel: Godel) -> None:

@@ -11,6 +11,7 @@ Assertions stay at the exit status and the key content of the output (other work
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import selectors
@@ -131,7 +132,10 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server
     shim = bin_dir / "godel"
     shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m godel "$@"\n')
     shim.chmod(0o755)
-    server = ServerProcess(base / "home", cwd=repo, GODEL_ON_SHUTDOWN="terminate", PYTHONPATH=SOURCE).start(60)
+    # The default runtime (``auto``: the sandbox where bubblewrap is installed), as a reader's server has it.
+    server = ServerProcess(
+        base / "home", cwd=repo, GODEL_ON_SHUTDOWN="terminate", PYTHONPATH=SOURCE, GODEL_RUNTIME="auto"
+    ).start(60)
     env = {
         **os.environ,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
@@ -210,3 +214,31 @@ def test_readme_commands_run_as_written(workspace: tuple[ServerProcess, Path, di
             assert text in out, f"`{command.text}` did not print {text!r}:\n{out[-3000:]}"
         ran.append(command.bare)
     assert len(ran) == len(EXPECT), f"ran {ran}"
+
+
+def test_the_readme_server_confines_its_agents_by_default(
+    workspace: tuple[ServerProcess, Path, dict[str, str]],
+) -> None:
+    """Where bubblewrap is installed (CI installs it), the reader's server runs agents in the sandbox with no word
+    said; elsewhere it runs them on ``local`` and ``godel status`` says so loudly."""
+    from godel.runtimes.sandbox import missing_tools
+
+    _, repo, env = workspace
+    done = subprocess.run(["godel", "status", "--json"], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    isolation = json.loads(done.stdout)["isolation"]
+    if missing_tools():
+        assert isolation["runtime"] == "local" and "not installed" in isolation["warning"]
+        assert (
+            "WARNING: agents run UNCONFINED"
+            in subprocess.run(["godel", "status"], cwd=repo, env=env, capture_output=True, text=True, timeout=60).stderr
+        )
+    else:
+        assert isolation == {"runtime": "sandbox", "level": "namespace", "warning": None}
+        assert (
+            "WARNING"
+            not in subprocess.run(
+                ["godel", "status"], cwd=repo, env=env, capture_output=True, text=True, timeout=60
+            ).stderr
+        )

@@ -30,14 +30,9 @@ CASES = {
 }
 
 
-# Every CLI on the local runtime; in the sandbox (bubblewrap: the gateway reached through its relay and Unix socket,
-# nothing else) those that have been run there so far -- the others join as the sandbox becomes the default; the
-# same two in gvisor (the sandbox's contract, gVisor's kernel).
-RUNS = (
-    [(kind, "local") for kind in CASES]
-    + [("pi", "sandbox"), ("codex", "sandbox")]
-    + [("pi", "gvisor"), ("codex", "gvisor")]
-)
+# Every CLI on the local runtime and in the sandbox (bubblewrap: the gateway reached through its relay and Unix
+# socket, nothing else); pi and codex in gvisor (the sandbox's contract, gVisor's kernel).
+RUNS = [(kind, runtime) for runtime in ("local", "sandbox") for kind in CASES] + [("pi", "gvisor"), ("codex", "gvisor")]
 
 
 @pytest.mark.parametrize(("kind", "runtime"), RUNS, ids=[f"{k}-{r}" for k, r in RUNS])
@@ -61,7 +56,9 @@ async def test_agent_runs_through_the_gateway_with_a_virtual_key(
         while (done := await s.plane.get(agent.id)).state not in (AgentState.COMPLETED, AgentState.FAILED):
             assert time.monotonic() < deadline, f"{kind} did not end"
             await asyncio.sleep(0.1)  # polling the store for the supervisor's verdict
-        assert done.state == AgentState.COMPLETED, done.last_error
+        logs = s.plane.settings.home / "logs" / agent.id
+        tail = "".join(f.read_text(errors="replace")[-6000:] for f in sorted(logs.glob("*.log")))
+        assert done.state == AgentState.COMPLETED, (done.last_error, tail)
         assert run_git(repo, "show", f"{done.branch}:hello.txt").startswith("hello from")
 
         # Every request reached the provider with the provider's key, and was metered to this agent.

@@ -21,14 +21,17 @@ import psutil
 import pytest
 
 from godel.core.ids import new_id
-from godel.core.ports import RuntimeHandle
+from godel.core.ports import RuntimeHandle, WorkspaceSpec
 from godel.errors import RuntimeFailure
+from godel.merging import BranchStatus, MergeQueue, make_plan
 from godel.runtimes import get_runtime
 from godel.runtimes.gvisor import GVisorRuntime
 from godel.runtimes.gvisor.runtime import container_id
 from tests.conftest import make_repo, run_git
+from tests.merging.conftest import build_five
 from tests.sandbox.conftest import Rig, require_gvisor
 from tests.sandbox.test_confinement import SNOOP, secret_holder  # noqa: F401 (the fixture)
+from tests.sandbox.test_merge_gate import _hostile_gate, _listener
 
 
 def _host_processes(handle: RuntimeHandle) -> list[psutil.Process]:
@@ -361,5 +364,46 @@ async def test_the_gateway_socket_is_the_only_way_out(fast_tmp: Path) -> None:
     finally:
         for handle in rig.handles:
             await runtime.terminate(handle, grace=0.0)
+        server.close()
+        await server.wait_closed()
+
+
+# ------------------------------------------------------------------------------------------ Godel's own commands
+
+
+async def test_a_setup_command_runs_inside_gvisor(gvisor_rig: Rig) -> None:
+    """The spawn's setup is its caller's code (possibly an agent's, through its API credential): it runs in a
+    sandbox of its own, gVisor's kernel answering, with the caller's environment, and cannot write outside."""
+    outside = gvisor_rig.base / f"setup-escape-{new_id()}"
+    setup = f'uname -r > kernel.txt; echo "$GODEL_WORKSPACE" > ws.txt; echo pwned > {outside}; echo ok > done.txt'
+    handle = await gvisor_rig.runtime.prepare(WorkspaceSpec(agent_id=new_id(), repo=gvisor_rig.repo, setup=setup))
+    assert (handle.workspace / "done.txt").read_text() == "ok\n"
+    assert (handle.workspace / "kernel.txt").read_text().strip() != os.uname().release
+    assert (handle.workspace / "ws.txt").read_text().strip() == str(handle.workspace)
+    assert not outside.exists()
+    runtime = gvisor_rig.runtime
+    assert isinstance(runtime, GVisorRuntime)
+    assert not list((runtime.run_root / ".gvisor" / ".commands").iterdir())  # its one-off bundle is gone
+    await runtime.cleanup(handle)
+
+
+async def test_a_merge_gate_runs_as_confined_as_an_agent(fast_tmp: Path) -> None:
+    """With gvisor as the default runtime, a merge gate (what a branch's test suite runs) reads no secret of the
+    server's, writes nothing outside its tree and reaches nothing on loopback; the gate itself still passes. The
+    unconfined control is test_merge_gate's, with the same gate."""
+    require_gvisor()
+    five = build_five(fast_tmp / "repo")
+    secret = fast_tmp / "home" / "secret.key"
+    secret.parent.mkdir()
+    secret.write_text("the-server-secret\n")
+    server, port = await _listener()
+    try:
+        runtime = GVisorRuntime(fast_tmp / "w", fast_tmp / "l", run_root=fast_tmp / "run")
+        gate = _hostile_gate(secret, fast_tmp / "outside.txt", port)
+        plan = await make_plan(five.repo, "integration", ["feature/one"], verify=gate, verify_timeout=60)
+        (result,) = await MergeQueue(plan, workdir=fast_tmp / "m", runtime=runtime).run()
+        assert result.status is BranchStatus.MERGED, (result.reason, result.output)  # no escape worked
+        assert not (fast_tmp / "outside.txt").exists()
+    finally:
         server.close()
         await server.wait_closed()

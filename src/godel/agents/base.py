@@ -29,6 +29,7 @@ COMMON_OPTIONS = {
     "binary": "path of the CLI to run instead of the installed one",
     "args": "extra command-line arguments (a list of strings), appended",
     "env": "extra environment variables (names to strings)",
+    "sandbox": "where the agent runs: runtime, fallback chain, limits, image, egress (see docs/sandbox.md)",
 }
 
 

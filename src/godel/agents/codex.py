@@ -185,8 +185,8 @@ class CodexAdapter(CliAdapter):
     executable = "codex"
     npm_bin = "codex"
     extra_options = {
-        "sandbox": "codex's sandbox for the commands it runs: danger-full-access (default; Godel's workspace is the "
-        "isolation), workspace-write (bubblewrap: no network, and git cannot write a worktree's metadata), "
+        "sandbox_mode": "codex's sandbox for the commands it runs: danger-full-access (default; Godel's runtime is "
+        "the isolation), workspace-write (bubblewrap: no network, and git cannot write a worktree's metadata), "
         "read-only",
         "reasoning_effort": "model_reasoning_effort: minimal, low, medium, high, xhigh",
         "config": "extra config.toml keys (dotted names to strings, numbers, booleans or lists), passed as -c",
@@ -198,8 +198,8 @@ class CodexAdapter(CliAdapter):
 
     def validate_extra(self, options: dict[str, Any]) -> list[FieldError]:
         errors = []
-        if "sandbox" in options and options["sandbox"] not in SANDBOX_MODES:
-            errors.append(FieldError("config.sandbox", f"one of: {', '.join(SANDBOX_MODES)}"))
+        if "sandbox_mode" in options and options["sandbox_mode"] not in SANDBOX_MODES:
+            errors.append(FieldError("config.sandbox_mode", f"one of: {', '.join(SANDBOX_MODES)}"))
         if "reasoning_effort" in options and options["reasoning_effort"] not in EFFORTS:
             errors.append(FieldError("config.reasoning_effort", f"one of: {', '.join(EFFORTS)}"))
         extra = options.get("config", {})
@@ -217,7 +217,7 @@ class CodexAdapter(CliAdapter):
             f"model = {_toml(ep.model)}",
             f"model_provider = {_toml(PROVIDER_ID)}",
             'approval_policy = "never"',
-            f"sandbox_mode = {_toml(opts.get('sandbox', 'danger-full-access'))}",
+            f"sandbox_mode = {_toml(opts.get('sandbox_mode', 'danger-full-access'))}",
             "check_for_update_on_startup = false",
         ]
         if opts.get("reasoning_effort"):

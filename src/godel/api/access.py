@@ -231,7 +231,8 @@ async def visible_owners(conn: HTTPConnection, caller: Principal, resource: str)
 
 # Metadata keys Godel sets itself; a caller's body may not forge them.
 OWNER_KEY = "godel:owner"  # where teams and tasks record who made them (a name no user's own key will take)
-RESERVED_METADATA = (OWNER_KEY, "onBehalfOf", "allowSubagents", "godel:hold")  # godel:hold: scheduler.holding
+# godel:hold: scheduler.holding; parentAgent: the agent whose own credential spawned it (held to its runtime and repo)
+RESERVED_METADATA = (OWNER_KEY, "onBehalfOf", "allowSubagents", "parentAgent", "godel:hold")
 
 
 def owned_metadata(metadata: dict[str, Any] | None, caller: Principal) -> dict[str, Any]:

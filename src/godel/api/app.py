@@ -21,6 +21,7 @@ from godel import __version__
 from godel.api import docs, errors, proxy
 from godel.api.access import ApiRateLimit
 from godel.api.auditing import AuditMiddleware
+from godel.api.egress import EgressProxy
 from godel.api.gateway_socket import GatewaySocket
 from godel.api.limits import RequestLimits
 from godel.api.middleware import RequestIdMiddleware
@@ -35,6 +36,7 @@ from godel.api.routes.tasks import router as tasks_router
 from godel.api.routes.teams import router as teams_router
 from godel.api.security import BrowserGuard
 from godel.api.ws import router as ws_router
+from godel.scheduler.egress import EgressTokens
 from godel.scheduler.plane import ControlPlane
 from godel.services import Services
 from godel.settings import Settings
@@ -59,17 +61,36 @@ def create_app(settings: Settings | None = None, *, plane: ControlPlane | None =
     auth.owner_lookups.update(owner_lookups(the_plane, services.teams, services.workflows, services.merges))
 
     # Sandboxed agents have no network: the gateway alone, on a Unix socket bound into each sandbox, is their way out.
-    sandboxed = settings.runtime in ("sandbox", "gvisor") and settings.use_gateway
-    gateway_socket = GatewaySocket(the_plane.gateway, settings.gateway_socket) if sandboxed else None
+    sandboxed = settings.confines_agents and settings.use_gateway
+    gateway_socket = (
+        GatewaySocket(the_plane.gateway, settings.gateway_socket, auth=auth if settings.auth_enabled else None)
+        if sandboxed
+        else None
+    )
+    # ... and the egress proxy beside it, their way to the hosts their allowlist names (config.sandbox.egress).
+    egress = (
+        EgressProxy(
+            settings.egress_socket, tokens=EgressTokens.in_home(settings.home), store=the_plane.store,
+            allow_private=settings.egress_allow_private,
+        )
+        if sandboxed
+        else None
+    )  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.unconfined_warning:
+            log.warning(settings.unconfined_warning)
         await services.start()
         try:
             if gateway_socket is not None:
                 await gateway_socket.start()
+            if egress is not None:
+                await egress.start()
             yield
         finally:
+            if egress is not None:
+                await egress.stop()
             if gateway_socket is not None:
                 await gateway_socket.stop()
             await services.stop()
@@ -128,4 +149,6 @@ def create_app(settings: Settings | None = None, *, plane: ControlPlane | None =
     app.include_router(v1, prefix="/api/v1")
     app.include_router(v1, prefix="/api", include_in_schema=False)
     app.include_router(ws_router)
+    if gateway_socket is not None:
+        gateway_socket.agents.api = app  # agents' run credentials reach the API through the sandbox's socket
     return app

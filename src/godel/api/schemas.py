@@ -17,6 +17,7 @@ from pydantic.alias_generators import to_camel
 from godel.core.events import Event, event_wire, validate_pattern
 from godel.core.models import Agent, CleanupPolicy, Session, Snapshot, TransitionRecord
 from godel.core.runs import RunContext
+from godel.runtimes import isolation_of
 
 MAX_INT64 = 2**63 - 1  # sequence numbers, cursors, ids: what a BIGINT column holds
 TEXT_LIMIT = 100_000  # characters of a task, command or setup script (each travels as one argv string: 128 KiB)
@@ -182,6 +183,8 @@ def agent_json(a: Agent) -> dict[str, Any]:
         "pauseTime": _t(a.pause_time),
         "pausedBy": a.paused_by,
         "runtime": a.runtime,
+        # Where it runs (the spec's ``runtime`` is seconds of execution): the runtime and what it confines.
+        "isolation": {"runtime": a.runtime_name, "level": isolation_of(a.runtime_name)},
         "retryCount": a.retry_count,
         "maxRetries": a.max_retries,
         "lastError": a.last_error,

@@ -159,6 +159,16 @@ def print_diff(text: str) -> None:
     console().print(Syntax(text, "diff", theme="ansi_dark", background_color="default"))
 
 
+def render_warning(text: str) -> None:
+    """``WARNING: <text>`` on stderr, bold red on a terminal: something the user must not miss."""
+    if is_tty():
+        from rich.console import Console
+
+        Console(stderr=True).print(f"WARNING: {text}", style="bold red", markup=False, highlight=False)
+    else:
+        typer.echo(f"WARNING: {text}", err=True)
+
+
 def render_error(exc: GodelError) -> None:
     """``error: <message> (<CODE>)`` on stderr, then one line per offending field."""
     if isinstance(exc, ServerNotRunningError):

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from godel.cli.output import render_warning
 from godel.errors import GodelError, ValidationError
 from godel.settings import Settings, load_settings
 
@@ -54,6 +55,8 @@ def serve(
     overrides: dict[str, Any] = {"host": host, "port": port, "tls_cert": tls_cert, "tls_key": tls_key}
     settings = load_settings(**{key: value for key, value in overrides.items() if value is not None})
     check_exposure(settings)
+    if settings.unconfined_warning:
+        render_warning(settings.unconfined_warning)
     try:
         # Imported here so that every other command stays a thin HTTP client that never loads the server.
         from godel.api.server import serve as run_server

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from godel.cli.context import JsonFlag, client, wants_json
-from godel.cli.output import Column, print_json, print_table
+from godel.cli.output import Column, print_json, print_table, render_warning
 
 STATUS_COLUMNS = (Column("CHECK", "check"), Column("VALUE", "value", max_width=80))
 
@@ -34,6 +34,9 @@ def status(ctx: typer.Context, json_out: JsonFlag = False) -> None:
     if wants_json(ctx, json_out):
         print_json(detailed)
         return
+    isolation = detailed.get("isolation") if isinstance(detailed, dict) else None
+    if isinstance(isolation, dict) and isolation.get("warning"):
+        render_warning(str(isolation["warning"]))
     rows = [{"check": "url", "value": godel.base_url}]
     rows += [{"check": key, "value": value} for key, value in flatten(detailed)]
     print_table(STATUS_COLUMNS, rows)

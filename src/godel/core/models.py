@@ -42,6 +42,7 @@ class Agent:
     worktree: str | None = None
     commits: list[str] = field(default_factory=list)
     snapshot_from: str | None = None  # fork: the snapshot the workspace starts from
+    runtime_name: str | None = None  # the runtime its workspace and process are in (a fallback changes it)
     setup: str | None = None  # shell command run in the workspace before the agent starts
     cleanup: CleanupPolicy = CleanupPolicy.MANUAL
     cleanup_delay: float = 0.0

@@ -214,6 +214,7 @@ class WorkspaceSpec:
     from_snapshot: str | None = None  # fork: the snapshot id to start the working tree from
     setup: str | None = None
     setup_timeout: float = 600.0
+    runtime: str | None = None  # the runtime to make it in (``Runtimes`` routes by it); None: the default
 
 
 @dataclass
@@ -245,6 +246,9 @@ class LaunchSpec:
     env: dict[str, str] = field(default_factory=dict)  # added to a minimal inherited environment
     cwd: Path | None = None  # default: the workspace
     files: dict[Path, str] = field(default_factory=dict)  # config files to write before launch (absolute)
+    # "AGENT-ID:TOKEN": the credential a runtime that confines the network gives the agent for Godel's egress proxy
+    # (``HTTP_PROXY``); a runtime that leaves the network open ignores it.
+    egress: str | None = None
 
 
 class ProcessState(StrEnum):
@@ -340,6 +344,16 @@ class OutputStreaming(Protocol):
     """Optional: a command's output line by line as it runs."""
 
     def exec_stream(self, handle: RuntimeHandle, argv: Sequence[str]) -> AsyncIterator[OutputLine]: ...
+
+
+@runtime_checkable
+class CommandConfinement(Protocol):
+    """Optional: the argv that runs a command of Godel's own on a tree agents wrote (a merge gate, a conflict
+    resolver) as confined as an agent: no network, the system read-only, nothing writable but ``writable``."""
+
+    def confine(
+        self, argv: Sequence[str], cwd: Path, *, writable: Sequence[Path], readonly: Sequence[Path] = ()
+    ) -> list[str]: ...
 
 
 @runtime_checkable

@@ -28,7 +28,7 @@ from godel.errors import GodelError, RuntimeFailure
 from godel.merging.plan import Candidate, MergePlan
 from godel.merging.resolver import Conflict, ResolutionFailed, Resolver, refinery_branch
 from godel.merging.results import Bisection, BranchResult, BranchStatus
-from godel.merging.verify import Gate, run_gate
+from godel.merging.verify import Gate, confined, run_gate
 from godel.merging.worktree import IntegrationTree, MergeOutcome, create_branch, ensure_not_checked_out
 from godel.runtimes.git import git, ref_exists
 
@@ -63,8 +63,12 @@ class MergeQueue:
         resolver: Resolver | None = None,
         listener: MergeListener | None = None,
         run_id: str | None = None,
+        runtime: object = None,
     ) -> None:
+        """``runtime``: the server's default runtime; when it confines commands (``CommandConfinement``), the gate
+        runs inside such a confinement (it runs what agents wrote)."""
         self.plan = plan
+        self.runtime = runtime
         self.run_id = run_id or uuid.uuid4().hex
         self.workdir = workdir  # the integration worktree is created at workdir/<run id>, removed after
         self.resolver = resolver
@@ -305,7 +309,8 @@ class MergeQueue:
     async def _gate(self, tree: IntegrationTree, env: dict[str, str]) -> Gate:
         assert self.plan.verify is not None
         env = {"GODEL_MERGE_INTO": self.plan.into, "GODEL_MERGE_RUN": self.run_id, **env}
-        gate = await run_gate(self.plan.verify, tree.path, self.plan.verify_timeout, env)
+        confine = await confined(self.runtime, tree.path)
+        gate = await run_gate(self.plan.verify, tree.path, self.plan.verify_timeout, env, confine)
         await tree.reset(tree.head)  # what the gate wrote (build output, formatted files) is not part of a merge
         return gate
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from godel.merging.verify import OUTPUT_TAIL, run_gate
+from godel.merging.verify import OUTPUT_TAIL, confined, run_gate
 from godel.merging.worktree import identity_env
 from godel.runtimes.git import git, git_bytes
 from godel.runtimes.worktrees import Worktrees
@@ -77,10 +77,11 @@ class CommandResolver:
 
     name = "command"
 
-    def __init__(self, command: str, workdir: Path, *, timeout: float = 600.0) -> None:
+    def __init__(self, command: str, workdir: Path, *, timeout: float = 600.0, runtime: object = None) -> None:
         self.command = command
         self.workdir = workdir
         self.timeout = timeout
+        self.runtime = runtime  # the server's default runtime: the command runs confined when it can confine
 
     async def resolve(self, conflict: Conflict) -> Resolution:
         branch = conflict.refinery_branch or refinery_branch(conflict.branch)
@@ -101,6 +102,7 @@ class CommandResolver:
                 self.timeout,
                 {"GODEL_CONFLICT_FILES": "\n".join(files), "GODEL_CONFLICT_BRANCH": conflict.branch,
                  "GODEL_CONFLICT_INTO": conflict.into},
+                await confined(self.runtime, path),
             )  # fmt: skip
             if not gate.ok:
                 raise ResolutionFailed(f"{gate.reason(self.timeout)}: {gate.output[-OUTPUT_TAIL // 4 :].strip()}")

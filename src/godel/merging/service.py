@@ -135,6 +135,11 @@ class MergeService:
         self._keeper = False
 
     @property
+    def _confining(self) -> object:
+        """What confines gates and resolvers: the server's default runtime, unless ``merge_gate_confined`` is off."""
+        return self.plane.runtimes.default if self.plane.settings.merge_gate_confined else None
+
+    @property
     def workdir(self) -> Path:
         return self.plane.settings.home / "merges"
 
@@ -197,7 +202,7 @@ class MergeService:
                 job.started_at = self.plane.clock.now()
                 await self._sweep(plan.repo)
                 queue = MergeQueue(plan, workdir=self.workdir, resolver=self._resolver(job),
-                                   listener=_Listener(self, job), run_id=job.id)  # fmt: skip
+                                   listener=_Listener(self, job), run_id=job.id, runtime=self._confining)  # fmt: skip
                 job.queue, job.results = queue, queue.results
                 await queue.run()
             final = JobTrigger.COMPLETE
@@ -221,7 +226,7 @@ class MergeService:
     def _resolver(self, job: MergeJob) -> Resolver | None:
         if job.request.resolve:
             return CommandResolver(job.request.resolve, self.workdir / f"{job.id}-refinery",
-                                   timeout=job.plan.verify_timeout)  # fmt: skip
+                                   timeout=job.plan.verify_timeout, runtime=self._confining)  # fmt: skip
         if job.request.refinery is not None:
             return AgentResolver(self.plane, job.request.refinery, team_id=job.request.team_id)
         return self.resolver_factory(job) if self.resolver_factory else None

@@ -13,9 +13,12 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from godel.core.ports import CommandConfinement
+from godel.runtimes.git import git
 
 OUTPUT_TAIL = 4000  # characters of output kept in a result
 _READ_TAIL = 64 * 1024  # bytes kept while reading (a multi-byte character may straddle the cut)
@@ -50,15 +53,33 @@ def gate_env(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-async def run_gate(command: str, cwd: Path, timeout: float, env: Mapping[str, str] | None = None) -> Gate:
+Confine = Callable[[list[str]], list[str]]  # the argv that runs a command confined (see ``confined``)
+
+
+async def confined(runtime: object, tree: Path) -> Confine | None:
+    """How to run a gate on ``tree`` (a worktree of the user's repository) as confined as an agent, when ``runtime``
+    can (``CommandConfinement``): the tree and its own git directory writable, the repository's git directory
+    read-only, no network. None: the runtime confines nothing (``local``), and the gate runs as the server's user."""
+    if not isinstance(runtime, CommandConfinement):
+        return None
+    own = Path(await git("rev-parse", "--path-format=absolute", "--git-dir", cwd=tree))
+    common = Path(await git("rev-parse", "--path-format=absolute", "--git-common-dir", cwd=tree))
+    return lambda argv: runtime.confine(argv, tree, writable=[tree, own], readonly=[common])
+
+
+async def run_gate(
+    command: str, cwd: Path, timeout: float, env: Mapping[str, str] | None = None, confine: Confine | None = None
+) -> Gate:
+    """Run ``command`` by ``/bin/sh -c`` in ``cwd``; through ``confine`` when given (a sandbox)."""
+    argv = ["/bin/sh", "-c", command]
+    if confine is not None:
+        argv = confine(argv)
     started = time.monotonic()
     # Output to a file, not a pipe: a child the command leaves in the background would keep a pipe open, and
     # asyncio's wait() waits for its pipes; the shell's exit is what decides.
     with tempfile.TemporaryFile() as out:
         proc = await asyncio.create_subprocess_exec(
-            "/bin/sh",
-            "-c",
-            command,
+            *argv,
             cwd=cwd,
             env=gate_env(env or {}),
             stdin=asyncio.subprocess.DEVNULL,

@@ -25,7 +25,7 @@ import os
 import re
 import shutil
 import signal
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
@@ -252,13 +252,14 @@ async def include_escapes(repo: Path, commit: str) -> list[str]:
 # ---------------------------------------------------------------------------------------------- setup
 
 
-async def run_setup(command: str, cwd: Path, limit: float) -> None:
-    """Run the repo's setup command in the new workspace; AgentSpawnError (with exit code and output tail)
-    when it fails or outlives ``limit`` seconds."""
+async def run_setup(
+    command: str, cwd: Path, limit: float, confine: Callable[[list[str]], list[str]] | None = None
+) -> None:
+    """Run the repo's setup command in the new workspace (through ``confine``, a sandbox's, when given);
+    AgentSpawnError (with exit code and output tail) when it fails or outlives ``limit`` seconds."""
+    argv = ["/bin/sh", "-c", command]
     proc = await asyncio.create_subprocess_exec(
-        "/bin/sh",
-        "-c",
-        command,
+        *(confine(argv) if confine is not None else argv),
         cwd=cwd,
         env=agent_env({"GODEL_WORKSPACE": str(cwd)}),
         stdin=asyncio.subprocess.DEVNULL,

@@ -10,10 +10,11 @@ from godel.core.ports import RuntimeHandle
 
 
 def handle_of(agent: Agent, runtime: str, worktrees_root: Path) -> RuntimeHandle:
+    """``runtime``: the server's default, for an agent recorded without one (made before runtimes were per agent)."""
     assert agent.repo is not None and agent.base_commit is not None, "an admitted agent has a repo and base"
     return RuntimeHandle(
         agent_id=agent.id,
-        runtime=runtime,
+        runtime=agent.runtime_name or runtime,
         # After cleanup the worktree column is empty; point at where it would be (it does not exist).
         workspace=Path(agent.worktree) if agent.worktree else worktrees_root / agent.id,
         repo=Path(agent.repo),
@@ -22,8 +23,16 @@ def handle_of(agent: Agent, runtime: str, worktrees_root: Path) -> RuntimeHandle
         log_dir=Path(agent.log_dir or ""),
         pid=agent.pid,
         pid_started=agent.pid_started,
-        extra=dict(agent.metadata.get("runtime", {})) if isinstance(agent.metadata.get("runtime"), dict) else {},
+        extra=_extra(agent),
     )
+
+
+def _extra(agent: Agent) -> dict[str, object]:
+    extra = dict(agent.metadata["runtime"]) if isinstance(agent.metadata.get("runtime"), dict) else {}
+    sandbox = agent.config.get("sandbox")
+    if isinstance(sandbox, dict):  # what runtimes read of the agent's choice: its image, limits, egress
+        extra["sandbox"] = dict(sandbox)
+    return extra
 
 
 def handle_fields(handle: RuntimeHandle) -> dict[str, object]:

@@ -16,6 +16,7 @@ from godel.core.models import Agent
 from godel.core.ports import LaunchRequest
 from godel.core.runs import RunContext
 from godel.gateway.service import Gateway
+from godel.scheduler.egress import EgressTokens
 from godel.settings import Settings
 
 log = structlog.get_logger("godel.runs")
@@ -36,6 +37,13 @@ class RunKeys:
         self.settings = settings
         self.gateway = gateway  # when set (and settings.use_gateway), agents reach their models through it
         self.auth = auth  # when set, each run gets its own least-privilege API credential (GODEL_API_KEY)
+        self._egress: EgressTokens | None = None
+
+    def egress_credential(self, agent_id: str) -> str:
+        """``AGENT-ID:TOKEN``, the agent's credential for the egress proxy (``godel.scheduler.egress``)."""
+        if self._egress is None:
+            self._egress = EgressTokens.in_home(self.settings.home)
+        return f"{agent_id}:{self._egress.token(agent_id)}"
 
     async def through_gateway(
         self, agent: Agent, request: LaunchRequest, made: LaunchCredentials | None = None

@@ -24,6 +24,7 @@ from typing import Protocol
 import structlog
 
 from godel.agents import get_adapter
+from godel.core.events import make_event
 from godel.core.models import Agent, Session
 from godel.core.ports import RUN_KEY, AgentAdapter, LaunchRequest, LaunchSpec, RuntimeHandle, WorkspaceSpec
 from godel.core.runs import RunContext
@@ -34,6 +35,7 @@ from godel.providers import resolve_endpoint
 from godel.scheduler import aftercare
 from godel.scheduler.deps import RunDeps
 from godel.scheduler.handles import handle_fields, handle_of
+from godel.scheduler.isolation import fallback_payload, next_runtime
 from godel.scheduler.keys import LaunchCredentials
 from godel.scheduler.run import AgentRun
 
@@ -174,64 +176,113 @@ async def _prepare_and_start(
     in_place: bool,
 ) -> tuple[Agent, RuntimeHandle, LaunchRequest, Session] | None:
     """The workspace, its record (``spawning``) and the process. None: the launch failed or was stopped, and has
-    settled its account (the spawn failed; or the workspace and what the opening made were taken back)."""
-    if not in_place:
-        first_attempt = agent.retry_count == 0 and not agent.pid
-        spec = WorkspaceSpec(
-            agent_id=agent.id,
-            repo=Path(agent.repo or "."),
-            base_ref=agent.base_commit or agent.base_ref,
-            branch=agent.branch,
-            from_snapshot=agent.snapshot_from if first_attempt else None,
-            setup=agent.setup,
-        )
-        # In a task of its own, so that a stop cancels the checkout and nothing else (the runtime rolls back what it
-        # had made); the launch goes on to settle its account.
-        checkout = asyncio.create_task(deps.runtime.prepare(spec), name=f"checkout {agent.id}")
-        control.checkout = checkout
-        if control.stopped:
-            checkout.cancel()
+    settled its account (the spawn failed; or the workspace and what the opening made were taken back). A runtime
+    that cannot serve hands the launch to the next runtime of the agent's chain (``isolation``)."""
+    recorded = False  # the workspace's place is on record (``spawning``)
+    while True:
+        if not in_place:
+            outcome = await _checkout(deps, agent, handle, control)
+            if outcome is None:  # stopped (killed, deleted) while the workspace was being made: nothing ran
+                await _settled(opening)
+                await _take_back(deps, agent.id, opened, "killed or deleted while it was being spawned")
+                return None
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, Exception):
+                    await _settled(opening)
+                    raise outcome
+                moved = await _fall_back(deps, agent, handle.runtime, outcome)
+                if moved is not None:
+                    agent, handle = moved
+                    continue
+                await _settled(opening)  # so that no key or session is made after spawn_failed revoked and closed them
+                error = outcome if isinstance(outcome, GodelError) else _launch_error(agent, outcome)
+                await spawn_failed(deps, agent, error, opened)
+                return None
+            handle = outcome
+        changes = {**handle_fields(handle), "runtime_name": handle.runtime}
         try:
-            await asyncio.wait({checkout})
-        finally:
-            control.checkout = None
-            if not checkout.done():  # the launch itself is cancelled: so is its checkout, rolled back before we go
-                checkout.cancel()
-                await asyncio.wait({checkout})
-        if checkout.cancelled():  # stopped (killed, deleted) while the workspace was being made: nothing ran
+            if recorded:  # a fallback's workspace, after the first runtime's was recorded and taken back
+                agent = await deps.store.update_agent(agent.id, changes)
+            else:
+                agent, _ = await deps.store.transition_agent(
+                    agent.id, Trigger.WORKTREE_CREATED, actor="supervisor", changes=changes
+                )
+                recorded = True
+        except (InvalidTransitionError, NotFoundError):
             await _settled(opening)
-            await _take_back(deps, agent.id, opened, "killed or deleted while it was being spawned")
+            await _abandon_unstarted(deps, agent.id, handle, opened, prepared=not in_place)
             return None
-        exc = checkout.exception()
-        if exc is not None:
-            await _settled(opening)  # so that no key or session is made after spawn_failed revoked and closed them
-            if not isinstance(exc, Exception):
-                raise exc
-            await spawn_failed(deps, agent, exc if isinstance(exc, GodelError) else _launch_error(agent, exc), opened)
+        try:
+            request, spec_, session = await opening
+            if request.workspace != handle.workspace:  # a runtime that placed the workspace elsewhere than predicted
+                request = dataclasses.replace(request, workspace=handle.workspace)
+                spec_ = await asyncio.to_thread(adapter.launch, request)
+            handle.extra[RUN_KEY] = session.id
+            spec_ = dataclasses.replace(spec_, egress=deps.keys.egress_credential(agent.id))
+            handle = await deps.runtime.start(handle, spec_)
+        except GodelError as exc:
+            moved = None if in_place else await _fall_back(deps, agent, handle.runtime, exc)
+            if moved is not None:
+                await deps.runtime.discard(handle)  # nothing ran in it
+                agent, handle = moved
+                continue
+            await spawn_failed(deps, agent, exc, opened)
             return None
-        handle = checkout.result()
+        except Exception as exc:  # an adapter's bug or an OS error must fail the spawn, not leave it `spawning`
+            await spawn_failed(deps, agent, _launch_error(agent, exc), opened)
+            return None
+        return agent, handle, request, session
+
+
+async def _checkout(
+    deps: RunDeps, agent: Agent, handle: RuntimeHandle, control: Launch
+) -> RuntimeHandle | BaseException | None:
+    """Prepare the agent's workspace in the runtime ``handle`` names: the handle, the failure, or None when the
+    launch was stopped meanwhile (the runtime rolled back what it had made)."""
+    first_attempt = agent.retry_count == 0 and not agent.pid
+    spec = WorkspaceSpec(
+        agent_id=agent.id,
+        repo=Path(agent.repo or "."),
+        base_ref=agent.base_commit or agent.base_ref,
+        branch=agent.branch,
+        from_snapshot=agent.snapshot_from if first_attempt else None,
+        setup=agent.setup,
+        runtime=handle.runtime,
+    )
+    # In a task of its own, so that a stop cancels the checkout and nothing else (the runtime rolls back what it had
+    # made); the launch goes on to settle its account.
+    checkout = asyncio.create_task(deps.runtime.prepare(spec), name=f"checkout {agent.id}")
+    control.checkout = checkout
+    if control.stopped:
+        checkout.cancel()
     try:
-        agent, _ = await deps.store.transition_agent(
-            agent.id, Trigger.WORKTREE_CREATED, actor="supervisor", changes=handle_fields(handle)
-        )
-    except (InvalidTransitionError, NotFoundError):
-        await _settled(opening)
-        await _abandon_unstarted(deps, agent.id, handle, opened, prepared=not in_place)
+        await asyncio.wait({checkout})
+    finally:
+        control.checkout = None
+        if not checkout.done():  # the launch itself is cancelled: so is its checkout, rolled back before we go
+            checkout.cancel()
+            await asyncio.wait({checkout})
+    if checkout.cancelled():
         return None
-    try:
-        request, spec_, session = await opening
-        if request.workspace != handle.workspace:  # a runtime that placed the workspace elsewhere than predicted
-            request = dataclasses.replace(request, workspace=handle.workspace)
-            spec_ = await asyncio.to_thread(adapter.launch, request)
-        handle.extra[RUN_KEY] = session.id
-        handle = await deps.runtime.start(handle, spec_)
-    except GodelError as exc:
-        await spawn_failed(deps, agent, exc, opened)
+    return checkout.exception() or checkout.result()
+
+
+async def _fall_back(
+    deps: RunDeps, agent: Agent, current: str, exc: BaseException
+) -> tuple[Agent, RuntimeHandle] | None:
+    """Move the agent to the next runtime of its chain after ``current`` failed with ``exc`` (an
+    ``agent:runtime:fallback`` event, and the agent's ``runtime_name``); None when there is no next one."""
+    nxt = next_runtime(agent, current, exc, deps.runtime.name)
+    if nxt is None or not isinstance(exc, GodelError):
         return None
-    except Exception as exc:  # an adapter's bug or an OS error must fail the spawn, not leave it `spawning`
-        await spawn_failed(deps, agent, _launch_error(agent, exc), opened)
-        return None
-    return agent, handle, request, session
+    log.warning("runtime fallback", agent=agent.id, failed=current, next=nxt, error=exc.message)
+    event = make_event(
+        "agent:runtime:fallback", fallback_payload(current, nxt, exc), component="supervisor", agent_id=agent.id,
+        team_id=agent.team_id,
+    )  # fmt: skip
+    await deps.store.append_events([event], agent_changes={agent.id: {"runtime_name": nxt}})
+    agent = dataclasses.replace(agent, runtime_name=nxt)
+    return agent, handle_of(agent, deps.runtime.name, deps.settings.worktrees_dir)
 
 
 async def _open_run(

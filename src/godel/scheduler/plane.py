@@ -42,10 +42,12 @@ from godel.providers import resolve_route
 from godel.runtimes import runtime_for
 from godel.runtimes.git import resolve_in_repo
 from godel.runtimes.paths import user_path, within_roots
+from godel.runtimes.routing import Runtimes
 from godel.runtimes.worktrees import INCLUDE_FILE, include_escapes
 from godel.scheduler.adoption import reconcile_on_start
 from godel.scheduler.budgeting import BudgetActions
 from godel.scheduler.handles import handle_of
+from godel.scheduler.isolation import SANDBOX, choose, hold_to_parent
 from godel.scheduler.requests import SpawnRequest
 from godel.scheduler.run import RESTART_RESET
 from godel.scheduler.supervisor import Supervisor
@@ -91,7 +93,12 @@ class ControlPlane:
             settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous, clock=self.clock
         )
         self.bus = MemoryBus()
-        self.runtime: Runtime = runtime or runtime_for(settings)  # settings.runtime: local | sandbox
+        # The server's runtimes: the default (settings.runtime, or the one given) and those a spawn may name
+        # (settings.runtimes), each built on first use; every call on an agent goes to the agent's own.
+        self.runtimes = Runtimes(
+            runtime or runtime_for(settings), enabled=settings.runtimes, build=lambda name: runtime_for(settings, name)
+        )
+        self.runtime: Runtime = self.runtimes
         self.node = Node(
             id=str(uuid.uuid5(uuid.NAMESPACE_DNS, f"godel-node.{settings.node_name}")),
             name=settings.node_name,
@@ -197,6 +204,11 @@ class ControlPlane:
         if escapes:  # the checkout would carry a symlink that .worktreeinclude copies write through
             why = f"{INCLUDE_FILE} names files under {', '.join(escapes[:5])}, a symlink in {req.base_ref}"
             raise PathOutsideWorkspaceError(f"refused: {why}", [FieldError("baseRef", why)])
+        team_config = (await self.store.read_team(req.team_id)).config if req.team_id else None
+        options[SANDBOX] = choose(options, team_config, self.runtimes, list(self.settings.runtime_fallback))
+        parent = req.metadata.get("parentAgent")
+        if isinstance(parent, str):  # spawned by an agent's own credential: held to what confines its parent
+            hold_to_parent(await self.store.get_agent(parent), options[SANDBOX], str(repo), self.runtimes.default.name)
         if options.get("env"):  # sealed before the row is written; opened only to launch (runs.launch_request)
             options["env"] = self.secrets.seal_values(options["env"])
         agent_id = new_id()
@@ -213,6 +225,7 @@ class ControlPlane:
             base_commit=base_commit,
             branch=branch_for(agent_id),
             snapshot_from=req.snapshot_from,
+            runtime_name=options[SANDBOX]["runtime"],
             setup=req.setup,
             cleanup=req.cleanup,
             cleanup_delay=req.cleanup_delay,

@@ -95,8 +95,8 @@ def fork_request(source: Agent, snapshot_id: str, overrides: dict[str, Any]) -> 
     o = {k: v for k, v in overrides.items() if v is not None}
     config = {k: v for k, v in source.config.items() if k not in ("command", "env")}
     same_kind = o.get("agent", source.kind) == source.kind
-    if not same_kind:
-        config = {}  # options (a binary, extra args, a tool list) belong to the source's CLI, not to another
+    if not same_kind:  # options (a binary, extra args, a tool list) belong to the source's CLI, not to another
+        config = {k: v for k, v in config.items() if k == "sandbox"}  # where it runs is not the CLI's: it stays
     req = SpawnRequest(
         task=o.get("task", source.task),
         repo=source.repo or ".",

@@ -85,6 +85,7 @@ agents = sa.Table(
     sa.Column("worktree", sa.Text(), nullable=True),
     sa.Column("commits", Json(), nullable=False),
     sa.Column("snapshot_from", sa.String(64), nullable=True),
+    sa.Column("runtime_name", sa.String(64), nullable=True),  # which runtime (local, sandbox, …): handles route by it
     sa.Column("setup", sa.Text(), nullable=True),
     sa.Column("cleanup", sa.String(32), nullable=False),
     sa.Column("cleanup_delay", sa.Float(), nullable=False),

@@ -16,6 +16,7 @@ from pathlib import Path
 from godel.agents.roles import RoleProfile, role_named
 from godel.errors import FieldError, ValidationError
 from godel.runtimes.git import resolve_in_repo
+from godel.scheduler.isolation import SANDBOX, choose
 from godel.scheduler.plane import ControlPlane
 from godel.teams.runner import spawn_request
 from godel.teams.spec import SLOTS_OF, StageSpec, TeamSpec
@@ -44,6 +45,7 @@ def _check_spawn(
 
 async def check_spec(plane: ControlPlane, spec: TeamSpec, roles: Mapping[str, RoleProfile]) -> tuple[Path, str]:
     """Refuse what cannot run; returns the repository's root and the base commit."""
+    choose({}, {SANDBOX: dict(spec.sandbox)}, plane.runtimes, [])  # runtimes this server offers, a sound section
     slots = list(SLOTS_OF[spec.strategy]) + (["monitor"] if spec.monitor else [])
     if spec.strategy == "map-reduce" and spec.tasks:
         slots.remove("coordinator")  # an explicit split needs no coordinator

@@ -71,6 +71,7 @@ class TeamSpec:
     reduce_task: str | None = None
     monitor: bool = False
     budget: float | None = None
+    sandbox: Mapping[str, Any] = field(default_factory=dict)  # its agents' default config.sandbox (runtime, …)
 
     @property
     def room(self) -> int:
@@ -136,6 +137,10 @@ class TeamSpec:
         if not isinstance(config, Mapping):
             errors.append(FieldError("config", "a mapping of adapter options"))
             config = {}
+        sandbox = raw.get("sandbox") or {}
+        if not isinstance(sandbox, Mapping):
+            errors.append(FieldError("sandbox", "a mapping: runtime, fallback, limits, image, egress"))
+            sandbox = {}
         spec = cls(
             strategy=strategy,
             repo=repo or "",
@@ -160,6 +165,7 @@ class TeamSpec:
             reduce_task=_text(raw, "reduceTask", errors),
             monitor=bool(raw.get("monitor", False)),
             budget=_budget(raw, errors),
+            sandbox=dict(sandbox),
         )
         if errors:
             raise ValidationError(f"invalid team: {'; '.join(f'{e.field}: {e.message}' for e in errors[:5])}", errors)
@@ -189,6 +195,7 @@ class TeamSpec:
             "reduceTask": self.reduce_task,
             "monitor": self.monitor,
             "budget": self.budget,
+            "sandbox": dict(self.sandbox),
         }
         if self.strategy == "tree":
             out |= {"depth": self.depth, "fanout": self.fanout}
@@ -228,7 +235,7 @@ class TeamSpec:
 _FIELDS = (
     "strategy", "repo", "baseRef", "task", "tasks", "stages", "size", "maxAgents", "agent", "model", "command",
     "config", "roles", "profiles", "timeout", "agentTimeout", "retryPolicy", "depth", "fanout", "reduceTask",
-    "monitor", "budget",
+    "monitor", "budget", "sandbox",
 )  # fmt: skip
 
 

@@ -8,11 +8,11 @@ request is reported at once, before anything is written.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
+from godel.core.addresses import private_address
 from godel.core.events import validate_pattern
 from godel.core.ids import new_id
 from godel.errors import FieldError, ValidationError
@@ -25,14 +25,6 @@ MAX_URL = 2048
 
 class PrivateAddressError(Exception):
     """A webhook URL that leads into this machine or its private network (refused unless allowed)."""
-
-
-def private_address(host: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return host.lower() in ("localhost", "localhost.") or host.lower().endswith(".localhost")
-    return not ip.is_global or ip.is_multicast
 
 
 async def refuse_private(url: str) -> None:

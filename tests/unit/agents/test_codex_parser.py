@@ -148,7 +148,7 @@ def test_launch_config_resume_and_baseline(tmp_path: Path) -> None:
 
 def test_options_are_validated() -> None:
     adapter = CodexAdapter()
-    adapter.validate({"sandbox": "workspace-write", "reasoning_effort": "low", "config": {"a.b": [1, "x"]}})
+    adapter.validate({"sandbox_mode": "workspace-write", "reasoning_effort": "low", "config": {"a.b": [1, "x"]}})
     with pytest.raises(ValidationError) as info:
-        adapter.validate({"sandbox": "none", "reasoning_effort": "max", "config": {"a": {"b": 1}}})
-    assert {e.field for e in info.value.fields} == {"config.sandbox", "config.reasoning_effort", "config.config"}
+        adapter.validate({"sandbox_mode": "none", "reasoning_effort": "max", "config": {"a": {"b": 1}}})
+    assert {e.field for e in info.value.fields} == {"config.sandbox_mode", "config.reasoning_effort", "config.config"}

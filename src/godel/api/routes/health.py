@@ -80,6 +80,12 @@ async def detailed(plane: Plane, request: Request) -> dict[str, Any]:
         {
             **public_part,
             "store": {**public_part["store"], "lastSequence": await plane.store.last_sequence()},
+            # Where agents run by default, and why when that is unconfined (``godel status`` shows it loudly).
+            "isolation": {
+                "runtime": plane.runtimes.default.name,
+                "level": plane.runtimes.default.capabilities().isolation,
+                "warning": plane.settings.unconfined_warning if plane.runtimes.default.name == "local" else None,
+            },
             "bus": plane.bus.stats(),
             "tasks": plane.tasks.describe(),
             "node": {
@@ -104,6 +110,9 @@ async def capabilities(plane: Plane) -> dict[str, Any]:
             "apiVersion": "v1",
             "mode": "embedded" if plane.settings.resolved_database_url.startswith("sqlite") else "server",
             "runtimes": runtime_names(),
+            # The runtimes a spawn may name here (config.sandbox.runtime), the default first, and the default chain.
+            "enabledRuntimes": list(plane.runtimes.enabled),
+            "runtimeFallback": list(plane.settings.runtime_fallback),
             # What confines agents here: "worktree" (a workspace of their own, nothing else) or "namespace" (the
             # sandbox runtime: bubblewrap namespaces, no network but the gateway).
             "isolation": caps.isolation,

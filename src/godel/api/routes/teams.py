@@ -60,6 +60,7 @@ class CreateTeam(Body):
     model: str | None = None
     command: str | None = None
     config: dict[str, Any] | None = None
+    sandbox: dict[str, Any] | None = None  # the default config.sandbox of its agents (runtime, fallback, …)
     roles: dict[str, str] | None = None
     profiles: dict[str, dict[str, Any]] | None = None
     timeout: float | None = None

@@ -20,9 +20,12 @@ What is confined (issue 12 item 5):
 * **Pause** stops the sandbox's host processes (runsc, its gofer, the sentry and its stubs): the guest, daemons
   included, cannot run while its kernel is stopped.
 
+* **Godel's own commands** (a spawn's setup, merge gates and resolvers when gvisor is the default runtime) run in
+  one-off gVisor sandboxes of their own with no way out (``GVisorRuntime.confine``).
+
 Not confined yet: no resource limits of its own (runsc runs with ``--ignore-cgroups``; limits come from the
 cgroups the host-side wrapper is put in); ``ls -l`` and ``stat`` of Debian 12's coreutils fail inside with EINVAL
-(this gVisor build refuses their ``statx`` flags); setup commands run on the host, as in the other runtimes.
+(this gVisor build refuses their ``statx`` flags).
 """
 
 from godel.runtimes.gvisor.runtime import GVisorRuntime, runsc_problem

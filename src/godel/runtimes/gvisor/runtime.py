@@ -31,12 +31,13 @@ from pathlib import Path
 
 import psutil
 
-from godel.core.ports import ProcessState, RuntimeCapabilities, RuntimeHandle
-from godel.errors import FieldError, RuntimeFailure, ValidationError
+from godel.core.ports import LaunchSpec, ProcessState, RuntimeCapabilities, RuntimeHandle
+from godel.errors import FieldError, RuntimeUnavailableError, ValidationError
 from godel.runtimes.gvisor import control, oci
+from godel.runtimes.local import LocalRuntime
 from godel.runtimes.processes import agent_env
-from godel.runtimes.sandbox.bwrap import SOCAT, Confinement, entry_argv, write_etc
-from godel.runtimes.sandbox.runtime import SandboxRuntime
+from godel.runtimes.sandbox.bwrap import EGRESS_PORT, SOCAT, Confinement, entry_argv, write_etc
+from godel.runtimes.sandbox.runtime import SandboxRuntime, agent_gitconfig, tool_paths
 
 INSTALL_HINT = "apt-get install runsc socat"
 _PROBE_TIMEOUT = 60.0  # a no-op sandbox starts in well under a second; the KVM platform's hang is what this catches
@@ -44,6 +45,10 @@ _LIVE = (ProcessState.RUNNING, ProcessState.STOPPED)
 _DONE = {ProcessState.EXITED, ProcessState.GONE}
 # Run an exec's ``runsc run`` ($2…), then remove its one-off bundle and state ($1); exit with runsc's status.
 _EXEC = 'd=$1; shift; "$@"; c=$?; rm -rf "$d"; exit $c'
+# The same for ``confine``, first writing the caller's environment for the command inside ($1/env/vars, owner only).
+_CONFINED = 'd=$1; shift; (umask 077; export -p >"$d/env/vars") && "$@"; c=$?; rm -rf "$d"; exit $c'
+# Inside: take that environment, with gVisor's memory as home and /tmp, then run the command ($2…).
+_WITH_ENV = '. "$1" && shift && export HOME=/tmp TMPDIR=/tmp && exec "$@"'
 
 
 def gvisor_ids() -> tuple[int, int]:
@@ -112,26 +117,32 @@ class GVisorRuntime(SandboxRuntime):
         agents_dir: Path | None = None,
         gateway_socket: Path | None = None,
         gateway_port: int | None = None,
+        egress_socket: Path | None = None,
     ) -> None:
         """As ``SandboxRuntime``. Fails closed: without a working runsc (and socat) this runtime refuses to be
-        built, with the fix."""
-        super().__init__(
-            worktrees_root, logs_root, run_root=run_root, agents_dir=agents_dir,
-            gateway_socket=gateway_socket, gateway_port=gateway_port,
-        )  # fmt: skip
-        self._gvisor_root = self.run_root / ".gvisor"  # bundles and runsc state, per agent; never bound inside
-        self._gvisor_etc = self.run_root / ".gvisor-etc"
-        # Written once here, before agents start at the same time (each start only checks it is still in place).
-        write_etc(self._gvisor_etc, gvisor_ids())
-
-    def _check_tools(self) -> None:
+        built, with the reason and the fix."""
         problem = runsc_problem()
         if problem is not None:
-            raise RuntimeFailure(
+            raise RuntimeUnavailableError(  # a fallback chain moves on
                 f"the gvisor runtime cannot run here: {problem}. Install it with {INSTALL_HINT} (runsc is Debian's "
                 'gVisor package), or set runtime = "sandbox" (bubblewrap) or "local" in godel.toml / GODEL_RUNTIME',
                 details={"reason": problem, "fix": INSTALL_HINT},
             )
+        # Not SandboxRuntime.__init__: it requires bubblewrap, which gVisor does not use. The same attributes, so the
+        # sandbox's confinement (its git paths, its egress relay) works here unchanged.
+        LocalRuntime.__init__(self, worktrees_root, logs_root)
+        self.run_root = run_root or self.worktrees_root.parent / "run"
+        self.tools = tool_paths(agents_dir)
+        self.gateway_socket = gateway_socket
+        self.gateway_port = gateway_port
+        self.egress_socket = egress_socket if gateway_socket is not None else None
+        self.egress_port = EGRESS_PORT if gateway_port != EGRESS_PORT else EGRESS_PORT + 1
+        self._etc = self.run_root / ".sandbox-etc"  # what the sandbox's ``_confinement`` prepares (bubblewrap's ids)
+        self._gitconfig = agent_gitconfig()
+        self._gvisor_root = self.run_root / ".gvisor"  # bundles and runsc state, per agent; never bound inside
+        self._gvisor_etc = self.run_root / ".gvisor-etc"  # passwd and group naming gVisor's ids: what the bundles bind
+        # Written once here, before agents start at the same time (each start only checks it is still in place).
+        write_etc(self._gvisor_etc, gvisor_ids())
 
     def capabilities(self) -> RuntimeCapabilities:
         return RuntimeCapabilities(
@@ -149,17 +160,45 @@ class GVisorRuntime(SandboxRuntime):
     ) -> list[str]:
         """Write the bundle of ``args`` under ``run_dir`` and return the ``runsc … run`` command for it (without
         the container id). ``env`` is the agent's whole environment: runsc passes none of its own on."""
-        ids = gvisor_ids()
         confinement = dataclasses.replace(confinement, etc=self._gvisor_etc)
-        config = oci.spec(confinement, args, agent_env(env), ids)
-        await asyncio.to_thread(_fresh_bundle, run_dir, config, self._gvisor_etc, ids)
+        config = oci.spec(confinement, args, agent_env(env), gvisor_ids())
+        await asyncio.to_thread(_fresh_bundle, run_dir, config, self._gvisor_etc)
         return [*oci.runsc_argv(run_dir / "state"), "run", "--bundle", str(run_dir / "bundle")]
 
-    async def _confined_argv(
-        self, handle: RuntimeHandle, confinement: Confinement, argv: Sequence[str], env: dict[str, str]
+    async def start(self, handle: RuntimeHandle, launch: LaunchSpec) -> RuntimeHandle:
+        cwd = handle.workspace / launch.cwd if launch.cwd else handle.workspace
+        confinement = await self._confinement(handle, cwd, list(launch.files), launch.env.get("HOME"))
+        env = {"HOME": str(confinement.home), "TMPDIR": "/tmp", "USER": "agent", "LOGNAME": "agent", **launch.env}
+        # The host's git configuration is not in the sandbox (an adapter may point at it): the agent's own is.
+        env["GIT_CONFIG_GLOBAL"] = str(confinement.home / ".gitconfig")
+        egress = self._egress_env(launch.egress)
+        env.update(egress)
+        args = self._entry(launch.argv, bool(egress))
+        run = await self._bundle(self.sandbox_dir(handle.agent_id) / "run", confinement, args, env)
+        argv = [*run, container_id(handle.agent_id)]
+        # The wrapper gets the same environment, as in the other runtimes; runsc itself runs with none (``env -i``).
+        return await LocalRuntime.start(self, handle, dataclasses.replace(launch, argv=argv, env=env))
+
+    def confine(
+        self, argv: Sequence[str], cwd: Path, *, writable: Sequence[Path], readonly: Sequence[Path] = ()
     ) -> list[str]:
-        run = await self._bundle(self.sandbox_dir(handle.agent_id) / "run", confinement, self._entry(argv), env)
-        return [*run, container_id(handle.agent_id)]
+        """``argv`` in a gVisor sandbox of its own with no way out at all, for Godel's own commands on trees agents
+        wrote (a setup command, a merge gate: ``CommandConfinement``). Its home and ``/tmp`` are gVisor's memory.
+        The caller's environment reaches the command as it does through bubblewrap: the host-side shell writes it
+        (owner only) to a file bound read-only inside, which the command's shell reads before it runs."""
+        token = secrets.token_hex(6)
+        run_dir = self._gvisor_root / ".commands" / token
+        env_dir = run_dir / "env"
+        confinement = Confinement(
+            cwd=cwd, home=Path("/tmp"), etc=self._gvisor_etc, writable=list(writable),
+            readonly=[*self.tools, *readonly, env_dir],
+        )  # fmt: skip
+        args = ["/bin/sh", "-c", _WITH_ENV, "godel-confined", str(env_dir / "vars"), *entry_argv(argv, None, "")]
+        config = oci.spec(confinement, args, {"PATH": agent_env()["PATH"]}, gvisor_ids())
+        _fresh_bundle(run_dir, config, self._gvisor_etc)
+        env_dir.mkdir(mode=0o700)
+        run = [*oci.runsc_argv(run_dir / "state"), "run", "--bundle", str(run_dir / "bundle")]
+        return ["/bin/sh", "-c", _CONFINED, "godel-gvisor-command", str(run_dir), *run, container_id(f"cmd-{token}")]
 
     # -------------------------------------------------------------------------------------- processes
 
@@ -239,8 +278,8 @@ class GVisorRuntime(SandboxRuntime):
         )  # fmt: skip
 
 
-def _fresh_bundle(run_dir: Path, config: dict[str, object], etc: Path, ids: tuple[int, int]) -> None:
-    write_etc(etc, ids)
+def _fresh_bundle(run_dir: Path, config: dict[str, object], etc: Path) -> None:
+    write_etc(etc, gvisor_ids())
     shutil.rmtree(run_dir / "state", ignore_errors=True)  # what a killed run left: its container would clash
     run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     oci.write_bundle(run_dir / "bundle", config)

@@ -18,6 +18,7 @@ ENV = "/usr/bin/env"  # coreutils: sets signal dispositions across an exec
 _GRACEFUL = "HUP,INT,TERM"
 SOCAT = "socat"
 GATEWAY_DIR = "/run/godel"  # where the gateway socket's directory appears inside the sandbox
+EGRESS_PORT = 3128  # where the egress proxy is relayed inside the sandbox (its own loopback: no clash with the host)
 UNPRIVILEGED_ID = 1000  # the id a sandbox started by root runs as (it maps back to root's files outside)
 
 # Top-level system paths: symlinks into /usr on a merged-/usr system, directories elsewhere.
@@ -112,21 +113,27 @@ def bwrap_argv(c: Confinement) -> list[str]:
     return argv
 
 
-# Run inside the sandbox by /bin/sh: start the relay from 127.0.0.1:$1 to the gateway's socket $2, wait until it
-# listens (so the agent's first request finds it), then become the agent, with the signals bwrap ignores reset to
-# their defaults. $1 empty: no relay. A missing program exits 127 with a message naming it, as it does outside.
-# The relay ends with the agent: when the agent (the only direct child of bwrap's init) exits, the init exits too,
-# and the kernel kills everything left in the pid namespace.
+# Run inside the sandbox by /bin/sh: start the relays from 127.0.0.1:$1 to the gateway's socket $2 and from
+# 127.0.0.1:$3 to the egress proxy's socket $4, wait until each listens (so the agent's first request finds it), then
+# become the agent, with the signals bwrap ignores reset to their defaults. An empty port: no such relay. A missing
+# program exits 127 with a message naming it, as it does outside. The relays end with the agent: when the agent (the
+# only direct child of bwrap's init) exits, the init exits too, and the kernel kills everything left in the pid
+# namespace.
 ENTRY = (
-    'p=$1; s=$2; shift 2; if [ -n "$p" ]; then '
-    f"{SOCAT} -lpgodel-relay TCP-LISTEN:$p,bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:$s & "
-    "h=$(printf ':%04X 00000000:0000 0A' \"$p\"); i=0; "
-    'while [ $i -lt 500 ] && ! grep -q "$h" /proc/net/tcp; do sleep 0.01; i=$((i+1)); done; fi; '
+    "relay() { "
+    f"{SOCAT} -lpgodel-relay TCP-LISTEN:$1,bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:$2 & "
+    "h=$(printf ':%04X 00000000:0000 0A' \"$1\"); i=0; "
+    'while [ $i -lt 500 ] && ! grep -q "$h" /proc/net/tcp; do sleep 0.01; i=$((i+1)); done; }; '
+    'if [ -n "$1" ]; then relay "$1" "$2"; fi; if [ -n "$3" ]; then relay "$3" "$4"; fi; shift 4; '
     f'exec {ENV} --default-signal={_GRACEFUL} "$@"'
 )
 
 
-def entry_argv(argv: Sequence[str], relay_port: int | None, socket_name: str) -> list[str]:
-    """The command bwrap runs: ``ENTRY`` with the relay's port and socket, then the agent's own argv."""
-    port = str(relay_port) if relay_port else ""
-    return ["/bin/sh", "-c", ENTRY, "godel-sandbox", port, f"{GATEWAY_DIR}/{socket_name}", *argv]
+def entry_argv(
+    argv: Sequence[str], relay_port: int | None, socket_name: str, egress_port: int | None = None,
+    egress_socket: str = "",
+) -> list[str]:  # fmt: skip
+    """The command bwrap runs: ``ENTRY`` with each relay's port and socket, then the agent's own argv."""
+    gateway = [str(relay_port) if relay_port else "", f"{GATEWAY_DIR}/{socket_name}"]
+    egress = [str(egress_port) if egress_port else "", f"{GATEWAY_DIR}/{egress_socket}"]
+    return ["/bin/sh", "-c", ENTRY, "godel-sandbox", *gateway, *egress, *argv]

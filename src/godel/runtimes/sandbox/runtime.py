@@ -12,16 +12,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import shutil
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from godel.core.ports import LaunchSpec, RuntimeCapabilities, RuntimeHandle
-from godel.errors import FieldError, RuntimeFailure, ValidationError
+from godel.core.ports import LaunchSpec, RuntimeCapabilities, RuntimeHandle, WorkspaceSpec
+from godel.errors import FieldError, RuntimeUnavailableError, ValidationError
 from godel.runtimes.local import LocalRuntime
 from godel.runtimes.processes import agent_env
-from godel.runtimes.sandbox.bwrap import BWRAP, SOCAT, Confinement, bwrap_argv, entry_argv, write_etc
+from godel.runtimes.sandbox.bwrap import BWRAP, EGRESS_PORT, SOCAT, Confinement, bwrap_argv, entry_argv, write_etc
+from godel.runtimes.worktrees import run_setup
 
 if TYPE_CHECKING:
     from godel.settings import Settings
@@ -62,18 +64,29 @@ class SandboxRuntime(LocalRuntime):
         agents_dir: Path | None = None,
         gateway_socket: Path | None = None,
         gateway_port: int | None = None,
+        egress_socket: Path | None = None,
     ) -> None:
         """``run_root``: each agent's private directory is ``run_root/<agent-id>`` (its CLI config, output and home;
         default: ``run`` beside the worktrees). ``gateway_socket``: the Unix socket on which the server serves the
         gateway alone; the agent reaches it at ``127.0.0.1:gateway_port`` inside. Without it the sandbox has no
         way out at all. Fails closed: without bubblewrap and socat this runtime refuses to be built."""
-        self._check_tools()
+        missing = missing_tools()
+        if missing:
+            raise RuntimeUnavailableError(
+                f"the sandbox runtime needs {' and '.join(missing)}, which is not installed: {INSTALL_HINT} "
+                '(or set runtime = "local" in godel.toml / GODEL_RUNTIME=local, which does not confine agents)',
+                details={"missing": missing, "fix": INSTALL_HINT},
+            )
         super().__init__(worktrees_root, logs_root)
         self.run_root = run_root or self.worktrees_root.parent / "run"
         self.tools = tool_paths(agents_dir)
         self.gateway_socket = gateway_socket
         self.gateway_port = gateway_port
+        # The egress proxy (``godel.api.egress``), in the gateway socket's directory; relayed inside to its own port.
+        self.egress_socket = egress_socket if gateway_socket is not None else None
+        self.egress_port = EGRESS_PORT if gateway_port != EGRESS_PORT else EGRESS_PORT + 1
         self._etc = self.run_root / ".sandbox-etc"
+        self._gitconfig = agent_gitconfig()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SandboxRuntime:
@@ -84,27 +97,36 @@ class SandboxRuntime(LocalRuntime):
             gateway = {
                 "gateway_socket": settings.gateway_socket,
                 "gateway_port": urlsplit(settings.agent_gateway_url).port,
+                "egress_socket": settings.egress_socket,
             }
         return cls(
             worktrees_root=settings.worktrees_dir, logs_root=settings.logs_dir, run_root=settings.home / "run",
             agents_dir=settings.agents_dir, **gateway,
         )  # fmt: skip
 
-    def _check_tools(self) -> None:
-        """Raise ``RuntimeFailure`` with the fix when what confines the agents is missing (a subclass that confines
-        them by other means checks its own)."""
-        missing = missing_tools()
-        if missing:
-            raise RuntimeFailure(
-                f"the sandbox runtime needs {' and '.join(missing)}, which is not installed: {INSTALL_HINT} "
-                '(or set runtime = "local" in godel.toml / GODEL_RUNTIME=local, which does not confine agents)',
-                details={"missing": missing, "fix": INSTALL_HINT},
-            )
-
     def capabilities(self) -> RuntimeCapabilities:
         return RuntimeCapabilities(
             name=self.name, isolation="namespace", pause=True, snapshot="git-ref", network_isolation=True
         )
+
+    async def prepare(self, spec: WorkspaceSpec) -> RuntimeHandle:
+        """The local runtime's workspace, with its setup command run inside a sandbox of its own (no network,
+        only the workspace and its git paths writable): the setup is what the spawn's caller wrote, possibly an
+        agent through its API credential, and must not run on the host."""
+        if not spec.setup:
+            return await super().prepare(spec)
+        handle = await super().prepare(dataclasses.replace(spec, setup=None))
+        try:
+            readonly, writable = await self._git_paths(handle)
+            where = [handle.workspace, *writable]
+            await run_setup(
+                spec.setup, handle.workspace, spec.setup_timeout,
+                confine=lambda argv: self.confine(argv, handle.workspace, writable=where, readonly=readonly),
+            )  # fmt: skip
+        except BaseException:  # a failed or cancelled setup leaves nothing behind, as in the local runtime
+            await self.discard(handle)
+            raise
+        return handle
 
     def private_dir(self, agent_id: str) -> Path:
         return self.run_root / agent_id
@@ -137,7 +159,9 @@ class SandboxRuntime(LocalRuntime):
     ) -> Confinement:
         private = self.private_dir(handle.agent_id)
         agent_home = Path(home) if home else private / "home"
-        await asyncio.to_thread(_prepare_dirs, [private, agent_home, *(f.parent for f in files)], self._etc)
+        await asyncio.to_thread(
+            _prepare_dirs, [private, agent_home, *(f.parent for f in files)], self._etc, agent_home, self._gitconfig
+        )
         readonly, writable = await self._git_paths(handle)
         writable += [handle.workspace, private, agent_home]
         # Config files an adapter writes outside its private directory: their folders are the agent's too.
@@ -148,10 +172,34 @@ class SandboxRuntime(LocalRuntime):
             gateway_dir=gateway_dir if gateway_dir is not None and gateway_dir.is_dir() else None,
         )  # fmt: skip
 
-    def _entry(self, argv: Sequence[str]) -> list[str]:
+    def _entry(self, argv: Sequence[str], egress: bool) -> list[str]:
         relay = self.gateway_port if self.gateway_socket is not None else None
         name = self.gateway_socket.name if self.gateway_socket is not None else ""
-        return entry_argv(argv, relay, name)
+        if not egress or self.egress_socket is None:
+            return entry_argv(argv, relay, name)
+        return entry_argv(argv, relay, name, self.egress_port, self.egress_socket.name)
+
+    def _egress_env(self, credential: str | None) -> dict[str, str]:
+        """The proxy variables that send the agent's other traffic through the egress proxy (with its credential),
+        and keep the gateway on loopback direct. None when the server serves no egress proxy."""
+        if credential is None or self.egress_socket is None or not self.egress_socket.exists():
+            return {}
+        proxy = f"http://{credential}@127.0.0.1:{self.egress_port}"
+        direct = "127.0.0.1,localhost,::1"
+        return {"HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "http_proxy": proxy, "https_proxy": proxy,
+                "NO_PROXY": direct, "no_proxy": direct}  # fmt: skip
+
+    def confine(
+        self, argv: Sequence[str], cwd: Path, *, writable: Sequence[Path], readonly: Sequence[Path] = ()
+    ) -> list[str]:
+        """``argv`` in a sandbox of its own, with no way out at all (no relay): for Godel's own commands on trees
+        agents wrote (``CommandConfinement``). Its home and ``/tmp`` are a private tmpfs."""
+        write_etc(self._etc)
+        confinement = Confinement(
+            cwd=cwd, home=Path("/tmp"), etc=self._etc, writable=list(writable), readonly=[*self.tools, *readonly],
+            env={"HOME": "/tmp", "TMPDIR": "/tmp"},
+        )  # fmt: skip
+        return [*bwrap_argv(confinement), *entry_argv(argv, None, "")]
 
     # -------------------------------------------------------------------------------------- processes
 
@@ -160,15 +208,12 @@ class SandboxRuntime(LocalRuntime):
         home = launch.env.get("HOME")
         confinement = await self._confinement(handle, cwd, list(launch.files), home)
         env = {"HOME": str(confinement.home), "TMPDIR": "/tmp", "USER": "agent", "LOGNAME": "agent", **launch.env}
-        argv = await self._confined_argv(handle, confinement, launch.argv, env)
+        # The host's git configuration is not in the sandbox (an adapter may point at it): the agent's own is.
+        env["GIT_CONFIG_GLOBAL"] = str(confinement.home / ".gitconfig")
+        egress = self._egress_env(launch.egress)
+        env.update(egress)
+        argv = [*bwrap_argv(confinement), *self._entry(launch.argv, bool(egress))]
         return await super().start(handle, dataclasses.replace(launch, argv=argv, env=env))
-
-    async def _confined_argv(
-        self, handle: RuntimeHandle, confinement: Confinement, argv: Sequence[str], env: dict[str, str]
-    ) -> list[str]:
-        """What the host-side wrapper runs: the agent's ``argv`` inside ``confinement``. ``env`` is what the
-        wrapper is given (bubblewrap passes it through to the agent)."""
-        return [*bwrap_argv(confinement), *self._entry(argv)]
 
     async def _spawn_exec(self, handle: RuntimeHandle, argv: Sequence[str]) -> asyncio.subprocess.Process:
         if not argv:
@@ -191,7 +236,23 @@ class SandboxRuntime(LocalRuntime):
         )
 
 
-def _prepare_dirs(dirs: list[Path], etc: Path) -> None:
+def agent_gitconfig() -> str:
+    """The agent's own ``~/.gitconfig``: an identity for its commits (the server user's, else Godel's), since the
+    sandbox has no view of the host's git configuration. Without one, CLIs that commit fail, and some (aider) try to
+    write one into the repository's config instead."""
+    identity = {}
+    for key, fallback in (("name", "Godel agent"), ("email", "agent@godel.localhost")):
+        found = subprocess.run(
+            ["git", "config", "--global", "--get", f"user.{key}"], capture_output=True, text=True, check=False
+        )
+        identity[key] = found.stdout.strip() if found.returncode == 0 and found.stdout.strip() else fallback
+    return f"[user]\n\tname = {identity['name']}\n\temail = {identity['email']}\n"
+
+
+def _prepare_dirs(dirs: list[Path], etc: Path, home: Path, gitconfig: str) -> None:
     for path in dirs:  # a bind needs its source to exist
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_etc(etc)
+    config = home / ".gitconfig"
+    if not config.exists():  # the agent's own from then on
+        config.write_text(gitconfig)

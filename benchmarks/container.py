@@ -1,0 +1,156 @@
+"""container: the start cost of a no-op agent in a container (podman + runc), beside the same agent in the bwrap
+sandbox and on the local runtime, all in the same run; and the bare ``podman run --rm … true`` beside ``/bin/true``.
+
+Each runtime runs ``/bin/sh -c true`` as an agent in a worktree prepared once (each sample is another ``start`` of
+it, as a retry is); the figure is from the call to ``Runtime.start`` until the wrapper's exit file is there (the
+container has exited and been removed: ``podman run --rm`` returns after the removal), polled every 0.5 ms. Samples
+rotate which runtime goes first. No gateway socket is configured, so no relay is started in either confined runtime.
+
+The bare figure is ``podman <the runtime's flags> run --rm <the runtime's arguments> <image> /bin/true`` (the same
+user namespace, seccomp profile, read-only root, ``--network none``, ``--init``) against ``/bin/true``. The image
+build is timed once: the up-to-date check (``scripts/build-agent-image`` when the image exists), and, in a full run,
+a forced rebuild (``--force``: debootstrap from the Debian mirror, trim, import).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from pathlib import Path
+
+from benchmarks.common import Config, Figure, make_repo, ms_since, workdir
+from godel.core.ports import LaunchSpec, RuntimeHandle, WorkspaceSpec
+from godel.runtimes.container import ContainerRuntime, missing_tools
+from godel.runtimes.container.podman import Spec, run_argv
+from godel.runtimes.local import LocalRuntime
+from godel.runtimes.processes import exit_file
+from godel.runtimes.sandbox import SandboxRuntime
+from godel.runtimes.sandbox import missing_tools as sandbox_missing
+
+NAME = "container"
+NOOP = LaunchSpec(["/bin/sh", "-c", "true"])
+BUILD = Path(__file__).resolve().parents[1] / "scripts" / "build-agent-image"
+
+
+def run(cfg: Config) -> list[Figure]:
+    if missing_tools() or sandbox_missing():
+        cfg.log(
+            "container: skipped, needs podman, runc, bwrap and socat (apt-get install podman runc bubblewrap socat)"
+        )
+        return []
+    build = _timed([str(BUILD)])
+    if build is None:
+        cfg.log(f"container: skipped, {BUILD.name} failed")
+        return []
+    with workdir(cfg, NAME) as root:
+        figures = asyncio.run(_run(cfg, root))
+    check = Figure(bench=NAME, name="scripts/build-agent-image, image up to date", unit="ms", godel=[build])
+    figures.append(check)
+    if not cfg.quick:
+        forced = _timed([str(BUILD), "--force"])
+        if forced is not None:
+            figures.append(
+                Figure(bench=NAME, name="scripts/build-agent-image --force (full build)", unit="ms", godel=[forced])
+            )
+    return figures
+
+
+async def _run(cfg: Config, root: Path) -> list[Figure]:
+    make_repo(root / "repo", files=100, dirs=10)
+    runtimes: dict[str, LocalRuntime] = {
+        "local": LocalRuntime(root / "local" / "worktrees", root / "local" / "logs"),
+        "sandbox": SandboxRuntime(root / "sandbox" / "worktrees", root / "sandbox" / "logs"),
+        "container": ContainerRuntime(
+            root / "container" / "worktrees", root / "container" / "logs", labels={"org.godel.bench": cfg.run_id}
+        ),
+    }
+    handles = {
+        name: await rt.prepare(WorkspaceSpec(agent_id=f"bench-{name}", repo=root / "repo"))
+        for name, rt in runtimes.items()
+    }
+    samples, warmup = cfg.pick(40, 6), cfg.pick(4, 1)
+    starts: dict[str, list[float]] = {name: [] for name in runtimes}
+    names = list(runtimes)
+    for i in range(warmup + samples):
+        for which in names[i % 3 :] + names[: i % 3]:
+            ms = await _start_to_exit(runtimes[which], handles[which])
+            if i >= warmup:
+                starts[which].append(ms)
+        if i >= warmup and (i - warmup + 1) % 10 == 0:
+            cfg.log(f"container: {i - warmup + 1}/{samples} rounds")
+    figures = [
+        Figure(
+            bench=NAME,
+            name="no-op agent: start → exit recorded, container",
+            unit="ms",
+            godel=starts["container"],
+            baseline=starts["local"],
+            baseline_label="the same agent on the local runtime",
+        ),
+        Figure(
+            bench=NAME,
+            name="no-op agent: start → exit recorded, container vs sandbox",
+            unit="ms",
+            godel=starts["container"],
+            baseline=starts["sandbox"],
+            baseline_label="the same agent in the sandbox",
+        ),
+    ]
+    figures[0].notes.append("exit file polled every 0.5 ms; no gateway relay (none configured)")
+
+    container = runtimes["container"]
+    assert isinstance(container, ContainerRuntime)
+    ws = handles["container"].workspace
+    raw: dict[str, list[float]] = {"podman": [], "true": []}
+    for i in range(warmup + samples):
+        spec = Spec(
+            name=f"godel-bench-{cfg.run_id}-{i}",
+            image=container.image,
+            cwd=ws,
+            argv=["/bin/true"],
+            env_names=[],
+            writable=[ws],
+            labels={"org.godel.bench": cfg.run_id},
+            seccomp=container.podman.seccomp,
+        )
+        argv = run_argv(container.podman.podman, container.podman.flags, spec)
+        for which in ("podman", "true") if i % 2 == 0 else ("true", "podman"):
+            ms = _time_run(argv if which == "podman" else ["/bin/true"])
+            if i >= warmup:
+                raw[which].append(ms)
+    figures.append(
+        Figure(
+            bench=NAME,
+            name="podman run --rm (the runtime's arguments) /bin/true",
+            unit="ms",
+            godel=raw["podman"],
+            baseline=raw["true"],
+            baseline_label="/bin/true",
+        )
+    )
+    await container.podman.remove_labelled(f"org.godel.bench={cfg.run_id}")
+    return figures
+
+
+async def _start_to_exit(runtime: LocalRuntime, handle: RuntimeHandle) -> float:
+    t0 = time.perf_counter()
+    handle = await runtime.start(handle, NOOP)
+    done = exit_file(handle)
+    while not done.exists():  # noqa: ASYNC110 (the exit file is the signal; no event to wait on)
+        await asyncio.sleep(0.0005)
+    ms = ms_since(t0)
+    await runtime.status(handle)  # reap it (the container runtime also checks its container is gone)
+    return ms
+
+
+def _time_run(argv: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(argv, check=True, capture_output=True)
+    return ms_since(t0)
+
+
+def _timed(argv: list[str]) -> float | None:
+    t0 = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, check=False)
+    return ms_since(t0) if done.returncode == 0 else None

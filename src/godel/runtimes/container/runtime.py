@@ -1,0 +1,306 @@
+"""``ContainerRuntime``: the sandbox's workspace contract, with each agent in a podman container (runc).
+
+Workspaces, git snapshots, output files and adoption are the local runtime's; what the agent may see (the workspace,
+its private directory, git's write paths, the agent CLIs read-only, the gateway's socket) is the sandbox's
+``_confinement``, turned into podman volumes instead of bwrap binds. The local runtime's wrapper stays on the host
+and runs ``podman run`` in the foreground, so its pid and exit files, its adoption after a server restart and the
+exit status work unchanged: ``podman run`` returns the agent's status and proxies TERM to the container's init
+(``--init``: catatonit), which hands it to the agent. What a signal to the host-side group cannot reach (the
+container's processes are children of conmon, not of the wrapper) is reached through podman: pause is the cgroup
+freezer (``podman pause``), and a kill ends with ``podman rm --force``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import re
+import shutil
+import weakref
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from godel.core.ports import LaunchSpec, ProcessState, ProcessStatus, RuntimeCapabilities, RuntimeHandle
+from godel.errors import (
+    FieldError,
+    NotFoundError,
+    RuntimeFailure,
+    RuntimeUnavailableError,
+    ValidationError,
+)
+from godel.runtimes.container.podman import (
+    BUILD_SCRIPT,
+    DEFAULT_IMAGE,
+    LABEL,
+    Limits,
+    Podman,
+    Spec,
+    default_storage,
+    run_argv,
+)
+from godel.runtimes.local import LocalRuntime
+from godel.runtimes.processes import agent_env
+from godel.runtimes.sandbox.bwrap import EGRESS_PORT, Confinement, entry_argv
+from godel.runtimes.sandbox.runtime import SandboxRuntime, agent_gitconfig, tool_paths
+
+if TYPE_CHECKING:
+    from godel.settings import Settings
+
+# A reference podman resolves locally: lowercase name components, an optional tag or digest. Never a leading "-":
+# the image is a positional argument after podman's options, and a flag there would be obeyed.
+_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
+_LIVE = (ProcessState.RUNNING, ProcessState.STOPPED)
+NODE_INSIDE = "/usr/local/bin/node"  # where the host's node appears; first on the PATH inside
+
+
+def check_image(image: str, field: str = "config.sandbox.image") -> str:
+    if len(image) > 255 or not _IMAGE.match(image):
+        raise ValidationError(
+            f"{image!r} is not an image reference such as {DEFAULT_IMAGE}",
+            [FieldError(field, "a lowercase image name with an optional :tag")],
+        )
+    return image
+
+
+def sandbox_options(handle: RuntimeHandle) -> Mapping[str, Any]:
+    """The agent's ``config.sandbox`` as the scheduler passed it in ``handle.extra["sandbox"]`` (image, limits)."""
+    value = handle.extra.get("sandbox")
+    return value if isinstance(value, Mapping) else {}
+
+
+def limits_from(options: Mapping[str, Any], default: Limits) -> Limits:
+    """``{"memory": bytes, "cpus": float, "pids": int}`` over the runtime's defaults; anything else is a 400."""
+    raw = options.get("limits") or {}
+    if not isinstance(raw, Mapping):
+        raise ValidationError("config.sandbox.limits must be a mapping", [FieldError("config.sandbox.limits", "")])
+    checks: dict[str, tuple[type | tuple[type, ...], float]] = {
+        "memory": (int, 4 << 20),
+        "cpus": ((int, float), 0.01),
+        "pids": (int, 8),
+    }
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in checks:
+            raise ValidationError(f"unknown limit {key!r}", [FieldError(f"config.sandbox.limits.{key}", "unknown")])
+        kind, least = checks[key]
+        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        if number is None or not isinstance(number, kind) or number < least:
+            raise ValidationError(
+                f"limit {key} must be a number of at least {least}",
+                [FieldError(f"config.sandbox.limits.{key}", f"a number >= {least}")],
+            )
+        values[key] = value
+    return dataclasses.replace(default, **values)
+
+
+class ContainerRuntime(SandboxRuntime):
+    name = "container"
+
+    def __init__(
+        self,
+        worktrees_root: Path | None = None,
+        logs_root: Path | None = None,
+        *,
+        run_root: Path | None = None,
+        agents_dir: Path | None = None,
+        gateway_socket: Path | None = None,
+        gateway_port: int | None = None,
+        egress_socket: Path | None = None,
+        storage: Path | None = None,
+        image: str | None = None,
+        limits: Limits | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
+        """``storage``: Godel's podman storage (default ``~/.cache/godel/containers``, where
+        scripts/build-agent-image imports the image). ``image``: the default image (an agent's
+        ``config.sandbox.image`` wins). ``limits``: the default cgroup limits. ``labels``: put on every container
+        (tests mark theirs to remove them whatever happens). Fails closed without podman and runc, and when the
+        server is not root (rootless podman is not supported yet)."""
+        self.podman = Podman(storage or default_storage())
+        if os.getuid() != 0:
+            raise RuntimeFailure(
+                "the container runtime runs podman as root with Godel's own storage; rootless podman is not "
+                'supported yet: run the server as root or use runtime = "sandbox"'
+            )
+        # Not SandboxRuntime.__init__: it requires bubblewrap on the host, which containers do not use. The same
+        # attributes, so the sandbox's confinement (and its git paths) work here unchanged.
+        LocalRuntime.__init__(self, worktrees_root, logs_root)
+        self.run_root = run_root or self.worktrees_root.parent / "run"
+        self.tools = tool_paths(agents_dir)
+        self.gateway_socket = gateway_socket
+        self.gateway_port = gateway_port
+        self.egress_socket = egress_socket if gateway_socket is not None else None
+        self.egress_port = EGRESS_PORT if gateway_port != EGRESS_PORT else EGRESS_PORT + 1
+        self._etc = self.run_root / ".sandbox-etc"
+        self._gitconfig = agent_gitconfig()
+        self.image = check_image(image or DEFAULT_IMAGE, "container_image")
+        self.limits = limits or Limits()
+        self.labels = dict(labels or {})
+        node = shutil.which("node")
+        self.node = Path(node).resolve() if node else None
+        self._images: set[str] = set()  # seen in the storage: checked once per image and runtime
+        # The launches this runtime started or adopted, by agent: (pid, start time) of the wrapper. When one is
+        # seen ended, its container is removed once (``status``), so a wrapper killed from outside cannot leave
+        # its container running unsupervised; a handle naming another launch never touches the container.
+        self._owned: dict[str, tuple[int | None, float | None]] = {}
+        self._exec_names: weakref.WeakKeyDictionary[asyncio.subprocess.Process, str] = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ContainerRuntime:
+        gateway: dict[str, Any] = {}
+        if settings.use_gateway:
+            gateway = {
+                "gateway_socket": settings.gateway_socket,
+                "gateway_port": urlsplit(settings.agent_gateway_url).port,
+                "egress_socket": settings.egress_socket,
+            }
+        return cls(
+            worktrees_root=settings.worktrees_dir, logs_root=settings.logs_dir, run_root=settings.home / "run",
+            agents_dir=settings.agents_dir, storage=settings.container_storage, image=settings.container_image,
+            **gateway,
+        )  # fmt: skip
+
+    def capabilities(self) -> RuntimeCapabilities:
+        return RuntimeCapabilities(
+            name=self.name, isolation="container", pause=True, snapshot="git-ref",
+            resource_limits=("memory", "cpu", "pids"), network_isolation=True,
+        )  # fmt: skip
+
+    @staticmethod
+    def container_name(handle: RuntimeHandle) -> str:
+        """One container per agent, found again by name after a restart (the handle's extra is not persisted)."""
+        return f"godel-{handle.agent_id}"
+
+    # -------------------------------------------------------------------------------------- the container
+
+    async def _require_image(self, image: str) -> None:
+        if image in self._images:
+            return
+        if not await self.podman.image_exists(image):
+            fix = f"run {BUILD_SCRIPT} (as root)" if image == DEFAULT_IMAGE else f"import {image} into it"
+            raise RuntimeUnavailableError(  # this runtime cannot serve here: a fallback chain moves on
+                f"the container image {image} is not in Godel's podman storage ({self.podman.storage}): {fix}",
+                details={"image": image, "storage": str(self.podman.storage), "fix": fix},
+            )
+        self._images.add(image)
+
+    def _spec(
+        self, handle: RuntimeHandle, c: Confinement, argv: Sequence[str], env: Mapping[str, str], name: str
+    ) -> Spec:
+        options = sandbox_options(handle)
+        image = check_image(str(options["image"])) if options.get("image") else self.image
+        extra = [(self.node, NODE_INSIDE)] if self.node is not None else []
+        if c.gateway_dir is not None:
+            extra.append((c.gateway_dir, "/run/godel"))
+        return Spec(
+            name=name, image=image, cwd=c.cwd, argv=argv, env_names=sorted(env), readonly=c.readonly,
+            writable=c.writable, extra_binds=extra, limits=limits_from(options, self.limits),
+            labels={**self.labels, LABEL: handle.agent_id}, seccomp=self.podman.seccomp,
+        )  # fmt: skip
+
+    @staticmethod
+    def _env(c: Confinement, env: Mapping[str, str]) -> dict[str, str]:
+        merged = {"HOME": str(c.home), "TMPDIR": "/tmp", "USER": "agent", "LOGNAME": "agent", "LANG": "C.UTF-8"}
+        merged.update(env)
+        # The host's PATH names the same paths inside (every bind is at its own path) plus the image's; node first.
+        path = [p for p in merged.get("PATH", agent_env().get("PATH", "")).split(":") if p]
+        merged["PATH"] = ":".join(dict.fromkeys(["/usr/local/bin", *path, "/usr/bin", "/bin"]))
+        return merged
+
+    async def start(self, handle: RuntimeHandle, launch: LaunchSpec) -> RuntimeHandle:
+        cwd = handle.workspace / launch.cwd if launch.cwd else handle.workspace
+        c = await self._confinement(handle, cwd, list(launch.files), launch.env.get("HOME"))
+        env = self._env(c, launch.env)
+        env["GIT_CONFIG_GLOBAL"] = str(c.home / ".gitconfig")  # the host's is not inside; the agent's own is
+        egress = self._egress_env(launch.egress)
+        env.update(egress)
+        spec = self._spec(handle, c, self._entry(launch.argv, bool(egress)), env, self.container_name(handle))
+        await self._require_image(spec.image)
+        argv = run_argv(self.podman.podman, self.podman.flags, spec)
+        # podman copies each variable into the container from its own environment (``--env NAME``): no value
+        # (a gateway key) is ever on a command line, where /proc/<pid>/cmdline would show it.
+        started = await LocalRuntime.start(self, handle, dataclasses.replace(launch, argv=argv, env=env))
+        self._owned[handle.agent_id] = (started.pid, started.pid_started)
+        return started
+
+    async def adopt(self, handle: RuntimeHandle) -> bool:
+        adopted = await LocalRuntime.adopt(self, handle)
+        if adopted:
+            self._owned[handle.agent_id] = (handle.pid, handle.pid_started)
+        return adopted
+
+    async def status(self, handle: RuntimeHandle) -> ProcessStatus:
+        status = await LocalRuntime.status(self, handle)
+        if status.state not in _LIVE and self._owned.get(handle.agent_id) == (handle.pid, handle.pid_started):
+            del self._owned[handle.agent_id]
+            await self.podman.remove(self.container_name(handle))  # normally gone already (``--rm``)
+        return status
+
+    async def pause(self, handle: RuntimeHandle) -> None:
+        """The cgroup freezer freezes every process of the container (a double-forked daemon too); then the
+        host-side wrapper and ``podman run`` are stopped, so the agent's status reads ``stopped`` as it does in
+        the other runtimes."""
+        if (await self.status(handle)).state is not ProcessState.RUNNING:
+            return
+        await self.podman.pause(self.container_name(handle))
+        await LocalRuntime.pause(self, handle)
+
+    async def resume(self, handle: RuntimeHandle) -> None:
+        await LocalRuntime.resume(self, handle)
+        await self.podman.unpause(self.container_name(handle))
+
+    async def terminate(self, handle: RuntimeHandle, *, grace: float = 5.0) -> None:
+        """TERM through ``podman run`` (proxied to the agent), KILL after ``grace``, then the container itself is
+        removed, whatever is left in it. Only a launch that is verifiably this handle's is acted on: a handle with
+        a stale pid must not kill the container of the agent's current run."""
+        if (await self.status(handle)).state not in _LIVE:
+            return
+        name = self.container_name(handle)
+        await self.podman.unpause(name)  # a frozen agent cannot act on TERM; a no-op when it is not paused
+        await LocalRuntime.terminate(self, handle, grace=grace)
+        await self.podman.remove(name)
+
+    async def cleanup(self, handle: RuntimeHandle) -> None:
+        """The run is over for good: its container goes too, even one whose wrapper was killed from outside."""
+        await self.terminate(handle)
+        await self.podman.remove(self.container_name(handle))
+        await LocalRuntime.cleanup(self, handle)
+
+    # ------------------------------------------------------------------------------------------- exec
+
+    async def _spawn_exec(self, handle: RuntimeHandle, argv: Sequence[str]) -> asyncio.subprocess.Process:
+        """A command in a container of its own over the agent's workspace (the agent's may not be running)."""
+        if not argv:
+            raise ValidationError("empty command", [FieldError("argv", "must not be empty")])
+        if not handle.workspace.is_dir():
+            raise NotFoundError(
+                f"the workspace of agent {handle.agent_id} is gone", details={"workspace": str(handle.workspace)}
+            )
+        # Resolved on the host first, so a missing program fails before a container starts, as in the sandbox;
+        # the image carries the host's usual tools (sh, git, python3) at the same paths.
+        if shutil.which(argv[0], path=agent_env().get("PATH")) is None:
+            raise FileNotFoundError(f"no such program: {argv[0]}")
+        c = await self._confinement(handle, handle.workspace, [], None)
+        env = self._env(c, {"GODEL_WORKSPACE": str(handle.workspace)})
+        name = f"godel-exec-{handle.agent_id}-{os.urandom(4).hex()}"
+        spec = self._spec(handle, c, entry_argv(argv, None, ""), env, name)
+        spec = dataclasses.replace(spec, extra_binds=[b for b in spec.extra_binds if b[1] == NODE_INSIDE])  # no relay
+        await self._require_image(spec.image)
+        proc = await asyncio.create_subprocess_exec(
+            *run_argv(self.podman.podman, self.podman.flags, spec),
+            cwd=handle.workspace, env={**agent_env(), **env},
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )  # fmt: skip
+        self._exec_names[proc] = name
+        return proc
+
+    async def _kill(self, proc: asyncio.subprocess.Process) -> None:  # type: ignore[override]
+        """Killing ``podman run`` leaves its container running (conmon holds it): remove the container too."""
+        await LocalRuntime._kill(proc)
+        name = self._exec_names.pop(proc, None)
+        if name is not None:
+            await self.podman.remove(name)
