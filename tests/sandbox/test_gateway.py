@@ -57,7 +57,7 @@ print(json.dumps({
 """
 
 
-ISOLATION = {"sandbox": "namespace", "gvisor": "sandbox-kernel"}
+ISOLATION = {"sandbox": "namespace", "gvisor": "user-kernel"}
 
 
 @pytest.mark.parametrize("runtime", sorted(ISOLATION))

@@ -27,11 +27,13 @@ from godel.merging import BranchStatus, MergeQueue, make_plan
 from godel.runtimes import get_runtime
 from godel.runtimes.gvisor import GVisorRuntime
 from godel.runtimes.gvisor.runtime import container_id
+from tests.api.conftest import spawn, wait_state
 from tests.conftest import make_repo, run_git
 from tests.merging.conftest import build_five
 from tests.sandbox.conftest import Rig, require_gvisor
 from tests.sandbox.test_confinement import SNOOP, secret_holder  # noqa: F401 (the fixture)
 from tests.sandbox.test_merge_gate import _hostile_gate, _listener
+from tests.sandbox.test_selection import _output, _server
 
 
 def _host_processes(handle: RuntimeHandle) -> list[psutil.Process]:
@@ -93,7 +95,7 @@ def test_the_registry_builds_gvisor_and_it_says_what_it_confines(tmp_path: Path)
     require_gvisor()
     rt = get_runtime("gvisor", worktrees_root=tmp_path / "w", logs_root=tmp_path / "l")
     caps = rt.capabilities()
-    assert (caps.name, caps.isolation, caps.network_isolation, caps.pause) == ("gvisor", "sandbox-kernel", True, True)
+    assert (caps.name, caps.isolation, caps.network_isolation, caps.pause) == ("gvisor", "user-kernel", True, True)
 
 
 def test_without_runsc_the_runtime_refuses_to_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -407,3 +409,17 @@ async def test_a_merge_gate_runs_as_confined_as_an_agent(fast_tmp: Path) -> None
     finally:
         server.close()
         await server.wait_closed()
+
+
+# ------------------------------------------------------------------------------------------ chosen per agent
+
+
+async def test_an_agent_that_names_gvisor_runs_there_and_shows_it(fast_tmp: Path, git_repo: Path) -> None:
+    require_gvisor()
+    async with _server(fast_tmp / "home", runtimes=["gvisor"]) as client:
+        boxed = await spawn(client, git_repo, "uname -r", config={"sandbox": {"runtime": "gvisor"}})
+        assert boxed["isolation"] == {"runtime": "gvisor", "level": "user-kernel"}
+        assert (await wait_state(client, boxed["id"], "completed", timeout=60))["exitCode"] == 0
+        assert (await _output(client, boxed["id"])).strip() not in ("", os.uname().release)  # gVisor's kernel
+        caps = (await client.get("/capabilities")).json()["data"]
+        assert sorted(caps["enabledRuntimes"]) == ["gvisor", "local"]

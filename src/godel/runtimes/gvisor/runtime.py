@@ -146,7 +146,7 @@ class GVisorRuntime(SandboxRuntime):
 
     def capabilities(self) -> RuntimeCapabilities:
         return RuntimeCapabilities(
-            name=self.name, isolation="sandbox-kernel", pause=True, snapshot="git-ref", network_isolation=True
+            name=self.name, isolation="user-kernel", pause=True, snapshot="git-ref", network_isolation=True
         )
 
     def sandbox_dir(self, agent_id: str) -> Path:
