@@ -43,6 +43,7 @@ MODULES = {
     "auth": "benchmarks.auth",
     "cli": "benchmarks.cli",
     "sandbox": "benchmarks.sandbox",
+    "gvisor": "benchmarks.gvisor",
     "container": "benchmarks.container",
     "workspaces": "benchmarks.workspaces",
 }

@@ -18,7 +18,7 @@ from tests.agents import test_aider, test_claude, test_codex, test_gemini, test_
 from tests.agents.conftest import agents_dir, require_cli
 from tests.conftest import make_repo, run_git
 from tests.gateway.conftest import MODEL, UPSTREAM_KEY
-from tests.sandbox.conftest import require_sandbox
+from tests.sandbox.conftest import require_gvisor, require_sandbox
 
 CASES = {
     "pi": ("scripted", test_pi.EDIT),
@@ -31,8 +31,8 @@ CASES = {
 
 
 # Every CLI on the local runtime and in the sandbox (bubblewrap: the gateway reached through its relay and Unix
-# socket, nothing else).
-RUNS = [(kind, runtime) for runtime in ("local", "sandbox") for kind in CASES]
+# socket, nothing else); pi and codex in gvisor (the sandbox's contract, gVisor's kernel).
+RUNS = [(kind, runtime) for runtime in ("local", "sandbox") for kind in CASES] + [("pi", "gvisor"), ("codex", "gvisor")]
 
 
 @pytest.mark.parametrize(("kind", "runtime"), RUNS, ids=[f"{k}-{r}" for k, r in RUNS])
@@ -42,6 +42,8 @@ async def test_agent_runs_through_the_gateway_with_a_virtual_key(
     require_cli(kind)
     if runtime == "sandbox":
         require_sandbox()
+    if runtime == "gvisor":
+        require_gvisor()
     provider, turns = CASES[kind]
     repo = make_repo(fast_tmp / f"repo-{kind}")
     settings = {"agents_dir": agents_dir(), "agent_cli_retries": 0, "watch_interval": 0.02,

@@ -1,7 +1,8 @@
 """A sandbox runtime over a real repository on tmpfs, and a way to run a script inside it as an agent.
 
 Without bubblewrap or socat the sandbox tests skip and say how to install them; with ``GODEL_REQUIRE_SANDBOX=1``
-(set by ``.ci/run``) they fail instead, so CI cannot pass vacuously.
+(set by ``.ci/run``) they fail instead, so CI cannot pass vacuously. The gvisor runtime's tests do the same with
+runsc and ``GODEL_REQUIRE_GVISOR=1``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import pytest
 
 from godel.core.ids import new_id
 from godel.core.ports import LaunchSpec, ProcessState, RuntimeHandle, WorkspaceSpec
+from godel.runtimes.gvisor import GVisorRuntime, runsc_problem
+from godel.runtimes.gvisor.runtime import INSTALL_HINT as GVISOR_HINT
 from godel.runtimes.local import LocalRuntime
 from godel.runtimes.sandbox import SandboxRuntime, missing_tools
 from godel.runtimes.sandbox.runtime import INSTALL_HINT
@@ -30,6 +33,14 @@ def require_sandbox() -> None:
         if os.environ.get("GODEL_REQUIRE_SANDBOX") == "1":
             pytest.fail(f"GODEL_REQUIRE_SANDBOX=1 but {', '.join(missing)} is missing: {INSTALL_HINT}")
         pytest.skip(f"the sandbox runtime needs {', '.join(missing)}: {INSTALL_HINT}")
+
+
+def require_gvisor() -> None:
+    problem = runsc_problem()
+    if problem is not None:
+        if os.environ.get("GODEL_REQUIRE_GVISOR") == "1":
+            pytest.fail(f"GODEL_REQUIRE_GVISOR=1 but {problem}: {GVISOR_HINT}")
+        pytest.skip(f"the gvisor runtime cannot run here ({problem}): {GVISOR_HINT}")
 
 
 @dataclass
@@ -78,6 +89,20 @@ async def local_rig() -> AsyncIterator[Rig]:
     """The same over the local runtime: where an attack must work, to show the test would see it."""
     base = _scratch()
     r = Rig(base, make_repo(base / "repo"), LocalRuntime(base / "worktrees", base / "logs"))
+    try:
+        yield r
+    finally:
+        for handle in r.handles:
+            await r.runtime.terminate(handle, grace=0.0)
+        remove_tree(base)
+
+
+@pytest.fixture
+async def gvisor_rig() -> AsyncIterator[Rig]:
+    """The same over the gvisor runtime."""
+    require_gvisor()
+    base = _scratch()
+    r = Rig(base, make_repo(base / "repo"), GVisorRuntime(base / "worktrees", base / "logs"))
     try:
         yield r
     finally:

@@ -16,13 +16,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from godel.core.events import EventFilter
 from godel.core.ports import EventQuery
 from godel.core.states import AgentState
 from godel.scheduler.requests import SpawnRequest
 from tests.conftest import make_repo
 from tests.gateway.conftest import stack  # noqa: F401 (the fixture)
-from tests.sandbox.conftest import require_sandbox
+from tests.sandbox.conftest import require_gvisor, require_sandbox
 
 UP = "127.0.0.2"  # the upstream's address: loopback, outside what the agent's NO_PROXY sends direct
 PROBE = r"""
@@ -116,10 +118,18 @@ async def _events(s: Any, agent_id: str, pattern: str) -> list[dict[str, Any]]:
     return [e.payload for e in found]
 
 
-async def test_egress_goes_through_the_proxy_to_allowed_hosts_only(stack: Any, fast_tmp: Path) -> None:  # noqa: F811
-    require_sandbox()
+@pytest.mark.parametrize("runtime", ["sandbox", "gvisor"])
+async def test_egress_goes_through_the_proxy_to_allowed_hosts_only(
+    stack: Any,  # noqa: F811
+    fast_tmp: Path,
+    runtime: str,
+) -> None:
+    if runtime == "gvisor":
+        require_gvisor()
+    else:
+        require_sandbox()
     repo = make_repo(fast_tmp / "repo", {"probe.py": PROBE})
-    async with upstream() as (port, seen), stack([{"text": "unused"}], runtime="sandbox",
+    async with upstream() as (port, seen), stack([{"text": "unused"}], runtime=runtime,
                                                   egress_allow_private=True) as s:  # fmt: skip
         agent, seen_inside = await _run(s, repo, {"UPSTREAM_PORT": str(port)}, [f"{UP}:{port}"])
         assert seen_inside["proxy"] == "127.0.0.1:3128"

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from godel.core.states import AgentState
 from godel.scheduler.requests import SpawnRequest
 from tests.conftest import make_repo
 from tests.gateway.conftest import MODEL, stack  # noqa: F401 (the fixture)
-from tests.sandbox.conftest import require_sandbox
+from tests.sandbox.conftest import require_gvisor, require_sandbox
 
 PROBE = """
 import json, os, pathlib, time, urllib.error, urllib.request
@@ -56,15 +57,26 @@ print(json.dumps({
 """
 
 
-async def test_a_sandboxed_agent_reaches_the_gateway_and_nothing_else(stack: Any, fast_tmp: Path) -> None:  # noqa: F811
-    require_sandbox()
+ISOLATION = {"sandbox": "namespace", "gvisor": "user-kernel"}
+
+
+@pytest.mark.parametrize("runtime", sorted(ISOLATION))
+async def test_a_sandboxed_agent_reaches_the_gateway_and_nothing_else(
+    stack: Any,  # noqa: F811
+    fast_tmp: Path,
+    runtime: str,
+) -> None:
+    if runtime == "gvisor":
+        require_gvisor()
+    else:
+        require_sandbox()
     repo = make_repo(fast_tmp / "repo", {"probe.py": PROBE})
-    async with stack([{"text": "Hello from the gateway."}], runtime="sandbox", watch_interval=0.02) as s:
-        assert s.plane.runtime.name == "sandbox"
+    async with stack([{"text": "Hello from the gateway."}], runtime=runtime, watch_interval=0.02) as s:
+        assert s.plane.runtime.name == runtime
         async with httpx.AsyncClient() as http:
             caps = (await http.get(f"{s.url}/capabilities")).json()["data"]
             assert (await http.get(f"{s.url}/api/v1/agents", headers=s.headers)).status_code == 200  # from outside
-        assert caps["isolation"] == "namespace" and caps["runtime"]["networkIsolation"] is True
+        assert caps["isolation"] == ISOLATION[runtime] and caps["runtime"]["networkIsolation"] is True
         env = {"GODEL_TEST_PORT": str(s.plane.settings.port)}
         other = await s.plane.spawn(SpawnRequest(task="another", repo=str(repo), command="true"))
         agent = await s.plane.spawn(

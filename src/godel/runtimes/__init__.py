@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 _RUNTIMES = {
     "local": "godel.runtimes.local:LocalRuntime",
     "sandbox": "godel.runtimes.sandbox:SandboxRuntime",  # bubblewrap; needs bwrap and socat
+    "gvisor": "godel.runtimes.gvisor:GVisorRuntime",  # gVisor; needs runsc (as root) and socat
     "container": "godel.runtimes.container:ContainerRuntime",  # podman + runc; image: scripts/build-agent-image
     "kubernetes": "godel.runtimes.kubernetes:KubernetesRuntime",  # a pod per agent; the `kubernetes` extra
     "e2b": "godel.runtimes.e2b:E2BRuntime",  # an E2B sandbox per agent; the `e2b` extra

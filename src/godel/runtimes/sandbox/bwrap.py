@@ -49,10 +49,11 @@ def sandbox_ids() -> tuple[int, int]:
     return (uid or UNPRIVILEGED_ID, gid or UNPRIVILEGED_ID)
 
 
-def write_etc(etc: Path) -> None:
-    """The sandbox's /etc/passwd, /etc/group and /etc/hosts: one user, its group, localhost. Shared by every
-    sandbox of a runtime (each agent's home is its ``HOME``; the passwd entry's is the private ``/tmp``)."""
-    uid, gid = sandbox_ids()
+def write_etc(etc: Path, ids: tuple[int, int] | None = None) -> None:
+    """The sandbox's /etc/passwd, /etc/group and /etc/hosts: one user (``ids``, default ``sandbox_ids()``), its
+    group, localhost. Shared by every sandbox of a runtime (each agent's home is its ``HOME``; the passwd entry's is
+    the private ``/tmp``)."""
+    uid, gid = ids or sandbox_ids()
     etc.mkdir(parents=True, exist_ok=True)
     files = {
         "passwd": f"agent:x:{uid}:{gid}:Godel agent:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/:/usr/sbin/nologin\n",
