@@ -115,6 +115,7 @@ class Resume(Body):
 
 class CreateSnapshot(Body):
     label: Annotated[str, Field(max_length=NAME_LIMIT)] | None = None
+    include_ignored: bool = False  # ignored files too (build output, node_modules): a snapshot as large as they are
 
 
 class Restore(Body):
@@ -131,6 +132,8 @@ class Fork(Body):
     model: Annotated[str, Field(max_length=NAME_LIMIT)] | None = None
     priority: Priority | None = None
     timeout: Seconds | None = None
+    runtime: Annotated[str, Field(min_length=1, max_length=64)] | None = None  # run the fork in another runtime
+    include_ignored: bool = False  # the fresh snapshot (when none is named) takes ignored files too
 
 
 class PublishEvent(Body):

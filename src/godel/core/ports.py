@@ -325,7 +325,10 @@ class Runtime(Protocol):
         """The workspace's changes against its base commit (committed, staged, unstaged and untracked)."""
 
     async def commits(self, handle: RuntimeHandle) -> list[str]: ...
-    async def snapshot(self, handle: RuntimeHandle, snapshot_id: str) -> SnapshotInfo: ...
+    async def snapshot(self, handle: RuntimeHandle, snapshot_id: str, *, include_ignored: bool = False) -> SnapshotInfo:
+        """The whole working tree (tracked changes and untracked files; ignored ones too with ``include_ignored``:
+        build output, ``node_modules``), as a commit the user's repository keeps."""
+
     async def restore(self, handle: RuntimeHandle, snapshot_id: str) -> None: ...
     async def cleanup(self, handle: RuntimeHandle) -> None:
         """Remove the workspace (a dirty one is snapshotted first); the branch is kept."""

@@ -368,8 +368,8 @@ class LocalRuntime:
             common = await git_common_dir(handle.repo)
         return await changes.commits(common, handle.base_commit, handle.branch)
 
-    async def snapshot(self, handle: RuntimeHandle, snapshot_id: str) -> SnapshotInfo:
-        return await snapshots.take(handle, snapshot_id, *await self._open(handle))
+    async def snapshot(self, handle: RuntimeHandle, snapshot_id: str, *, include_ignored: bool = False) -> SnapshotInfo:
+        return await snapshots.take(handle, snapshot_id, *await self._open(handle), ignored=include_ignored)
 
     async def restore(self, handle: RuntimeHandle, snapshot_id: str) -> None:
         await snapshots.restore(handle, snapshot_id, *await self._open(handle))

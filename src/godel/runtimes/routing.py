@@ -124,8 +124,8 @@ class Runtimes:
     async def commits(self, handle: RuntimeHandle) -> list[str]:
         return await self._of(handle).commits(handle)
 
-    async def snapshot(self, handle: RuntimeHandle, snapshot_id: str) -> SnapshotInfo:
-        return await self._of(handle).snapshot(handle, snapshot_id)
+    async def snapshot(self, handle: RuntimeHandle, snapshot_id: str, *, include_ignored: bool = False) -> SnapshotInfo:
+        return await self._of(handle).snapshot(handle, snapshot_id, include_ignored=include_ignored)
 
     async def restore(self, handle: RuntimeHandle, snapshot_id: str) -> None:
         await self._of(handle).restore(handle, snapshot_id)

@@ -67,7 +67,9 @@ async def _own_commit(handle: RuntimeHandle, snapshot_id: str) -> str:
     return commit
 
 
-async def take(handle: RuntimeHandle, snapshot_id: str, dirs: AgentDirs, meta: WorkspaceMeta) -> SnapshotInfo:
+async def take(
+    handle: RuntimeHandle, snapshot_id: str, dirs: AgentDirs, meta: WorkspaceMeta, *, ignored: bool = False
+) -> SnapshotInfo:
     check_id(snapshot_id)
     ref = snapshot_ref(snapshot_id)
     if await ref_exists(handle.repo, ref):
@@ -80,7 +82,8 @@ async def take(handle: RuntimeHandle, snapshot_id: str, dirs: AgentDirs, meta: W
     now = int(time.time())  # commit dates have second precision; created_at must read back the same
     env = {**GODEL_IDENTITY, "GIT_AUTHOR_DATE": f"{now} +0000", "GIT_COMMITTER_DATE": f"{now} +0000"}
     message = f"godel snapshot {snapshot_id}\n\n{_TRAILER}{handle.agent_id}\n"
-    async with changes.workdir_tree(dirs, meta, handle.workspace, objects=meta.git_common / "objects") as (tree, _):
+    objects = meta.git_common / "objects"
+    async with changes.workdir_tree(dirs, meta, handle.workspace, objects=objects, ignored=ignored) as (tree, _):
         commit = await safegit.text(["commit-tree", tree, "-p", head, "-m", message], git_dir=meta.git_common, env=env)
     # The empty old value makes the update fail if the ref appeared meanwhile, instead of overwriting it.
     rc, _, err = await safegit.run(["update-ref", ref, commit, ""], git_dir=meta.git_common, check=False)

@@ -309,7 +309,7 @@ class ControlPlane:
         named = section.get("runtime") if isinstance(section, dict) else None
         name = runtime or (named if isinstance(named, str) else None) or self.runtimes.default.name
         try:
-            caps = self.runtimes.get(name).capabilities()
+            caps = self.runtimes.for_new(name).capabilities()
         except GodelError:
             return effective_limits(req, self.settings.agent_limits, tuple(LIMIT_KEYS), name)
         return effective_limits(req, self.settings.agent_limits, caps.resource_limits, caps.name)

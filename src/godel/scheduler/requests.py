@@ -55,9 +55,7 @@ class SpawnRequest:
         path each came from (by limit kind, for errors), and what is wrong with them."""
         own, errors = ResourceLimits(), []
         sandbox = self.config.get("sandbox")
-        if isinstance(sandbox, Mapping):  # the spec's SandboxConfig (a string is codex's own sandbox mode)
-            errors += [FieldError(f"config.sandbox.{key}", "unknown key; known: limits") for key in sandbox
-                       if key != "limits"]  # fmt: skip
+        if isinstance(sandbox, Mapping):  # the spec's SandboxConfig; its other keys: scheduler.isolation
             own, more = ResourceLimits.parse(sandbox.get("limits"), "config.sandbox.limits")
             errors += more
         team, more = ResourceLimits.parse(self.team_limits, "resourceLimits")
@@ -152,6 +150,9 @@ def fork_request(source: Agent, snapshot_id: str, overrides: dict[str, Any]) -> 
     same_kind = o.get("agent", source.kind) == source.kind
     if not same_kind:  # options (a binary, extra args, a tool list) belong to the source's CLI, not to another
         config = {k: v for k, v in config.items() if k == "sandbox"}  # where it runs is not the CLI's: it stays
+    if o.get("runtime"):  # the fork in another runtime (one the server offers: checked at its spawn), no chain
+        sandbox = config.get("sandbox")
+        config["sandbox"] = {**(sandbox if isinstance(sandbox, dict) else {}), "runtime": o["runtime"], "fallback": []}
     req = SpawnRequest(
         task=o.get("task", source.task),
         repo=source.repo or ".",

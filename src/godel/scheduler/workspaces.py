@@ -48,10 +48,12 @@ class WorkspaceCommands:
             )
         return handle_of(agent, self.runtime.name, self.settings.worktrees_dir)
 
-    async def snapshot(self, agent_id: str, *, label: str | None = None, actor: str = "api") -> Snapshot:
+    async def snapshot(
+        self, agent_id: str, *, label: str | None = None, include_ignored: bool = False, actor: str = "api"
+    ) -> Snapshot:
         agent = await self.store.get_agent(agent_id)
         handle = self._workspace_handle(agent)
-        info = await self.runtime.snapshot(handle, new_snapshot_id())
+        info = await self.runtime.snapshot(handle, new_snapshot_id(), include_ignored=include_ignored)
         snap = await self.store.add_snapshot(
             Snapshot(
                 id=info.id, agent_id=agent_id, ref=info.ref, commit=info.commit,
@@ -60,7 +62,8 @@ class WorkspaceCommands:
         )  # fmt: skip
         await self.store.append_events(
             [make_event("agent:snapshot", {"snapshotId": snap.id, "commit": snap.commit, "label": label,
-                        "actor": actor}, component="api", agent_id=agent_id, team_id=agent.team_id)]
+                        "includeIgnored": include_ignored, "actor": actor}, component="api", agent_id=agent_id,
+                        team_id=agent.team_id)]
         )  # fmt: skip
         return snap
 
@@ -101,6 +104,7 @@ class WorkspaceCommands:
         snapshot_id: str | None = None,
         overrides: dict[str, Any] | None = None,
         session_point: int | None = None,
+        include_ignored: bool = False,
         actor: str = "api",
         owner: str | None = None,
     ) -> Agent:
@@ -110,6 +114,8 @@ class WorkspaceCommands:
         source = await self.store.get_agent(agent_id)
         req = fork_request(source, snapshot_id or "", overrides or {})
         req.owner = owner or source.owner  # the fork is its maker's (the source's owner's when made internally)
+        if req.owner and req.owner.startswith("agent:"):  # an agent's own credential: held like its sub-agents
+            req.metadata["parentAgent"] = req.owner.split(":", 1)[1]
         if req.owner != source.owner:
             req.env = {}  # the source's secrets belong to its owner, not to whoever forks it
         if session_point is not None:
@@ -119,7 +125,7 @@ class WorkspaceCommands:
         snap = (
             await self._own_snapshot(agent_id, snapshot_id)
             if snapshot_id
-            else await self.snapshot(agent_id, label="fork", actor=actor)
+            else await self.snapshot(agent_id, label="fork", include_ignored=include_ignored, actor=actor)
         )
         req.snapshot_from = snap.id
         req.metadata["snapshotId"] = snap.id

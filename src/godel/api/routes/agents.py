@@ -199,7 +199,10 @@ async def list_snapshots(agent_id: str, plane: Plane, caller: Reader) -> dict[st
 async def create_snapshot(
     agent_id: str, plane: Plane, caller: Updater, body: CreateSnapshot | None = None
 ) -> JSONResponse:
-    snap = await plane.workspaces.snapshot(agent_id, label=body.label if body else None, actor=caller.id)
+    snap = await plane.workspaces.snapshot(
+        agent_id, label=body.label if body else None, include_ignored=bool(body and body.include_ignored),
+        actor=caller.id,
+    )  # fmt: skip
     return JSONResponse(ok(snapshot_json(snap)), status_code=201)
 
 
@@ -217,10 +220,10 @@ async def fork(
     body: Fork | None = None,
 ) -> JSONResponse:
     body = body or Fork()
-    overrides = body.model_dump(exclude={"snapshot_id", "session_point"})
+    overrides = body.model_dump(exclude={"snapshot_id", "session_point", "include_ignored"})
     agent = await plane.workspaces.fork(
         agent_id, snapshot_id=body.snapshot_id, overrides=overrides, session_point=body.session_point,
-        actor=creator.id, owner=creator.id,
+        include_ignored=body.include_ignored, actor=creator.id, owner=creator.id,
     )  # fmt: skip
     return JSONResponse(ok(agent_json(agent)), status_code=201)
 

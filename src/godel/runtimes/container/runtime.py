@@ -41,7 +41,7 @@ from godel.runtimes.container.podman import (
     default_storage,
     run_argv,
 )
-from godel.runtimes.local import LocalRuntime
+from godel.runtimes.local import LocalRuntime, workspace_options
 from godel.runtimes.processes import agent_env
 from godel.runtimes.sandbox.bwrap import EGRESS_PORT, Confinement, entry_argv
 from godel.runtimes.sandbox.runtime import SandboxRuntime, agent_gitconfig, tool_paths
@@ -109,6 +109,8 @@ class ContainerRuntime(SandboxRuntime):
         gateway_socket: Path | None = None,
         gateway_port: int | None = None,
         egress_socket: Path | None = None,
+        workspace_mode: str = "auto",
+        workspace_cache_size: int = 16,
         storage: Path | None = None,
         image: str | None = None,
         limits: Limits | None = None,
@@ -127,7 +129,9 @@ class ContainerRuntime(SandboxRuntime):
             )
         # Not SandboxRuntime.__init__: it requires bubblewrap on the host, which containers do not use. The same
         # attributes, so the sandbox's confinement (and its git paths) work here unchanged.
-        LocalRuntime.__init__(self, worktrees_root, logs_root)
+        LocalRuntime.__init__(
+            self, worktrees_root, logs_root, workspace_mode=workspace_mode, workspace_cache_size=workspace_cache_size
+        )
         self.run_root = run_root or self.worktrees_root.parent / "run"
         self.tools = tool_paths(agents_dir)
         self.gateway_socket = gateway_socket
@@ -160,7 +164,7 @@ class ContainerRuntime(SandboxRuntime):
         return cls(
             worktrees_root=settings.worktrees_dir, logs_root=settings.logs_dir, run_root=settings.home / "run",
             agents_dir=settings.agents_dir, storage=settings.container_storage, image=settings.container_image,
-            **gateway,
+            **gateway, **workspace_options(settings),
         )  # fmt: skip
 
     def capabilities(self) -> RuntimeCapabilities:

@@ -118,6 +118,8 @@ class GVisorRuntime(SandboxRuntime):
         gateway_socket: Path | None = None,
         gateway_port: int | None = None,
         egress_socket: Path | None = None,
+        workspace_mode: str = "auto",
+        workspace_cache_size: int = 16,
     ) -> None:
         """As ``SandboxRuntime``. Fails closed: without a working runsc (and socat) this runtime refuses to be
         built, with the reason and the fix."""
@@ -130,7 +132,9 @@ class GVisorRuntime(SandboxRuntime):
             )
         # Not SandboxRuntime.__init__: it requires bubblewrap, which gVisor does not use. The same attributes, so the
         # sandbox's confinement (its git paths, its egress relay) works here unchanged.
-        LocalRuntime.__init__(self, worktrees_root, logs_root)
+        LocalRuntime.__init__(
+            self, worktrees_root, logs_root, workspace_mode=workspace_mode, workspace_cache_size=workspace_cache_size
+        )
         self.run_root = run_root or self.worktrees_root.parent / "run"
         self.tools = tool_paths(agents_dir)
         self.gateway_socket = gateway_socket

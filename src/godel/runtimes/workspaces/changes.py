@@ -34,11 +34,11 @@ def _alternate(path: Path) -> str:
 
 @asynccontextmanager
 async def workdir_tree(
-    dirs: AgentDirs, meta: WorkspaceMeta, workspace: Path, *, objects: Path | None = None
+    dirs: AgentDirs, meta: WorkspaceMeta, workspace: Path, *, objects: Path | None = None, ignored: bool = False
 ) -> AsyncIterator[tuple[str, dict[str, str]]]:
-    """The id of a tree of the whole working tree (tracked changes and untracked, non-ignored files), and the
-    environment under which its objects can be read (in ``view``) while the context lasts. ``objects``: the store
-    new objects go to (default: a temporary one, gone afterwards)."""
+    """The id of a tree of the whole working tree (tracked changes and untracked files; ignored ones too with
+    ``ignored``), and the environment under which its objects can be read (in ``view``) while the context lasts.
+    ``objects``: the store new objects go to (default: a temporary one, gone afterwards)."""
     with tempfile.TemporaryDirectory(prefix="godel-index-") as tmp:
         index = Path(tmp) / "index"
         env = {"GIT_INDEX_FILE": str(index)}
@@ -52,7 +52,8 @@ async def workdir_tree(
             pass  # the stat cache: only changed files are hashed
         else:
             await safegit.run(["read-tree", meta.checkout], git_dir=dirs.view, env=env)
-        await safegit.run(["add", "-A"], git_dir=dirs.view, work_tree=workspace, env=env)
+        await safegit.run(["add", "-A", *(["--force"] if ignored else [])], git_dir=dirs.view, work_tree=workspace,
+                          env=env)  # fmt: skip
         tree = await safegit.text(["write-tree"], git_dir=dirs.view, env=env)
         yield tree, env
 
