@@ -2,14 +2,15 @@
 
 A FAKE, for tests only. The system is bound read-only at ``/`` (as a read-only root filesystem) and ``/dev`` is fresh
 (its own ``/dev/shm``). It has its own pid namespace: when its first process ends, every process in it ends, as in a
-container; ``exec`` joins that namespace with ``nsenter``. Each volume is a host folder bound at its mount path, so a
-workspace mounted at the server's own workspace path hides the server's copy, as on another machine. It does not
-emulate the rest of a container: the process runs as the test's own user, in the host's network namespace
+container; ``exec`` joins its pid and mount namespaces with ``nsenter``. Each volume is a host folder bound at its
+mount path, so a workspace mounted at the server's own workspace path hides the server's copy, as on another machine.
+It does not emulate the rest of a container: the process runs as the test's own user, in the host's network namespace
 (securityContext, runtimeClassName and resources are recorded by the fake API, not enforced).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -42,25 +43,43 @@ class Container:
         return None
 
     def _ns_member(self) -> int:
-        """A process inside the container's pid namespace: bubblewrap's init there (the child of the outer one)."""
+        """A process of the container's own command: inside its pid and mount namespaces once they are ready
+        (bubblewrap execs the command only when every mount is in place; its own processes may be half set up)."""
         import psutil
 
         assert self.init is not None
         deadline = time.monotonic() + 10
         while True:
-            children = psutil.Process(self.init.pid).children()
-            if children:
-                return children[0].pid
+            for child in psutil.Process(self.init.pid).children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    if child.name() != "bwrap":
+                        return child.pid
             if self.init.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the fake container is not running")
+                raise RuntimeError(f"the fake container is not running (its first process: {self.init.poll()})")
             time.sleep(0.01)
 
     def argv(self, command: Sequence[str], cwd: str | None) -> list[str]:
-        """The first process starts a pid namespace; later ones (exec) join it."""
-        join = ["nsenter", "--target", str(self._ns_member()), "--pid", "--"] if self.init is not None else []
-        args = [*join, "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--die-with-parent"]
-        if not join:
-            args.append("--unshare-pid")
+        """The first process starts the container (bubblewrap: its own pid and mount namespaces, its own ``/proc``,
+        the volumes); later ones (exec) join that pid and mount namespace, as a container runtime's exec does.
+
+        Not bubblewrap again under ``nsenter --pid``: that bwrap reads its child's pid (a number in the container's
+        pid namespace) in the host's ``/proc``, so it dies whenever no host process has that number, leaving its
+        child waiting forever with the command's pipes open (a command that hangs, or works, by the host's pids)."""
+        if self.init is not None:
+            join = ["nsenter", "--target", str(self._ns_member()), "--pid", "--mount", "--root", "--"]
+            return [*join, "env", f"--chdir={cwd or '/'}", "--", *command]
+        args = [
+            "bwrap",
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--die-with-parent",
+            "--unshare-pid",
+        ]
         for host, mount in self.binds:
             args += ["--bind", str(host), mount]
         if cwd:

@@ -190,10 +190,14 @@ class FakeKubernetes:
         if pod is None or pod.container is None or failure or ws.headers.get("authorization") != f"Bearer {TOKEN}":
             await ws.close(code=1008)
             return
+        try:
+            argv = pod.container.argv(ws.query_params.getlist("command"), None)
+        except RuntimeError:  # the pod's command has ended: a cluster refuses an exec into a completed pod
+            await ws.close(code=1008)
+            return
         await ws.accept(subprotocol="v5.channel.k8s.io" if v5 else "v4.channel.k8s.io")
-        command = ws.query_params.getlist("command")
         proc = await asyncio.create_subprocess_exec(
-            *pod.container.argv(command, None), env={"PATH": "/usr/bin:/bin"},
+            *argv, env={"PATH": "/usr/bin:/bin"},
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
 
