@@ -8,7 +8,6 @@ under ``GODEL_REQUIRE_SANDBOX=1``, as the sandbox tests do). One fake of each ki
 from __future__ import annotations
 
 import atexit
-import shutil
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator
@@ -22,6 +21,7 @@ from godel.core.ports import LaunchSpec, ProcessState, RuntimeHandle, WorkspaceS
 from godel.runtimes.e2b import E2BRuntime
 from godel.runtimes.kubernetes import KubernetesRuntime
 from godel.runtimes.remote.base import RemoteRuntime
+from tests.conftest import remove_tree
 from tests.remote.fake_e2b import API_KEY, FakeE2B
 from tests.remote.fake_k8s import FakeKubernetes
 from tests.sandbox.conftest import require_sandbox
@@ -60,7 +60,7 @@ def fake_e2b() -> FakeE2B:
 
 def _stop(fake: FakeKubernetes | FakeE2B, root: Path) -> None:
     fake.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    remove_tree(root)
 
 
 def kubernetes_runtime(base: Path, **kwargs: object) -> KubernetesRuntime:
@@ -126,4 +126,4 @@ async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
         for handle in r.handles:
             await r.runtime.terminate(handle, grace=0.0)
             await r.runtime.cleanup(handle)
-        shutil.rmtree(base, ignore_errors=True)
+        remove_tree(base)  # unmounts what is left mounted under it (a workspace's overlay) first

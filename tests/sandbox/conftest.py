@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import pytest
 
 from godel.core.ids import new_id
@@ -94,7 +95,18 @@ async def local_rig() -> AsyncIterator[Rig]:
     finally:
         for handle in r.handles:
             await r.runtime.terminate(handle, grace=0.0)
+        kill_strays(base)  # the control's daemons escape the local runtime by design: they must not outlive the test
         remove_tree(base)
+
+
+def kill_strays(base: Path) -> None:
+    """SIGKILL every process of this user working under ``base`` (its cwd there): what a control run left."""
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if Path(proc.cwd()).is_relative_to(base) or proc.cwd().removesuffix(" (deleted)").startswith(str(base)):
+                proc.kill()
+        except (psutil.Error, ValueError):
+            continue
 
 
 @pytest.fixture

@@ -174,7 +174,7 @@ class LocalRuntime:
         deadline = loop.time() + timeout
         delay = 0.005
         while True:
-            st = self._processes.status(handle)
+            st = await self.status(handle)  # a subclass's own view (a paused container reads stopped)
             if st.state in states:
                 return st
             if loop.time() >= deadline:

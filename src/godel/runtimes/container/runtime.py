@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from godel.core.limits import ResourceLimits
 from godel.core.ports import LaunchSpec, ProcessState, ProcessStatus, RuntimeCapabilities, RuntimeHandle
 from godel.errors import (
     FieldError,
@@ -71,29 +72,16 @@ def sandbox_options(handle: RuntimeHandle) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def limits_from(options: Mapping[str, Any], default: Limits) -> Limits:
-    """``{"memory": bytes, "cpus": float, "pids": int}`` over the runtime's defaults; anything else is a 400."""
-    raw = options.get("limits") or {}
-    if not isinstance(raw, Mapping):
-        raise ValidationError("config.sandbox.limits must be a mapping", [FieldError("config.sandbox.limits", "")])
-    checks: dict[str, tuple[type | tuple[type, ...], float]] = {
-        "memory": (int, 4 << 20),
-        "cpus": ((int, float), 0.01),
-        "pids": (int, 8),
-    }
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in checks:
-            raise ValidationError(f"unknown limit {key!r}", [FieldError(f"config.sandbox.limits.{key}", "unknown")])
-        kind, least = checks[key]
-        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-        if number is None or not isinstance(number, kind) or number < least:
-            raise ValidationError(
-                f"limit {key} must be a number of at least {least}",
-                [FieldError(f"config.sandbox.limits.{key}", f"a number >= {least}")],
-            )
-        values[key] = value
-    return dataclasses.replace(default, **values)
+def limits_from(asked: ResourceLimits | None, default: Limits) -> Limits:
+    """The agent's limits (``LaunchSpec.limits``: the spawn's, its team's or the server's, checked at spawn) over the
+    runtime's own defaults, as podman's flags take them."""
+    if not asked:
+        return default
+    return Limits(
+        memory=asked.memory_mb << 20 if asked.memory_mb is not None else default.memory,
+        cpus=asked.cpus if asked.cpus is not None else default.cpus,
+        pids=asked.pids if asked.pids is not None else default.pids,
+    )
 
 
 class ContainerRuntime(SandboxRuntime):
@@ -150,6 +138,10 @@ class ContainerRuntime(SandboxRuntime):
         # seen ended, its container is removed once (``status``), so a wrapper killed from outside cannot leave
         # its container running unsupervised; a handle naming another launch never touches the container.
         self._owned: dict[str, tuple[int | None, float | None]] = {}
+        # Agents whose container is paused (frozen by ``podman pause``): their status reads ``stopped``. The
+        # host-side ``podman run`` is never stopped itself: it may hold a lock of the storage at that moment, and
+        # every other podman call of the machine (other agents' starts) would wait on it for as long as the pause.
+        self._paused: set[str] = set()
         self._exec_names: weakref.WeakKeyDictionary[asyncio.subprocess.Process, str] = weakref.WeakKeyDictionary()
 
     @classmethod
@@ -192,8 +184,9 @@ class ContainerRuntime(SandboxRuntime):
         self._images.add(image)
 
     def _spec(
-        self, handle: RuntimeHandle, c: Confinement, argv: Sequence[str], env: Mapping[str, str], name: str
-    ) -> Spec:
+        self, handle: RuntimeHandle, c: Confinement, argv: Sequence[str], env: Mapping[str, str], name: str,
+        limits: ResourceLimits | None = None,
+    ) -> Spec:  # fmt: skip
         options = sandbox_options(handle)
         image = check_image(str(options["image"])) if options.get("image") else self.image
         extra = [(self.node, NODE_INSIDE)] if self.node is not None else []
@@ -201,7 +194,7 @@ class ContainerRuntime(SandboxRuntime):
             extra.append((c.gateway_dir, "/run/godel"))
         return Spec(
             name=name, image=image, cwd=c.cwd, argv=argv, env_names=sorted(env), readonly=c.readonly,
-            writable=c.writable, extra_binds=extra, limits=limits_from(options, self.limits),
+            writable=c.writable, extra_binds=extra, limits=limits_from(limits, self.limits),
             labels={**self.labels, LABEL: handle.agent_id}, seccomp=self.podman.seccomp,
         )  # fmt: skip
 
@@ -221,12 +214,14 @@ class ContainerRuntime(SandboxRuntime):
         env["GIT_CONFIG_GLOBAL"] = str(c.home / ".gitconfig")  # the host's is not inside; the agent's own is
         egress = self._egress_env(launch.egress)
         env.update(egress)
-        spec = self._spec(handle, c, self._entry(launch.argv, bool(egress)), env, self.container_name(handle))
+        name = self.container_name(handle)
+        spec = self._spec(handle, c, self._entry(launch.argv, bool(egress)), env, name, launch.limits)
         await self._require_image(spec.image)
         argv = run_argv(self.podman.podman, self.podman.flags, spec)
         # podman copies each variable into the container from its own environment (``--env NAME``): no value
         # (a gateway key) is ever on a command line, where /proc/<pid>/cmdline would show it.
-        started = await LocalRuntime.start(self, handle, dataclasses.replace(launch, argv=argv, env=env))
+        # The limits are podman's to enforce (its flags above), not the host-side wrapper's cgroups.
+        started = await LocalRuntime.start(self, handle, dataclasses.replace(launch, argv=argv, env=env, limits=None))
         self._owned[handle.agent_id] = (started.pid, started.pid_started)
         return started
 
@@ -234,27 +229,32 @@ class ContainerRuntime(SandboxRuntime):
         adopted = await LocalRuntime.adopt(self, handle)
         if adopted:
             self._owned[handle.agent_id] = (handle.pid, handle.pid_started)
+            if await self.podman.state(self.container_name(handle)) == "paused":
+                self._paused.add(handle.agent_id)
         return adopted
 
     async def status(self, handle: RuntimeHandle) -> ProcessStatus:
         status = await LocalRuntime.status(self, handle)
         if status.state not in _LIVE and self._owned.get(handle.agent_id) == (handle.pid, handle.pid_started):
             del self._owned[handle.agent_id]
+            self._paused.discard(handle.agent_id)
             await self.podman.remove(self.container_name(handle))  # normally gone already (``--rm``)
+        if status.state is ProcessState.RUNNING and handle.agent_id in self._paused:
+            return dataclasses.replace(status, state=ProcessState.STOPPED)
         return status
 
     async def pause(self, handle: RuntimeHandle) -> None:
-        """The cgroup freezer freezes every process of the container (a double-forked daemon too); then the
-        host-side wrapper and ``podman run`` are stopped, so the agent's status reads ``stopped`` as it does in
-        the other runtimes."""
+        """The cgroup freezer freezes every process of the container (a double-forked daemon too); the agent's
+        status then reads ``stopped``, as in the other runtimes."""
         if (await self.status(handle)).state is not ProcessState.RUNNING:
             return
-        await self.podman.pause(self.container_name(handle))
-        await LocalRuntime.pause(self, handle)
+        if not await self.podman.pause(self.container_name(handle)):
+            raise RuntimeFailure(f"podman could not pause the container of agent {handle.agent_id}")
+        self._paused.add(handle.agent_id)
 
     async def resume(self, handle: RuntimeHandle) -> None:
-        await LocalRuntime.resume(self, handle)
-        await self.podman.unpause(self.container_name(handle))
+        await self.podman.unpause(self.container_name(handle))  # a no-op when it is not paused
+        self._paused.discard(handle.agent_id)
 
     async def terminate(self, handle: RuntimeHandle, *, grace: float = 5.0) -> None:
         """TERM through ``podman run`` (proxied to the agent), KILL after ``grace``, then the container itself is
@@ -264,6 +264,7 @@ class ContainerRuntime(SandboxRuntime):
             return
         name = self.container_name(handle)
         await self.podman.unpause(name)  # a frozen agent cannot act on TERM; a no-op when it is not paused
+        self._paused.discard(handle.agent_id)
         await LocalRuntime.terminate(self, handle, grace=grace)
         await self.podman.remove(name)
 
