@@ -292,7 +292,11 @@ async def test_commits_inside_the_sandbox_land_on_the_agents_branch(gvisor_rig: 
     script = "echo hi > made.txt && git add made.txt && git -c user.name=A -c user.email=a@x commit -qm made && echo ok"
     code, out = await gvisor_rig.run(script)
     assert (code, out.splitlines()[-1]) == (0, "ok"), out
-    assert run_git(gvisor_rig.repo, "show", f"{gvisor_rig.handles[0].branch}:made.txt") == "hi"
+    handle = gvisor_rig.handles[0]
+    # The commit is in the agent's private git directory: the user's branch moves only when Godel collects it.
+    assert run_git(gvisor_rig.repo, "rev-parse", handle.branch) == handle.base_commit
+    assert len(await gvisor_rig.runtime.commits(handle)) == 1
+    assert run_git(gvisor_rig.repo, "show", f"{handle.branch}:made.txt") == "hi"
 
 
 # ------------------------------------------------------------------------------------------ network

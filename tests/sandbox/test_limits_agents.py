@@ -55,7 +55,7 @@ async def test_an_agent_killed_for_memory_ends_failed_with_the_reason_memory_lim
     assert shown["resources"]["limits"] == {"memoryMb": 96}
     usage = shown["resources"]["usage"]
     assert usage["oomKills"] >= 1 and 0 < usage["peakMemoryBytes"] <= 96 << 20 and usage["cpuSeconds"] > 0
-    assert shown["config"]["sandbox"] == {"limits": {"memoryMb": 96}}  # what was asked, as the spec's AgentConfig
+    assert shown["config"]["sandbox"]["limits"] == {"memoryMb": 96}  # what was asked, as the spec's AgentConfig
 
 
 async def test_server_defaults_apply_and_the_spawn_wins_over_them(planes: Planes, fast_tmp: Path) -> None:

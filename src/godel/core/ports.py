@@ -206,6 +206,7 @@ class RuntimeCapabilities:
     network_isolation: bool = False
     workspace: str = ""  # how workspaces are made: "overlay" (constant time), "checkout" (in proportion to files)
     pause_freezes: bool = False  # pause stops every process of the agent, daemons that left its tree included
+    accounting: bool = False  # the agent's CPU time and peak memory are read back (ProcessStatus.usage)
 
 
 @dataclass

@@ -91,7 +91,7 @@ class LocalRuntime:
     def capabilities(self) -> RuntimeCapabilities:
         return RuntimeCapabilities(
             name=self.name, isolation="worktree", pause=True, snapshot="git-ref", workspace=self._workspaces.mode,
-            resource_limits=self.enforces(), pause_freezes=self.freezes(),
+            resource_limits=self.enforces(), pause_freezes=self.freezes(), accounting=bool(self.enforces()),
         )  # fmt: skip
 
     def enforces(self) -> tuple[str, ...]:

@@ -84,6 +84,9 @@ def limits_from(asked: ResourceLimits | None, default: Limits) -> Limits:
     )
 
 
+PAUSE_WAIT = 30.0  # seconds a pause waits for a container that `podman run` is still making
+
+
 class ContainerRuntime(SandboxRuntime):
     name = "container"
 
@@ -246,11 +249,21 @@ class ContainerRuntime(SandboxRuntime):
     async def pause(self, handle: RuntimeHandle) -> None:
         """The cgroup freezer freezes every process of the container (a double-forked daemon too); the agent's
         status then reads ``stopped``, as in the other runtimes."""
-        if (await self.status(handle)).state is not ProcessState.RUNNING:
-            return
-        if not await self.podman.pause(self.container_name(handle)):
-            raise RuntimeFailure(f"podman could not pause the container of agent {handle.agent_id}")
-        self._paused.add(handle.agent_id)
+        name = self.container_name(handle)
+        deadline = asyncio.get_running_loop().time() + PAUSE_WAIT
+        while True:
+            if (await self.status(handle)).state is not ProcessState.RUNNING:
+                return  # ended meanwhile: nothing to pause
+            if await self.podman.pause(name):
+                self._paused.add(handle.agent_id)
+                return
+            # Paused in its first moments, `podman run` may not have made the container yet: wait for it to run.
+            if await self.podman.state(name) not in (None, "created", "configured", "initialized"):
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        raise RuntimeFailure(f"podman could not pause the container of agent {handle.agent_id}")
 
     async def resume(self, handle: RuntimeHandle) -> None:
         await self.podman.unpause(self.container_name(handle))  # a no-op when it is not paused

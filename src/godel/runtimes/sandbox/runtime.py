@@ -124,6 +124,7 @@ class SandboxRuntime(LocalRuntime):
         return RuntimeCapabilities(
             name=self.name, isolation="namespace", pause=True, snapshot="git-ref", network_isolation=True,
             workspace=self._workspaces.mode, resource_limits=self.enforces(), pause_freezes=self.freezes(),
+            accounting=bool(self.enforces()),
         )  # fmt: skip
 
     async def prepare(self, spec: WorkspaceSpec) -> RuntimeHandle:
