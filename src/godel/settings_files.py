@@ -21,7 +21,8 @@ from godel.errors import GodelError
 # tests/unit/test_settings_files.py fails when this and the class disagree.
 NAMES: frozenset[str] = frozenset(
     {
-        'home', 'database_url', 'sqlite_synchronous', 'host', 'port', 'url', 'node_name', 'max_concurrent_agents',
+        'home', 'workspace_mode', 'workspace_cache_size',
+        'database_url', 'sqlite_synchronous', 'host', 'port', 'url', 'node_name', 'max_concurrent_agents',
         'on_shutdown', 'kill_grace', 'default_timeout', 'retry_backoff', 'retry_backoff_max', 'watch_interval',
         'reconcile_interval', 'log_level', 'providers', 'fallbacks', 'agents_dir', 'agent_cli_retries', 'use_gateway',
         'gateway_url', 'runtime', 'runtimes', 'runtime_fallback', 'container_image', 'container_storage',

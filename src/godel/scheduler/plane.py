@@ -301,10 +301,9 @@ class ControlPlane:
         return adapter, options, context.to_json()
 
     def limits_for(self, req: SpawnRequest, runtime: str | None = None) -> ResourceLimits:
-        """The resource limits the request's agent runs under (request, team, server), all enforceable by its
-        runtime (``runtime``, else the one its config names, else the default). A runtime that cannot be built here
-        is not asked: a fallback chain may move past it, and every runtime refuses at start a limit it cannot
-        enforce, so nothing runs without its limits."""
+        """The limits the request's agent runs under (request, team, server), enforceable by its runtime (``runtime``,
+        else its config's, else the default). One not offered or buildable here is not asked: every runtime refuses
+        at start a limit it cannot enforce."""
         section = req.config.get(SANDBOX)
         named = section.get("runtime") if isinstance(section, dict) else None
         name = runtime or (named if isinstance(named, str) else None) or self.runtimes.default.name

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,8 +118,13 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ") + '"'
 
 
-def make_git_dirs(dirs: AgentDirs, meta: WorkspaceMeta, tip: str, identity: dict[str, str], exclude: str) -> None:
-    """Write the private git directory (its branch at ``tip``) and Godel's view; no index yet."""
+def make_git_dirs(
+    dirs: AgentDirs, meta: WorkspaceMeta, tip: str, identity: dict[str, str], exclude: str,
+    refs: Sequence[tuple[str, str]] = (),
+) -> None:  # fmt: skip
+    """Write the private git directory (its branch at ``tip``) and Godel's view; no index yet. ``refs``: (name,
+    object) of the user's branches and tags as they stand, copied in so the agent can read, diff and merge them
+    (``git merge godel/<another agent>``, as a refinery does); only the agent's own branch is ever brought back."""
     alternates = f"{meta.git_common / 'objects'}\n"
     for gitdir in (dirs.git, dirs.view):
         for sub in ("objects/pack", "objects/info", "refs/heads", "refs/tags", "info"):
@@ -131,6 +137,10 @@ def make_git_dirs(dirs: AgentDirs, meta: WorkspaceMeta, tip: str, identity: dict
     (dirs.git / "logs/refs/heads").mkdir(parents=True, exist_ok=True)
     _write(dirs.git / "HEAD", f"ref: refs/heads/{meta.branch}\n")
     _write(dirs.git / "refs/heads" / meta.branch, f"{tip}\n")
+    others = [(name, obj) for name, obj in refs if name != f"refs/heads/{meta.branch}"]
+    if others:
+        packed = "".join(f"{obj} {name}\n" for name, obj in sorted(others))
+        _write(dirs.git / "packed-refs", "# pack-refs with: sorted\n" + packed)
     _write(dirs.git / "description", "Godel agent workspace\n")
     _write(dirs.git / "commondir", ".\n")  # its own common directory (see safegit.pin_commondir)
     _write(dirs.view / "config", _config(tip))

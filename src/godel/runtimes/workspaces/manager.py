@@ -202,7 +202,11 @@ class Workspaces:
 
     async def _lay_out(self, agent_id: str, meta: WorkspaceMeta, path: Path, dirs: AgentDirs) -> None:
         identity, exclude = await _identity(meta.repo), await asyncio.to_thread(_read, meta.git_common / "info/exclude")
-        await asyncio.to_thread(make_git_dirs, dirs, meta, meta.checkout, identity, exclude)
+        listed = await safegit.text(
+            ["for-each-ref", "--format=%(refname) %(objectname)", "refs/heads", "refs/tags"], git_dir=meta.git_common
+        )
+        refs = [(name, obj) for name, _, obj in (line.partition(" ") for line in listed.splitlines()) if obj]
+        await asyncio.to_thread(make_git_dirs, dirs, meta, meta.checkout, identity, exclude, refs)
         if meta.mode == "overlay":
             entry = await self.cache.checkout(meta.git_common, meta.checkout)
             try:
