@@ -55,7 +55,8 @@ class Container:
                     if child.name() != "bwrap":
                         return child.pid
             if self.init.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the fake container is not running (its first process: {self.init.poll()})")
+                err = (self.root / "init.err").read_text(errors="replace") if (self.root / "init.err").is_file() else ""
+                raise RuntimeError(f"the fake container is not running (its first process: {self.init.poll()}) {err}")
             time.sleep(0.01)
 
     def argv(self, command: Sequence[str], cwd: str | None) -> list[str]:

@@ -125,8 +125,9 @@ class FakeE2B:
         sandbox_id = "sbx" + secrets.token_hex(6)
         container = Container(list(MOUNTS), self.root / sandbox_id)
         # The sandbox's first process holds its pid namespace: commands join it, a kill ends them all.
-        container.run(["sleep", "infinity"], {}, None, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                      stderr=subprocess.DEVNULL)  # fmt: skip
+        with open(container.root / "init.err", "wb") as err:  # noqa: ASYNC230 (a new local file: no wait)
+            container.run(["sleep", "infinity"], {}, None, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=err)  # fmt: skip
         sandbox = FakeSandbox(sandbox_id, body.get("templateID", "base"), body.get("metadata") or {}, container)
         self.sandboxes[sandbox_id] = sandbox
         return JSONResponse(self._body(sandbox), status_code=201)

@@ -85,6 +85,7 @@ def limits_from(asked: ResourceLimits | None, default: Limits) -> Limits:
 
 
 PAUSE_WAIT = 30.0  # seconds a pause waits for a container that `podman run` is still making
+_ENDED_STATES = ("exited", "stopped", "stopping", "removing", "dead")
 
 
 class ContainerRuntime(SandboxRuntime):
@@ -257,13 +258,15 @@ class ContainerRuntime(SandboxRuntime):
             if await self.podman.pause(name):
                 self._paused.add(handle.agent_id)
                 return
-            # Paused in its first moments, `podman run` may not have made the container yet: wait for it to run.
-            if await self.podman.state(name) not in (None, "created", "configured", "initialized"):
-                break
-            if asyncio.get_running_loop().time() > deadline:
+            # Paused in its first moments, `podman run` may still be making the container (or starting its init,
+            # which refuses a pause): try again until it runs for good, or has ended.
+            state = await self.podman.state(name)
+            if state in _ENDED_STATES or asyncio.get_running_loop().time() > deadline:
                 break
             await asyncio.sleep(0.05)
-        raise RuntimeFailure(f"podman could not pause the container of agent {handle.agent_id}")
+        if (await self.status(handle)).state is not ProcessState.RUNNING:
+            return
+        raise RuntimeFailure(f"podman could not pause the container of agent {handle.agent_id} (state {state})")
 
     async def resume(self, handle: RuntimeHandle) -> None:
         await self.podman.unpause(self.container_name(handle))  # a no-op when it is not paused
