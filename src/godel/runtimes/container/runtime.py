@@ -44,8 +44,8 @@ from godel.runtimes.container.podman import (
 )
 from godel.runtimes.local import LocalRuntime, workspace_options
 from godel.runtimes.processes import agent_env
-from godel.runtimes.sandbox.bwrap import EGRESS_PORT, Confinement, entry_argv
-from godel.runtimes.sandbox.runtime import SandboxRuntime, agent_gitconfig, tool_paths
+from godel.runtimes.sandbox.bwrap import Confinement, entry_argv
+from godel.runtimes.sandbox.runtime import SandboxRuntime
 
 if TYPE_CHECKING:
     from godel.settings import Settings
@@ -124,14 +124,7 @@ class ContainerRuntime(SandboxRuntime):
         LocalRuntime.__init__(
             self, worktrees_root, logs_root, workspace_mode=workspace_mode, workspace_cache_size=workspace_cache_size
         )
-        self.run_root = run_root or self.worktrees_root.parent / "run"
-        self.tools = tool_paths(agents_dir)
-        self.gateway_socket = gateway_socket
-        self.gateway_port = gateway_port
-        self.egress_socket = egress_socket if gateway_socket is not None else None
-        self.egress_port = EGRESS_PORT if gateway_port != EGRESS_PORT else EGRESS_PORT + 1
-        self._etc = self.run_root / ".sandbox-etc"
-        self._gitconfig = agent_gitconfig()
+        self._set_confinement(run_root, agents_dir, gateway_socket, gateway_port, egress_socket)
         self.image = check_image(image or DEFAULT_IMAGE, "container_image")
         self.limits = limits or Limits()
         self.labels = dict(labels or {})

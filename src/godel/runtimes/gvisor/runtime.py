@@ -36,8 +36,8 @@ from godel.errors import FieldError, RuntimeUnavailableError, ValidationError
 from godel.runtimes.gvisor import control, oci
 from godel.runtimes.local import LocalRuntime
 from godel.runtimes.processes import agent_env
-from godel.runtimes.sandbox.bwrap import EGRESS_PORT, SOCAT, Confinement, entry_argv, write_etc
-from godel.runtimes.sandbox.runtime import SandboxRuntime, agent_gitconfig, tool_paths
+from godel.runtimes.sandbox.bwrap import SOCAT, Confinement, entry_argv, write_etc
+from godel.runtimes.sandbox.runtime import SandboxRuntime
 
 INSTALL_HINT = "apt-get install runsc socat"
 _PROBE_TIMEOUT = 60.0  # a no-op sandbox starts in well under a second; the KVM platform's hang is what this catches
@@ -135,14 +135,7 @@ class GVisorRuntime(SandboxRuntime):
         LocalRuntime.__init__(
             self, worktrees_root, logs_root, workspace_mode=workspace_mode, workspace_cache_size=workspace_cache_size
         )
-        self.run_root = run_root or self.worktrees_root.parent / "run"
-        self.tools = tool_paths(agents_dir)
-        self.gateway_socket = gateway_socket
-        self.gateway_port = gateway_port
-        self.egress_socket = egress_socket if gateway_socket is not None else None
-        self.egress_port = EGRESS_PORT if gateway_port != EGRESS_PORT else EGRESS_PORT + 1
-        self._etc = self.run_root / ".sandbox-etc"  # what the sandbox's ``_confinement`` prepares (bubblewrap's ids)
-        self._gitconfig = agent_gitconfig()
+        self._set_confinement(run_root, agents_dir, gateway_socket, gateway_port, egress_socket)
         self._gvisor_root = self.run_root / ".gvisor"  # bundles and runsc state, per agent; never bound inside
         self._gvisor_etc = self.run_root / ".gvisor-etc"  # passwd and group naming gVisor's ids: what the bundles bind
         # Written once here, before agents start at the same time (each start only checks it is still in place).

@@ -94,11 +94,20 @@ class SandboxRuntime(LocalRuntime):
             workspace_cache_size=workspace_cache_size,
             cgroups=(Cgroups.detect() if cgroups is None else cgroups) or None,
         )
+        self._set_confinement(run_root, agents_dir, gateway_socket, gateway_port, egress_socket)
+
+    def _set_confinement(
+        self, run_root: Path | None, agents_dir: Path | None, gateway_socket: Path | None, gateway_port: int | None,
+        egress_socket: Path | None,
+    ) -> None:  # fmt: skip
+        """What every runtime built on the sandbox's confinement needs (also the container and gVisor runtimes, which
+        do not run bubblewrap and so skip this constructor): the agents' private directories, the tools bound into
+        them, the relays to the gateway and the egress proxy (in the gateway socket's directory, relayed inside to a
+        port of its own), the generated /etc and the agents' git identity."""
         self.run_root = run_root or self.worktrees_root.parent / "run"
         self.tools = tool_paths(agents_dir)
         self.gateway_socket = gateway_socket
         self.gateway_port = gateway_port
-        # The egress proxy (``godel.api.egress``), in the gateway socket's directory; relayed inside to its own port.
         self.egress_socket = egress_socket if gateway_socket is not None else None
         self.egress_port = EGRESS_PORT if gateway_port != EGRESS_PORT else EGRESS_PORT + 1
         self._etc = self.run_root / ".sandbox-etc"
