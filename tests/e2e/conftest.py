@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.conftest import TMPFS, make_repo
+from tests.conftest import TMPFS, make_repo, remove_tree
 from tests.e2e.serverproc import ServerProcess
 from tests.pg import PG_SERVER, pg_admin
 
@@ -31,7 +30,7 @@ def cli_home() -> Iterator[Path]:
     # On tmpfs when there is one: worktrees there cost milliseconds instead of seconds.
     path = Path(tempfile.mkdtemp(prefix="godel-cli-e2e-", dir=TMPFS))
     yield path
-    shutil.rmtree(path, ignore_errors=True)
+    remove_tree(path)
 
 
 @pytest.fixture(scope="session")

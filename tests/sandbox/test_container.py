@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -25,7 +24,7 @@ from godel.core.ports import LaunchSpec, ProcessState, RuntimeHandle, WorkspaceS
 from godel.errors import RuntimeUnavailableError, ValidationError
 from godel.runtimes import get_runtime
 from godel.runtimes.container import ContainerRuntime, Limits
-from tests.conftest import make_repo, run_git
+from tests.conftest import make_repo, remove_tree, run_git
 from tests.sandbox.conftest import DONE, Rig, _scratch
 from tests.sandbox.containers import container_pid, container_runtime, require_container
 
@@ -42,7 +41,7 @@ async def crig() -> AsyncIterator[Rig]:
     finally:
         for handle in r.handles:  # never leak a container, whatever the test did
             await r.runtime.cleanup(handle)
-        shutil.rmtree(base, ignore_errors=True)
+        remove_tree(base)
 
 
 @pytest.fixture
@@ -315,4 +314,4 @@ async def test_the_runtimes_default_limits_apply(tmp_path: Path) -> None:
         await rig.runtime.cleanup(handle)
         assert container_pid(handle) is None
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        remove_tree(base)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from godel.runtimes.cgroup_runs import record_file, usage_file
 from godel.runtimes.cgroups import MOUNT, AgentCgroup, Cgroups, Layout, read_record
 from godel.runtimes.local import LocalRuntime
 from godel.runtimes.sandbox import SandboxRuntime
-from tests.conftest import make_repo
+from tests.conftest import make_repo, remove_tree
 from tests.sandbox.conftest import DONE, _scratch, require_sandbox
 
 MiB = 1 << 20
@@ -86,7 +85,7 @@ async def lim() -> AsyncIterator[Limits]:
             if left is not None:  # whatever the test did, no cgroup and no task of it outlives it
                 await left.kill()
                 await left.remove()
-        shutil.rmtree(base, ignore_errors=True)
+        remove_tree(base)
 
 
 async def until(check: Callable[[], bool], within: float = 10.0) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from godel.cli import output
 from godel.cli.context import CliState
 from godel.cli.main import app
 from godel.store import open_store
-from tests.conftest import TMPFS, make_repo
+from tests.conftest import TMPFS, make_repo, remove_tree
 from tests.e2e.serverproc import ServerProcess
 from tests.tasks.conftest import add_team
 
@@ -34,7 +33,7 @@ def server() -> Iterator[ServerProcess]:
         yield srv
     finally:
         srv.stop()
-        shutil.rmtree(home, ignore_errors=True)
+        remove_tree(home)
 
 
 @pytest.fixture(scope="module")

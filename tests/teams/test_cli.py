@@ -4,13 +4,12 @@ stdout is not a terminal, so output is the piped form unless ``output.is_tty`` i
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conftest import TMPFS, make_repo
+from tests.conftest import TMPFS, make_repo, remove_tree
 from tests.e2e.serverproc import ServerProcess
 from typer.testing import CliRunner, Result
 
@@ -27,7 +26,7 @@ def server() -> Iterator[ServerProcess]:
         yield srv
     finally:
         srv.stop()
-        shutil.rmtree(home, ignore_errors=True)
+        remove_tree(home)
 
 
 @pytest.fixture(scope="module")
