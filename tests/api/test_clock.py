@@ -60,6 +60,10 @@ async def test_a_delayed_cleanup_waits_for_its_hour_on_the_clock(
     clock.advance(1)
     await until(lambda: _is(not workspace.exists()))
     assert clock.sleepers == 0
+    # Once its delay is over the cleanup is work in flight, not a timer: it is waited for (here and at shutdown)
+    # and recorded, never cancelled halfway through.
+    await settle(plane)
+    assert (await plane.get(agent_id)).worktree is None
 
 
 async def test_a_timeout_of_an_hour_ends_the_run_when_the_clock_passes_it(

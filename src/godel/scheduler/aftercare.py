@@ -95,11 +95,10 @@ async def apply_cleanup(deps: RunDeps, agent: Agent, handle: RuntimeHandle, *, s
 
 def arm_delayed_cleanup(deps: RunDeps, agent_id: str, handle: RuntimeHandle, delay: float) -> None:
     # A timer, not work in flight: shutdown cancels it, and the next start re-arms what is left of the delay.
-    deps.arm_timer(f"cleanup {agent_id}", _delayed(deps, agent_id, handle, delay))
+    deps.arm_timer(f"cleanup {agent_id}", delay, lambda: _delayed(deps, agent_id, handle))
 
 
-async def _delayed(deps: RunDeps, agent_id: str, handle: RuntimeHandle, delay: float) -> None:
-    await deps.clock.sleep(delay)  # the policy's delay itself, on the injected clock (tests move it)
+async def _delayed(deps: RunDeps, agent_id: str, handle: RuntimeHandle) -> None:
     try:
         agent = await deps.store.get_agent(agent_id)
     except NotFoundError:

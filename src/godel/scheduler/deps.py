@@ -26,7 +26,8 @@ class RunDeps:
     sessions: Sessions
     secrets: SecretBox  # opens the sealed spawn env at launch
     node_id: str
-    # Arm a named timer (a delayed cleanup): shutdown cancels it and the next start re-arms what is left.
-    arm_timer: Callable[[str, Coroutine[Any, Any, None]], None]
+    # Arm a named timer (a delayed cleanup): after ``delay`` seconds on the clock it starts the work. Shutdown cancels
+    # a timer still waiting (the next start re-arms what is left) and waits for work it has started.
+    arm_timer: Callable[[str, float, Callable[[], Coroutine[Any, Any, None]]], None]
     # A slot may have come free or work arrived: wake the admission loop.
     wake: Callable[[], None]

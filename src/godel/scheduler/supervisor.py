@@ -18,7 +18,7 @@ Design:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -301,8 +301,13 @@ class Supervisor:
 
     # --------------------------------------------------------------------------------------------- helpers
 
-    def _arm_timer(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
-        self.spawn_task(coro, name=name, timer=True)
+    def _arm_timer(self, name: str, delay: float, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        async def timer() -> None:
+            await self.deps.clock.sleep(delay)  # on the injected clock (tests move it)
+            # Work in flight from here on: shutdown waits for it rather than cancel it halfway through a write.
+            self.spawn_task(work(), name=name)
+
+        self.spawn_task(timer(), name=name, timer=True)
 
     def spawn_task(self, coro: Coroutine[Any, Any, Any], *, name: str, timer: bool = False) -> asyncio.Task[Any]:
         """Work of the supervisor's own (a launch, an ending) or a timer, named, kept and waited for or cancelled at
