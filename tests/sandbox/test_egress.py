@@ -25,6 +25,7 @@ from godel.scheduler.requests import SpawnRequest
 from tests.conftest import make_repo
 from tests.gateway.conftest import stack  # noqa: F401 (the fixture)
 from tests.sandbox.conftest import require_gvisor, require_sandbox
+from tests.sandbox.containers import require_container
 
 UP = "127.0.0.2"  # the upstream's address: loopback, outside what the agent's NO_PROXY sends direct
 PROBE = r"""
@@ -118,7 +119,7 @@ async def _events(s: Any, agent_id: str, pattern: str) -> list[dict[str, Any]]:
     return [e.payload for e in found]
 
 
-@pytest.mark.parametrize("runtime", ["sandbox", "gvisor"])
+@pytest.mark.parametrize("runtime", ["sandbox", "gvisor", "container"])
 async def test_egress_goes_through_the_proxy_to_allowed_hosts_only(
     stack: Any,  # noqa: F811
     fast_tmp: Path,
@@ -126,6 +127,8 @@ async def test_egress_goes_through_the_proxy_to_allowed_hosts_only(
 ) -> None:
     if runtime == "gvisor":
         require_gvisor()
+    elif runtime == "container":
+        require_container()
     else:
         require_sandbox()
     repo = make_repo(fast_tmp / "repo", {"probe.py": PROBE})

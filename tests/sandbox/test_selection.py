@@ -22,6 +22,7 @@ from godel.settings_files import SettingsError
 from tests.api.conftest import eventually, kill_runs, settings_for, spawn, wait_state
 from tests.conftest import admin_headers
 from tests.sandbox.conftest import require_sandbox
+from tests.sandbox.containers import require_container
 
 
 def test_the_default_runtime_is_the_sandbox_where_bubblewrap_is_installed(
@@ -182,3 +183,32 @@ async def test_a_team_names_the_runtime_of_its_agents(fast_tmp: Path, git_repo: 
         (agent,) = await eventually(agents, timeout=30)
         assert agent["isolation"]["runtime"] == "sandbox"
         assert (await _output(client, agent["id"])).strip() == "godel-sandbox"
+
+
+async def test_the_image_of_a_containers_agent_comes_from_the_agent_else_its_team(
+    fast_tmp: Path, git_repo: Path
+) -> None:
+    tag = require_container()
+    async with _server(fast_tmp / "home", runtimes=["container"]) as client:
+        show = "cat /etc/godel-image"
+        own = await spawn(client, git_repo, show, config={"sandbox": {"runtime": "container", "image": tag}})
+        done = await wait_state(client, own["id"], "completed", "failed", timeout=90)
+        assert done["state"] == "completed", done["lastError"]
+        assert (await _output(client, own["id"])).strip() == tag  # the image it named, built by the script
+
+        # A team's image is its agents' default: an image the storage lacks fails the agent, naming that image.
+        missing = {"runtime": "container", "image": "localhost/no-such-image:7"}
+        team = {"strategy": "parallel", "repo": str(git_repo), "task": "t", "agent": "command", "command": show,
+                "size": 1, "start": True, "sandbox": missing}  # fmt: skip
+        r = await client.post("/api/v1/teams", json=team)
+        assert r.status_code == 201, r.text
+        team_id = r.json()["data"]["id"]
+
+        async def ended() -> list[dict[str, Any]]:
+            items = (await client.get(f"/api/v1/teams/{team_id}/agents")).json()["data"]["items"]
+            return items if items and all(a["state"] in ("completed", "failed") for a in items) else []
+
+        (member,) = await eventually(ended, timeout=90)
+        assert member["state"] == "failed", member["config"]
+        assert "localhost/no-such-image:7" in member["lastError"]
+        assert member["isolation"]["runtime"] == "container"

@@ -29,8 +29,14 @@ def handle_of(agent: Agent, runtime: str, worktrees_root: Path) -> RuntimeHandle
 
 def _extra(agent: Agent) -> dict[str, object]:
     extra = dict(agent.metadata["runtime"]) if isinstance(agent.metadata.get("runtime"), dict) else {}
+    return with_choice(extra, agent)
+
+
+def with_choice(extra: dict[str, object], agent: Agent) -> dict[str, object]:
+    """``extra`` with what runtimes read of the agent's own choice (``config.sandbox``: its image, limits, egress).
+    A handle fresh from ``prepare`` needs it too: the runtime made it from the workspace spec alone."""
     sandbox = agent.config.get("sandbox")
-    if isinstance(sandbox, dict):  # what runtimes read of the agent's choice: its image, limits, egress
+    if isinstance(sandbox, dict):
         extra["sandbox"] = dict(sandbox)
     return extra
 

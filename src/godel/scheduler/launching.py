@@ -35,7 +35,7 @@ from godel.errors import AgentSpawnError, GodelError, InvalidTransitionError, No
 from godel.providers import resolve_endpoint
 from godel.scheduler import aftercare
 from godel.scheduler.deps import RunDeps
-from godel.scheduler.handles import handle_fields, handle_of
+from godel.scheduler.handles import handle_fields, handle_of, with_choice
 from godel.scheduler.isolation import fallback_payload, next_runtime
 from godel.scheduler.keys import LaunchCredentials
 from godel.scheduler.requests import LIMITS_KEY, adapter_options
@@ -200,7 +200,7 @@ async def _prepare_and_start(
                 error = outcome if isinstance(outcome, GodelError) else _launch_error(agent, outcome)
                 await spawn_failed(deps, agent, error, opened)
                 return None
-            handle = outcome
+            handle = dataclasses.replace(outcome, extra=with_choice(dict(outcome.extra), agent))
         changes = {**handle_fields(handle), "runtime_name": handle.runtime}
         try:
             if recorded:  # a fallback's workspace, after the first runtime's was recorded and taken back
