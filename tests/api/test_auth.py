@@ -111,6 +111,7 @@ async def test_login_is_rate_limited(app: FastAPI, plane: ControlPlane) -> None:
         codes = [(await c.post("/auth/login", json={"username": "carol", "password": "guess"})).status_code
                  for _ in range(12)]  # fmt: skip
     assert codes[:10] == [401] * 10 and codes[10:] == [429, 429]
+    assert type(app.state.login_rate_limit.limiter).__name__ == "MovingWindowRateLimiter"  # see test_login_limit
 
 
 async def test_foreign_host_and_cross_site_origin_are_refused(

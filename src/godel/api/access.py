@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from fastapi import Depends, Request, WebSocket
 from limits import RateLimitItem, parse
 from limits.aio.storage import Storage
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 from starlette.requests import HTTPConnection
 
 from godel.auth.principal import Principal
@@ -39,9 +39,13 @@ class ApiRateLimit:
     """Requests per credential (the ``limits`` library, on the gateway's shared storage: memory or Redis).
     When the storage cannot be reached the request is refused (503), never let through unlimited."""
 
-    def __init__(self, spec: str, storage: Storage) -> None:
+    def __init__(self, spec: str, storage: Storage, *, exact: bool = False) -> None:
         self.item: RateLimitItem = parse(spec)
-        self.limiter = SlidingWindowCounterRateLimiter(storage)  # two counters a key: O(1), like the gateway
+        # Two counters a key (O(1), like the gateway), whose estimate can let a request or two more through across
+        # a window's edge; ``exact``: every hit's time kept (O(limit)), for a small limit that must hold to the try.
+        self.limiter: SlidingWindowCounterRateLimiter | MovingWindowRateLimiter = (
+            MovingWindowRateLimiter(storage) if exact else SlidingWindowCounterRateLimiter(storage)
+        )
 
     async def hit(self, who: str) -> None:
         try:

@@ -116,8 +116,8 @@ def create_app(settings: Settings | None = None, *, plane: ControlPlane | None =
     app.state.webhooks = services.webhooks
     app.state.cookie_secure = settings.cookie_secure if settings.cookie_secure is not None else bool(settings.tls_cert)
     app.state.api_rate_limit = ApiRateLimit(settings.api_rate_limit, the_plane.gateway.shared.windows())
-    # Password guessing: a few tries a minute per user name, in this server's memory.
-    app.state.login_rate_limit = ApiRateLimit("10/minute", MemoryStorage())
+    # Password guessing: ten tries a minute per user name, in this server's memory, counted exactly.
+    app.state.login_rate_limit = ApiRateLimit("10/minute", MemoryStorage(), exact=True)
     errors.install(app)
     docs.install(app)
     if settings.cors_origins:

@@ -366,6 +366,26 @@ class LocalProcesses:
             with contextlib.suppress(psutil.Error):
                 proc.send_signal(sig)  # psutil checks the pid was not reused
 
+    async def host_tree(self, handle: RuntimeHandle) -> Tree:
+        """The run's processes on this host now (the wrapper and its descendants), for ``finish_off``."""
+        return await self._tree(handle)
+
+    @staticmethod
+    async def finish_off(tree: Tree, within: float = 5.0) -> bool:
+        """KILL what is left of ``tree`` (taken while the run was live) and wait until it is gone; True if it is. For
+        runtimes whose own processes can outlive the wrapper: runsc's sandbox, reparented once ``runsc run`` exits,
+        is no longer the wrapper's descendant when the wrapper's tree is killed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while left := [p for p in tree.members if alive(p)]:
+            if loop.time() >= deadline:
+                return False
+            for proc in left:
+                with contextlib.suppress(psutil.Error):
+                    proc.send_signal(signal.SIGKILL)  # psutil checks the pid was not reused
+            await asyncio.sleep(0.02)
+        return True
+
     async def _tree(self, handle: RuntimeHandle) -> Tree:
         leader = self._live(handle)
         if leader is None:

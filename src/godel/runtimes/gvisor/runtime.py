@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import psutil
+import structlog
 
 from godel.core.ports import LaunchSpec, ProcessState, RuntimeCapabilities, RuntimeHandle
 from godel.errors import FieldError, RuntimeUnavailableError, ValidationError
@@ -43,6 +44,7 @@ INSTALL_HINT = "apt-get install runsc socat"
 _PROBE_TIMEOUT = 60.0  # a no-op sandbox starts in well under a second; the KVM platform's hang is what this catches
 _LIVE = (ProcessState.RUNNING, ProcessState.STOPPED)
 _DONE = {ProcessState.EXITED, ProcessState.GONE}
+log = structlog.get_logger("godel.runtime")
 # Run an exec's ``runsc run`` ($2…), then remove its one-off bundle and state ($1); exit with runsc's status.
 _EXEC = 'd=$1; shift; "$@"; c=$?; rm -rf "$d"; exit $c'
 # The same for ``confine``, first writing the caller's environment for the command inside ($1/env/vars, owner only).
@@ -240,6 +242,7 @@ class GVisorRuntime(SandboxRuntime):
         signal, for anything still there (a sandbox that was still being created, or whose kernel did not answer).
         Returns once nothing of the sandbox runs, its runsc state removed."""
         state = (await self.status(handle)).state
+        host = await self._processes.host_tree(handle)  # before runsc run exits and its sandbox is reparented
         if state in _LIVE:
             if state is ProcessState.STOPPED:
                 await self.resume(handle)  # a stopped sandbox kernel cannot take the signal
@@ -247,6 +250,8 @@ class GVisorRuntime(SandboxRuntime):
                 if await self._kill_inside(handle, "KILL"):
                     await self._ended_within(handle, 5.0)
         await super().terminate(handle, grace=0.0)
+        if not await self._processes.finish_off(host):
+            log.error("processes of a gVisor sandbox outlived its kill", agent=handle.agent_id)
         await asyncio.to_thread(shutil.rmtree, self._state(handle), True)
 
     async def cleanup(self, handle: RuntimeHandle) -> None:
