@@ -112,3 +112,29 @@ async def test_a_sandboxed_agent_reads_the_servers_secrets_through_its_own_diff(
         f"(host-side git followed a symlink swapped in mid-read): {out[-600:]}"
     )
 
+
+async def test_a_spawn_that_names_home_does_not_get_that_folder_bound_writable(stack: Any, fast_tmp: Path) -> None:  # noqa: F811
+    """The move of any caller allowed to spawn (a low-privilege user, or a sandboxed agent's sub-agent): set
+    ``env.HOME`` to a host folder. The sandbox bound whatever ``HOME`` named as the agent's writable home, so
+    ``HOME=$GODEL_HOME`` showed the server's ``secret.key`` and let the agent plant files there (``HOME=/``: the
+    whole host, writable)."""
+    require_sandbox()
+    repo = make_repo(fast_tmp / "repo")
+    async with stack([{"text": "unused"}], runtime="sandbox", watch_interval=0.02) as s:
+        home = s.plane.settings.home
+        secret = (home / "secret.key").read_text().strip()
+        try:
+            agent = await s.plane.spawn(
+                SpawnRequest(task="t", repo=str(repo), timeout=60, env={"HOME": str(home)},
+                             command='cat "$HOME/secret.key"; echo planted > "$HOME/planted"; true')
+            )  # fmt: skip
+            done = await _ended(s, agent.id, 90)
+        finally:
+            await kill_runs(s.plane)
+        out = (home / "logs" / agent.id / "stdout.log").read_text()
+        planted = (home / "planted").exists()
+    assert done.runtime_name == "sandbox", done.last_error
+    assert secret not in out and not planted, (
+        f"SANDBOX ESCAPE: env HOME={home} made the server's home the agent's writable home: it printed "
+        f"secret.key ({secret in out}) and planted a file there ({planted})"
+    )
