@@ -199,6 +199,7 @@ class ContainerRuntime(SandboxRuntime):
     def _env(c: Confinement, env: Mapping[str, str]) -> dict[str, str]:
         merged = {"HOME": str(c.home), "TMPDIR": "/tmp", "USER": "agent", "LOGNAME": "agent", "LANG": "C.UTF-8"}
         merged.update(env)
+        merged["HOME"] = str(c.home)  # the one bound for it (a HOME of the request's env may not be: _own_home)
         # The host's PATH names the same paths inside (every bind is at its own path) plus the image's; node first.
         path = [p for p in merged.get("PATH", agent_env().get("PATH", "")).split(":") if p]
         merged["PATH"] = ":".join(dict.fromkeys(["/usr/local/bin", *path, "/usr/bin", "/bin"]))

@@ -167,7 +167,7 @@ class GVisorRuntime(SandboxRuntime):
     async def start(self, handle: RuntimeHandle, launch: LaunchSpec) -> RuntimeHandle:
         cwd = handle.workspace / launch.cwd if launch.cwd else handle.workspace
         confinement = await self._confinement(handle, cwd, list(launch.files), launch.env.get("HOME"))
-        env = {"HOME": str(confinement.home), "TMPDIR": "/tmp", "USER": "agent", "LOGNAME": "agent", **launch.env}
+        env = {"TMPDIR": "/tmp", "USER": "agent", "LOGNAME": "agent", **launch.env, "HOME": str(confinement.home)}
         # The host's git configuration is not in the sandbox (an adapter may point at it): the agent's own is.
         env["GIT_CONFIG_GLOBAL"] = str(confinement.home / ".gitconfig")
         egress = self._egress_env(launch.egress)

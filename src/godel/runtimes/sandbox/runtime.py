@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -180,7 +181,7 @@ class SandboxRuntime(LocalRuntime):
         self, handle: RuntimeHandle, cwd: Path, files: Sequence[Path], home: str | None
     ) -> Confinement:
         private = self.private_dir(handle.agent_id)
-        agent_home = Path(home) if home else private / "home"
+        agent_home = _own_home(home, private, files) or private / "home"
         await asyncio.to_thread(
             _prepare_dirs, [private, agent_home, *(f.parent for f in files)], self._etc, agent_home, self._gitconfig
         )
@@ -229,7 +230,7 @@ class SandboxRuntime(LocalRuntime):
         cwd = handle.workspace / launch.cwd if launch.cwd else handle.workspace
         home = launch.env.get("HOME")
         confinement = await self._confinement(handle, cwd, list(launch.files), home)
-        env = {"HOME": str(confinement.home), "TMPDIR": "/tmp", "USER": "agent", "LOGNAME": "agent", **launch.env}
+        env = {"TMPDIR": "/tmp", "USER": "agent", "LOGNAME": "agent", **launch.env, "HOME": str(confinement.home)}
         # The host's git configuration is not in the sandbox (an adapter may point at it): the agent's own is.
         env["GIT_CONFIG_GLOBAL"] = str(confinement.home / ".gitconfig")
         egress = self._egress_env(launch.egress)
@@ -278,3 +279,18 @@ def _prepare_dirs(dirs: list[Path], etc: Path, home: Path, gitconfig: str) -> No
     config = home / ".gitconfig"
     if not config.exists():  # the agent's own from then on
         config.write_text(gitconfig)
+
+
+def _own_home(home: str | None, private: Path, files: Sequence[Path]) -> Path | None:
+    """``HOME`` as the launch asked, when it is the agent's own: inside its private directory, or the folder of a
+    config file its adapter wrote; None otherwise. ``HOME`` may come from the spawn request's ``env``, and the home
+    is bound writable: ``HOME=$GODEL_HOME`` (or ``/``) would hand the agent the server's secrets. A path through
+    a symlink (which the agent may have planted in its private directory on an earlier run) is not its own either."""
+    if not home or not os.path.isabs(home):
+        return None
+    path = Path(os.path.normpath(home))
+    if os.path.realpath(path) != str(path):
+        return None
+    if path.is_relative_to(private) or path in {Path(os.path.normpath(f.parent)) for f in files}:
+        return path
+    return None

@@ -21,6 +21,7 @@ from pathlib import Path
 from godel.runtimes.git import GODEL_IDENTITY
 from godel.runtimes.workspaces import safegit
 from godel.runtimes.workspaces.gitdir import AgentDirs, WorkspaceMeta, bring_back, resolve
+from godel.runtimes.workspaces.jail import Jail
 
 DIFF_OPTIONS = ("diff", "--no-color", "--no-ext-diff", "--no-textconv", "--src-prefix=a/", "--dst-prefix=b/")
 
@@ -52,8 +53,11 @@ async def workdir_tree(
             pass  # the stat cache: only changed files are hashed
         else:
             await safegit.run(["read-tree", meta.checkout], git_dir=dirs.view, env=env)
+        # The one command that reads the work tree, which the agent may be changing meanwhile: confined (jail).
+        seen = Jail(readonly=[dirs.view, meta.git_common / "objects"] if objects is None else [dirs.view],
+                    writable=[Path(tmp)] if objects is None else [Path(tmp), objects])  # fmt: skip
         await safegit.run(["add", "-A", *(["--force"] if ignored else [])], git_dir=dirs.view, work_tree=workspace,
-                          env=env)  # fmt: skip
+                          env=env, confine=seen)  # fmt: skip
         tree = await safegit.text(["write-tree"], git_dir=dirs.view, env=env)
         yield tree, env
 
@@ -87,9 +91,9 @@ async def commit_all(dirs: AgentDirs, meta: WorkspaceMeta, workspace: Path, mess
     drivers = await safegit.configured_drivers(dirs.git, private=True)
     identity: dict[str, str] = {}
 
-    async def agent_git(*args: str, check: bool = True) -> tuple[int, bytes]:
+    async def agent_git(*args: str, check: bool = True, confine: Jail | None = None) -> tuple[int, bytes]:
         rc, out, _ = await safegit.run(args, git_dir=dirs.git, work_tree=workspace, drivers=drivers, env=identity,
-                                       check=check, private=True)  # fmt: skip
+                                       check=check, private=True, confine=confine)  # fmt: skip
         return rc, out
 
     rc, email = await agent_git("config", "user.email", check=False)
@@ -100,7 +104,7 @@ async def commit_all(dirs: AgentDirs, meta: WorkspaceMeta, workspace: Path, mess
         _, unmerged = await agent_git("diff", "--name-only", "--diff-filter=U", check=False)
         if unmerged.strip():
             return False  # still conflicted
-    await agent_git("add", "-A")
+    await agent_git("add", "-A", confine=Jail(readonly=[meta.git_common / "objects"]))  # reads the work tree
     if message is not None and (await agent_git("diff", "--cached", "--quiet", check=False))[0] == 0:
         return False  # nothing to commit
     how = ["-m", message] if message is not None else ["--no-edit"]

@@ -32,7 +32,13 @@ import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+import structlog
+
 from godel.errors import GitError, RuntimeFailure
+from godel.runtimes.workspaces import jail
+from godel.runtimes.workspaces.jail import Jail
+
+log = structlog.get_logger("godel.runtime")
 
 # Settings that run a program, and the values that make them run none.
 NEUTRAL: dict[str, str] = {
@@ -148,13 +154,24 @@ async def run(
     config: Mapping[str, str] | None = None,
     check: bool = True,
     private: bool = False,
+    confine: Jail | None = None,
 ) -> tuple[int, bytes, bytes]:
     """``git --git-dir=GIT_DIR [--work-tree=WORK_TREE] ARGS`` neutralised; (returncode, stdout, stderr). The common
     directory is the git directory itself; ``private``: an agent's git directory, whose ``commondir`` is pinned
-    first (``pin_commondir``)."""
+    first (``pin_commondir``). ``confine``: run where only the system and these folders exist (``jail``), for a
+    command that reads a work tree an agent may still be changing; the git directory and work tree are added."""
     if private:
         await asyncio.to_thread(pin_commondir, git_dir)
     argv = ["git", f"--git-dir={git_dir}"]
+    if confine is not None:
+        if jail.available():
+            seen = Jail(
+                readonly=[*confine.readonly, *([work_tree] if work_tree is not None else [])],
+                writable=[*confine.writable, git_dir] if git_dir not in confine.readonly else confine.writable,
+            )  # fmt: skip
+            argv = [*jail.argv(seen, git_dir), *argv]
+        else:
+            log.warning("git reads a work tree unconfined: bubblewrap is not installed", git_dir=str(git_dir))
     if work_tree is not None:
         argv.append(f"--work-tree={work_tree}")
     full_env = neutral_env(drivers, {"GIT_COMMON_DIR": str(git_dir), **(env or {})}, config)
