@@ -15,12 +15,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from godel.core.states import AgentState
+from godel.errors import RuntimeFailure
+from godel.runtimes.container.runtime import ContainerRuntime
+from godel.runtimes.gvisor.runtime import GVisorRuntime
 from godel.scheduler.requests import SpawnRequest
 from tests.api.conftest import kill_runs
 from tests.conftest import make_repo
 from tests.gateway.conftest import stack  # noqa: F401 (the fixture)
 from tests.sandbox.conftest import require_sandbox
+from tests.sandbox.test_selection import _path_without
 
 # Run inside the sandbox: a folder and a symlink to $GODEL_HOME (the workspace is bound at its host path, so its
 # grandparent is the home) swap places in a child process while the agent asks for its own diff, which Godel
@@ -138,3 +144,15 @@ async def test_a_spawn_that_names_home_does_not_get_that_folder_bound_writable(s
         f"SANDBOX ESCAPE: env HOME={home} made the server's home the agent's writable home: it printed "
         f"secret.key ({secret in out}) and planted a file there ({planted})"
     )
+
+
+def test_runtimes_that_confine_refuse_to_run_where_the_jail_cannot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gVisor and podman need no bubblewrap of their own, but their agents' workspaces are read by Godel's git through
+    the jail: without bubblewrap that read would follow a swapped symlink to the host, so they fail closed."""
+    monkeypatch.setenv("PATH", _path_without(("bwrap",), tmp_path / "bin"))
+    with pytest.raises(RuntimeFailure, match="bubblewrap is not installed"):
+        GVisorRuntime(tmp_path / "w", tmp_path / "l")
+    with pytest.raises(RuntimeFailure, match="needs bubblewrap too"):
+        ContainerRuntime(tmp_path / "w", tmp_path / "l")

@@ -46,6 +46,7 @@ from godel.runtimes.local import LocalRuntime, workspace_options
 from godel.runtimes.processes import agent_env
 from godel.runtimes.sandbox.bwrap import Confinement, entry_argv
 from godel.runtimes.sandbox.runtime import SandboxRuntime
+from godel.runtimes.workspaces import jail
 
 if TYPE_CHECKING:
     from godel.settings import Settings
@@ -113,6 +114,11 @@ class ContainerRuntime(SandboxRuntime):
         ``config.sandbox.image`` wins). ``limits``: the default cgroup limits. ``labels``: put on every container
         (tests mark theirs to remove them whatever happens). Fails closed without podman and runc, and when the
         server is not root (rootless podman is not supported yet)."""
+        if not jail.available():
+            raise RuntimeUnavailableError(  # a fallback chain moves on
+                f"the container runtime needs bubblewrap too ({jail.WHY}): apt-get install bubblewrap",
+                details={"missing": ["bwrap"], "fix": "apt-get install bubblewrap"},
+            )
         self.podman = Podman(storage or default_storage())
         if os.getuid() != 0:
             raise RuntimeFailure(

@@ -39,8 +39,9 @@ from godel.runtimes.local import LocalRuntime
 from godel.runtimes.processes import agent_env
 from godel.runtimes.sandbox.bwrap import SOCAT, Confinement, entry_argv, write_etc
 from godel.runtimes.sandbox.runtime import SandboxRuntime
+from godel.runtimes.workspaces import jail
 
-INSTALL_HINT = "apt-get install runsc socat"
+INSTALL_HINT = "apt-get install runsc socat bubblewrap"
 _PROBE_TIMEOUT = 60.0  # a no-op sandbox starts in well under a second; the KVM platform's hang is what this catches
 _LIVE = (ProcessState.RUNNING, ProcessState.STOPPED)
 _DONE = {ProcessState.EXITED, ProcessState.GONE}
@@ -74,6 +75,8 @@ def runsc_problem() -> str | None:
         return "runsc (gVisor) is not installed"
     if shutil.which(SOCAT) is None:
         return "socat (the gateway relay inside the sandbox) is not installed"
+    if not jail.available():
+        return f"bubblewrap is not installed ({jail.WHY})"
     if os.geteuid() != 0:
         return "runsc needs the server to run as root here (its rootless mode is not supported by Godel)"
     return _probe(runsc)
@@ -132,8 +135,8 @@ class GVisorRuntime(SandboxRuntime):
                 'gVisor package), or set runtime = "sandbox" (bubblewrap) or "local" in godel.toml / GODEL_RUNTIME',
                 details={"reason": problem, "fix": INSTALL_HINT},
             )
-        # Not SandboxRuntime.__init__: it requires bubblewrap, which gVisor does not use. The same attributes, so the
-        # sandbox's confinement (its git paths, its egress relay) works here unchanged.
+        # Not SandboxRuntime.__init__: its checks are for bubblewrap's sandbox, which gVisor does not use. The same
+        # attributes, so the sandbox's confinement (its git paths, its egress relay) works here unchanged.
         LocalRuntime.__init__(
             self, worktrees_root, logs_root, workspace_mode=workspace_mode, workspace_cache_size=workspace_cache_size
         )

@@ -11,7 +11,9 @@ So the git that reads a work tree (``add -A``) runs under bubblewrap in a new mo
 (read-only), the work tree (read-only) and the folders that git itself reads or writes; a swapped symlink names a
 path that does not exist there. The process keeps the server's identity and rights (bubblewrap started by root
 needs no user namespace): nothing changes but what it can see. Where bubblewrap is missing git runs as before,
-with a warning: the ``sandbox`` runtime cannot exist there, but ``gvisor`` and ``container`` can (a known gap).
+with a warning: only unconfined agents exist there (``local``, whose agent has the server's rights anyway, and the
+remote runtimes, whose agents never touch the server's copy), since every confining runtime refuses to be built
+without bubblewrap (``WHY``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,13 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+# Why the confining runtimes (sandbox, gvisor, container) refuse to run without bubblewrap even where they need no
+# bubblewrap of their own: their agents' workspaces are read by Godel's git through this jail.
+WHY = (
+    "Godel's own git reads a confined agent's workspace inside it, so that a symlink the agent swaps in cannot name a "
+    "host file"
+)
 
 _SYSTEM = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 
