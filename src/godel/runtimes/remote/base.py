@@ -204,8 +204,10 @@ class RemoteRuntime(LocalRuntime):
         try:
             record = await self._launch(handle, launch, payload, record)
         except BaseException:
+            # The back-end records the remote id as soon as the remote side exists (an E2B sandbox's id is known
+            # only once it is made): delete what the record names now, not what it named before the launch.
             with contextlib.suppress(Exception):
-                await self._delete(record)
+                await self._delete(self._load(handle) or record)
             with contextlib.suppress(OSError):
                 self._record_path(handle).unlink()
             raise
