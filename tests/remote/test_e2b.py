@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from godel.core.ports import ProcessState
+from godel.core.ids import new_id
+from godel.core.ports import LaunchSpec, ProcessState, WorkspaceSpec
 from godel.errors import RuntimeFailure
 from godel.runtimes import runtime_for
 from godel.runtimes.e2b import E2BRuntime
@@ -66,6 +67,20 @@ async def test_the_api_key_goes_to_the_api_only(rig: Rig) -> None:
     out, err = await rig.output(handle)
     assert API_KEY not in "\n".join(out + err)
     assert API_KEY not in repr(rig.runtime)
+
+
+@ONLY
+async def test_a_sandbox_created_for_a_start_that_fails_is_killed(rig: Rig) -> None:
+    fake = fake_e2b()
+    fake.fail_next["start"] = 500  # the sandbox is made and the workspace delivered; starting the entry fails
+    handle = await rig.runtime.prepare(WorkspaceSpec(agent_id=new_id(), repo=rig.repo))
+    with pytest.raises(RuntimeFailure, match="start the agent"):
+        await rig.runtime.start(handle, LaunchSpec(["/bin/sh", "-c", "true"]))
+    made = [s for s in fake.requests if s[:2] == ("POST", "/v2/sandboxes")]
+    assert made, "no sandbox was created"
+    mine = [s.id for s in fake.sandboxes.values() if s.metadata.get("godel-agent") == handle.agent_id]
+    assert mine == []  # not left running (and billed) on E2B with no record of it here
+    assert (await rig.runtime.status(handle)).state is ProcessState.GONE
 
 
 def test_built_from_the_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from godel.core.ports import LaunchSpec, ProcessState, RuntimeCapabilities, RuntimeHandle
 from godel.errors import RuntimeFailure
+from godel.runtimes.local import workspace_options
 from godel.runtimes.remote.base import Launched, RemoteRuntime, Seen, check_gateway
 from godel.runtimes.remote.entry import TRANSFER_DIR, entry_argv
 
@@ -54,6 +55,8 @@ class E2BRuntime(RemoteRuntime):
         sandbox_url: str | None = None,
         timeout: int = 3600,
         gateway_url: str | None = None,
+        workspace_mode: str = "auto",
+        workspace_cache_size: int = 16,
     ) -> None:
         """``api_key``: the E2B key (kept in memory only, never logged, never in a sandbox). ``api_url`` and
         ``sandbox_url``: a self-hosted E2B (or a test's fake); HTTP/1.1 is used where they are plain http (HTTP/2
@@ -61,7 +64,9 @@ class E2BRuntime(RemoteRuntime):
         check_gateway(self.name, gateway_url)
         if not api_key:
             raise RuntimeFailure("the e2b runtime needs an E2B API key", details={"fix": "set E2B_API_KEY"})
-        super().__init__(worktrees_root, logs_root)
+        super().__init__(
+            worktrees_root, logs_root, workspace_mode=workspace_mode, workspace_cache_size=workspace_cache_size
+        )
         self.template, self.timeout = template, timeout
         plain = any(u and u.startswith("http://") for u in (api_url, sandbox_url))
         self._opts: dict[str, Any] = {
@@ -92,11 +97,13 @@ class E2BRuntime(RemoteRuntime):
             worktrees_root=settings.worktrees_dir, logs_root=settings.logs_dir, api_key=key,
             template=settings.e2b_template, domain=settings.e2b_domain, api_url=settings.e2b_api_url,
             sandbox_url=settings.e2b_sandbox_url, timeout=settings.e2b_timeout,
-            gateway_url=settings.agent_gateway_url if settings.use_gateway else None,
+            gateway_url=settings.agent_gateway_url if settings.use_gateway else None, **workspace_options(settings),
         )  # fmt: skip
 
     def capabilities(self) -> RuntimeCapabilities:
-        return RuntimeCapabilities(name=self.name, isolation="vm", pause=True, snapshot="git-ref")
+        return RuntimeCapabilities(
+            name=self.name, isolation="vm", pause=True, snapshot="git-ref", workspace=self._workspaces.mode
+        )
 
     # ------------------------------------------------------------------------------------------- the SDK
 

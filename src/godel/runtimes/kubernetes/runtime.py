@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from godel.core.ports import LaunchSpec, ProcessState, RuntimeCapabilities, RuntimeHandle
 from godel.errors import RuntimeFailure
 from godel.runtimes.kubernetes import pods
+from godel.runtimes.local import workspace_options
 from godel.runtimes.remote.base import Launched, RemoteRuntime, Seen, check_gateway, limits_of
 from godel.runtimes.remote.entry import TRANSFER_DIR, entry_argv
 from godel.runtimes.remote.transfer import split_log
@@ -63,6 +64,8 @@ class KubernetesRuntime(RemoteRuntime):
         cpus: float | None = None,
         service_account: str | None = None,
         gateway_url: str | None = None,
+        workspace_mode: str = "auto",
+        workspace_cache_size: int = 16,
         start_timeout: float = 300.0,
     ) -> None:
         """``configuration``: a ``kubernetes.client.Configuration`` (else ``kubeconfig``/``context``, else the
@@ -70,7 +73,9 @@ class KubernetesRuntime(RemoteRuntime):
         agent that asks for none. ``gateway_url``: where the agents reach the gateway; a loopback URL is refused
         (fail closed: the Pod's loopback is its own)."""
         check_gateway(self.name, gateway_url)
-        super().__init__(worktrees_root, logs_root)
+        super().__init__(
+            worktrees_root, logs_root, workspace_mode=workspace_mode, workspace_cache_size=workspace_cache_size
+        )
         self.image, self.namespace, self.runtime_class = image, namespace, runtime_class
         self.memory_mb, self.cpus, self.service_account = memory_mb, cpus, service_account
         self.start_timeout = start_timeout
@@ -89,14 +94,14 @@ class KubernetesRuntime(RemoteRuntime):
             context=settings.kubernetes_context, runtime_class=settings.kubernetes_runtime_class,
             memory_mb=settings.kubernetes_memory_mb, cpus=settings.kubernetes_cpus,
             service_account=settings.kubernetes_service_account,
-            gateway_url=settings.agent_gateway_url if settings.use_gateway else None,
+            gateway_url=settings.agent_gateway_url if settings.use_gateway else None, **workspace_options(settings),
         )  # fmt: skip
 
     def capabilities(self) -> RuntimeCapabilities:
         isolation = "vm" if (self.runtime_class or "").startswith("kata") else "container"
         return RuntimeCapabilities(
             name=self.name, isolation=isolation, pause=False, snapshot="git-ref",
-            resource_limits=("memory", "cpu"), network_isolation=False,
+            resource_limits=("memory", "cpu"), network_isolation=False, workspace=self._workspaces.mode,
         )  # fmt: skip
 
     # ------------------------------------------------------------------------------------------- the API

@@ -107,8 +107,19 @@ class RemoteRuntime(LocalRuntime):
 
     name = "remote"
 
-    def __init__(self, worktrees_root: Path | None = None, logs_root: Path | None = None) -> None:
-        super().__init__(worktrees_root, logs_root)
+    def __init__(
+        self,
+        worktrees_root: Path | None = None,
+        logs_root: Path | None = None,
+        *,
+        workspace_mode: str = "auto",
+        workspace_cache_size: int = 16,
+    ) -> None:
+        """The server's copy of each workspace is made as the local runtime makes it (``workspace_mode``,
+        ``workspace_cache_size``: see ``LocalRuntime``); only the agent runs elsewhere."""
+        super().__init__(
+            worktrees_root, logs_root, workspace_mode=workspace_mode, workspace_cache_size=workspace_cache_size
+        )
         self._finishing: dict[str, asyncio.Lock] = {}
 
     # --------------------------------------------------------------------------------------------- back-end
@@ -193,8 +204,10 @@ class RemoteRuntime(LocalRuntime):
         try:
             record = await self._launch(handle, launch, payload, record)
         except BaseException:
+            # The back-end records the remote id as soon as the remote side exists (an E2B sandbox's id is known
+            # only once it is made): delete what the record names now, not what it named before the launch.
             with contextlib.suppress(Exception):
-                await self._delete(record)
+                await self._delete(self._load(handle) or record)
             with contextlib.suppress(OSError):
                 self._record_path(handle).unlink()
             raise
