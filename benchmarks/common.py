@@ -22,7 +22,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -336,3 +336,67 @@ def scripted_upstream(root: Path, text: str, output_tokens: int) -> tuple[subpro
         time.sleep(0.05)  # waiting for the upstream to listen
     model.terminate()
     raise RuntimeError(f"the scripted model did not answer at {base}")
+
+
+# ------------------------------------------------------------------------------- runtimes, side by side
+
+
+async def start_to_exit(runtime: Any, handle: Any, launch: Any) -> float:
+    """ms from ``runtime.start(handle, launch)`` until the wrapper's exit file exists (the run is over and its status
+    recorded), polled every 0.5 ms; the run is reaped afterwards, outside the figure."""
+    import asyncio
+
+    from godel.runtimes.processes import exit_file
+
+    t0 = time.perf_counter()
+    handle = await runtime.start(handle, launch)
+    done = exit_file(handle)
+    while not done.exists():  # noqa: ASYNC110 (the exit file is the signal; no event to wait on)
+        await asyncio.sleep(0.0005)
+    ms = ms_since(t0)
+    await runtime.status(handle)  # reap it
+    return ms
+
+
+def time_run(argv: Sequence[str], **kwargs: Any) -> float:
+    """ms of ``subprocess.run(argv, check=True, **kwargs)`` (its output discarded unless ``kwargs`` says otherwise)."""
+    kwargs.setdefault("stdout", subprocess.DEVNULL)
+    kwargs.setdefault("stderr", subprocess.DEVNULL)
+    t0 = time.perf_counter()
+    subprocess.run(list(argv), check=True, **kwargs)
+    return ms_since(t0)
+
+
+async def interleaved(
+    cfg: Config, bench: str, series: dict[str, Callable[[], Awaitable[float]]], *, samples: int, warmup: int,
+    every: int = 10,
+) -> dict[str, list[float]]:  # fmt: skip
+    """Run every series once per round, ``warmup`` rounds left out then ``samples`` kept, the order rotated round by
+    round (so no series always goes first, right after another's cleanup); the samples of each series by name."""
+    names = list(series)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(warmup + samples):
+        k = i % len(names)
+        for name in names[k:] + names[:k]:
+            ms = await series[name]()
+            if i >= warmup:
+                times[name].append(ms)
+        kept = i - warmup + 1
+        if kept > 0 and kept % every == 0:
+            cfg.log(f"{bench}: {kept}/{samples} rounds")
+    return times
+
+
+def versus(
+    bench: str, times: dict[str, list[float]], rows: Sequence[tuple[str, str, str, str]], *, unit: str = "ms",
+    note: str = "",
+) -> list[Figure]:  # fmt: skip
+    """One figure per ``(name, series, baseline series, baseline label)`` row over the samples of ``interleaved``;
+    ``note`` goes on the first."""
+    figures = [
+        Figure(bench=bench, name=name, unit=unit, godel=times[a], baseline=times[b], baseline_label=label)
+        for name, a, b, label in rows
+    ]
+    if note and figures:
+        figures[0].notes.append(note)
+    return figures

@@ -17,14 +17,14 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from benchmarks.common import Config, Figure, make_repo, ms_since, workdir
-from godel.core.ports import LaunchSpec, RuntimeHandle, WorkspaceSpec
+from benchmarks.common import Config, Figure, interleaved, make_repo, ms_since, start_to_exit, time_run, versus, workdir
+from godel.core.ports import LaunchSpec, WorkspaceSpec
 from godel.runtimes.container import ContainerRuntime, missing_tools
 from godel.runtimes.container.podman import Spec, run_argv
 from godel.runtimes.local import LocalRuntime
-from godel.runtimes.processes import exit_file
 from godel.runtimes.sandbox import SandboxRuntime
 from godel.runtimes.sandbox import missing_tools as sandbox_missing
 
@@ -58,54 +58,41 @@ def run(cfg: Config) -> list[Figure]:
 
 async def _run(cfg: Config, root: Path) -> list[Figure]:
     make_repo(root / "repo", files=100, dirs=10)
+    container = ContainerRuntime(
+        root / "container" / "worktrees", root / "container" / "logs", labels={"org.godel.bench": cfg.run_id}
+    )
     runtimes: dict[str, LocalRuntime] = {
         "local": LocalRuntime(root / "local" / "worktrees", root / "local" / "logs"),
         "sandbox": SandboxRuntime(root / "sandbox" / "worktrees", root / "sandbox" / "logs"),
-        "container": ContainerRuntime(
-            root / "container" / "worktrees", root / "container" / "logs", labels={"org.godel.bench": cfg.run_id}
-        ),
+        "container": container,
     }
     handles = {
-        name: await rt.prepare(WorkspaceSpec(agent_id=f"bench-{name}", repo=root / "repo"))
+        name: await rt.prepare(WorkspaceSpec(agent_id=f"bench-{cfg.run_id}-{name}", repo=root / "repo"))
         for name, rt in runtimes.items()
     }
     samples, warmup = cfg.pick(40, 6), cfg.pick(4, 1)
-    starts: dict[str, list[float]] = {name: [] for name in runtimes}
-    names = list(runtimes)
-    for i in range(warmup + samples):
-        for which in names[i % 3 :] + names[: i % 3]:
-            ms = await _start_to_exit(runtimes[which], handles[which])
-            if i >= warmup:
-                starts[which].append(ms)
-        if i >= warmup and (i - warmup + 1) % 10 == 0:
-            cfg.log(f"container: {i - warmup + 1}/{samples} rounds")
-    figures = [
-        Figure(
-            bench=NAME,
-            name="no-op agent: start → exit recorded, container",
-            unit="ms",
-            godel=starts["container"],
-            baseline=starts["local"],
-            baseline_label="the same agent on the local runtime",
-        ),
-        Figure(
-            bench=NAME,
-            name="no-op agent: start → exit recorded, container vs sandbox",
-            unit="ms",
-            godel=starts["container"],
-            baseline=starts["sandbox"],
-            baseline_label="the same agent in the sandbox",
-        ),
-    ]
-    figures[0].notes.append("exit file polled every 0.5 ms; no gateway relay (none configured)")
 
-    container = runtimes["container"]
-    assert isinstance(container, ContainerRuntime)
+    def agent(name: str) -> Callable[[], Awaitable[float]]:
+        return lambda: start_to_exit(runtimes[name], handles[name], NOOP)
+
+    starts = await interleaved(cfg, NAME, {name: agent(name) for name in runtimes}, samples=samples, warmup=warmup)
+    figures = versus(
+        NAME, starts,
+        [
+            ("no-op agent: start → exit recorded, container", "container", "local",
+             "the same agent on the local runtime"),
+            ("no-op agent: start → exit recorded, container vs sandbox", "container", "sandbox",
+             "the same agent in the sandbox"),
+        ],
+        note="exit file polled every 0.5 ms; no gateway relay (none configured)",
+    )  # fmt: skip
+
     ws = handles["container"].workspace
-    raw: dict[str, list[float]] = {"podman": [], "true": []}
-    for i in range(warmup + samples):
+    made = iter(range(10**6))
+
+    async def podman() -> float:
         spec = Spec(
-            name=f"godel-bench-{cfg.run_id}-{i}",
+            name=f"godel-bench-{cfg.run_id}-{next(made)}",
             image=container.image,
             cwd=ws,
             argv=["/bin/true"],
@@ -114,40 +101,19 @@ async def _run(cfg: Config, root: Path) -> list[Figure]:
             labels={"org.godel.bench": cfg.run_id},
             seccomp=container.podman.seccomp,
         )
-        argv = run_argv(container.podman.podman, container.podman.flags, spec)
-        for which in ("podman", "true") if i % 2 == 0 else ("true", "podman"):
-            ms = _time_run(argv if which == "podman" else ["/bin/true"])
-            if i >= warmup:
-                raw[which].append(ms)
-    figures.append(
-        Figure(
-            bench=NAME,
-            name="podman run --rm (the runtime's arguments) /bin/true",
-            unit="ms",
-            godel=raw["podman"],
-            baseline=raw["true"],
-            baseline_label="/bin/true",
-        )
+        return time_run(run_argv(container.podman.podman, container.podman.flags, spec))
+
+    async def true() -> float:
+        return time_run(["/bin/true"])
+
+    raw = await interleaved(cfg, NAME, {"podman": podman, "true": true}, samples=samples, warmup=warmup)
+    figures += versus(
+        NAME, raw, [("podman run --rm (the runtime's arguments) /bin/true", "podman", "true", "/bin/true")]
     )
     await container.podman.remove_labelled(f"org.godel.bench={cfg.run_id}")
+    for name, rt in runtimes.items():
+        await rt.cleanup(handles[name])  # the sandbox's cgroups too
     return figures
-
-
-async def _start_to_exit(runtime: LocalRuntime, handle: RuntimeHandle) -> float:
-    t0 = time.perf_counter()
-    handle = await runtime.start(handle, NOOP)
-    done = exit_file(handle)
-    while not done.exists():  # noqa: ASYNC110 (the exit file is the signal; no event to wait on)
-        await asyncio.sleep(0.0005)
-    ms = ms_since(t0)
-    await runtime.status(handle)  # reap it (the container runtime also checks its container is gone)
-    return ms
-
-
-def _time_run(argv: list[str]) -> float:
-    t0 = time.perf_counter()
-    subprocess.run(argv, check=True, capture_output=True)
-    return ms_since(t0)
 
 
 def _timed(argv: list[str]) -> float | None:

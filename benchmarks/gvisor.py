@@ -12,15 +12,13 @@ binds of the confinement; no gateway relay (none configured). Each round runs th
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from benchmarks.common import Config, Figure, make_repo, ms_since, workdir
-from godel.core.ports import LaunchSpec, RuntimeHandle, WorkspaceSpec
+from benchmarks.common import Config, Figure, interleaved, make_repo, start_to_exit, time_run, versus, workdir
+from godel.core.ports import LaunchSpec, WorkspaceSpec
 from godel.runtimes.gvisor import GVisorRuntime, runsc_problem
 from godel.runtimes.local import LocalRuntime
-from godel.runtimes.processes import exit_file
 from godel.runtimes.sandbox import SandboxRuntime, missing_tools
 
 NAME = "gvisor"
@@ -45,67 +43,32 @@ async def _run(cfg: Config, root: Path) -> list[Figure]:
         "gvisor": GVisorRuntime(root / "gvisor" / "worktrees", root / "gvisor" / "logs"),
     }
     handles = {
-        name: await rt.prepare(WorkspaceSpec(agent_id=f"bench-{name}", repo=root / "repo"))
+        name: await rt.prepare(WorkspaceSpec(agent_id=f"bench-{cfg.run_id}-{name}", repo=root / "repo"))
         for name, rt in runtimes.items()
     }
     do = ["runsc", "--root", str(root / "runsc-do"), "--network=none", "--platform=ptrace", "do", "true"]
-    samples, warmup = cfg.pick(40, 4), cfg.pick(3, 1)
-    times: dict[str, list[float]] = {name: [] for name in ORDER}
-    for i in range(warmup + samples):
-        for which in ORDER[i % 4 :] + ORDER[: i % 4]:
-            if which == "runsc do":
-                ms = await asyncio.to_thread(_time_run, do)
-            else:
-                ms = await _start_to_exit(runtimes[which], handles[which])
-            if i >= warmup:
-                times[which].append(ms)
-        if i >= warmup and (i - warmup + 1) % 10 == 0:
-            cfg.log(f"gvisor: {i - warmup + 1}/{samples} rounds")
+
+    def agent(name: str) -> Callable[[], Awaitable[float]]:
+        return lambda: start_to_exit(runtimes[name], handles[name], NOOP)
+
+    async def runsc_do() -> float:
+        return await asyncio.to_thread(time_run, do, cwd="/")  # runsc do needs a cwd it can see
+
+    series = {name: (runsc_do if name == "runsc do" else agent(name)) for name in ORDER}
+    times = await interleaved(cfg, NAME, series, samples=cfg.pick(40, 4), warmup=cfg.pick(3, 1))
     note = "exit file polled every 0.5 ms; no gateway relay (none configured); the four alternate, order rotated"
-    figures = [
-        Figure(
-            bench=NAME,
-            name="no-op agent: start → exit recorded, gvisor",
-            unit="ms",
-            godel=times["gvisor"],
-            baseline=times["runsc do"],
-            baseline_label="runsc --network=none --platform=ptrace do true",
-            notes=[note],
-        ),
-        Figure(
-            bench=NAME,
-            name="↳ the same, gvisor against the bubblewrap sandbox",
-            unit="ms",
-            godel=times["gvisor"],
-            baseline=times["sandbox"],
-            baseline_label="the same agent in the sandbox runtime (bubblewrap)",
-        ),
-        Figure(
-            bench=NAME,
-            name="↳ the same, the bubblewrap sandbox against the local runtime",
-            unit="ms",
-            godel=times["sandbox"],
-            baseline=times["local"],
-            baseline_label="the same agent on the local runtime",
-        ),
-    ]
+    figures = versus(
+        NAME, times,
+        [
+            ("no-op agent: start → exit recorded, gvisor", "gvisor", "runsc do",
+             "runsc --network=none --platform=ptrace do true"),
+            ("↳ the same, gvisor against the bubblewrap sandbox", "gvisor", "sandbox",
+             "the same agent in the sandbox runtime (bubblewrap)"),
+            ("↳ the same, the bubblewrap sandbox against the local runtime", "sandbox", "local",
+             "the same agent on the local runtime"),
+        ],
+        note=note,
+    )  # fmt: skip
     for name, rt in runtimes.items():
         await rt.cleanup(handles[name])
     return figures
-
-
-async def _start_to_exit(runtime: LocalRuntime, handle: RuntimeHandle) -> float:
-    t0 = time.perf_counter()
-    handle = await runtime.start(handle, NOOP)
-    done = exit_file(handle)
-    while not done.exists():  # noqa: ASYNC110 (the exit file is the signal; no event to wait on)
-        await asyncio.sleep(0.0005)
-    ms = ms_since(t0)
-    await runtime.status(handle)  # reap it
-    return ms
-
-
-def _time_run(argv: list[str]) -> float:
-    t0 = time.perf_counter()
-    subprocess.run(argv, check=True, cwd="/", stdout=subprocess.DEVNULL)  # runsc do needs a cwd it can see
-    return ms_since(t0)

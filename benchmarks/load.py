@@ -62,36 +62,36 @@ async def _run(cfg: Config, root: Path) -> list[Figure]:
     try:
         async with httpx.AsyncClient(base_url=server.url, headers=server.headers, timeout=120) as http:
             rng = random.Random(7)
-            await _list(http, 20, rng)  # warm-up
-            idle = await _list(http, samples, rng)
+            await list_page(http, 20, rng)  # warm-up
+            idle = await list_page(http, samples, rng)
             rss_idle = proc.memory_info().rss
             cfg.log(f"load: idle list p50 {sorted(idle)[len(idle) // 2]:.2f} ms, RSS {rss_idle / 2**20:.0f} MiB")
 
             first_sent = utcnow()
             t0 = time.perf_counter()
-            ids = await _spawn_all(http, repo, n)
+            ids = await spawn_all(http, repo, n)
             extra["postAllSeconds"] = round(ms_since(t0) / 1000, 2)
-            agents = await _wait_all_executing(cfg, http, n)
+            agents = await wait_all_executing(cfg, http, n)
             newest = max(parse_time(a["startedAt"]) for a in agents)
             extra["allExecutingSeconds"] = round(ms_between(first_sent, newest) / 1000, 2)
             per_agent = [ms_between(parse_time(a["spawnedAt"]), parse_time(a["startedAt"])) for a in agents]
             cfg.log(f"load: all {n} executing after {extra['allExecutingSeconds']} s")
             await asyncio.sleep(3)  # steady state: launches done, only the watch pass left
-            loaded = await _list(http, samples, rng)
+            loaded = await list_page(http, samples, rng)
             rss_load = proc.memory_info().rss
             extra["agentProcesses"], extra["agentProcessesPssMiB"] = _agent_processes(proc)
-            still = await _count(http, "running")
+            still = await count(http, "running")
             if still != n:
                 raise RuntimeError(f"only {still} of {n} agents were running during the measurement")
             cfg.log(f"load: loaded list p50 {sorted(loaded)[len(loaded) // 2]:.2f} ms")
 
             t0 = time.perf_counter()
-            await _kill_all(http, ids)
+            await kill_all(http, ids)
             extra["killAllSeconds"] = round(ms_since(t0) / 1000, 2)
-            killed = await _count(http, "killed")
+            killed = await count(http, "killed")
             if killed != n:
                 raise RuntimeError(f"{killed} of {n} agents were killed")
-            after = await _list(http, samples, rng)
+            after = await list_page(http, samples, rng)
             rss_after = proc.memory_info().rss
     finally:
         try:
@@ -153,7 +153,7 @@ async def _run(cfg: Config, root: Path) -> list[Figure]:
     return [fig, vs_empty, spawn, rss]
 
 
-async def _list(http: httpx.AsyncClient, samples: int, rng: random.Random) -> list[float]:
+async def list_page(http: httpx.AsyncClient, samples: int, rng: random.Random) -> list[float]:
     """GET the first page ``samples`` times, open loop: requests start at random (Poisson) times whether or
     not the previous one has answered, as independent clients would. A closed loop (one request after the
     other) would mostly start right after a stall ends and under-report it (coordinated omission)."""
@@ -174,14 +174,14 @@ async def _list(http: httpx.AsyncClient, samples: int, rng: random.Random) -> li
     return out
 
 
-async def _spawn_all(http: httpx.AsyncClient, repo: Path, n: int) -> list[str]:
+async def spawn_all(http: httpx.AsyncClient, repo: Path, n: int, extra: dict[str, Any] | None = None) -> list[str]:
     gate = asyncio.Semaphore(CONCURRENT_POSTS)
 
     async def one(i: int) -> str:
         async with gate:
             r = await http.post(
                 "/api/v1/agents",
-                json={"task": f"sleep {i}", "repo": str(repo), "command": "sleep 600", "label": "load"},
+                json={"task": f"sleep {i}", "repo": str(repo), "command": "sleep 600", "label": "load"} | (extra or {}),
             )
         if r.status_code != 201:
             raise RuntimeError(f"spawn failed: {r.status_code} {r.text[:300]}")
@@ -190,20 +190,20 @@ async def _spawn_all(http: httpx.AsyncClient, repo: Path, n: int) -> list[str]:
     return list(await asyncio.gather(*(one(i) for i in range(n))))
 
 
-async def _count(http: httpx.AsyncClient, status: str) -> int:
+async def count(http: httpx.AsyncClient, status: str) -> int:
     health = (await http.get("/health/detailed")).json()
     counts = health.get("data", health).get("agents", {})
     return int(counts.get(status, 0))
 
 
-async def _wait_all_executing(cfg: Config, http: httpx.AsyncClient, n: int) -> list[dict[str, Any]]:
+async def wait_all_executing(cfg: Config, http: httpx.AsyncClient, n: int) -> list[dict[str, Any]]:
     deadline = time.monotonic() + 900
     last_log = 0.0
     while True:
-        running = await _count(http, "running")
+        running = await count(http, "running")
         if running >= n:
             break
-        failed = await _count(http, "failed")
+        failed = await count(http, "failed")
         if failed:
             raise RuntimeError(f"{failed} agents failed while spawning")
         if time.monotonic() > deadline:
@@ -242,7 +242,7 @@ def _agent_processes(server: psutil.Process) -> tuple[int, float]:
     return len(procs), round(pss / 2**20, 1)
 
 
-async def _kill_all(http: httpx.AsyncClient, ids: list[str]) -> None:
+async def kill_all(http: httpx.AsyncClient, ids: list[str]) -> None:
     gate = asyncio.Semaphore(CONCURRENT_POSTS)
 
     async def one(agent_id: str) -> None:

@@ -46,6 +46,9 @@ MODULES = {
     "gvisor": "benchmarks.gvisor",
     "container": "benchmarks.container",
     "workspaces": "benchmarks.workspaces",
+    "sandbox-spawn": "benchmarks.sandbox_spawn",
+    "sandbox-load": "benchmarks.sandbox_load",
+    "snapshots": "benchmarks.snapshots",
 }
 
 

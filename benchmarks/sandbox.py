@@ -12,14 +12,11 @@ both with ``subprocess.run``. Samples alternate which goes first.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import time
 from pathlib import Path
 
-from benchmarks.common import Config, Figure, make_repo, ms_since, workdir
-from godel.core.ports import LaunchSpec, RuntimeHandle, WorkspaceSpec
+from benchmarks.common import Config, Figure, interleaved, make_repo, start_to_exit, time_run, versus, workdir
+from godel.core.ports import LaunchSpec, WorkspaceSpec
 from godel.runtimes.local import LocalRuntime
-from godel.runtimes.processes import exit_file
 from godel.runtimes.sandbox import SandboxRuntime, missing_tools
 from godel.runtimes.sandbox.bwrap import Confinement, bwrap_argv, write_etc
 
@@ -39,65 +36,39 @@ async def _run(cfg: Config, root: Path) -> list[Figure]:
     make_repo(root / "repo", files=100, dirs=10)
     local = LocalRuntime(root / "local" / "worktrees", root / "local" / "logs")
     sandbox = SandboxRuntime(root / "sandbox" / "worktrees", root / "sandbox" / "logs")
+    # Ids of this run: an agent's cgroups are named by its id, machine-wide.
     handles = {
-        "local": await local.prepare(WorkspaceSpec(agent_id="bench-local", repo=root / "repo")),
-        "sandbox": await sandbox.prepare(WorkspaceSpec(agent_id="bench-sandbox", repo=root / "repo")),
+        "local": await local.prepare(WorkspaceSpec(agent_id=f"bench-{cfg.run_id}-local", repo=root / "repo")),
+        "sandbox": await sandbox.prepare(WorkspaceSpec(agent_id=f"bench-{cfg.run_id}-sandbox", repo=root / "repo")),
     }
     samples, warmup = cfg.pick(60, 8), cfg.pick(5, 1)
-    starts: dict[str, list[float]] = {"local": [], "sandbox": []}
-    for i in range(warmup + samples):
-        order = ("local", "sandbox") if i % 2 == 0 else ("sandbox", "local")
-        for which in order:
-            runtime = local if which == "local" else sandbox
-            ms = await _start_to_exit(runtime, handles[which])
-            if i >= warmup:
-                starts[which].append(ms)
-        if i >= warmup and (i - warmup + 1) % 20 == 0:
-            cfg.log(f"sandbox: {i - warmup + 1}/{samples} pairs")
-    start = Figure(
-        bench=NAME,
-        name="no-op agent: start → exit recorded, sandbox",
-        unit="ms",
-        godel=starts["sandbox"],
-        baseline=starts["local"],
-        baseline_label="the same agent on the local runtime",
-    )
-    start.notes.append("exit file polled every 0.5 ms; no gateway relay (none configured)")
+    starts = await interleaved(
+        cfg, NAME,
+        {
+            "local": lambda: start_to_exit(local, handles["local"], NOOP),
+            "sandbox": lambda: start_to_exit(sandbox, handles["sandbox"], NOOP),
+        },
+        samples=samples, warmup=warmup, every=20,
+    )  # fmt: skip
+    figures = versus(
+        NAME, starts,
+        [("no-op agent: start → exit recorded, sandbox", "sandbox", "local", "the same agent on the local runtime")],
+        note="exit file polled every 0.5 ms; no gateway relay (none configured)",
+    )  # fmt: skip
 
     ws = handles["sandbox"].workspace
     confinement = Confinement(cwd=ws, home=root / "home", etc=root / "etc", writable=[ws])
     write_etc(confinement.etc)
     argv = [*bwrap_argv(confinement), "/bin/true"]
-    raw: dict[str, list[float]] = {"bwrap": [], "true": []}
-    for i in range(warmup + samples):
-        order = ("bwrap", "true") if i % 2 == 0 else ("true", "bwrap")
-        for which in order:
-            ms = _time_run(argv if which == "bwrap" else ["/bin/true"])
-            if i >= warmup:
-                raw[which].append(ms)
-    bare = Figure(
-        bench=NAME,
-        name="bwrap (the runtime's arguments) /bin/true",
-        unit="ms",
-        godel=raw["bwrap"],
-        baseline=raw["true"],
-        baseline_label="/bin/true",
-    )
-    return [start, bare]
 
+    async def bwrap() -> float:
+        return time_run(argv)
 
-async def _start_to_exit(runtime: LocalRuntime, handle: RuntimeHandle) -> float:
-    t0 = time.perf_counter()
-    handle = await runtime.start(handle, NOOP)
-    done = exit_file(handle)
-    while not done.exists():  # noqa: ASYNC110 (the exit file is the signal; no event to wait on)
-        await asyncio.sleep(0.0005)
-    ms = ms_since(t0)
-    await runtime.status(handle)  # reap it
-    return ms
+    async def true() -> float:
+        return time_run(["/bin/true"])
 
-
-def _time_run(argv: list[str]) -> float:
-    t0 = time.perf_counter()
-    subprocess.run(argv, check=True)
-    return ms_since(t0)
+    raw = await interleaved(cfg, NAME, {"bwrap": bwrap, "true": true}, samples=samples, warmup=warmup, every=samples)
+    figures += versus(NAME, raw, [("bwrap (the runtime's arguments) /bin/true", "bwrap", "true", "/bin/true")])
+    await local.cleanup(handles["local"])
+    await sandbox.cleanup(handles["sandbox"])  # its cgroups too
+    return figures

@@ -85,7 +85,7 @@ async def _run(cfg: Config, root: Path) -> list[Figure]:
                 order = (True, False) if i % 2 == 0 else (False, True)
                 for godel_turn in order:
                     if godel_turn:
-                        total, breakdown = await _godel_once(plane, client, repo)
+                        total, breakdown = await spawn_once(plane, client, repo)
                         if keep:
                             godel.append(total)
                             for k, v in breakdown.items():
@@ -124,7 +124,7 @@ async def _run(cfg: Config, root: Path) -> list[Figure]:
     return figures
 
 
-async def _godel_once(plane: ControlPlane, client: httpx.AsyncClient, repo: Path) -> tuple[float, dict[str, float]]:
+async def spawn_once(plane: ControlPlane, client: httpx.AsyncClient, repo: Path) -> tuple[float, dict[str, float]]:
     # Subscribed before the POST so the end of the run cannot be missed; the wait costs no polling.
     ended = plane.bus.subscribe(EventFilter(patterns=_ENDED))
     try:
