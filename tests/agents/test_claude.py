@@ -99,10 +99,11 @@ async def test_pause_resume_and_kill_a_running_claude(rig: RigFactory) -> None:
         assert running.pid
         await _eventually(lambda: r.model.requests, "claude to reach the model")
         paused = await r.plane.pause(agent.id)
+        assert paused.state == AgentState.PAUSED
         # claude runs short-lived helpers (git, which…): one that exited just before the stop stays a zombie, as
-        # its stopped parent cannot reap it
-        stopped = proc_states(running.pid)
-        assert paused.state == AgentState.PAUSED and "T" in stopped and stopped <= {"T", "t", "Z"}
+        # its stopped parent cannot reap it. A process in uninterruptible I/O (D) when the stop came stops as soon
+        # as that I/O ends (under load, a moment later).
+        await _eventually(lambda: "T" in (s := proc_states(running.pid)) and s <= {"T", "t", "Z"}, "the tree to stop")
         resumed = await r.plane.resume(agent.id)
         assert resumed.state == AgentState.EXECUTING and "T" not in proc_states(running.pid)
         killed = await r.plane.kill(agent.id)

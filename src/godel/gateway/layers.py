@@ -47,7 +47,7 @@ class Gateway(Protocol):
     budgets: BudgetGuard
     clock: Clock
     limits: RateLimiter
-    rate_limited: dict[str, tuple[float, str]]
+    rate_limited: dict[str, tuple[float, str, float]]
     breaker: CircuitBreaker
 
     def next_upstream(self, exchange: Exchange, tried: set[str]) -> Upstream: ...
@@ -162,6 +162,9 @@ class Audit:
         return reply
 
 
+SHOWN_FOR = 5.0  # seconds an agent's rate-limit refusal stays on the agent at least
+
+
 class RateLimit:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
@@ -174,7 +177,10 @@ class RateLimit:
             ticket = await limits.acquire(key, f"{upstream.provider}/{upstream.model}")
         except RateLimited as refusal:
             if key.scope_type == "agent":  # shown on the agent until the window lets it through
-                self.gateway.rate_limited[key.scope_id] = (time.time() + refusal.retry_after, refusal.message)
+                now = time.time()
+                # (until, why, shown until): a refusal is shown for a few seconds at least, even when its limit
+                # lifts sooner (a request in flight ends), so that whoever polls the agent sees it happened.
+                self.gateway.rate_limited[key.scope_id] = (now + refusal.retry_after, refusal.message, now + SHOWN_FOR)
             raise
         try:
             reply = await call_next(exchange)

@@ -96,7 +96,7 @@ class Gateway:
         self.extra_policies = list(extra_policies)
         self._chain: CallNext | None = None
         # agent id -> (when its requests may pass again, why): shown on the agent while it lasts
-        self.rate_limited: dict[str, tuple[float, str]] = {}
+        self.rate_limited: dict[str, tuple[float, str, float]] = {}
         # Proxied requests whose end (usage record, budget settlement) still runs after their answer was sent.
         self.endings: set[asyncio.Future[None]] = set()
 

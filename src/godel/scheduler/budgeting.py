@@ -48,8 +48,8 @@ class BudgetActions:
         entry = self.gateway.rate_limited.get(agent_id)
         if entry is None:
             return None
-        until, why = entry
-        if until <= time.time():
+        until, why, shown_until = entry
+        if max(until, shown_until) <= time.time():
             self.gateway.rate_limited.pop(agent_id, None)
             return None
         return {"until": datetime.fromtimestamp(until, UTC).isoformat(), "reason": why}
