@@ -19,12 +19,12 @@ from tests.sandbox.test_review2_reads import RACER, _ended
 
 # The second review's racer, its symlink aimed through /proc at the host's root instead of at the home directly.
 _PROC_RACER = RACER.replace(
-    "os.symlink(str(home), ws / \"z0\")",
+    'os.symlink(str(home), ws / "z0")',
     "me = json.loads(urllib.request.urlopen(urllib.request.Request("
     "f\"{os.environ['GODEL_URL']}/api/v1/agents/{os.environ['GODEL_AGENT_ID']}\", "
     "headers={'Authorization': 'Bearer ' + os.environ['GODEL_API_KEY']})).read())['data']\n"
     "print('PID', me.get('pid'), flush=True)\n"
-    "os.symlink(f\"/proc/{me['pid']}/root{home}\", ws / \"z0\")",
+    'os.symlink(f"/proc/{me[\'pid\']}/root{home}", ws / "z0")',
 )
 
 
