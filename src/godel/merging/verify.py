@@ -13,11 +13,12 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from godel.core.ports import CommandConfinement
+from godel.merging.gitlinks import GitLinks
 from godel.runtimes.git import git
 
 OUTPUT_TAIL = 4000  # characters of output kept in a result
@@ -53,10 +54,22 @@ def gate_env(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-Confine = Callable[[list[str]], list[str]]  # the argv that runs a command confined (see ``confined``)
+class Confined:
+    """How to run a command confined on a worktree (``argv``), and what to put back once it has run (``restore``):
+    the files that point git at its repository there, which Godel's own git reads next (``gitlinks``)."""
+
+    def __init__(self, runtime: CommandConfinement, tree: Path, own: Path, common: Path) -> None:
+        self.runtime, self.tree, self.own, self.common = runtime, tree, own, common
+        self.links = GitLinks.read(tree, own)
+
+    def argv(self, argv: list[str]) -> list[str]:
+        return self.runtime.confine(argv, self.tree, writable=[self.tree, self.own], readonly=[self.common])
+
+    def restore(self) -> None:
+        self.links.restore()
 
 
-async def confined(runtime: object, tree: Path) -> Confine | None:
+async def confined(runtime: object, tree: Path) -> Confined | None:
     """How to run a gate on ``tree`` (a worktree of the user's repository) as confined as an agent, when ``runtime``
     can (``CommandConfinement``): the tree and its own git directory writable, the repository's git directory
     read-only, no network. None: the runtime confines nothing (``local``), and the gate runs as the server's user."""
@@ -64,16 +77,16 @@ async def confined(runtime: object, tree: Path) -> Confine | None:
         return None
     own = Path(await git("rev-parse", "--path-format=absolute", "--git-dir", cwd=tree))
     common = Path(await git("rev-parse", "--path-format=absolute", "--git-common-dir", cwd=tree))
-    return lambda argv: runtime.confine(argv, tree, writable=[tree, own], readonly=[common])
+    return await asyncio.to_thread(Confined, runtime, tree, own, common)
 
 
 async def run_gate(
-    command: str, cwd: Path, timeout: float, env: Mapping[str, str] | None = None, confine: Confine | None = None
+    command: str, cwd: Path, timeout: float, env: Mapping[str, str] | None = None, confine: Confined | None = None
 ) -> Gate:
     """Run ``command`` by ``/bin/sh -c`` in ``cwd``; through ``confine`` when given (a sandbox)."""
     argv = ["/bin/sh", "-c", command]
     if confine is not None:
-        argv = confine(argv)
+        argv = confine.argv(argv)
     started = time.monotonic()
     # Output to a file, not a pipe: a child the command leaves in the background would keep a pipe open, and
     # asyncio's wait() waits for its pipes; the shell's exit is what decides.
@@ -102,6 +115,8 @@ async def run_gate(
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await asyncio.shield(proc.wait())
+            if confine is not None:  # before any git of Godel's runs there again (the gate's processes are gone)
+                await asyncio.shield(asyncio.to_thread(confine.restore))
         size = out.seek(0, os.SEEK_END)
         out.seek(max(0, size - _READ_TAIL))
         tail = out.read()

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from godel.core.ports import LaunchSpec, RuntimeCapabilities, RuntimeHandle, WorkspaceSpec
-from godel.errors import FieldError, RuntimeUnavailableError, ValidationError
+from godel.errors import FieldError, RuntimeFailure, RuntimeUnavailableError, ValidationError
 from godel.runtimes.cgroups import Cgroups
 from godel.runtimes.local import LocalRuntime, workspace_options
 from godel.runtimes.processes import agent_env
@@ -273,12 +273,35 @@ def agent_gitconfig() -> str:
 
 
 def _prepare_dirs(dirs: list[Path], etc: Path, home: Path, gitconfig: str) -> None:
+    """The folders of a launch (``dirs[0]``: the agent's private directory), and its ``~/.gitconfig`` when it has
+    none. The agent wrote in its private directory on an earlier run (a retry, a restart): a folder there that is a
+    symlink now is refused, and the ``.gitconfig`` is never written through one (the file a dangling symlink named
+    was created on the host: found by a hostile review)."""
+    private = dirs[0]
     for path in dirs:  # a bind needs its source to exist
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Checked before it is made (a folder made through a symlink would be made on the host) and after.
+        for _ in ("before", "after"):
+            if _leads_elsewhere(path, private):
+                raise RuntimeFailure(
+                    f"the agent's folder {path} leads elsewhere (a symlink the agent left): not launched there",
+                    details={"path": str(path)},
+                )
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_etc(etc)
-    config = home / ".gitconfig"
-    if not config.exists():  # the agent's own from then on
-        config.write_text(gitconfig)
+    try:
+        fd = os.open(home / ".gitconfig", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except FileExistsError:
+        return  # the agent's own from then on (a symlink included: never written through)
+    with os.fdopen(fd, "w") as f:
+        f.write(gitconfig)
+
+
+def _leads_elsewhere(path: Path, private: Path) -> bool:
+    """True when ``path``, inside ``private``, resolves anywhere but where it says (a symlink on the way)."""
+    if not path.is_relative_to(private):
+        return False
+    where = Path(os.path.realpath(private.parent)) / private.name / path.relative_to(private)
+    return Path(os.path.realpath(path)) != where
 
 
 def _own_home(home: str | None, private: Path, files: Sequence[Path]) -> Path | None:

@@ -48,7 +48,11 @@ def available() -> bool:
 
 def argv(jail: Jail, cwd: Path) -> list[str]:
     """The bubblewrap prefix of a git command run in ``jail`` from ``cwd`` (one of its folders)."""
-    out = ["bwrap", "--die-with-parent", "--unshare-ipc", "--unshare-net", "--unshare-uts", "--ro-bind", "/usr", "/usr"]
+    # A pid namespace of its own: its /proc shows only its own processes. Git keeps the server's rights in here, and
+    # ``/proc/<pid>/root`` of any process outside (the agent's own sandbox, whose pid the API gives it) is the host's
+    # root: a swapped symlink through it named the server's home again (found by a hostile review).
+    out = ["bwrap", "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-net", "--unshare-uts"]
+    out += ["--ro-bind", "/usr", "/usr"]
     for name in _SYSTEM:
         host = Path("/") / name
         if host.is_symlink():

@@ -158,15 +158,19 @@ async def run(
 ) -> tuple[int, bytes, bytes]:
     """``git --git-dir=GIT_DIR [--work-tree=WORK_TREE] ARGS`` neutralised; (returncode, stdout, stderr). The common
     directory is the git directory itself; ``private``: an agent's git directory, whose ``commondir`` is pinned
-    first (``pin_commondir``). ``confine``: run where only the system and these folders exist (``jail``), for a
-    command that reads a work tree an agent may still be changing; the git directory and work tree are added."""
+    first (``pin_commondir``), and which git only sees in a jail (``private_jail``). ``confine``: run where only the
+    system and these folders exist (``jail``), for a command that reads a work tree an agent may still be changing;
+    the git directory and work tree (read-only) are added."""
     if private:
         await asyncio.to_thread(pin_commondir, git_dir)
+        if confine is None:
+            confine = await asyncio.to_thread(private_jail, git_dir, work_tree)
     argv = ["git", f"--git-dir={git_dir}"]
     if confine is not None:
         if jail.available():
+            tree = [work_tree] if work_tree is not None and work_tree not in confine.writable else []
             seen = Jail(
-                readonly=[*confine.readonly, *([work_tree] if work_tree is not None else [])],
+                readonly=[*confine.readonly, *tree],
                 writable=[*confine.writable, git_dir] if git_dir not in confine.readonly else confine.writable,
             )  # fmt: skip
             argv = [*jail.argv(seen, git_dir), *argv]
@@ -194,6 +198,24 @@ async def run(
     if check and rc != 0:
         raise GitError(list(args), rc, err.decode("utf-8", errors="replace"))
     return rc, out, err
+
+
+def private_jail(git_dir: Path, work_tree: Path | None) -> Jail:
+    """Where Godel's git runs on an agent's private git directory: the directory and the work tree writable, the
+    object stores its alternates name read-only, nothing else. The agent writes in that directory (in a sandbox:
+    all but ``PROTECTED``) and may put a symlink where git writes: ``logs/HEAD`` to a host file (git appends its
+    reflog line there, as the server's user), ``objects/<xx>`` to a host folder (git creates its objects there).
+    Found by a hostile review; in the jail such a symlink names nothing."""
+    readonly = []
+    try:
+        lines = (git_dir / "objects/info/alternates").read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        path = Path(line.strip())
+        if path.is_absolute() and path.is_dir():
+            readonly.append(path)
+    return Jail(readonly=readonly, writable=[git_dir, *([work_tree] if work_tree is not None else [])])
 
 
 def pin_commondir(git_dir: Path) -> None:
