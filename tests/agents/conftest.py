@@ -8,16 +8,14 @@ at a ``ScriptedModel``, plus ``down-*`` providers pointing at a port nobody list
 The plane runs on the local runtime unless a test asks for more with ``@in_the_sandbox_too``: then it also runs
 with runtime ``sandbox`` (bubblewrap), where the CLI's only way out is the gateway, served on the Unix socket the
 sandbox's relay reaches (``godel.api.gateway_socket``), as ``godel serve`` does; the scripted model is then the
-gateway's upstream. Sandboxed are the tests of what the sandbox could break in a CLI: its session state kept on
-disk between runs (the follow-ups) and pause and kill of its process tree (pause is then the cgroup freezer, whose
-frozen tasks ``proc_state`` counts as stopped). Each CLI's edit runs sandboxed in
+gateway's upstream. Sandboxed are the tests of what the sandbox could break in a CLI: every CLI's follow-up (its
+session state, kept on disk in its private directory between runs) and pause and kill of its process tree (pause is
+then the cgroup freezer, whose frozen tasks ``proc_state`` counts as stopped). Each CLI's edit runs sandboxed in
 tests/gateway/test_agents_through_gateway.py. Left local, for the suite's time, are the tests with nothing
-sandbox-specific (scripted failures, tool options, the sessions API, ten at once, aider's follow-up -- its history
-is a file Godel names in the private directory the other follow-ups keep -- and mini's pause, a Python tree as
-aider's is), and, because the gateway changes what they test, those of a dead provider: in a sandbox the CLI gets
-the gateway's 502 instead of a refused connection, the gateway itself serves the route's fallback within the
-request (so the supervisor's fallback never runs), and no provider key ever reaches the CLI (tests/gateway
-covers all three).
+sandbox-specific (scripted failures, tool options, the sessions API, ten at once) and, because the gateway changes
+what they test, those of a dead provider: in a sandbox the CLI gets the gateway's 502 instead of a refused
+connection, the gateway itself serves the route's fallback within the request (so the supervisor's fallback never
+runs), and no provider key ever reaches the CLI (tests/gateway covers all three).
 """
 
 from __future__ import annotations

@@ -109,6 +109,7 @@ async def test_pause_resume_and_kill_a_running_aider(rig: RigFactory) -> None:
         assert _group_states(running.pid) <= {"Z"}  # gone (or a zombie awaiting its reaper)
 
 
+@in_the_sandbox_too
 async def test_follow_up_continues_the_same_aider_conversation(rig: RigFactory) -> None:
     async with rig(EDIT) as r:
         agent = await r.spawn("aider", "create hello.txt", timeout=90)
