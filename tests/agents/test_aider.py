@@ -94,7 +94,7 @@ async def test_pause_resume_and_kill_a_running_aider(rig: RigFactory) -> None:
         agent = await r.spawn("aider", "create hello.txt", timeout=90)
         running = await r.wait_state(agent.id, AgentState.EXECUTING, timeout=30)
         assert running.pid
-        for _ in range(300):  # aider takes seconds to start; wait until it is waiting for the model
+        for _ in range(600):  # aider takes seconds to start (tens on a busy machine); wait until it asks the model
             if r.model.requests:
                 break
             await asyncio.sleep(0.1)
