@@ -4,6 +4,18 @@ Each test gets a control plane (SQLite on tmpfs) whose configuration has one pro
 at a ``ScriptedModel``, plus ``down-*`` providers pointing at a port nobody listens on. The CLIs come from
 ``scripts/install-agent-clis`` (``GODEL_AGENTS_DIR``); when one is missing the test is skipped, unless
 ``GODEL_REQUIRE_AGENT_CLIS=1`` (set by ``scripts/test``), where a missing CLI is a failure.
+
+The plane runs on the local runtime unless a test asks for more with ``@in_the_sandbox_too``: then it also runs
+with runtime ``sandbox`` (bubblewrap), where the CLI's only way out is the gateway, served on the Unix socket the
+sandbox's relay reaches (``godel.api.gateway_socket``), as ``godel serve`` does; the scripted model is then the
+gateway's upstream. Sandboxed are the tests of what the sandbox could break in a CLI: every CLI's follow-up (its
+session state, kept on disk in its private directory between runs) and pause and kill of its process tree (pause is
+then the cgroup freezer, whose frozen tasks ``proc_state`` counts as stopped). Each CLI's edit runs sandboxed in
+tests/gateway/test_agents_through_gateway.py. Left local, for the suite's time, are the tests with nothing
+sandbox-specific (scripted failures, tool options, the sessions API, ten at once) and, because the gateway changes
+what they test, those of a dead provider: in a sandbox the CLI gets the gateway's 502 instead of a refused
+connection, the gateway itself serves the route's fallback within the request (so the supervisor's fallback never
+runs), and no provider key ever reaches the CLI (tests/gateway covers all three).
 """
 
 from __future__ import annotations
@@ -20,6 +32,7 @@ from typing import Any
 import pytest
 
 from godel.agents import get_adapter
+from godel.api.gateway_socket import GatewaySocket
 from godel.core.events import Event, EventFilter
 from godel.core.models import Agent
 from godel.core.ports import EventQuery
@@ -31,12 +44,19 @@ from godel.settings import Settings
 from godel.testing import ScriptedModel
 from tests.conftest import make_repo
 from tests.e2e.serverproc import free_port
+from tests.sandbox.conftest import require_sandbox
 
+CGROUPS = Path("/sys/fs/cgroup")
 ENDED = (AgentState.COMPLETED, AgentState.FAILED, AgentState.KILLED)
 MODEL = "scripted-model"
 # provider name per wire API, as the rig configures them
 PROVIDER = {"openai-chat": "scripted", "openai-responses": "scripted-responses", "anthropic": "scripted-anthropic",
             "gemini": "scripted-gemini"}  # fmt: skip
+
+
+RUNTIMES = ("local", "sandbox")
+# Runs a test on both runtimes (its ids end in [local] and [sandbox]); the rig reads the parameter.
+in_the_sandbox_too = pytest.mark.parametrize("runtime", RUNTIMES)
 
 
 def agents_dir() -> Path:
@@ -52,18 +72,48 @@ def require_cli(kind: str) -> None:
         pytest.skip(f"{kind} CLI not installed (scripts/install-agent-clis {kind})")
 
 
+def frozen(pid: int) -> bool:
+    """Whether ``pid`` is in a cgroup that the freezer holds frozen: how the sandbox pauses where the machine has
+    cgroups. The kernel shows a frozen task as D (v1) or S (v2), never T, so a state alone cannot say it."""
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return False
+    paths = {controllers: path for _, controllers, path in (line.split(":", 2) for line in lines)}
+    v1 = next((path for controllers, path in paths.items() if "freezer" in controllers.split(",")), None)
+    try:
+        if v1 is not None:
+            return (CGROUPS / "freezer" / v1.lstrip("/") / "freezer.state").read_text().strip() == "FROZEN"
+        if "" in paths:
+            return "frozen 1" in (CGROUPS / paths[""].lstrip("/") / "cgroup.events").read_text().splitlines()
+    except OSError:
+        pass
+    return False
+
+
+def proc_state(pid: int) -> str | None:
+    """The state (R/S/T/Z…) of a process, from /proc; None once it is gone. A task the freezer holds counts as
+    stopped (T): both are a pause that the process cannot run through."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+    return "T" if state != "Z" and frozen(pid) else state
+
+
 def proc_states(pid: int) -> set[str]:
-    """States (R/S/T/Z…) of a process and all its descendants, from /proc."""
+    """States (``proc_state``) of a process and all its descendants."""
     states, todo = set(), [pid]
     while todo:
         p = todo.pop()
+        state = proc_state(p)
         try:
-            with open(f"/proc/{p}/stat") as f:
-                stat = f.read()
             tasks = os.listdir(f"/proc/{p}/task")
         except OSError:
             continue
-        states.add(stat.rsplit(")", 1)[1].split()[0])
+        if state is not None:
+            states.add(state)
         for task in tasks:
             try:
                 with open(f"/proc/{p}/task/{task}/children") as f:
@@ -96,6 +146,10 @@ class Rig:
     repo: Path
     model: ScriptedModel | None
 
+    @property
+    def runtime(self) -> str:
+        return self.plane.runtime.name
+
     async def spawn(self, kind: str, task: str, *, model: str | None = None, **kw: Any) -> Agent:
         req = SpawnRequest(task=task, repo=str(self.repo), agent=kind, model=model or model_for(kind), **kw)
         return await self.plane.spawn(req, actor="test")
@@ -124,9 +178,17 @@ RigFactory = Callable[..., Any]
 
 
 @pytest.fixture
-def rig(fast_tmp: Path) -> RigFactory:
+def runtime() -> str:
+    """Where the rig's agents run: local, unless the test is parametrized (``in_the_sandbox_too``)."""
+    return "local"
+
+
+@pytest.fixture
+def rig(fast_tmp: Path, runtime: str) -> RigFactory:
     """``async with rig(turns, **settings) as r:`` -- a started control plane over a fresh repo and a scripted
-    model playing ``turns`` (None: no model server at all)."""
+    model playing ``turns`` (None: no model server at all), its agents on ``runtime``."""
+    if runtime == "sandbox":
+        require_sandbox()
 
     @asynccontextmanager
     async def make(turns: Any, *, files: dict[str, str] | None = None, **overrides: Any) -> AsyncIterator[Rig]:
@@ -146,18 +208,26 @@ def rig(fast_tmp: Path) -> RigFactory:
             "max_concurrent_agents": 16,
             "agents_dir": agents_dir(),
             "agent_cli_retries": 0,
-            "use_gateway": False,  # the plane runs without an HTTP server here: agents go to the provider
+            # Local: no HTTP server here, agents go to the provider. Sandbox: the gateway is their only way out.
+            "runtime": runtime,
+            "use_gateway": runtime == "sandbox",
             "providers": providers_for(model),
             "default_timeout": 120.0,
         }
         values.update(overrides)
         plane = ControlPlane(Settings(**values))
         await plane.start()
+        # What the sandbox's relay reaches (``godel serve`` serves it beside its TCP port): the gateway alone.
+        gateway = GatewaySocket(plane.gateway, plane.settings.gateway_socket) if runtime == "sandbox" else None
         try:
+            if gateway is not None:
+                await gateway.start()
             yield Rig(plane, repo, model)
         finally:
             for agent_id in list(plane.supervisor.runs):
                 await plane.kill(agent_id, actor="test", reason="test teardown")
+            if gateway is not None:
+                await gateway.stop()
             await plane.stop()
             if model:
                 model.stop()

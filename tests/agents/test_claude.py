@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from godel.core.states import AgentState
-from tests.agents.conftest import RigFactory, model_for, proc_states, require_cli
+from tests.agents.conftest import RigFactory, in_the_sandbox_too, model_for, proc_states, require_cli
 from tests.conftest import run_git
 
 pytestmark = pytest.mark.usefixtures("_claude")
@@ -58,6 +58,7 @@ async def test_edit_completes_with_events_usage_transcript_and_branch(rig: RigFa
         assert "create hello.txt" in str(r.model.requests[0].body["messages"])
 
 
+# Local only: in a sandbox the CLI reaches a dead provider through the gateway, which answers 502 (tests/gateway).
 async def test_endpoint_down_fails_fast_with_the_reason(rig: RigFactory) -> None:
     async with rig(None) as r:
         started = time.monotonic()
@@ -91,6 +92,7 @@ async def test_cli_retries_are_bounded_by_the_setting(rig: RigFactory) -> None:
         assert "retry 1 of 1" in errors[0].payload["message"]
 
 
+@in_the_sandbox_too
 async def test_pause_resume_and_kill_a_running_claude(rig: RigFactory) -> None:
     turns = [{"delay": 30, "text": "never seen"}]
     async with rig(turns) as r:
@@ -111,6 +113,7 @@ async def test_pause_resume_and_kill_a_running_claude(rig: RigFactory) -> None:
         assert proc_states(running.pid) <= {"Z"}  # gone (or a zombie awaiting its reaper)
 
 
+@in_the_sandbox_too
 async def test_follow_up_continues_the_same_claude_session(rig: RigFactory) -> None:
     async with rig(EDIT) as r:
         agent = await r.spawn("claude", "create hello.txt", timeout=60)
@@ -132,6 +135,7 @@ async def test_follow_up_continues_the_same_claude_session(rig: RigFactory) -> N
         assert sessions[1].context["resumes"] == native
 
 
+# Local only: in a sandbox the gateway serves the route's fallback within the request (tests/gateway).
 async def test_provider_failure_falls_back_to_the_next_model(rig: RigFactory) -> None:
     down, up = model_for("claude", down=True), model_for("claude")
     async with rig(EDIT, fallbacks={down: [up]}) as r:
@@ -161,6 +165,7 @@ async def _eventually(check: Callable[[], Any], what: str, timeout: float = 20.0
         await asyncio.sleep(0.05)  # polling an observable condition
 
 
+# Local only: a sandboxed CLI never holds the provider's key (tests/gateway/test_agents_through_gateway.py).
 async def test_the_provider_key_is_never_stored_in_events_or_transcripts(
     rig: RigFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:

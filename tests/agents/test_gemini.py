@@ -9,7 +9,7 @@ import psutil
 import pytest
 
 from godel.core.states import AgentState
-from tests.agents.conftest import RigFactory, model_for, require_cli
+from tests.agents.conftest import RigFactory, in_the_sandbox_too, model_for, proc_state, require_cli
 from tests.conftest import run_git
 
 pytestmark = pytest.mark.usefixtures("_gemini")
@@ -46,6 +46,7 @@ async def test_edit_completes_with_events_usage_transcript_and_branch(rig: RigFa
         assert sessions[0].context["nativeSession"]
 
 
+# Local only: in a sandbox the CLI reaches a dead provider through the gateway, which answers 502 (tests/gateway).
 async def test_endpoint_down_fails_fast_with_the_reason(rig: RigFactory) -> None:
     async with rig(None) as r:
         started = time.monotonic()
@@ -73,6 +74,7 @@ def _tree(pid: int) -> list[psutil.Process]:
     return [root, *root.children(recursive=True)]
 
 
+@in_the_sandbox_too
 async def test_pause_resume_and_kill_a_running_gemini(rig: RigFactory) -> None:
     async with rig([{**WRITE, "delay": 30}]) as r:
         agent = await r.spawn(KIND, "create hello.txt", timeout=90)
@@ -86,10 +88,10 @@ async def test_pause_resume_and_kill_a_running_gemini(rig: RigFactory) -> None:
         assert len(tree) >= 2  # the wrapper shell and gemini's node process(es)
         paused = await r.plane.pause(agent.id, actor="test")
         assert paused.state == AgentState.PAUSED
-        assert all(p.status() == psutil.STATUS_STOPPED for p in tree)
+        assert all(proc_state(p.pid) == "T" for p in tree)
         resumed = await r.plane.resume(agent.id, actor="test")
         assert resumed.state == AgentState.EXECUTING
-        assert all(p.status() != psutil.STATUS_STOPPED for p in tree)
+        assert all(proc_state(p.pid) != "T" for p in tree)
         killed = await r.plane.kill(agent.id, actor="test", reason="enough")
         assert killed.state == AgentState.KILLED
         for p in tree:
@@ -97,6 +99,7 @@ async def test_pause_resume_and_kill_a_running_gemini(rig: RigFactory) -> None:
         assert len(r.model.requests) == 1
 
 
+@in_the_sandbox_too
 async def test_follow_up_continues_the_same_gemini_session(rig: RigFactory) -> None:
     async with rig(EDIT) as r:
         agent = await r.spawn(KIND, "create hello.txt", timeout=90)
