@@ -75,13 +75,14 @@ def test_without_bubblewrap_the_sandbox_refuses_to_start(tmp_path: Path, monkeyp
 async def _server(home: Path, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
     plane = ControlPlane(settings_for(home, **overrides))
     await plane.start()
+    app = create_app(plane=plane)
     try:
-        app = create_app(plane=plane)
         headers = await admin_headers(plane)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://localhost", headers=headers) as client:
             yield client
     finally:
+        await app.state.teams.stop()  # as the app's lifespan does (ASGITransport runs none): a team may still drive
         await kill_runs(plane)
         await plane.stop()
 

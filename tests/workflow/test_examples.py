@@ -22,7 +22,7 @@ from godel.scheduler.plane import ControlPlane
 from godel.testing import ScriptedModel
 from godel.workflow import WorkflowDefinition, load_workflow, load_workflow_file
 from godel.workflow.engine import WorkflowEngine
-from tests.agents.conftest import RigFactory, require_cli, rig  # noqa: F401  (rig: a fixture)
+from tests.agents.conftest import RigFactory, require_cli, rig, runtime  # noqa: F401  (fixtures)
 from tests.conftest import make_repo
 from tests.workflow.conftest import steps_by_id, submit, wait_finished
 
