@@ -17,6 +17,14 @@ import httpx
 from tests.conftest import local_admin_headers
 
 
+def ctrl_c_works() -> None:
+    """``preexec_fn`` for a command a test stops with SIGINT, as a user presses Ctrl-C: SIGINT back to its default.
+    A test run launched in the background of a non-interactive shell (``nohup … &``) inherits SIGINT ignored, and a
+    program started with SIGINT ignored keeps it so (Python then installs no KeyboardInterrupt): the test would wait
+    for a stop that never comes."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from tests.e2e.conftest import Godel
-from tests.e2e.serverproc import ServerProcess, free_port
+from tests.e2e.serverproc import ServerProcess, ctrl_c_works, free_port
 
 ENDED = {"completed", "failed", "killed"}
 
@@ -132,6 +132,7 @@ def test_events_tail_prints_live_events_until_interrupted(godel: Godel, cli_serv
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=ctrl_c_works,
     )
     try:
         publish(1)

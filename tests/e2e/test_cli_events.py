@@ -12,7 +12,7 @@ from typing import IO
 import httpx
 
 from tests.e2e.conftest import Godel
-from tests.e2e.serverproc import ServerProcess
+from tests.e2e.serverproc import ServerProcess, ctrl_c_works
 
 
 def publish(godel: Godel, server: ServerProcess, kind: str, i: int) -> int:
@@ -25,7 +25,8 @@ def publish(godel: Godel, server: ServerProcess, kind: str, i: int) -> int:
 def tail(godel: Godel, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "godel", "events", "tail", *args],
                             env={**os.environ, "GODEL_URL": godel.url, "GODEL_HOME": str(godel.home)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ctrl_c_works)  # fmt: skip
 
 
 def payloads(out: IO[str], n: int) -> list[str]:

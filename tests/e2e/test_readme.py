@@ -28,7 +28,7 @@ import pytest
 
 import godel
 from tests.conftest import make_repo, run_git
-from tests.e2e.serverproc import ServerProcess
+from tests.e2e.serverproc import ServerProcess, ctrl_c_works
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -163,7 +163,7 @@ def tail_until_an_event(line: str, repo: Path, env: dict[str, str], within: floa
     """``events tail`` follows until Ctrl-C: read until it shows an event (or ``within`` seconds pass), then
     press it."""
     proc = subprocess.Popen(["bash", "-c", line], cwd=repo, env=env, stdout=subprocess.PIPE,
-                            start_new_session=True)  # fmt: skip
+                            start_new_session=True, preexec_fn=ctrl_c_works)  # fmt: skip
     assert proc.stdout is not None
     seen = b""
     deadline = time.monotonic() + within
