@@ -64,6 +64,7 @@ class TeamOrchestrator:
         self.roles: dict[str, RoleProfile] = load_roles(plane.settings.roles if roles is None else roles)
         self._runs: dict[str, TeamRun] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._ending: set[asyncio.Task[Any]] = set()  # drives past their strategy, recording how the team ended
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -93,6 +94,7 @@ class TeamOrchestrator:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await asyncio.gather(*self._ending, return_exceptions=True)  # teams recording how they ended
         self._tasks.clear()
         self._runs.clear()
 
@@ -367,13 +369,21 @@ class TeamOrchestrator:
             if self._tasks.get(team_id) is asyncio.current_task():
                 self._tasks.pop(team_id, None)
                 self._runs.pop(team_id, None)
-        if status == TeamStatus.FAILED:  # nothing of a failed team goes on running (and spending)
-            await self._halt(team_id, reason=f"team failed: {extra.get('error')}", cancel=False, spare=monitor)
-        if monitor is not None:
-            extra |= await self._end_monitor(run, monitor)
-        await monitor_place.aclose()
-        with contextlib.suppress(TeamTransitionError, TeamNotFoundError):  # completed or deleted meanwhile
-            await self._finish(team_id, status, extra, actor=run.actor)
+        # The ending is work, not the strategy: ``stop`` waits for it rather than leave it running (or cancel it
+        # halfway through recording the outcome).
+        ending = asyncio.current_task()
+        assert ending is not None  # a coroutine of a task (``_tasks``)
+        self._ending.add(ending)
+        try:
+            if status == TeamStatus.FAILED:  # nothing of a failed team goes on running (and spending)
+                await self._halt(team_id, reason=f"team failed: {extra.get('error')}", cancel=False, spare=monitor)
+            if monitor is not None:
+                extra |= await self._end_monitor(run, monitor)
+            await monitor_place.aclose()
+            with contextlib.suppress(TeamTransitionError, TeamNotFoundError):  # completed or deleted meanwhile
+                await self._finish(team_id, status, extra, actor=run.actor)
+        finally:
+            self._ending.discard(ending)
 
     async def _finish(self, team_id: str, status: TeamStatus, extra: dict[str, Any], *, actor: str) -> Team:
         now = self.plane.clock.now()
