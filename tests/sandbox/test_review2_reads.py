@@ -88,13 +88,11 @@ async def _ended(s: Any, agent_id: str, timeout: float) -> Any:
     return agent
 
 
-async def test_a_sandboxed_agent_reads_the_servers_secrets_through_its_own_diff(stack: Any, fast_tmp: Path) -> None:  # noqa: F811
-    """The move: swap workspace folders with symlinks to $GODEL_HOME in a loop and call GET /agents/<self>/diff.
-    Godel's host-side ``git add -A`` then follows a swapped symlink and the diff carries ``credentials`` (the admin's
-    password and API key) or ``secret.key`` (the key of every sealed secret)."""
-    require_sandbox()
-    repo = make_repo(fast_tmp / "repo", {"racer.py": RACER})
-    async with stack([{"text": "unused"}], runtime="sandbox", watch_interval=0.02) as s:
+async def race(make: Any, fast_tmp: Path, racer: str, *, tries_for: int) -> tuple[Any, str, dict[str, str]]:
+    """Run ``racer`` as a sandboxed command agent on a real server (``make``: the ``stack`` fixture) for
+    ``tries_for`` seconds: (the agent once ended, its stdout, the server's secrets the racer must not print)."""
+    repo = make_repo(fast_tmp / "repo", {"racer.py": racer})
+    async with make([{"text": "unused"}], runtime="sandbox", watch_interval=0.02) as s:
         home = s.plane.settings.home
         secrets = {"secret.key": (home / "secret.key").read_text().strip()}
         if (home / "credentials").is_file():
@@ -103,12 +101,20 @@ async def test_a_sandboxed_agent_reads_the_servers_secrets_through_its_own_diff(
         try:
             agent = await s.plane.spawn(
                 SpawnRequest(task="race", repo=str(repo), command="/usr/bin/python3 racer.py", timeout=120,
-                             env={"TRIES_FOR": "8"})
+                             env={"TRIES_FOR": str(tries_for)})
             )  # fmt: skip
             done = await _ended(s, agent.id, 150)
         finally:
             await kill_runs(s.plane)
-        out = (home / "logs" / agent.id / "stdout.log").read_text()
+        return done, (home / "logs" / agent.id / "stdout.log").read_text(), secrets
+
+
+async def test_a_sandboxed_agent_reads_the_servers_secrets_through_its_own_diff(stack: Any, fast_tmp: Path) -> None:  # noqa: F811
+    """The move: swap workspace folders with symlinks to $GODEL_HOME in a loop and call GET /agents/<self>/diff.
+    Godel's host-side ``git add -A`` then follows a swapped symlink and the diff carries ``credentials`` (the admin's
+    password and API key) or ``secret.key`` (the key of every sealed secret)."""
+    require_sandbox()
+    done, out, secrets = await race(stack, fast_tmp, RACER, tries_for=8)
     assert done.runtime_name == "sandbox" and "NO-EXCHANGE" not in out, (done.last_error, out)
     if out.startswith("NOTHING"):  # the move was made: diffs asked for while the folders swapped (unfixed: one or
         assert int(out.split()[1]) >= 5, out  # two are enough; fixed, a swapped symlink names nothing: git fails)

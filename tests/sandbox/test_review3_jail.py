@@ -6,16 +6,12 @@ pid: the agent's own, which ``GET /agents/<self>`` gives it (its sandbox's outer
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from godel.scheduler.requests import SpawnRequest
-from tests.api.conftest import kill_runs
-from tests.conftest import make_repo
 from tests.gateway.conftest import stack  # noqa: F401 (the fixture)
 from tests.sandbox.conftest import require_sandbox
-from tests.sandbox.test_review2_reads import RACER, _ended
+from tests.sandbox.test_review2_reads import RACER, race
 
 # The second review's racer, its symlink aimed through /proc at the host's root instead of at the home directly.
 _PROC_RACER = RACER.replace(
@@ -31,22 +27,7 @@ _PROC_RACER = RACER.replace(
 async def test_a_sandboxed_agent_reads_the_servers_secrets_through_proc_in_the_jail(stack: Any, fast_tmp: Path) -> None:  # noqa: F811
     require_sandbox()
     assert _PROC_RACER != RACER
-    repo = make_repo(fast_tmp / "repo", {"racer.py": _PROC_RACER})
-    async with stack([{"text": "unused"}], runtime="sandbox", watch_interval=0.02) as s:
-        home = s.plane.settings.home
-        secrets = {"secret.key": (home / "secret.key").read_text().strip()}
-        if (home / "credentials").is_file():
-            admin = json.loads((home / "credentials").read_text())
-            secrets.update(password=admin["password"], apiKey=admin["apiKey"])
-        try:
-            agent = await s.plane.spawn(
-                SpawnRequest(task="race", repo=str(repo), command="/usr/bin/python3 racer.py", timeout=120,
-                             env={"TRIES_FOR": "15"})
-            )  # fmt: skip
-            done = await _ended(s, agent.id, 150)
-        finally:
-            await kill_runs(s.plane)
-        out = (home / "logs" / agent.id / "stdout.log").read_text()
+    done, out, secrets = await race(stack, fast_tmp, _PROC_RACER, tries_for=15)
     assert done.runtime_name == "sandbox" and "NO-EXCHANGE" not in out and "PID " in out, (done.last_error, out)
     leaked = [name for name, text in secrets.items() if text in out]
     assert not leaked, f"JAIL ESCAPE through /proc/<pid>/root: the agent read the server's {leaked}: {out[-600:]}"
