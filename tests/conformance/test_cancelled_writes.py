@@ -1,6 +1,6 @@
 """A task cancelled in the middle of a write (a timer cancelled at shutdown, a loop stopped mid-write) must leave
 the database writable. On SQLite it did not: the connection was closed with a statement still active, stayed a
-zombie in its write transaction, and every later write failed with "database is locked" (``store/sqlite_cancel``).
+zombie in its write transaction, and every later write failed with "database is locked" (``store/sqlite_driver``).
 
 The writer is cancelled after 0, 1, 2, … turns of the event loop, so the cancellation lands on every await of the
 write path in turn (taking the lock, BEGIN, each statement, fetching its rows, COMMIT), and after each a fresh

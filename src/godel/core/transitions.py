@@ -47,6 +47,13 @@ class Trigger(StrEnum):
     REQUEUE = "requeue"  # the server stopped before the launch started: nothing ran, the agent waits for a slot again
 
 
+# The moves that end a run: what waiters, dependent workflow steps and the freed slot are held on. Their writes
+# go before queued ordinary writes (``core.urgency``). TASK_COMPLETE is not one: COMPLETING still cleans up.
+ENDING = frozenset(
+    {Trigger.CLEANUP_DONE, Trigger.CLEANUP_ERROR, Trigger.SPAWN_ERROR, Trigger.ERROR, Trigger.TIMEOUT, Trigger.LOST,
+     Trigger.KILL}
+)  # fmt: skip
+
 _NON_TERMINAL = [s for s in S if s not in (S.COMPLETED, S.KILLED)]
 _RUNNING = [S.EXECUTING, S.WAITING, S.PAUSED]
 

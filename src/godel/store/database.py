@@ -1,9 +1,10 @@
 """The store's transactions, and the rules every write obeys.
 
-1. One writer. On SQLite every write transaction holds an in-process ``asyncio.Lock`` (and begins
-   IMMEDIATE); on PostgreSQL the transactions that append events hold it and the database's advisory lock
+1. One writer. On SQLite every write transaction holds an in-process lock (and begins IMMEDIATE); on
+   PostgreSQL the transactions that append events hold it and the database's advisory lock
    (``engine.lock_events``), taken first, before any row lock, so the two kinds of lock never wait on each
-   other. Reads never take the lock and run on other pooled connections.
+   other. Reads never take the lock and run on other pooled connections. The lock is handed over in order,
+   except that a write marked urgent (``core.urgency``: one that records an end) goes before ordinary ones.
 2. Events are announced to the commit listener (the event bus) only after their transaction commits, never
    for one that rolled back, and in commit order: the dispatch lock is taken before the write lock is
    released (hand over hand), so the next writer can commit while listeners run but cannot overtake them.
@@ -13,7 +14,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -23,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from godel.core.events import Event
 from godel.core.ports import CommitListener
+from godel.core.urgency import is_urgent
 from godel.store.engine import WRITE_OPTION, is_sqlite, lock_events, translate_errors
 from godel.store.events import insert_events
 
@@ -31,6 +35,48 @@ logger = logging.getLogger(__name__)
 # Set while a commit listener runs. A write made from inside a listener must not wait for the dispatch lock
 # its own caller holds; it dispatches straight away instead (still after the outer events, and after commit).
 _in_listener: ContextVar[bool] = ContextVar("godel_store_in_listener", default=False)
+
+
+class WriteTurns:
+    """The one-writer lock: handed over first come, first served, urgent writes before ordinary ones."""
+
+    def __init__(self) -> None:
+        self._held = False
+        self._urgent: deque[asyncio.Future[None]] = deque()
+        self._ordinary: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self, *, urgent: bool = False) -> None:
+        if not self._held and not self._urgent and not self._ordinary:
+            self._held = True
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue = self._urgent if urgent else self._ordinary
+        queue.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.release()  # handed the lock as it was cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    queue.remove(turn)
+            raise
+
+    @property
+    def waiting(self) -> tuple[int, int]:
+        """How many urgent and ordinary writes wait for the lock (a cancelled one may count until it wakes)."""
+        return len(self._urgent), len(self._ordinary)
+
+    def release(self) -> None:
+        if not self._held:
+            raise RuntimeError("the store's write lock was released while not held")
+        for queue in (self._urgent, self._ordinary):
+            while queue:
+                turn = queue.popleft()
+                if not turn.done():  # a waiter cancelled meanwhile is skipped
+                    turn.set_result(None)  # the lock passes to it: still held
+                    return
+        self._held = False
 
 
 @dataclass
@@ -52,7 +98,7 @@ class Database:
         self.sqlite = is_sqlite(engine)
         self.listener: CommitListener | None = None
         self._writer = engine.execution_options(**{WRITE_OPTION: True})
-        self._write_lock = asyncio.Lock()
+        self._write_lock = WriteTurns()
         self._dispatch_lock = asyncio.Lock()
 
     @asynccontextmanager
@@ -68,7 +114,7 @@ class Database:
         dispatch: list[Event] = []
         nested = False
         if serialized:
-            await self._write_lock.acquire()
+            await self._write_lock.acquire(urgent=is_urgent())
         try:
             with translate_errors():
                 async with self._writer.begin() as conn:

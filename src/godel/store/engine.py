@@ -7,8 +7,8 @@ The rest of the store is one code path over SQLAlchemy Core; what differs lives 
   transactions can say ``BEGIN IMMEDIATE``: the write lock is taken up front, never by upgrading a read
   lock, which is where SQLITE_BUSY comes from. Readers use plain ``BEGIN`` on other pooled connections and run
   concurrently with the one writer (WAL).
-- SQLite connections are aiosqlite's, made safe against a task cancelled mid-statement
-  (``sqlite_cancel``): without that, one cancelled write could hold the database's write lock for good.
+- SQLite connections are aiosqlite's, with one trip to their thread per statement and no statement left active by a
+  cancelled task (``sqlite_driver``): without that, one cancelled write could hold the database's write lock for good.
 - PostgreSQL: every transaction that appends events first takes a transaction-scoped advisory lock, so
   sequence numbers are handed out and committed in the same order across all processes. Without it, a reader
   that resumed after sequence N could later see a smaller sequence commit.
@@ -37,7 +37,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from godel.errors import ConflictError, StoreError, ValidationError
-from godel.store.sqlite_cancel import cancel_safe_creator
+from godel.store.sqlite_driver import connection_creator
 
 SqliteSynchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
@@ -68,7 +68,7 @@ def normalize_url(url: str) -> URL:
 def create_engine(url: str, *, sqlite_synchronous: SqliteSynchronous = "NORMAL") -> AsyncEngine:
     u = normalize_url(url)
     sqlite = u.get_backend_name() == "sqlite"
-    creator = {"async_creator": cancel_safe_creator(u)} if sqlite else {}
+    creator = {"async_creator": connection_creator(u)} if sqlite else {}
     engine = create_async_engine(u, json_serializer=json_dumps, json_deserializer=json_loads, **creator)
     if sqlite:
         if sqlite_synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):

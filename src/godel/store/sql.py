@@ -9,6 +9,7 @@ transaction, so a refused or failed transition leaves row, history and log exact
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
@@ -22,7 +23,8 @@ from godel.core.events import Event, EventMetadata
 from godel.core.models import Agent, Node, Session, Snapshot, TransitionRecord
 from godel.core.ports import AgentQuery, Clock, CommitListener, EventQuery, Page
 from godel.core.states import ACTIVE, AgentState
-from godel.core.transitions import Trigger, event_type_for, plan
+from godel.core.transitions import ENDING, Trigger, event_type_for, plan
+from godel.core.urgency import urgent
 from godel.errors import AgentNotFoundError, EventNotFoundError, NotFoundError, SnapshotNotFoundError
 from godel.store import agents as agent_queries
 from godel.store import migrations, rows, tables
@@ -173,10 +175,11 @@ class SqlStore(GatewayQueries, BudgetQueries, TaskStore, WorkflowStore, TeamStor
         payload: dict[str, Any] | None = None,
     ) -> tuple[Agent, Event]:
         values = agent_queries.checked_changes(changes)  # before the transaction: a bad call writes nothing
-        async with self._write(events=True) as tx:
-            return await self._transition_in(
-                tx, agent_id, trigger, actor=actor, reason=reason, values=values, payload=payload
-            )
+        with urgent() if trigger in ENDING else contextlib.nullcontext():  # a run's end goes first (core.urgency)
+            async with self._write(events=True) as tx:
+                return await self._transition_in(
+                    tx, agent_id, trigger, actor=actor, reason=reason, values=values, payload=payload
+                )
 
     async def _transition_in(
         self,

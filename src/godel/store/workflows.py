@@ -65,6 +65,17 @@ class WorkflowStore:
         async with self._read() as conn:
             return await _get(conn, workflow_id)
 
+    async def workflow_head(self: StoreHost, workflow_id: str) -> Workflow:
+        """The run without the two columns that grow with it, ``definition`` (empty here) and ``results`` (None):
+        what the engine's loop reads at every turn, holding the parsed definition itself."""
+        t = tables.workflows
+        columns = [c for c in t.c if c.name not in ("definition", "results")]
+        async with self._read() as conn:
+            row = (await conn.execute(sa.select(*columns).where(t.c.id == workflow_id))).first()
+        if row is None:
+            raise WorkflowNotFoundError(workflow_id)
+        return WORKFLOWS.from_row({**row._mapping, "definition": {}, "results": None})
+
     async def list_workflows(
         self: StoreHost, *, statuses: Sequence[str] = (), limit: int = 50, cursor: str | None = None
     ) -> Page[Workflow]:

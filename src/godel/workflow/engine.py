@@ -249,7 +249,7 @@ class WorkflowEngine:
         definition = run.definition
         while True:
             run.wake.clear()
-            wf = await self.store.get_workflow(run.workflow_id)
+            wf = await self.store.workflow_head(run.workflow_id)  # without the definition (run.definition holds it)
             if wf.status == RUNNING:
                 run.going.set()
             else:

@@ -6,6 +6,7 @@ the event log never sees a move the rows do not hold (and the reverse).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -14,6 +15,7 @@ import structlog
 from godel.core.events import Event, make_event
 from godel.core.models import Workflow, WorkflowStep
 from godel.core.ports import Page
+from godel.core.urgency import urgent
 from godel.workflow.lifecycle import FINISHED as FINISHED
 from godel.workflow.lifecycle import STEPS, StepTrigger, WorkflowStatus
 
@@ -23,6 +25,9 @@ log = structlog.get_logger("godel.workflow")
 PENDING, RUNNING, PAUSED = WorkflowStatus.PENDING, WorkflowStatus.RUNNING, WorkflowStatus.PAUSED
 COMPLETED, FAILED, CANCELLED = WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.CANCELLED
 
+# The moves that end a step on its own account (a cancel comes from the run's end, which writes it anyway).
+ENDS = frozenset({StepTrigger.COMPLETE, StepTrigger.FAIL, StepTrigger.SKIP})
+
 
 class WorkflowRows(Protocol):
     """The store methods the engine uses (``SqlStore`` has them: ``store.workflows``)."""
@@ -31,6 +36,7 @@ class WorkflowRows(Protocol):
         self, workflow: Workflow, steps: Sequence[WorkflowStep], events: Sequence[Event] = ()
     ) -> Workflow: ...
     async def get_workflow(self, workflow_id: str) -> Workflow: ...
+    async def workflow_head(self, workflow_id: str) -> Workflow: ...
     async def list_workflows(
         self, *, statuses: Sequence[str] = (), limit: int = 50, cursor: str | None = None
     ) -> Page[Workflow]: ...
@@ -107,9 +113,11 @@ async def move_step(
     target = STEPS.targets(sources[0], trigger)
     (status,) = target
     event = STEPS.plan(step_id, sources[0], trigger).event
-    done = await set_step(rows, wf, step_id, {**changes, "status": status.value}, event, payload,
-                          workflow_changes=workflow_changes, step_result=step_result,
-                          expect=[s.value for s in sources])  # fmt: skip
+    # A step's end goes before queued ordinary writes: the steps that depend on it start once it is written.
+    with urgent() if trigger in ENDS else contextlib.nullcontext():
+        done = await set_step(rows, wf, step_id, {**changes, "status": status.value}, event, payload,
+                              workflow_changes=workflow_changes, step_result=step_result,
+                              expect=[s.value for s in sources])  # fmt: skip
     if not done:
         log.warning("step move refused: the step moved meanwhile", workflow=wf.id, step=step_id, move=trigger.value)
     return done

@@ -201,7 +201,7 @@ class StepRunner:
             {"attempt": attempt, "relaunch": relaunch, "name": step.name, "agentId": agent.id},
             workflow_changes={"current_step_id": step.id},
         )  # fmt: skip
-        now = await self.rows.get_workflow(wf.id)
+        now = await self.rows.workflow_head(wf.id)
         if not started or now.status in FINISHED:  # cancelled while its agent was being created
             with contextlib.suppress(GodelError):
                 await self.plane.kill(agent.id, actor="workflow", reason=f"workflow {now.status}")
@@ -314,7 +314,7 @@ class StepRunner:
                 step_result={"status": COMPLETED, "output": output, "agentId": agent.id, "branch": agent.branch},
             )  # fmt: skip
             return
-        current = await self.rows.get_workflow(wf.id)
+        current = await self.rows.workflow_head(wf.id)
         reason = agent.last_error or f"the agent ended {agent.state.value}"
         if agent.state == AgentState.KILLED and current.status == CANCELLED:
             return
