@@ -1,5 +1,7 @@
 """What every benchmark shares: percentiles, the ``Figure`` record, tmpfs work directories that clean up after
-themselves (processes included), a repository generator and a description of the machine.
+themselves (processes included), a repository generator, a description of the machine, and the means to time things
+side by side (``interleaved`` rounds, their ``Parts``, no-op agents on several runtimes). Setting up Godel behind its
+API is in ``benchmarks/rigs.py``.
 
 Conventions:
 - Every directory a benchmark creates lives under ``/dev/shm/godel-bench-*`` (tmpfs) and is removed at the
@@ -22,7 +24,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -118,6 +120,11 @@ class Figure:
             return None
         b = base.at(q)
         return self.godel_stats.at(q) / b if b else math.nan
+
+    def judge_ratio(self, limit: float, q: str = "p95") -> None:
+        """Set ``met`` for a target "≤ ``limit``x baseline at ``q``"; no baseline, or a NaN ratio, misses it."""
+        ratio = self.ratio(q)
+        self.met = ratio is not None and ratio <= limit
 
     def to_json(self) -> dict[str, Any]:
         def stats(s: Stats | None) -> dict[str, float | None] | None:
@@ -358,6 +365,57 @@ async def start_to_exit(runtime: Any, handle: Any, launch: Any) -> float:
     return ms
 
 
+NOOP_ARGV = ("/bin/sh", "-c", "true")
+
+
+def sandbox_missing(cfg: Config, bench: str) -> bool:
+    """Whether bubblewrap or socat is missing, logged as the reason ``bench`` is skipped."""
+    from godel.runtimes.sandbox import missing_tools
+
+    missing = missing_tools()
+    if missing:
+        cfg.log(f"{bench}: skipped, {', '.join(missing)} not installed (apt-get install bubblewrap socat)")
+    return bool(missing)
+
+
+@dataclass(frozen=True)
+class NoopAgents:
+    """What ``noop_agents`` prepared, by runtime name, so the benchmark can reach a runtime's workspace too."""
+
+    runtimes: dict[str, Any]
+    handles: dict[str, Any]
+
+    def series(self, name: str) -> Callable[[], Awaitable[float]]:
+        """A series for ``interleaved``: another ``start`` of runtime ``name``'s agent (as a retry is), to exit."""
+        from godel.core.ports import LaunchSpec
+
+        noop = LaunchSpec(list(NOOP_ARGV))
+        return lambda: start_to_exit(self.runtimes[name], self.handles[name], noop)
+
+
+@contextlib.asynccontextmanager
+async def noop_agents(
+    cfg: Config, root: Path, kinds: Mapping[str, Callable[[Path, Path], Any]]
+) -> AsyncIterator[NoopAgents]:
+    """Per runtime (``kinds``: name → class), a ``/bin/sh -c true`` agent in a worktree of one 100-file repository,
+    prepared once so that a sample is only a start; ids of this run, as an agent's cgroups are named by its id
+    machine-wide; cleaned up, cgroups too, on exit."""
+    from godel.core.ports import WorkspaceSpec
+
+    make_repo(root / "repo", files=100, dirs=10)
+    runtimes = {name: kind(root / name / "worktrees", root / name / "logs") for name, kind in kinds.items()}
+    handles: dict[str, Any] = {}
+    try:
+        for name, runtime in runtimes.items():
+            handles[name] = await runtime.prepare(
+                WorkspaceSpec(agent_id=f"bench-{cfg.run_id}-{name}", repo=root / "repo")
+            )
+        yield NoopAgents(runtimes, handles)
+    finally:
+        for name, handle in handles.items():
+            await runtimes[name].cleanup(handle)
+
+
 def time_run(argv: Sequence[str], **kwargs: Any) -> float:
     """ms of ``subprocess.run(argv, check=True, **kwargs)`` (its output discarded unless ``kwargs`` says otherwise)."""
     kwargs.setdefault("stdout", subprocess.DEVNULL)
@@ -368,7 +426,7 @@ def time_run(argv: Sequence[str], **kwargs: Any) -> float:
 
 
 async def interleaved(
-    cfg: Config, bench: str, series: dict[str, Callable[[], Awaitable[float]]], *, samples: int, warmup: int,
+    cfg: Config, bench: str, series: Mapping[str, Callable[[], Awaitable[float]]], *, samples: int, warmup: int,
     every: int = 10,
 ) -> dict[str, list[float]]:  # fmt: skip
     """Run every series once per round, ``warmup`` rounds left out then ``samples`` kept, the order rotated round by
@@ -385,6 +443,27 @@ async def interleaved(
         if kept > 0 and kept % every == 0:
             cfg.log(f"{bench}: {kept}/{samples} rounds")
     return times
+
+
+class Parts:
+    """The breakdown of one ``interleaved`` series' samples (a series returns a single figure, the parts go here),
+    its first ``warmup`` samples left out as ``interleaved`` leaves them out."""
+
+    def __init__(self, keys: Sequence[str], warmup: int) -> None:
+        self.samples: dict[str, list[float]] = {key: [] for key in keys}
+        self._skip = warmup
+
+    def add(self, values: Mapping[str, float]) -> None:
+        """Keep one sample's parts, unless it is a warm-up one (the series is called once a round, warm-up first)."""
+        if self._skip > 0:
+            self._skip -= 1
+            return
+        for key, samples in self.samples.items():
+            samples.append(values[key])
+
+    def figures(self, bench: str, labels: Mapping[str, str]) -> list[Figure]:
+        """One figure (ms, no baseline) per ``key: name`` of ``labels``, in that order."""
+        return [Figure(bench=bench, name=name, unit="ms", godel=self.samples[key]) for key, name in labels.items()]
 
 
 def versus(

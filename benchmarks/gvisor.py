@@ -12,17 +12,14 @@ binds of the confinement; no gateway relay (none configured). Each round runs th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from benchmarks.common import Config, Figure, interleaved, make_repo, start_to_exit, time_run, versus, workdir
-from godel.core.ports import LaunchSpec, WorkspaceSpec
+from benchmarks.common import Config, Figure, interleaved, noop_agents, time_run, versus, workdir
 from godel.runtimes.gvisor import GVisorRuntime, runsc_problem
 from godel.runtimes.local import LocalRuntime
 from godel.runtimes.sandbox import SandboxRuntime, missing_tools
 
 NAME = "gvisor"
-NOOP = LaunchSpec(["/bin/sh", "-c", "true"])
 ORDER = ("gvisor", "runsc do", "sandbox", "local")
 
 
@@ -36,28 +33,17 @@ def run(cfg: Config) -> list[Figure]:
 
 
 async def _run(cfg: Config, root: Path) -> list[Figure]:
-    make_repo(root / "repo", files=100, dirs=10)
-    runtimes: dict[str, LocalRuntime] = {
-        "local": LocalRuntime(root / "local" / "worktrees", root / "local" / "logs"),
-        "sandbox": SandboxRuntime(root / "sandbox" / "worktrees", root / "sandbox" / "logs"),
-        "gvisor": GVisorRuntime(root / "gvisor" / "worktrees", root / "gvisor" / "logs"),
-    }
-    handles = {
-        name: await rt.prepare(WorkspaceSpec(agent_id=f"bench-{cfg.run_id}-{name}", repo=root / "repo"))
-        for name, rt in runtimes.items()
-    }
+    kinds = {"local": LocalRuntime, "sandbox": SandboxRuntime, "gvisor": GVisorRuntime}
     do = ["runsc", "--root", str(root / "runsc-do"), "--network=none", "--platform=ptrace", "do", "true"]
-
-    def agent(name: str) -> Callable[[], Awaitable[float]]:
-        return lambda: start_to_exit(runtimes[name], handles[name], NOOP)
 
     async def runsc_do() -> float:
         return await asyncio.to_thread(time_run, do, cwd="/")  # runsc do needs a cwd it can see
 
-    series = {name: (runsc_do if name == "runsc do" else agent(name)) for name in ORDER}
-    times = await interleaved(cfg, NAME, series, samples=cfg.pick(40, 4), warmup=cfg.pick(3, 1))
+    async with noop_agents(cfg, root, kinds) as agents:
+        series = {name: (runsc_do if name == "runsc do" else agents.series(name)) for name in ORDER}
+        times = await interleaved(cfg, NAME, series, samples=cfg.pick(40, 4), warmup=cfg.pick(3, 1))
     note = "exit file polled every 0.5 ms; no gateway relay (none configured); the four alternate, order rotated"
-    figures = versus(
+    return versus(
         NAME, times,
         [
             ("no-op agent: start → exit recorded, gvisor", "gvisor", "runsc do",
@@ -69,6 +55,3 @@ async def _run(cfg: Config, root: Path) -> list[Figure]:
         ],
         note=note,
     )  # fmt: skip
-    for name, rt in runtimes.items():
-        await rt.cleanup(handles[name])
-    return figures

@@ -29,9 +29,9 @@ from typing import Any
 
 import httpx
 import psutil
-from tests.e2e.serverproc import ServerProcess
 
 from benchmarks.common import Config, Figure, make_repo, ms_between, ms_since, parse_time, utcnow, workdir
+from benchmarks.rigs import real_server
 
 NAME = "load"
 TARGET_RATIO = 2.0
@@ -49,55 +49,40 @@ async def _run(cfg: Config, root: Path) -> list[Figure]:
     samples = cfg.pick(300, 40)
     repo = root / "repo"
     make_repo(repo, files=20, dirs=4)
-    server = ServerProcess(
-        root / "home",
-        GODEL_MAX_CONCURRENT_AGENTS=str(n + 100),
-        GODEL_WATCH_INTERVAL="0.1",
-        GODEL_RECONCILE_INTERVAL="1.0",
-        GODEL_ON_SHUTDOWN="terminate",  # a safety net: nothing outlives the server if a phase fails
-    ).start()
-    assert server.proc is not None
-    proc = psutil.Process(server.proc.pid)
     extra: dict[str, Any] = {"agents": n}
-    try:
-        async with httpx.AsyncClient(base_url=server.url, headers=server.headers, timeout=120) as http:
-            rng = random.Random(7)
-            await list_page(http, 20, rng)  # warm-up
-            idle = await list_page(http, samples, rng)
-            rss_idle = proc.memory_info().rss
-            cfg.log(f"load: idle list p50 {sorted(idle)[len(idle) // 2]:.2f} ms, RSS {rss_idle / 2**20:.0f} MiB")
+    async with real_server(root / "home", GODEL_MAX_CONCURRENT_AGENTS=str(n + 100)) as (proc, http):
+        rng = random.Random(7)
+        await list_page(http, 20, rng)  # warm-up
+        idle = await list_page(http, samples, rng)
+        rss_idle = proc.memory_info().rss
+        cfg.log(f"load: idle list p50 {sorted(idle)[len(idle) // 2]:.2f} ms, RSS {rss_idle / 2**20:.0f} MiB")
 
-            first_sent = utcnow()
-            t0 = time.perf_counter()
-            ids = await spawn_all(http, repo, n)
-            extra["postAllSeconds"] = round(ms_since(t0) / 1000, 2)
-            agents = await wait_all_executing(cfg, http, n)
-            newest = max(parse_time(a["startedAt"]) for a in agents)
-            extra["allExecutingSeconds"] = round(ms_between(first_sent, newest) / 1000, 2)
-            per_agent = [ms_between(parse_time(a["spawnedAt"]), parse_time(a["startedAt"])) for a in agents]
-            cfg.log(f"load: all {n} executing after {extra['allExecutingSeconds']} s")
-            await asyncio.sleep(3)  # steady state: launches done, only the watch pass left
-            loaded = await list_page(http, samples, rng)
-            rss_load = proc.memory_info().rss
-            extra["agentProcesses"], extra["agentProcessesPssMiB"] = _agent_processes(proc)
-            still = await count(http, "running")
-            if still != n:
-                raise RuntimeError(f"only {still} of {n} agents were running during the measurement")
-            cfg.log(f"load: loaded list p50 {sorted(loaded)[len(loaded) // 2]:.2f} ms")
+        first_sent = utcnow()
+        t0 = time.perf_counter()
+        ids = await spawn_all(http, repo, n)
+        extra["postAllSeconds"] = round(ms_since(t0) / 1000, 2)
+        agents = await wait_all_executing(cfg, http, n)
+        newest = max(parse_time(a["startedAt"]) for a in agents)
+        extra["allExecutingSeconds"] = round(ms_between(first_sent, newest) / 1000, 2)
+        per_agent = [ms_between(parse_time(a["spawnedAt"]), parse_time(a["startedAt"])) for a in agents]
+        cfg.log(f"load: all {n} executing after {extra['allExecutingSeconds']} s")
+        await asyncio.sleep(3)  # steady state: launches done, only the watch pass left
+        loaded = await list_page(http, samples, rng)
+        rss_load = proc.memory_info().rss
+        extra["agentProcesses"], extra["agentProcessesPssMiB"] = _agent_processes(proc)
+        still = await count(http, "running")
+        if still != n:
+            raise RuntimeError(f"only {still} of {n} agents were running during the measurement")
+        cfg.log(f"load: loaded list p50 {sorted(loaded)[len(loaded) // 2]:.2f} ms")
 
-            t0 = time.perf_counter()
-            await kill_all(http, ids)
-            extra["killAllSeconds"] = round(ms_since(t0) / 1000, 2)
-            killed = await count(http, "killed")
-            if killed != n:
-                raise RuntimeError(f"{killed} of {n} agents were killed")
-            after = await list_page(http, samples, rng)
-            rss_after = proc.memory_info().rss
-    finally:
-        try:
-            server.stop(timeout=120)
-        except Exception:
-            server.kill9()
+        t0 = time.perf_counter()
+        await kill_all(http, ids)
+        extra["killAllSeconds"] = round(ms_since(t0) / 1000, 2)
+        killed = await count(http, "killed")
+        if killed != n:
+            raise RuntimeError(f"{killed} of {n} agents were killed")
+        after = await list_page(http, samples, rng)
+        rss_after = proc.memory_info().rss
 
     extra.update(
         rssIdleMiB=round(rss_idle / 2**20, 1),
@@ -116,8 +101,7 @@ async def _run(cfg: Config, root: Path) -> list[Figure]:
         target=f"≤ {TARGET_RATIO:g}x idle at p95",
         extra=extra,
     )
-    ratio = fig.ratio("p95")
-    fig.met = ratio is not None and ratio <= TARGET_RATIO
+    fig.judge_ratio(TARGET_RATIO)
     fig.notes.append(
         f"idle RSS {extra['rssIdleMiB']} MiB → {extra['rssLoadMiB']} MiB with {n} live agents "
         f"= {extra['rssPerLiveAgentKiB']} KiB per agent; agents' own processes: {extra['agentProcesses']} "
@@ -132,8 +116,7 @@ async def _run(cfg: Config, root: Path) -> list[Figure]:
         baseline_label="same server before spawning (0 rows)",
         target=f"≤ {TARGET_RATIO:g}x idle at p95",
     )
-    ratio = vs_empty.ratio("p95")
-    vs_empty.met = ratio is not None and ratio <= TARGET_RATIO
+    vs_empty.judge_ratio(TARGET_RATIO)
     spawn = Figure(
         bench=NAME,
         name=f"↳ each agent: spawnedAt → executing, {n:,} spawned at once",

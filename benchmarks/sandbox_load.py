@@ -28,12 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
-from tests.e2e.serverproc import ServerProcess
 
 from benchmarks.common import Config, Figure, make_repo, ms_since, workdir
 from benchmarks.load import count, kill_all, list_page, spawn_all, wait_all_executing
+from benchmarks.rigs import real_server
 
 NAME = "sandbox-load"
 TARGET_RATIO = 2.0
@@ -65,58 +64,42 @@ async def _run(cfg: Config, root: Path) -> list[Figure]:
     extra: dict[str, Any] = {"agents": n, "localAgents": m, "capacity": _check_capacity(n)}
     repo = root / "repo"
     make_repo(repo, files=20, dirs=4)
-    server = ServerProcess(
-        root / "home",
-        GODEL_RUNTIME="sandbox",
-        GODEL_RUNTIMES='["local"]',
-        GODEL_MAX_CONCURRENT_AGENTS=str(n + m + 50),
-        GODEL_WATCH_INTERVAL="0.1",
-        GODEL_RECONCILE_INTERVAL="1.0",
-        GODEL_ON_SHUTDOWN="terminate",  # a safety net: nothing outlives the server if a phase fails
-    ).start()
-    assert server.proc is not None
-    proc = psutil.Process(server.proc.pid)
-    try:
-        async with httpx.AsyncClient(base_url=server.url, headers=server.headers, timeout=120) as http:
-            rng = random.Random(7)
-            await list_page(http, 20, rng)  # warm-up
-            idle = await list_page(http, samples, rng)
-            rss_idle = proc.memory_info().rss
+    env = {"GODEL_RUNTIME": "sandbox", "GODEL_RUNTIMES": '["local"]', "GODEL_MAX_CONCURRENT_AGENTS": str(n + m + 50)}
+    async with real_server(root / "home", **env) as (proc, http):
+        rng = random.Random(7)
+        await list_page(http, 20, rng)  # warm-up
+        idle = await list_page(http, samples, rng)
+        rss_idle = proc.memory_info().rss
 
-            t0 = time.perf_counter()
-            ids = await spawn_all(http, repo, n)
-            agents = await wait_all_executing(cfg, http, n)
-            extra["allExecutingSeconds"] = round(ms_since(t0) / 1000, 2)
-            runtimes = {a["isolation"]["runtime"] for a in agents}
-            if runtimes != {"sandbox"}:
-                raise RuntimeError(f"agents ran in {runtimes}, not the sandbox")
-            cfg.log(f"{NAME}: all {n} sandboxed agents executing after {extra['allExecutingSeconds']} s")
-            await asyncio.sleep(3)  # steady state: launches done, only the watch pass left
-            loaded = await list_page(http, samples, rng)
-            rss_load = proc.memory_info().rss
-            sandboxed = _per_agent(proc)
-            if len(sandboxed) != n or await count(http, "running") != n:
-                raise RuntimeError(f"{len(sandboxed)} agent process trees found for {n} running agents")
+        t0 = time.perf_counter()
+        ids = await spawn_all(http, repo, n)
+        agents = await wait_all_executing(cfg, http, n)
+        extra["allExecutingSeconds"] = round(ms_since(t0) / 1000, 2)
+        runtimes = {a["isolation"]["runtime"] for a in agents}
+        if runtimes != {"sandbox"}:
+            raise RuntimeError(f"agents ran in {runtimes}, not the sandbox")
+        cfg.log(f"{NAME}: all {n} sandboxed agents executing after {extra['allExecutingSeconds']} s")
+        await asyncio.sleep(3)  # steady state: launches done, only the watch pass left
+        loaded = await list_page(http, samples, rng)
+        rss_load = proc.memory_info().rss
+        sandboxed = _per_agent(proc)
+        if len(sandboxed) != n or await count(http, "running") != n:
+            raise RuntimeError(f"{len(sandboxed)} agent process trees found for {n} running agents")
 
-            await kill_all(http, ids)
-            if await count(http, "killed") != n:
-                raise RuntimeError(f"not all {n} agents were killed")
-            after = await list_page(http, samples, rng)
-            left = proc.children(recursive=True)
-            extra["processesLeftAfterKill"] = len(left)
+        await kill_all(http, ids)
+        if await count(http, "killed") != n:
+            raise RuntimeError(f"not all {n} agents were killed")
+        after = await list_page(http, samples, rng)
+        left = proc.children(recursive=True)
+        extra["processesLeftAfterKill"] = len(left)
 
-            local_ids = await spawn_all(http, repo, m, {"config": {"sandbox": {"runtime": "local"}}})
-            local_agents = await wait_all_executing(cfg, http, m)
-            if {a["isolation"]["runtime"] for a in local_agents} != {"local"}:
-                raise RuntimeError("the local agents did not run on the local runtime")
-            await asyncio.sleep(1)
-            local = _per_agent(proc)
-            await kill_all(http, local_ids)
-    finally:
-        try:
-            server.stop(timeout=120)
-        except Exception:
-            server.kill9()
+        local_ids = await spawn_all(http, repo, m, {"config": {"sandbox": {"runtime": "local"}}})
+        local_agents = await wait_all_executing(cfg, http, m)
+        if {a["isolation"]["runtime"] for a in local_agents} != {"local"}:
+            raise RuntimeError("the local agents did not run on the local runtime")
+        await asyncio.sleep(1)
+        local = _per_agent(proc)
+        await kill_all(http, local_ids)
 
     extra.update(rssIdleMiB=round(rss_idle / 2**20, 1), rssLoadMiB=round(rss_load / 2**20, 1),
                  serverRssPerAgentKiB=round((rss_load - rss_idle) / n / 1024, 1))  # fmt: skip

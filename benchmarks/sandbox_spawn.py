@@ -31,18 +31,23 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
-from tests.conftest import admin_headers  # a real signed access token, as a user's
-
-from benchmarks.common import Config, Figure, git, git_env, make_repo, ms_since, workdir
-from benchmarks.spawn import spawn_once
-from godel.api.app import create_app
+from benchmarks.common import (
+    Config,
+    Figure,
+    Parts,
+    git,
+    git_env,
+    interleaved,
+    make_repo,
+    ms_since,
+    sandbox_missing,
+    workdir,
+)
+from benchmarks.rigs import in_process_api
+from benchmarks.spawn import PARTS, spawn_once
 from godel.runtimes import processes
 from godel.runtimes.processes import agent_env
-from godel.runtimes.sandbox import missing_tools
 from godel.runtimes.workspaces import overlay
-from godel.scheduler.plane import ControlPlane
-from godel.settings import Settings
 
 NAME = "sandbox-spawn"
 TARGET = 1.3
@@ -50,8 +55,7 @@ _BINDS = ("--bind", "--ro-bind")
 
 
 def run(cfg: Config) -> list[Figure]:
-    if missing_tools():
-        cfg.log(f"{NAME}: skipped, {', '.join(missing_tools())} not installed (apt-get install bubblewrap socat)")
+    if sandbox_missing(cfg, NAME):
         return []
     with workdir(cfg, NAME) as root:
         return asyncio.run(_run(cfg, root))
@@ -171,77 +175,54 @@ async def _run(cfg: Config, root: Path) -> list[Figure]:
     repo = root / "repo"
     base = make_repo(repo, files=1000, dirs=50)
     home = root / "home"
-    settings = Settings(
-        home=home,
-        runtime="sandbox",
-        watch_interval=0.02,
-        reconcile_interval=0.05,
-        max_concurrent_agents=64,
-        kill_grace=1.0,
-        log_level="warning",
-    )
-    plane = ControlPlane(settings)
-    await plane.start()
     samples, warmup = cfg.pick(60, 6), cfg.pick(4, 1)
-    godel: list[float] = []
-    hand: list[float] = []
-    by_worktree: list[float] = []
-    parts: dict[str, list[float]] = {k: [] for k in ("post", "queued", "worktree", "launch", "toCompleted")}
+    parts = Parts(PARTS, warmup)
     try:
-        app = create_app(plane=plane)
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://localhost",
-            headers=await admin_headers(plane), timeout=60,
-        ) as client:  # fmt: skip
+        async with in_process_api(home, max_concurrent_agents=64, runtime="sandbox") as (plane, client):
             with Recorder() as recorder:
                 await spawn_once(plane, client, repo)
             if recorder.launch is None or "bwrap" not in recorder.launch["argv"]:
                 raise RuntimeError(f"the agent did not run in bubblewrap: {recorder.launch}")
             by_hand = ByHand(root / "hand", repo, base, home, recorder.launch)
-            for i in range(warmup + samples):
-                keep = i >= warmup
-                turns = ("godel", "hand", "worktree")
-                for turn in turns[i % 3 :] + turns[: i % 3]:  # each series first in turn
-                    if turn == "godel":
-                        total, breakdown = await spawn_once(plane, client, repo)
-                        if keep:
-                            godel.append(total)
-                            for k, v in breakdown.items():
-                                parts[k].append(v)
-                    else:
-                        ms = await asyncio.to_thread(by_hand.once, worktree=turn == "worktree")
-                        if keep:
-                            (hand if turn == "hand" else by_worktree).append(ms)
-                if keep and (i - warmup + 1) % 10 == 0:
-                    cfg.log(f"{NAME}: {i - warmup + 1}/{samples} pairs")
+
+            async def godel() -> float:
+                total, breakdown = await spawn_once(plane, client, repo)
+                parts.add(breakdown)
+                return total
+
+            async def hand() -> float:
+                return await asyncio.to_thread(by_hand.once)
+
+            async def worktree() -> float:
+                return await asyncio.to_thread(by_hand.once, worktree=True)
+
+            series = {"godel": godel, "hand": hand, "worktree": worktree}
+            times = await interleaved(cfg, NAME, series, samples=samples, warmup=warmup)
     finally:
-        await plane.stop()
         overlay.unmount_under(root / "hand")
     fig = Figure(
         bench=NAME,
         name="POST → executing, sandbox runtime (1,000-file repo, in-process API)",
         unit="ms",
-        godel=godel,
-        baseline=hand,
+        godel=times["godel"],
+        baseline=times["hand"],
         baseline_label="the workspace made by hand (update-ref, overlay mount, private git dir) + the runtime's "
         "bwrap argv, fork/exec (setsid)",
         target=f"≤ {TARGET:g}x baseline at p95",
         extra={"bwrapArgv": recorder.launch["argv"]},
     )
-    ratio = fig.ratio("p95")
-    fig.met = ratio is not None and ratio <= TARGET
+    fig.judge_ratio(TARGET)
     fig.notes.append("the baseline's bwrap argv is the one Godel's wrapper ran (recorded), paths moved")
     plain = Figure(
         bench=NAME,
         name="POST → executing, sandbox runtime, beside the usual way by hand",
         unit="ms",
-        godel=godel,
-        baseline=by_worktree,
+        godel=times["godel"],
+        baseline=times["worktree"],
         baseline_label="git worktree add -b + the runtime's bwrap argv, fork/exec (setsid)",
         target=f"≤ {TARGET:g}x baseline at p95",
     )
-    plain_ratio = plain.ratio("p95")
-    plain.met = plain_ratio is not None and plain_ratio <= TARGET
+    plain.judge_ratio(TARGET)
     labels = {
         "post": "↳ POST → 201 (validate, insert + admit)",
         "queued": "↳ spawnedAt → admitted (in the creating transaction)",
@@ -249,4 +230,4 @@ async def _run(cfg: Config, root: Path) -> list[Figure]:
         "launch": "↳ workspace ready → executing (cgroups, sandbox dirs, fork/exec, record)",
         "toCompleted": "↳ executing → completed (exit seen, diff, cleanup)",
     }
-    return [fig, plain, *(Figure(bench=NAME, name=label, unit="ms", godel=parts[key]) for key, label in labels.items())]
+    return [fig, plain, *parts.figures(NAME, labels)]

@@ -23,25 +23,35 @@ team's own cost is the difference.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.conftest import admin_headers  # a real signed access token, as a user's
 
-from benchmarks.common import Config, Figure, git, git_env, make_repo, ms_between, ms_since, parse_time, utcnow, workdir
-from godel.api.app import create_app
-from godel.core.events import EventFilter
+from benchmarks.common import (
+    Config,
+    Figure,
+    Parts,
+    git,
+    git_env,
+    interleaved,
+    make_repo,
+    ms_between,
+    ms_since,
+    parse_time,
+    utcnow,
+    workdir,
+)
+from benchmarks.rigs import Ends, in_process_api, post_and_wait
 from godel.scheduler.plane import ControlPlane
-from godel.settings import Settings
 from godel.teams.runner import team_agents
 
 NAME = "teams"
 SIZE = 100
 COMMAND = "true"
-_ENDED = ("team:completed", "team:failed")
 
 
 def run(cfg: Config) -> list[Figure]:
@@ -59,56 +69,34 @@ async def _run(cfg: Config, root: Path) -> list[Figure]:
     t0 = time.perf_counter()
     make_repo(origin, files=200, dirs=20)
     cfg.log(f"teams: generated a 200-file repo in {ms_since(t0):.0f} ms")
-    settings = Settings(
-        home=root / "home", watch_interval=0.02, reconcile_interval=0.05, max_concurrent_agents=128, kill_grace=1.0,
-        log_level="warning", use_gateway=False,
-    )  # fmt: skip
-    plane = ControlPlane(settings)
-    await plane.start()
-    app = create_app(plane=plane)
     samples, warmup = cfg.pick(8, 1), cfg.pick(1, 0)
-    admitted: list[float] = []
-    completed: list[float] = []
-    baseline: list[float] = []
-    burst: list[float] = []
-    parts: dict[str, list[float]] = {k: [] for k in ("post", "created", "initializing")}
-    try:
-        headers = await admin_headers(plane)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost",
-                                     headers=headers, timeout=120) as client:  # fmt: skip
-            for i in range(warmup + samples):
-                keep = i >= warmup
-                turns = ("team", "burst", "baseline")
-                for turn in turns[i % 3 :] + turns[: i % 3]:  # each goes first in turn
-                    if turn == "burst":
-                        ms = await _burst_once(plane, client, _clone(origin, root / f"a{i}"))
-                        if keep:
-                            burst.append(ms)
-                    elif turn == "team":
-                        repo = _clone(origin, root / f"g{i}")
-                        figures = await _godel_once(plane, client, repo)
-                        if keep:
-                            admitted.append(figures["executing"])
-                            completed.append(figures["completed"])
-                            for k in parts:
-                                parts[k].append(figures[k])
-                    else:
-                        repo = _clone(origin, root / f"b{i}")
-                        ms = await asyncio.to_thread(_baseline_once, repo, root / f"bw{i}")
-                        if keep:
-                            baseline.append(ms)
-                if keep:
-                    cfg.log(f"teams: {i - warmup + 1}/{samples} rounds")
-    finally:
-        await app.state.teams.stop()
-        await plane.stop()
+    parts = Parts(("post", "created", "initializing", "completed"), warmup)
+    # Each series its own count of rounds, to name its clones.
+    rounds = {series: itertools.count() for series in ("team", "burst", "baseline")}
+    api = in_process_api(root / "home", max_concurrent_agents=128, timeout=120, use_gateway=False)
+    async with api as (plane, client):
+
+        async def team() -> float:
+            figures = await _godel_once(plane, client, _clone(origin, root / f"g{next(rounds['team'])}"))
+            parts.add(figures)
+            return figures["executing"]
+
+        async def burst() -> float:
+            return await _burst_once(plane, client, _clone(origin, root / f"a{next(rounds['burst'])}"))
+
+        async def baseline() -> float:
+            i = next(rounds["baseline"])
+            return await asyncio.to_thread(_baseline_once, _clone(origin, root / f"b{i}"), root / f"bw{i}")
+
+        series = {"team": team, "burst": burst, "baseline": baseline}
+        times = await interleaved(cfg, NAME, series, samples=samples, warmup=warmup, every=1)
 
     fig = Figure(
         bench=NAME,
         name=f"POST /teams → all {SIZE} agents executing (parallel, command `true`)",
         unit="ms",
-        godel=admitted,
-        baseline=baseline,
+        godel=times["team"],
+        baseline=times["baseline"],
         baseline_label=f"{SIZE} x (git worktree add -b + fork/exec), one after the other",
     )
     fig.notes.append("in-process ControlPlane + TeamOrchestrator + httpx.ASGITransport; figures from store timestamps")
@@ -117,16 +105,16 @@ async def _run(cfg: Config, root: Path) -> list[Figure]:
         "created": f"↳ → all {SIZE} agents created (the orchestrator's spawns)",
         "initializing": f"↳ → all {SIZE} admitted (initializing)",
     }
-    out = [fig]
-    out += [Figure(bench=NAME, name=label, unit="ms", godel=parts[key]) for key, label in labels.items()]
+    out = [fig, *parts.figures(NAME, labels)]
+    completed = parts.samples["completed"]
     out.append(Figure(bench=NAME, name=f"POST /teams → team completed ({SIZE} agents)", unit="ms", godel=completed))
     out.append(
         Figure(
             bench=NAME,
             name=f"no team: {SIZE} concurrent POST /agents → all executing",
             unit="ms",
-            godel=burst,
-            baseline=baseline,
+            godel=times["burst"],
+            baseline=times["baseline"],
             baseline_label=fig.baseline_label,
             notes=["the scheduler's own cost of a burst of 100 spawns, for comparison with the team figure"],
         )
@@ -135,31 +123,15 @@ async def _run(cfg: Config, root: Path) -> list[Figure]:
 
 
 async def _godel_once(plane: ControlPlane, client: httpx.AsyncClient, repo: Path) -> dict[str, float]:
-    ended = plane.bus.subscribe(EventFilter(patterns=_ENDED))
-    try:
-        sent = utcnow()
-        t0 = time.perf_counter()
-        body = {"strategy": "parallel", "repo": str(repo), "task": "no-op", "size": SIZE, "maxAgents": SIZE,
-                "agent": "command", "command": COMMAND, "start": True}  # fmt: skip
-        r = await client.post("/api/v1/teams", json=body)
-        post_ms = ms_since(t0)
-        if r.status_code != 201:
-            raise RuntimeError(f"team create failed: {r.status_code} {r.text}")
-        team_id = r.json()["data"]["id"]
-        while True:
-            event = await ended.get(timeout=120)
-            if event is None:
-                raise RuntimeError(f"team {team_id} did not finish within 120 s")
-            if event.metadata.team_id == team_id:
-                break
-    finally:
-        ended.close()
-    team: dict[str, Any] = (await client.get(f"/api/v1/teams/{team_id}")).json()["data"]
+    body = {"strategy": "parallel", "repo": str(repo), "task": "no-op", "size": SIZE, "maxAgents": SIZE,
+            "agent": "command", "command": COMMAND, "start": True}  # fmt: skip
+    posted = await post_and_wait(plane, client, "team", body, timeout=120)
+    team: dict[str, Any] = (await client.get(f"/api/v1/teams/{posted.id}")).json()["data"]
     if team["status"] != "completed":
-        raise RuntimeError(f"team {team_id} ended {team['status']}: {team.get('error')}")
-    agents = await team_agents(plane, team_id)
+        raise RuntimeError(f"team {posted.id} ended {team['status']}: {team.get('error')}")
+    agents = await team_agents(plane, posted.id)
     if len(agents) != SIZE:
-        raise RuntimeError(f"team {team_id} has {len(agents)} agents, not {SIZE}")
+        raise RuntimeError(f"team {posted.id} has {len(agents)} agents, not {SIZE}")
     last: dict[str, Any] = {"initializing": None, "executing": None}
     created = max(a.spawned_at for a in agents if a.spawned_at)
     for agent in agents:
@@ -168,32 +140,24 @@ async def _godel_once(plane: ControlPlane, client: httpx.AsyncClient, repo: Path
             if state in last and (last[state] is None or record.at > last[state]):
                 last[state] = record.at
     return {
-        "post": post_ms,
-        "created": ms_between(sent, created),
-        "initializing": ms_between(sent, last["initializing"]),
-        "executing": ms_between(sent, last["executing"]),
-        "completed": ms_between(sent, parse_time(team["completedAt"])),
+        "post": posted.post_ms,
+        "created": ms_between(posted.sent, created),
+        "initializing": ms_between(posted.sent, last["initializing"]),
+        "executing": ms_between(posted.sent, last["executing"]),
+        "completed": ms_between(posted.sent, parse_time(team["completedAt"])),
     }
 
 
 async def _burst_once(plane: ControlPlane, client: httpx.AsyncClient, repo: Path) -> float:
     """The same 100 agents without a team: 100 concurrent POST /agents; sent → the last ``executing``."""
-    ended = plane.bus.subscribe(EventFilter(patterns=("agent:complete", "agent:error", "agent:kill")))
-    try:
+    with Ends(plane, "agent") as ended:
         sent = utcnow()
         body = {"task": "no-op", "repo": str(repo), "command": COMMAND}
         answers = await asyncio.gather(*(client.post("/api/v1/agents", json=body) for _ in range(SIZE)))
         ids = {r.json()["data"]["id"] for r in answers if r.status_code == 201}
         if len(ids) != SIZE:
             raise RuntimeError(f"only {len(ids)} of {SIZE} spawns were accepted")
-        left = set(ids)
-        while left:
-            event = await ended.get(timeout=120)
-            if event is None:
-                raise RuntimeError(f"{len(left)} agents did not finish within 120 s")
-            left.discard(event.metadata.agent_id or "")
-    finally:
-        ended.close()
+        await ended.wait(ids, timeout=120)
     last = None
     for agent_id in ids:
         for record in await plane.store.transitions(agent_id):
