@@ -29,6 +29,7 @@ from godel.agents import get_adapter
 from godel.core.events import EventFilter
 from godel.core.ports import LaunchRequest, ModelEndpoint
 from godel.errors import AgentSpawnError
+from godel.providers.config import ProviderConfig
 from godel.runtimes.processes import agent_env
 from godel.scheduler.plane import ControlPlane
 from godel.scheduler.requests import SpawnRequest
@@ -85,7 +86,7 @@ async def _one_kind(cfg: Config, root: Path, kind: str, agents_dir: Path) -> lis
             agents_dir=agents_dir,
             agent_cli_retries=0,
             use_gateway=False,  # no HTTP server here: the CLI talks to the model directly, as by hand
-            providers={"scripted": {"kind": wire, "base_url": url, "models": [MODEL]}},
+            providers={"scripted": ProviderConfig.model_validate({"kind": wire, "base_url": url, "models": [MODEL]})},
             log_level="warning",
         )
         plane = ControlPlane(settings)

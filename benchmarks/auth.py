@@ -37,8 +37,8 @@ def run(cfg: Config) -> list[Figure]:
             f'[providers.scripted]\nkind = "openai-chat"\nbase_url = "{upstream}"\nmodels = ["{MODEL}"]\n'
         )
         env = {"GODEL_CONFIG": str(config), "GODEL_LOG_LEVEL": "warning", "GODEL_API_RATE_LIMIT": "1000000/minute"}
-        on = ServerProcess(root / "on", cwd=root, **env)
-        off = ServerProcess(root / "off", cwd=root, GODEL_AUTH_ENABLED="false", **env)
+        on = ServerProcess(root / "on", None, cwd=root, **env)
+        off = ServerProcess(root / "off", None, cwd=root, GODEL_AUTH_ENABLED="false", **env)
         try:
             on.start()
             off.start()
