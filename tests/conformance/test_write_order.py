@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
-from godel.core.events import make_event
+from godel.core.events import Event, make_event
 from godel.core.ids import new_id
 from godel.core.models import Agent
 from godel.core.ports import EventQuery
@@ -61,3 +61,31 @@ def test_only_ends_are_urgent() -> None:
     with urgent():
         assert is_urgent()
     assert not is_urgent()
+
+
+async def test_a_listener_that_writes_does_not_wait_on_a_writer_waiting_on_it(store: SqlStore) -> None:
+    """A writer that commits while a listener runs waits for its turn to announce, not holding the write lock: the
+    listener's own write gets the lock (it used to wait for it for good, held by that writer)."""
+    heard: list[str] = []
+    b_committed = asyncio.Event()
+
+    async def listener(events: list[Event]) -> None:
+        heard.extend(str(e.payload.get("line")) for e in events)
+        if any(e.payload.get("line") == "A" for e in events):
+            await b_committed.wait()  # B has committed and waits to announce
+            await store.append_events([make_event("agent:log", {"line": "from-listener"}, component="test")])
+
+    store.set_commit_listener(listener)
+    a = asyncio.create_task(store.append_events([make_event("agent:log", {"line": "A"}, component="test")]))
+    async with asyncio.timeout(5):
+        while heard != ["A"]:  # noqa: ASYNC110 - turns of the loop until A is being announced
+            await asyncio.sleep(0)
+    b = asyncio.create_task(store.append_events([make_event("agent:log", {"line": "B"}, component="test")]))
+    async with asyncio.timeout(5):
+        # Polling the database: B's commit is the evidence, and nothing announces it yet.
+        while [e.payload.get("line") for e in await store.query_events(EventQuery(limit=10))][-1:] != ["B"]:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    b_committed.set()
+    async with asyncio.timeout(5):
+        await asyncio.gather(a, b)
+    assert heard == ["A", "from-listener", "B"]  # in commit order, the listener's write inside A's announcement

@@ -6,8 +6,10 @@
    other. Reads never take the lock and run on other pooled connections. The lock is handed over in order,
    except that a write marked urgent (``core.urgency``: one that records an end) goes before ordinary ones.
 2. Events are announced to the commit listener (the event bus) only after their transaction commits, never
-   for one that rolled back, and in commit order: the dispatch lock is taken before the write lock is
-   released (hand over hand), so the next writer can commit while listeners run but cannot overtake them.
+   for one that rolled back, and in commit order: a write takes a number as it commits, under the write lock,
+   and announces when every earlier number has (``Announcements``). It waits for that turn after letting the
+   write lock go, so the next writer can commit meanwhile, and a listener that writes is never left waiting on
+   a writer that waits on it.
 3. A listener that fails is logged, never allowed to fail a write that has already committed.
 """
 
@@ -32,8 +34,9 @@ from godel.store.events import insert_events
 
 logger = logging.getLogger(__name__)
 
-# Set while a commit listener runs. A write made from inside a listener must not wait for the dispatch lock
-# its own caller holds; it dispatches straight away instead (still after the outer events, and after commit).
+# Set while a commit listener runs. A write made from inside a listener must not wait for its turn to announce:
+# the turn of the announcement that runs the listener comes first. It announces straight away instead (still
+# after the outer events, and after commit).
 _in_listener: ContextVar[bool] = ContextVar("godel_store_in_listener", default=False)
 
 
@@ -79,6 +82,48 @@ class WriteTurns:
         self._held = False
 
 
+class Announcements:
+    """Turns to announce committed events in commit order: ``number`` under the write lock, ``turn`` after it."""
+
+    def __init__(self) -> None:
+        self._issued = 0
+        self._next = 1
+        self._waiting: dict[int, asyncio.Future[None]] = {}
+        self._abandoned: set[int] = set()  # cancelled before their turn: skipped when it comes
+
+    def number(self) -> int:
+        self._issued += 1
+        return self._issued
+
+    async def turn(self, number: int) -> None:
+        if number == self._next:
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting[number] = turn
+        try:
+            await turn
+        except asyncio.CancelledError:
+            self._waiting.pop(number, None)
+            # Decided by the count, not by the future: the turn may have come after the future was cancelled
+            # and before this runs, and then nobody else would ever move the count on.
+            if self._next == number:
+                self.done(number)
+            else:
+                self._abandoned.add(number)
+            raise
+
+    def done(self, number: int) -> None:
+        if number != self._next:
+            raise RuntimeError(f"announcement {number} ended out of turn (next is {self._next})")
+        self._next += 1
+        while self._next in self._abandoned:
+            self._abandoned.discard(self._next)
+            self._next += 1
+        turn = self._waiting.pop(self._next, None)
+        if turn is not None and not turn.done():
+            turn.set_result(None)
+
+
 @dataclass
 class Tx:
     """An open write transaction; events appended through it are announced after it commits."""
@@ -99,7 +144,7 @@ class Database:
         self.listener: CommitListener | None = None
         self._writer = engine.execution_options(**{WRITE_OPTION: True})
         self._write_lock = WriteTurns()
-        self._dispatch_lock = asyncio.Lock()
+        self._announcements = Announcements()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -112,7 +157,7 @@ class Database:
         """A write transaction; ``events=True`` when it may append events (takes the events lock)."""
         serialized = self.sqlite or events
         dispatch: list[Event] = []
-        nested = False
+        number: int | None = None  # None: announced at once (a listener's own write), or nothing to announce
         if serialized:
             await self._write_lock.acquire(urgent=is_urgent())
         try:
@@ -123,19 +168,20 @@ class Database:
                     tx = Tx(conn)
                     yield tx
             if tx.events and self.listener is not None:
-                nested = _in_listener.get()
-                if not nested:
-                    await self._dispatch_lock.acquire()
                 dispatch = tx.events
+                if not _in_listener.get():
+                    number = self._announcements.number()  # under the write lock: the commit order
         finally:
             if serialized:
                 self._write_lock.release()
         if dispatch:
+            if number is not None:
+                await self._announcements.turn(number)
             try:
                 await self._notify(dispatch)
             finally:
-                if not nested:
-                    self._dispatch_lock.release()
+                if number is not None:
+                    self._announcements.done(number)
 
     async def _notify(self, events: list[Event]) -> None:
         listener = self.listener
