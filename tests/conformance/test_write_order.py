@@ -89,3 +89,38 @@ async def test_a_listener_that_writes_does_not_wait_on_a_writer_waiting_on_it(st
     async with asyncio.timeout(5):
         await asyncio.gather(a, b)
     assert heard == ["A", "from-listener", "B"]  # in commit order, the listener's write inside A's announcement
+
+
+async def test_a_writer_cancelled_after_its_commit_still_has_its_events_announced_in_turn(store: SqlStore) -> None:
+    """Its events are in the store: a live subscriber (the bus) must hear them, in commit order, even though the
+    caller that wrote them was cancelled while it waited for its turn to announce."""
+    heard: list[str] = []
+    release_a = asyncio.Event()
+
+    async def listener(events: list[Event]) -> None:
+        heard.extend(str(e.payload.get("line")) for e in events)
+        if "A" in heard[-1:]:
+            await release_a.wait()
+
+    store.set_commit_listener(listener)
+    a = asyncio.create_task(store.append_events([make_event("agent:log", {"line": "A"}, component="test")]))
+    async with asyncio.timeout(5):
+        while heard != ["A"]:  # noqa: ASYNC110 - turns of the loop until A is being announced
+            await asyncio.sleep(0)
+    b = asyncio.create_task(store.append_events([make_event("agent:log", {"line": "B"}, component="test")]))
+    async with asyncio.timeout(5):
+        # Polling the database: B's commit is the evidence, and nothing announces it yet.
+        while [e.payload.get("line") for e in await store.query_events(EventQuery(limit=10))][-1:] != ["B"]:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    b.cancel()  # committed, waiting for its turn to announce
+    await asyncio.gather(b, return_exceptions=True)
+    assert b.cancelled()
+    release_a.set()
+    await a
+    async with asyncio.timeout(5):
+        while heard != ["A", "B"]:  # noqa: ASYNC110 - B's announcement runs on in its own task
+            await asyncio.sleep(0.01)
+    c = make_event("agent:log", {"line": "C"}, component="test")
+    async with asyncio.timeout(5):
+        await store.append_events([c])  # and the turns go on
+    assert heard == ["A", "B", "C"]

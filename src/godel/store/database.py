@@ -34,6 +34,8 @@ from godel.store.events import insert_events
 
 logger = logging.getLogger(__name__)
 
+CLOSE_ANNOUNCING_SECONDS = 5.0  # how long ``close`` waits for announcements still going
+
 # Set while a commit listener runs. A write made from inside a listener must not wait for its turn to announce:
 # the turn of the announcement that runs the listener comes first. It announces straight away instead (still
 # after the outer events, and after commit).
@@ -145,6 +147,7 @@ class Database:
         self._writer = engine.execution_options(**{WRITE_OPTION: True})
         self._write_lock = WriteTurns()
         self._announcements = Announcements()
+        self._announcing: set[asyncio.Task[None]] = set()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -174,14 +177,22 @@ class Database:
         finally:
             if serialized:
                 self._write_lock.release()
-        if dispatch:
-            if number is not None:
-                await self._announcements.turn(number)
-            try:
-                await self._notify(dispatch)
-            finally:
-                if number is not None:
-                    self._announcements.done(number)
+        if dispatch and number is None:
+            await self._notify(dispatch)  # a listener's own write: heard inside the announcement that made it
+        elif dispatch and number is not None:
+            # In a task of its own, shielded: the events are committed, so they are announced in their turn even
+            # if this write's caller is cancelled now (a live subscriber, the bus, would never hear them again).
+            task = asyncio.get_running_loop().create_task(self._announce(number, dispatch), name="store-announce")
+            self._announcing.add(task)
+            task.add_done_callback(self._announcing.discard)
+            await asyncio.shield(task)
+
+    async def _announce(self, number: int, events: list[Event]) -> None:
+        await self._announcements.turn(number)  # not cancelled but by ``close``, which gives up on the listener
+        try:
+            await self._notify(events)
+        finally:
+            self._announcements.done(number)
 
     async def _notify(self, events: list[Event]) -> None:
         listener = self.listener
@@ -196,4 +207,10 @@ class Database:
             _in_listener.reset(token)
 
     async def close(self) -> None:
+        # Announcements of writes whose callers were cancelled may still be going: let them end, briefly.
+        if self._announcing:
+            _, late = await asyncio.wait(list(self._announcing), timeout=CLOSE_ANNOUNCING_SECONDS)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         await self.engine.dispose()
