@@ -102,6 +102,50 @@ def proc_state(pid: int) -> str | None:
     return "T" if state != "Z" and frozen(pid) else state
 
 
+async def eventually(check: Callable[[], Any], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)  # polling an observable condition
+
+
+async def tree_stops(pid: int, timeout: float = 20.0) -> None:
+    """Until the process tree of ``pid`` is paused: some process stopped (T, or frozen), none running (zombies are
+    helpers that exited just before the stop, which their stopped parent cannot reap). A process in uninterruptible
+    I/O (D) when the stop came stops as soon as that I/O ends. On a timeout, says what each process was doing."""
+    deadline = time.monotonic() + timeout
+    while not ("T" in (states := proc_states(pid)) and states <= {"T", "t", "Z"}):
+        if time.monotonic() >= deadline:
+            pytest.fail(f"the tree of {pid} did not stop within {timeout:g} s: {states}\n{describe_tree(pid)}")
+        await asyncio.sleep(0.05)  # polling an observable condition
+
+
+def describe_tree(pid: int) -> str:
+    """One line per process of the tree: pid, command, state, where it waits in the kernel, its freezer's state."""
+    lines, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text()
+            for task in os.listdir(f"/proc/{p}/task"):
+                todo += [int(c) for c in _read(f"/proc/{p}/task/{task}/children").split()]
+        except OSError:
+            continue  # gone meanwhile
+        comm, state = stat[stat.index("(") + 1 : stat.rindex(")")], stat.rsplit(")", 1)[1].split()[0]
+        cgroups = [line.split(":", 2) for line in _read(f"/proc/{p}/cgroup").splitlines() if line.count(":") >= 2]
+        freezer = next((path for _, names, path in cgroups if "freezer" in names.split(",")), None)
+        held = _read(CGROUPS / "freezer" / freezer.lstrip("/") / "freezer.state").strip() if freezer else ""
+        lines.append(f"  {p} {comm} {state} wchan={_read(f'/proc/{p}/wchan') or '-'} freezer={held or '-'}")
+    return "\n".join(lines)
+
+
+def _read(path: str | Path) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
 def proc_states(pid: int) -> set[str]:
     """States (``proc_state``) of a process and all its descendants."""
     states, todo = set(), [pid]

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 
 from godel.core.states import AgentState
-from tests.agents.conftest import RigFactory, in_the_sandbox_too, model_for, proc_states, require_cli
+from tests.agents.conftest import (
+    RigFactory,
+    eventually,
+    in_the_sandbox_too,
+    model_for,
+    proc_states,
+    require_cli,
+    tree_stops,
+)
 from tests.conftest import run_git
 
 pytestmark = pytest.mark.usefixtures("_claude")
@@ -99,13 +104,13 @@ async def test_pause_resume_and_kill_a_running_claude(rig: RigFactory) -> None:
         agent = await r.spawn("claude", "wait for the model", timeout=60)
         running = await r.wait_state(agent.id, AgentState.EXECUTING)
         assert running.pid
-        await _eventually(lambda: r.model.requests, "claude to reach the model")
+        await eventually(lambda: r.model.requests, "claude to reach the model")
         paused = await r.plane.pause(agent.id)
         assert paused.state == AgentState.PAUSED
         # claude runs short-lived helpers (git, which…): one that exited just before the stop stays a zombie, as
         # its stopped parent cannot reap it. A process in uninterruptible I/O (D) when the stop came stops as soon
         # as that I/O ends (under load, a moment later).
-        await _eventually(lambda: "T" in (s := proc_states(running.pid)) and s <= {"T", "t", "Z"}, "the tree to stop")
+        await tree_stops(running.pid)
         resumed = await r.plane.resume(agent.id)
         assert resumed.state == AgentState.EXECUTING and "T" not in proc_states(running.pid)
         killed = await r.plane.kill(agent.id)
@@ -156,13 +161,6 @@ async def test_tools_option_limits_what_claude_offers(rig: RigFactory) -> None:
         results = await r.events(agent.id, "agent:tool_result")
         assert results[0].payload["isError"] is True  # the scripted Write was refused
         assert done.outcome["changedFiles"] == 0
-
-
-async def _eventually(check: Callable[[], Any], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)  # polling an observable condition
 
 
 # Local only: a sandboxed CLI never holds the provider's key (tests/gateway/test_agents_through_gateway.py).

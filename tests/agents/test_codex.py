@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 
 from godel.core.states import AgentState
-from tests.agents.conftest import RigFactory, in_the_sandbox_too, proc_states, require_cli
+from tests.agents.conftest import RigFactory, eventually, in_the_sandbox_too, proc_states, require_cli, tree_stops
 from tests.conftest import run_git
 
 pytestmark = pytest.mark.usefixtures("_codex")
@@ -107,21 +104,14 @@ async def test_pause_resume_and_kill_a_running_codex(rig: RigFactory) -> None:
         agent = await r.spawn("codex", "wait for the model", timeout=90)
         running = await r.wait_state(agent.id, AgentState.EXECUTING)
         assert running.pid
-        await _eventually(lambda: r.model.requests, "codex to reach the model")
+        await eventually(lambda: r.model.requests, "codex to reach the model")
         paused = await r.plane.pause(agent.id)
         assert paused.state == AgentState.PAUSED
         # every process of the tree is stopped; a helper that had just exited stays a zombie until its parent runs,
         # and one in uninterruptible I/O (D) when the stop came stops once that I/O ends (under load, a moment later)
-        await _eventually(lambda: "T" in (s := proc_states(running.pid)) and s <= {"T", "t", "Z"}, "the tree to stop")
+        await tree_stops(running.pid)
         resumed = await r.plane.resume(agent.id)
         assert resumed.state == AgentState.EXECUTING and "T" not in proc_states(running.pid)
         killed = await r.plane.kill(agent.id)
         assert killed.state == AgentState.KILLED
         assert proc_states(running.pid) <= {"Z"}  # gone (or a zombie awaiting its reaper)
-
-
-async def _eventually(check: Callable[[], Any], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)  # polling an observable condition

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from godel.core.states import AgentState
-from tests.agents.conftest import RigFactory, in_the_sandbox_too, proc_states, require_cli
+from tests.agents.conftest import RigFactory, eventually, in_the_sandbox_too, proc_states, require_cli, tree_stops
 from tests.conftest import run_git
 
 pytestmark = pytest.mark.usefixtures("_pi")
@@ -93,12 +93,12 @@ async def test_pause_resume_and_kill_a_running_pi(rig: RigFactory) -> None:
         agent = await r.spawn("pi", "wait for the model")
         running = await r.wait_state(agent.id, AgentState.EXECUTING)
         assert running.pid
-        await _eventually(lambda: r.model.requests, "pi to reach the model")
+        await eventually(lambda: r.model.requests, "pi to reach the model")
         paused = await r.plane.pause(agent.id)
         assert paused.state == AgentState.PAUSED
         # every process stopped (a helper that exited just before the stop may linger as a zombie; one in
         # uninterruptible I/O when the stop came stops once that I/O ends)
-        await _eventually(lambda: "T" in (s := proc_states(running.pid)) and s <= {"T", "t", "Z"}, "the tree to stop")
+        await tree_stops(running.pid)
         resumed = await r.plane.resume(agent.id)
         assert resumed.state == AgentState.EXECUTING and "T" not in proc_states(running.pid)
         killed = await r.plane.kill(agent.id)
@@ -123,13 +123,3 @@ async def test_provider_failure_falls_back_to_the_next_model(rig: RigFactory) ->
         assert again.state == AgentState.COMPLETED and again.context["routeIndex"] == 1
         starts = await r.events(agent.id, "agent:start")
         assert [e.payload["model"] for e in starts][2:] == ["down-scripted/scripted-model", "scripted/scripted-model"]
-
-
-async def _eventually(check, what: str, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    import asyncio
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)  # polling an observable condition
