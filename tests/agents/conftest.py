@@ -42,7 +42,7 @@ from godel.scheduler.plane import ControlPlane
 from godel.scheduler.requests import SpawnRequest
 from godel.settings import Settings
 from godel.testing import ScriptedModel
-from tests.conftest import make_repo
+from tests.conftest import held_by_vfork, make_repo
 from tests.e2e.serverproc import free_port
 from tests.sandbox.conftest import require_sandbox
 
@@ -92,14 +92,14 @@ def frozen(pid: int) -> bool:
 
 
 def proc_state(pid: int) -> str | None:
-    """The state (R/S/T/Z…) of a process, from /proc; None once it is gone. A task the freezer holds counts as
-    stopped (T): both are a pause that the process cannot run through."""
+    """The state (R/S/T/Z…) of a process, from /proc; None once it is gone. A task the freezer holds, and a parent
+    held in vfork by a stopped child (``held_by_vfork``), count as stopped (T): a pause they cannot run through."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             state = f.read().rsplit(")", 1)[1].split()[0]
     except OSError:
         return None
-    return "T" if state != "Z" and frozen(pid) else state
+    return "T" if state != "Z" and (frozen(pid) or held_by_vfork(pid)) else state
 
 
 async def eventually(check: Callable[[], Any], what: str, timeout: float = 20.0) -> None:

@@ -10,7 +10,7 @@ import psutil
 
 from godel.scheduler.plane import ControlPlane
 from tests.api.conftest import eventually, spawn, wait_state
-from tests.conftest import run_git
+from tests.conftest import held_by_vfork, run_git
 
 
 async def test_spawn_runs_to_completion_with_full_record(client: httpx.AsyncClient, git_repo: Path) -> None:
@@ -85,8 +85,11 @@ async def test_kill_pause_resume(client: httpx.AsyncClient, git_repo: Path) -> N
 
     paused = (await client.post(f"/api/v1/agents/{agent['id']}/pause")).json()["data"]
     assert paused["status"] == "paused" and paused["pausedBy"] == "user:admin"
-    # Stopped as soon as it can be: a shell caught waiting for its vfork'd child (D) stops once the child has exec'd.
-    await eventually(lambda: asyncio.sleep(0, psutil.Process(pid).status() == psutil.STATUS_STOPPED))
+    # Stopped as soon as it can be; a shell caught in vfork whose child was stopped before its exec stays waiting (D)
+    # for that child instead, held all the same.
+    await eventually(
+        lambda: asyncio.sleep(0, psutil.Process(pid).status() == psutil.STATUS_STOPPED or held_by_vfork(pid))
+    )
     again = await client.post(f"/api/v1/agents/{agent['id']}/pause")
     assert again.status_code == 409 and again.json()["error"]["details"]["currentState"] == "paused"
 
