@@ -6,6 +6,7 @@ behind every queued start held up each waiter and dependent step by that whole q
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from godel.core.events import Event, make_event
 from godel.core.ids import new_id
@@ -63,6 +64,23 @@ def test_only_ends_are_urgent() -> None:
     assert not is_urgent()
 
 
+async def _b_committed_while_a_is_announced(
+    store: SqlStore, listener: Callable[[list[Event]], Awaitable[None]], heard: list[str]
+) -> tuple[asyncio.Task[list[Event]], asyncio.Task[list[Event]]]:
+    """Write A and, while ``listener`` is hearing A, B: returned once B has committed (and waits to announce)."""
+    store.set_commit_listener(listener)
+    a = asyncio.create_task(store.append_events([make_event("agent:log", {"line": "A"}, component="test")]))
+    async with asyncio.timeout(5):
+        while heard != ["A"]:  # noqa: ASYNC110 - turns of the loop until A is being announced
+            await asyncio.sleep(0)
+    b = asyncio.create_task(store.append_events([make_event("agent:log", {"line": "B"}, component="test")]))
+    async with asyncio.timeout(5):
+        # Polling the database: B's commit is the evidence, and nothing announces it yet.
+        while [e.payload.get("line") for e in await store.query_events(EventQuery(limit=10))][-1:] != ["B"]:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    return a, b
+
+
 async def test_a_listener_that_writes_does_not_wait_on_a_writer_waiting_on_it(store: SqlStore) -> None:
     """A writer that commits while a listener runs waits for its turn to announce, not holding the write lock: the
     listener's own write gets the lock (it used to wait for it for good, held by that writer)."""
@@ -75,16 +93,7 @@ async def test_a_listener_that_writes_does_not_wait_on_a_writer_waiting_on_it(st
             await b_committed.wait()  # B has committed and waits to announce
             await store.append_events([make_event("agent:log", {"line": "from-listener"}, component="test")])
 
-    store.set_commit_listener(listener)
-    a = asyncio.create_task(store.append_events([make_event("agent:log", {"line": "A"}, component="test")]))
-    async with asyncio.timeout(5):
-        while heard != ["A"]:  # noqa: ASYNC110 - turns of the loop until A is being announced
-            await asyncio.sleep(0)
-    b = asyncio.create_task(store.append_events([make_event("agent:log", {"line": "B"}, component="test")]))
-    async with asyncio.timeout(5):
-        # Polling the database: B's commit is the evidence, and nothing announces it yet.
-        while [e.payload.get("line") for e in await store.query_events(EventQuery(limit=10))][-1:] != ["B"]:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+    a, b = await _b_committed_while_a_is_announced(store, listener, heard)
     b_committed.set()
     async with asyncio.timeout(5):
         await asyncio.gather(a, b)
@@ -102,16 +111,7 @@ async def test_a_writer_cancelled_after_its_commit_still_has_its_events_announce
         if "A" in heard[-1:]:
             await release_a.wait()
 
-    store.set_commit_listener(listener)
-    a = asyncio.create_task(store.append_events([make_event("agent:log", {"line": "A"}, component="test")]))
-    async with asyncio.timeout(5):
-        while heard != ["A"]:  # noqa: ASYNC110 - turns of the loop until A is being announced
-            await asyncio.sleep(0)
-    b = asyncio.create_task(store.append_events([make_event("agent:log", {"line": "B"}, component="test")]))
-    async with asyncio.timeout(5):
-        # Polling the database: B's commit is the evidence, and nothing announces it yet.
-        while [e.payload.get("line") for e in await store.query_events(EventQuery(limit=10))][-1:] != ["B"]:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+    a, b = await _b_committed_while_a_is_announced(store, listener, heard)
     b.cancel()  # committed, waiting for its turn to announce
     await asyncio.gather(b, return_exceptions=True)
     assert b.cancelled()
