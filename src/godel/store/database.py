@@ -177,9 +177,11 @@ class Database:
         finally:
             if serialized:
                 self._write_lock.release()
-        if dispatch and number is None:
+        if not dispatch:
+            return
+        if number is None:
             await self._notify(dispatch)  # a listener's own write: heard inside the announcement that made it
-        elif dispatch and number is not None:
+        else:
             # In a task of its own, shielded: the events are committed, so they are announced in their turn even
             # if this write's caller is cancelled now (a live subscriber, the bus, would never hear them again).
             task = asyncio.get_running_loop().create_task(self._announce(number, dispatch), name="store-announce")

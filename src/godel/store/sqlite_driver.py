@@ -131,8 +131,9 @@ class _Cursor:
 
     async def fetchmany(self, size: int | None = None) -> list[Any]:
         size = self.arraysize if size is None else size
-        while len(self._rows) < size and await self._more():
-            pass
+        while len(self._rows) < size:  # a chunk per trip until enough rows are here, or none are left
+            if not await self._more():
+                break
         return [self._rows.popleft() for _ in range(min(size, len(self._rows)))]
 
     async def fetchall(self) -> list[Any]:
